@@ -1,0 +1,3 @@
+from cepr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Objects in a labelled frame, placed on the ground around the robot.
+
+Every task's ground truth (and, later, the edge scene summary) is computed from this one analysis, so the
+answers depend only on a class mask, an optional depth map and the camera:
+
+* with depth, each object pixel is back-projected to 3-D; the pixels below ``clearance`` metres form the
+  object's *footprint* on the ground (an overhanging sign is no obstacle to a 0.5 m robot);
+* without depth (the real Cloud-Robotics set), each column's lowest pixel of the object is taken as its
+  ground contact and intersected with the ground plane of the stated camera.
+
+Objects are the 8-connected components of each non-walkable class.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from cepr.data.camera import Camera
+from cepr.data.classes import CLASSES, NON_OBSTACLE_IDS
+
+OBJECT_CLASS_IDS = tuple(c.id for c in CLASSES if c.id not in NON_OBSTACLE_IDS)
+
+
+@dataclass
+class SceneObject:
+    """One connected component of a non-walkable class, with where it stands relative to the robot."""
+
+    class_id: int
+    area: int  # pixels
+    bbox: tuple[int, int, int, int]  # x, y, w, h in pixels
+    distance: float  # metres from the camera's ground point to the nearest footprint point (inf if none)
+    bearing_deg: float  # angle of the footprint centroid from straight ahead, positive to the right
+    footprint: np.ndarray = field(repr=False)  # (N, 2) ground points (lateral x, forward z), metres
+
+    @property
+    def name(self) -> str:
+        return CLASSES[self.class_id].name
+
+    def in_zone(self, x_min: float, x_max: float, z_max: float, z_min: float = 0.0) -> np.ndarray:
+        """Footprint points inside the lateral band [x_min, x_max] between z_min and z_max metres ahead."""
+        fp = self.footprint
+        if fp.size == 0:
+            return fp
+        x, z = fp[:, 0], fp[:, 1]
+        return fp[(x >= x_min) & (x <= x_max) & (z > z_min) & (z <= z_max)]
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_rays(camera: Camera) -> np.ndarray:
+    return camera.grid_rays().astype(np.float32)
+
+
+def min_object_area(width: int, height: int, fraction: float = 5e-5) -> int:
+    """Smallest component kept as an object: 15 px at 640x480, 105 px at 2048x1024."""
+    return max(8, int(round(fraction * width * height)))
+
+
+def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera, clearance: float = 1.2,
+                    min_area: int | None = None, class_ids=OBJECT_CLASS_IDS) -> list[SceneObject]:
+    """Connected components of ``class_ids`` in ``label`` with their ground footprint, nearest first."""
+    h, w = label.shape
+    if (camera.width, camera.height) != (w, h):
+        camera = camera.scaled(w, h)
+    if depth is not None and depth.shape != label.shape:
+        raise ValueError(f"depth shape {depth.shape} differs from label shape {label.shape}")
+    if min_area is None:
+        min_area = min_object_area(w, h)
+    rays = _grid_rays(camera) if depth is not None else None
+    present = np.bincount(label.ravel(), minlength=256)
+    objects: list[SceneObject] = []
+    for cid in class_ids:
+        if present[cid] < min_area:
+            continue
+        mask = (label == cid).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        for k in range(1, n):
+            x0, y0, bw, bh, area = (int(s) for s in stats[k])
+            if area < min_area:
+                continue
+            sub = comp[y0:y0 + bh, x0:x0 + bw] == k
+            if depth is not None:
+                fp = _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance)
+            else:
+                fp = _footprint_from_ground_plane(sub, x0, y0, camera)
+            if len(fp):
+                rng = np.hypot(fp[:, 0], fp[:, 1])
+                dist = float(rng.min())
+                cxz = fp.mean(axis=0)
+                bearing = float(np.degrees(np.arctan2(cxz[0], cxz[1])))
+            else:
+                dist = float("inf")
+                u_mid = x0 + bw / 2.0
+                bearing = float(np.degrees(np.arctan2(u_mid - camera.cx, camera.fx)))
+            objects.append(SceneObject(cid, area, (x0, y0, bw, bh), dist, bearing, fp))
+    objects.sort(key=lambda o: (o.distance, -o.area))
+    return objects
+
+
+def _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance) -> np.ndarray:
+    vs, us = np.nonzero(sub)
+    vs += y0
+    us += x0
+    d = depth[vs, us]
+    ok = d > 0
+    if not ok.any():
+        return np.zeros((0, 2))
+    r = rays[vs[ok], us[ok]]
+    d = d[ok].astype(np.float32)
+    height = camera.mount_height + r[:, 1] * d
+    keep = height <= clearance
+    return np.stack([r[keep, 0] * d[keep], r[keep, 2] * d[keep]], axis=1).astype(np.float64)
+
+
+def _footprint_from_ground_plane(sub, x0, y0, camera) -> np.ndarray:
+    cols = np.nonzero(sub.any(axis=0))[0]
+    # lowest pixel of the object in each column; its bottom edge touches the ground
+    bottom = sub.shape[0] - 1 - np.argmax(sub[::-1, cols], axis=0)
+    x, z, _ = camera.ground_points(cols + x0, bottom + y0 + 0.5)
+    ok = np.isfinite(z)
+    return np.stack([x[ok], z[ok]], axis=1)

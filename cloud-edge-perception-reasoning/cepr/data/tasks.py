@@ -1,0 +1,178 @@
+"""Closed-set questions about a frame, with ground truth computed from the label mask (+ depth).
+
+The task functions are the source of truth. The synthetic set's sidecar caches their answers, and on that
+set the two agree. Because they need nothing but a class mask (and depth, or a stated camera for ground-
+plane distance), they also score the real Cloud-Robotics set.
+
+The robot walks straight ahead along a *corridor* ``corridor_half_width`` metres either side of its axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from cepr.data.camera import Camera
+from cepr.data.classes import CLASSES, DYNAMIC_IDS, HUMAN_IDS
+from cepr.data.geometry import OBJECT_CLASS_IDS, SceneObject, extract_objects
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Distances (metres) that define the questions; they appear in the prompts too."""
+
+    corridor_half_width: float = 0.6  # robot ~0.5 m wide plus a margin each side
+    side_band_width: float = 1.2  # lateral room checked beside the corridor when avoiding
+    hazard_distance: float = 6.0  # path_hazard and "slow"
+    stop_distance: float = 2.5  # a person or vehicle this close in the corridor: stop
+    avoid_distance: float = 4.0  # a static obstacle this close in the corridor: go around it
+    near_side_distance: float = 3.0  # a person or vehicle beside the corridor this close: slow
+    traversable_distance: float = 3.0
+    obstacle_distance: float = 10.0  # nearest_obstacle looks this far
+    people_distance: float = 20.0  # people_count counts people this close
+    clearance: float = 1.2  # footprint: object parts below this height block the robot
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    prompt: str  # str.format template over TaskParams fields
+    answers: tuple[str, ...]
+    fn: Callable[[list[SceneObject], TaskParams], str]
+    description: str = ""
+
+    def render_prompt(self, params: TaskParams | None = None) -> str:
+        return self.prompt.format(**(params or TaskParams()).to_dict())
+
+
+# ---- helpers over the object list -------------------------------------------------------------------
+
+def _in_corridor(objs, p: TaskParams, z_max: float, z_min: float = 0.0, x_min=None, x_max=None):
+    lo = -p.corridor_half_width if x_min is None else x_min
+    hi = p.corridor_half_width if x_max is None else x_max
+    return [o for o in objs if len(o.in_zone(lo, hi, z_max, z_min))]
+
+
+def _corridor_distance(o: SceneObject, p: TaskParams) -> float:
+    pts = o.in_zone(-p.corridor_half_width, p.corridor_half_width, np.inf)
+    return float(pts[:, 1].min()) if len(pts) else float("inf")
+
+
+def _dynamic(objs):
+    return [o for o in objs if o.class_id in DYNAMIC_IDS]
+
+
+def _static(objs):
+    return [o for o in objs if o.class_id not in DYNAMIC_IDS]
+
+
+# ---- the five tasks ---------------------------------------------------------------------------------
+
+def path_hazard(objs: list[SceneObject], p: TaskParams) -> str:
+    return "yes" if _in_corridor(_dynamic(objs), p, p.hazard_distance) else "no"
+
+
+def action(objs: list[SceneObject], p: TaskParams) -> str:
+    """stop > avoid_left/avoid_right > slow > go, decided from footprints in and beside the corridor."""
+    hw, sw = p.corridor_half_width, p.side_band_width
+    if _in_corridor(_dynamic(objs), p, p.stop_distance):
+        return "stop"
+    blocking = _in_corridor(_static(objs), p, p.avoid_distance)
+    if blocking:
+        # the sides must be free up to a metre past the nearest blocking object, and at least avoid_distance
+        reach = max(p.avoid_distance, min(_corridor_distance(o, p) for o in blocking) + 1.0)
+        left_free = not _in_corridor(objs, p, reach, x_min=-(hw + sw), x_max=-hw)
+        right_free = not _in_corridor(objs, p, reach, x_min=hw, x_max=hw + sw)
+        if left_free and right_free:
+            pts = np.concatenate([o.in_zone(-hw, hw, p.avoid_distance) for o in blocking])
+            return "avoid_left" if pts[:, 0].mean() >= 0 else "avoid_right"
+        if left_free:
+            return "avoid_left"
+        if right_free:
+            return "avoid_right"
+        return "stop"
+    if _in_corridor(_dynamic(objs), p, p.hazard_distance):
+        return "slow"
+    if _in_corridor(_dynamic(objs), p, p.near_side_distance, x_min=-(hw + sw), x_max=hw + sw):
+        return "slow"
+    return "go"
+
+
+def people_count(objs: list[SceneObject], p: TaskParams) -> str:
+    n = sum(1 for o in objs if o.class_id in HUMAN_IDS and o.distance <= p.people_distance)
+    return "3+" if n >= 3 else str(n)
+
+
+def nearest_obstacle(objs: list[SceneObject], p: TaskParams) -> str:
+    best, best_d = None, float("inf")
+    for o in objs:
+        d = _corridor_distance(o, p)
+        if d <= p.obstacle_distance and d < best_d:
+            best, best_d = o, d
+    return best.name if best is not None else "none"
+
+
+def traversable(objs: list[SceneObject], p: TaskParams) -> str:
+    return "no" if _in_corridor(objs, p, p.traversable_distance) else "yes"
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("path_hazard",
+         "Is there a person, rider or vehicle in the robot's path (straight ahead, {corridor_half_width:g} m "
+         "either side of its axis) within {hazard_distance:g} m? Answer yes or no.",
+         ("yes", "no"), path_hazard, "a person, rider or vehicle stands in the corridor within hazard_distance"),
+    Task("action",
+         "The robot is walking straight ahead. What should it do now? Answer one of: stop, slow, go, "
+         "avoid_left, avoid_right.",
+         ("stop", "slow", "go", "avoid_left", "avoid_right"), action,
+         "stop: person/vehicle in the corridor within stop_distance, or blocked with no free side; "
+         "avoid_*: static obstacle within avoid_distance, go round on the free side; slow: person/vehicle in "
+         "the corridor within hazard_distance or beside it within near_side_distance; go: otherwise"),
+    Task("people_count",
+         "How many people (pedestrians or riders) are within {people_distance:g} m of the robot? "
+         "Answer 0, 1, 2 or 3+.",
+         ("0", "1", "2", "3+"), people_count, "person and rider components within people_distance"),
+    Task("nearest_obstacle",
+         "What is the nearest obstacle in the robot's path (straight ahead, {corridor_half_width:g} m either "
+         "side of its axis) within {obstacle_distance:g} m? Answer with one class name, or none.",
+         ("none",) + tuple(CLASSES[i].name for i in OBJECT_CLASS_IDS), nearest_obstacle,
+         "class of the object whose footprint enters the corridor first, within obstacle_distance"),
+    Task("traversable",
+         "Can the robot walk straight ahead for the next {traversable_distance:g} m without meeting an "
+         "obstacle? Answer yes or no.",
+         ("yes", "no"), traversable, "no object footprint in the corridor within traversable_distance"),
+)}
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        import difflib
+        hint = difflib.get_close_matches(name, TASK_NAMES, n=1)
+        msg = f"unknown task {name!r}"
+        if hint:
+            msg += f"; did you mean {hint[0]!r}?"
+        raise KeyError(f"{msg} (tasks: {', '.join(TASK_NAMES)})") from None
+
+
+def answer_tasks(objects: list[SceneObject], params: TaskParams | None = None,
+                 tasks: tuple[str, ...] = TASK_NAMES) -> dict[str, str]:
+    p = params or TaskParams()
+    return {name: get_task(name).fn(objects, p) for name in tasks}
+
+
+def compute_answers(label: np.ndarray, depth: np.ndarray | None, camera: Camera | None = None,
+                    params: TaskParams | None = None, tasks: tuple[str, ...] = TASK_NAMES) -> dict[str, str]:
+    """Ground-truth answers for one frame. ``camera`` defaults to the assumed Cloud-Robotics camera."""
+    p = params or TaskParams()
+    h, w = label.shape
+    cam = camera or Camera.assumed(w, h)
+    objects = extract_objects(label, depth, cam, clearance=p.clearance)
+    return answer_tasks(objects, p, tasks)
