@@ -5,8 +5,10 @@ answers depend only on a class mask, an optional depth map and the camera:
 
 * with depth, each object pixel is back-projected to 3-D; the pixels below ``clearance`` metres form the
   object's *footprint* on the ground (an overhanging sign is no obstacle to a 0.5 m robot);
-* without depth (the real Cloud-Robotics set), each column's lowest pixel of the object is taken as its
-  ground contact and intersected with the ground plane of the stated camera.
+* without depth (the real Cloud-Robotics set), each column's lowest pixel of the object is followed down
+  through any objects stacked directly below it (a rider on a bike, a sign on its pole) to where the stack
+  meets the ground; that contact row is intersected with the ground plane of the stated camera. An object
+  standing behind another is thereby placed at the nearer one's foot: conservative, never farther.
 
 Objects are the 8-connected components of each non-walkable class.
 """
@@ -70,6 +72,7 @@ def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera,
     if min_area is None:
         min_area = min_object_area(w, h)
     rays = _grid_rays(camera) if depth is not None else None
+    stack_bottom = _stack_bottom(np.isin(label, class_ids)) if depth is None else None
     present = np.bincount(label.ravel(), minlength=256)
     objects: list[SceneObject] = []
     for cid in class_ids:
@@ -85,7 +88,7 @@ def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera,
             if depth is not None:
                 fp = _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance)
             else:
-                fp = _footprint_from_ground_plane(sub, x0, y0, camera)
+                fp = _footprint_from_ground_plane(sub, x0, y0, camera, stack_bottom)
             if len(fp):
                 rng = np.hypot(fp[:, 0], fp[:, 1])
                 dist = float(rng.min())
@@ -115,10 +118,22 @@ def _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance) -> np.nda
     return np.stack([r[keep, 0] * d[keep], r[keep, 2] * d[keep]], axis=1).astype(np.float64)
 
 
-def _footprint_from_ground_plane(sub, x0, y0, camera) -> np.ndarray:
+def _stack_bottom(is_object: np.ndarray) -> np.ndarray:
+    """For each pixel, the last row of the unbroken run of object pixels going down from it."""
+    h = is_object.shape[0]
+    out = np.empty(is_object.shape, np.int32)
+    out[h - 1] = h - 1
+    rows = np.arange(h, dtype=np.int32)
+    for v in range(h - 2, -1, -1):
+        out[v] = np.where(is_object[v + 1], out[v + 1], rows[v])
+    return out
+
+
+def _footprint_from_ground_plane(sub, x0, y0, camera, stack_bottom) -> np.ndarray:
     cols = np.nonzero(sub.any(axis=0))[0]
-    # lowest pixel of the object in each column; its bottom edge touches the ground
-    bottom = sub.shape[0] - 1 - np.argmax(sub[::-1, cols], axis=0)
-    x, z, _ = camera.ground_points(cols + x0, bottom + y0 + 0.5)
+    # lowest pixel of the object in each column, then down through whatever object it rests on
+    bottom = sub.shape[0] - 1 - np.argmax(sub[::-1, cols], axis=0) + y0
+    contact = stack_bottom[bottom, cols + x0]
+    x, z, _ = camera.ground_points(cols + x0, contact + 0.5)  # the contact pixel's bottom edge
     ok = np.isfinite(z)
     return np.stack([x[ok], z[ok]], axis=1)

@@ -109,12 +109,15 @@ def people_count(objs: list[SceneObject], p: TaskParams) -> str:
 
 
 def nearest_obstacle(objs: list[SceneObject], p: TaskParams) -> str:
-    best, best_d = None, float("inf")
-    for o in objs:
-        d = _corridor_distance(o, p)
-        if d <= p.obstacle_distance and d < best_d:
-            best, best_d = o, d
-    return best.name if best is not None else "none"
+    """Class of the object entering the corridor first.
+
+    Ties within 5 cm (objects stacked in the image share a ground contact: a rider on a bike, a sign on a pole)
+    go to the object reaching lowest in the image, the one that really stands there, then to the larger one.
+    """
+    dists = [(_corridor_distance(o, p), o) for o in objs]
+    cands = [(round(d / 0.05), -(o.bbox[1] + o.bbox[3]), -o.area, o.class_id, o)
+             for d, o in dists if d <= p.obstacle_distance]
+    return min(cands, key=lambda c: c[:4])[4].name if cands else "none"
 
 
 def traversable(objs: list[SceneObject], p: TaskParams) -> str:
@@ -176,3 +179,17 @@ def compute_answers(label: np.ndarray, depth: np.ndarray | None, camera: Camera 
     cam = camera or Camera.assumed(w, h)
     objects = extract_objects(label, depth, cam, clearance=p.clearance)
     return answer_tasks(objects, p, tasks)
+
+
+def camera_for(sidecar: dict | None, width: int, height: int) -> Camera:
+    """The frame's own camera when its sidecar records one, else the assumed Cloud-Robotics camera."""
+    if sidecar and isinstance(sidecar.get("camera"), dict):
+        return Camera.from_dict(sidecar["camera"]).scaled(width, height)
+    return Camera.assumed(width, height)
+
+
+def answers_for_sample(sample, params: TaskParams | None = None, use_depth: bool = True) -> dict[str, str]:
+    """Ground truth for a loaded ``cepr.data.cloud_robotics.Sample`` (label, optional depth and sidecar)."""
+    h, w = sample.label.shape
+    depth = sample.depth if use_depth else None
+    return compute_answers(sample.label, depth, camera_for(sample.sidecar, w, h), params)

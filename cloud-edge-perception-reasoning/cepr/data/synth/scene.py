@@ -20,8 +20,8 @@ from cepr.data.synth.render import Frame, GroundBand, GroundDisc, GroundRect, Li
 
 SCENE_TYPES = ("park_road", "campus_walkway", "industrial_yard", "building_entrance")
 SCENARIOS = {  # name: weight
-    "clear": 0.15, "person_near": 0.12, "person_ahead": 0.12, "person_side": 0.08, "vehicle_ahead": 0.12,
-    "static_ahead": 0.21, "static_far": 0.1, "crowd": 0.1,
+    "clear": 0.1, "person_near": 0.11, "person_ahead": 0.11, "person_side": 0.08, "vehicle_ahead": 0.12,
+    "static_ahead": 0.3, "static_far": 0.08, "crowd": 0.1,
 }
 STATIC_KINDS = ("dustbin", "pole", "hydrant", "flowerbed", "stairs", "belt", "bush", "fence", "wall", "tree",
                 "traffic_sign", "traffic_light", "cctv")
@@ -398,7 +398,7 @@ def _scenario(b: _Builder, name: str, night: bool) -> None:
         b.add("person", s * r.uniform(0.95, 1.6), r.uniform(1.5, 2.8), force=True)
     elif name == "vehicle_ahead":
         kind = str(r.choice(["car", "rider_bicycle", "rider_motorcycle", "bicycle", "motorcycle", "truck", "car"]))
-        z = r.uniform(2.0, 9.0) + (2.5 if kind in ("car", "truck") else 0.0)
+        z = r.uniform(1.5, 7.0) + (1.5 if kind in ("car", "truck") else 0.0)
         yaw = r.choice([0.0, math.pi]) + r.normal(0, 0.15) if r.random() < 0.7 else math.pi / 2
         b.add(kind, r.uniform(-0.3, 0.3), z, yaw=yaw, force=True)
     elif name in ("static_ahead", "static_far"):
@@ -420,7 +420,7 @@ def _scenario(b: _Builder, name: str, night: bool) -> None:
         if name == "static_ahead" and r.random() < 0.35:  # hem in one side, sometimes both
             sides = [r.choice([-1, 1])] if r.random() < 0.7 else [-1, 1]
             for s in sides:
-                b.add(str(r.choice(["dustbin", "bush", "wall", "car", "flowerbed"])), s * r.uniform(1.0, 1.5),
+                b.add(str(r.choice(["dustbin", "bush", "wall", "hydrant", "flowerbed"])), s * r.uniform(1.1, 1.6),
                       z + r.uniform(-0.3, 0.8), force=True)
     elif name == "crowd":
         for _ in range(int(r.integers(3, 7))):
@@ -431,7 +431,7 @@ def _scenario(b: _Builder, name: str, night: bool) -> None:
 
 def _background_people(b: _Builder) -> None:
     r = b.rng
-    n = int(r.choice([0, 1, 2, 3, 4], p=[0.45, 0.25, 0.15, 0.1, 0.05]))
+    n = int(r.choice([0, 1, 2, 3, 4], p=[0.35, 0.25, 0.25, 0.1, 0.05]))
     for _ in range(n):
         for _try in range(10):
             z = r.uniform(3, 35)
