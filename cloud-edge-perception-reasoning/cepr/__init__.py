@@ -6,6 +6,6 @@ A benchmark suite for KubeEdge Ianvs, and the pipeline behind it, for robots tha
 
 __version__ = "0.1.0"
 
-from cepr.errors import CeprError, DatasetError  # noqa: E402
+from cepr.errors import CeprError, DatasetError
 
-__all__ = ["__version__", "CeprError", "DatasetError"]
+__all__ = ["CeprError", "DatasetError", "__version__"]

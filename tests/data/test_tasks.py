@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from cepr.data.camera import Camera
 from cepr.data.classes import class_id
 from cepr.data.tasks import TASK_NAMES, TASKS, TaskParams, compute_answers, get_task
@@ -24,7 +23,7 @@ def empty_scene(cam=CAM):
 def paint(label, depth, cls, x, z, width=0.5, height=1.7, y0=0.0, cam=CAM):
     """A camera-facing rectangle standing at lateral x, forward z (metres), like a person or a bin."""
     corners = np.array([[x - width / 2, y0, z], [x + width / 2, y0 + height, z]])
-    u, v, zc = cam.project(corners)
+    u, v, _ = cam.project(corners)
     u0, u1 = int(np.floor(min(u))), int(np.ceil(max(u)))
     v0, v1 = int(np.floor(min(v))), int(np.ceil(max(v)))
     u0, v0 = max(u0, 0), max(v0, 0)
@@ -185,7 +184,7 @@ def test_task_registry_prompts_and_hints():
 
 def test_label_without_camera_uses_assumed_camera_at_any_resolution():
     big = Camera.assumed(2048, 1024)
-    label, depth = paint(*empty_scene(big), class_id("person"), 0.0, 2.0, cam=big)
+    label, _ = paint(*empty_scene(big), class_id("person"), 0.0, 2.0, cam=big)
     assert compute_answers(label, None)["action"] == "stop"
 
 

@@ -82,6 +82,7 @@ def _iter_samples(a):
 
     from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
     from cepr.data.layout import SPLITS
+    from cepr.errors import DatasetError
 
     p = Path(a.path)
     if p.is_file():
@@ -91,8 +92,8 @@ def _iter_samples(a):
         for s in SPLITS:
             try:
                 indexes.append(find_index(p, split=s))
-            except Exception:
-                pass
+            except DatasetError:
+                continue  # a split without an index: stats over the others
         if not indexes:
             indexes = [find_index(p, split="test")]  # raises with the list of what it looked for
     else:

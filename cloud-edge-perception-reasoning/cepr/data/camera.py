@@ -36,17 +36,17 @@ class Camera:
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
     def from_fov(cls, width: int, height: int, hfov_deg: float, mount_height: float = ASSUMED_MOUNT_HEIGHT_M,
-                 pitch_deg: float = ASSUMED_PITCH_DEG) -> "Camera":
+                 pitch_deg: float = ASSUMED_PITCH_DEG) -> Camera:
         """Square-pixel camera with the principal point at the image centre."""
         f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
         return cls(width, height, f, f, width / 2.0, height / 2.0, mount_height, pitch_deg)
 
     @classmethod
-    def assumed(cls, width: int = REFERENCE_SIZE[0], height: int = REFERENCE_SIZE[1]) -> "Camera":
+    def assumed(cls, width: int = REFERENCE_SIZE[0], height: int = REFERENCE_SIZE[1]) -> Camera:
         """The camera we assume for real Cloud-Robotics frames at any of its resolutions (documented guess)."""
         return cls.from_fov(*REFERENCE_SIZE, ASSUMED_HFOV_DEG).scaled(width, height)
 
-    def scaled(self, width: int, height: int) -> "Camera":
+    def scaled(self, width: int, height: int) -> Camera:
         """The same camera for an image resized to ``width`` x ``height`` (per-axis, like the dataset's copies)."""
         sx, sy = width / self.width, height / self.height
         return replace(self, width=width, height=height, fx=self.fx * sx, fy=self.fy * sy,
@@ -56,7 +56,7 @@ class Camera:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
+    def from_dict(cls, d: dict) -> Camera:
         fields = cls.__dataclass_fields__
         unknown = set(d) - set(fields)
         if unknown:

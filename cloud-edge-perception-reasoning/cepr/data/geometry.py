@@ -58,7 +58,7 @@ def _grid_rays(camera: Camera) -> np.ndarray:
 
 def min_object_area(width: int, height: int, fraction: float = 5e-5) -> int:
     """Smallest component kept as an object: 15 px at 640x480, 105 px at 2048x1024."""
-    return max(8, int(round(fraction * width * height)))
+    return max(8, round(fraction * width * height))
 
 
 def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera, clearance: float = 1.2,

@@ -38,7 +38,7 @@ def format_resolution(width: int, height: int) -> str:
 def frame_stem(path: str | Path) -> str:
     """The frame's stem, without the label suffix: '.../00012_TrainIds.png' -> '00012'."""
     stem = Path(path).stem
-    return stem[: -len(LABEL_SUFFIX)] if stem.endswith(LABEL_SUFFIX) else stem
+    return stem.removesuffix(LABEL_SUFFIX)
 
 
 def _kind_index(parts: tuple[str, ...]) -> int:

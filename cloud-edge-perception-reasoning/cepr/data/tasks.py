@@ -9,8 +9,8 @@ The robot walks straight ahead along a *corridor* ``corridor_half_width`` metres
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 

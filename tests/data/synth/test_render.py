@@ -1,7 +1,6 @@
 """The rasteriser: labels, depth and colour come from the same pixels; geometry matches the camera."""
 
 import numpy as np
-
 from cepr.data.camera import Camera
 from cepr.data.synth import objects as O
 from cepr.data.synth.render import Frame, GroundBand, Lighting, Material, Patch
@@ -54,7 +53,7 @@ def test_patch_depth_is_its_plane_and_occlusion_follows_depth():
         f.draw_patch(p)
     for p in O.billboard(0.0, 3.0, [(O._rect(0.4, 0.4, -0.2, 0.2), near)], 29, 2, e1=np.array([1.0, 0, 0])):
         f.draw_patch(p)
-    u, v, z = CAM.project(np.array([[0.0, 0.4, 3.0], [0.4, 0.9, 5.0]]))
+    u, v, _ = CAM.project(np.array([[0.0, 0.4, 3.0], [0.4, 0.9, 5.0]]))
     assert f.label[int(v[0]), int(u[0])] == 29 and f.label[int(v[1]), int(u[1])] == 3
     rays = CAM.pixel_rays(np.array([int(u[1])]), np.array([int(v[1])]))
     assert abs(f.depth[int(v[1]), int(u[1])] - 5.0 / rays[0, 2]) < 1e-3

@@ -256,7 +256,7 @@ def _layout(b: _Builder, scene_type: str, night: bool):
                      int(r.integers(1, 6)))
         for _ in range(int(r.integers(0, 5))):  # traffic
             z = r.uniform(4, 60)
-            kind = str(r.choice(["car", "car", "car", "truck", "bus", "rider_motorcycle", "motorcycle"]))
+            kind = str(r.choice(["car", "car", "car", "truck", "bus", "bus", "rider_motorcycle", "motorcycle"]))
             lane = r.uniform(c + 1.3, c + road_w - 1.0)
             b.add(kind, X(lane, z), z, yaw=math.pi / 2 + r.normal(0, 0.05))
         if r.random() < 0.04:
@@ -521,7 +521,7 @@ def _effects(f: Frame, c: Conditions, rng: np.random.Generator, width: int) -> n
             cv2.line(streaks, (x0, y0), (x0 + dx, y0 + L), 1.0, 1)
         img = img + (0.25 * streaks)[..., None]
     if c.motion_blur_px > 0:
-        k = max(2, int(round(c.motion_blur_px * width / 2048)))
+        k = max(2, round(c.motion_blur_px * width / 2048))
         kern = np.zeros((k, k), np.float32)
         kern[k // 2, :] = 1.0
         rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), c.motion_blur_angle_deg, 1.0)
