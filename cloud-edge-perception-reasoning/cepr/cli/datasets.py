@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     s.add_argument("--out", default="datasets/cloud-robotics-synth", help="output directory")
     s.add_argument("--frames", type=int, default=200, help="number of frames")
     s.add_argument("--seed", type=int, default=0, help="random seed (frame i of a seed is always the same)")
-    s.add_argument("--resolutions", nargs="+", default=["640x480"], metavar="WxH",
+    s.add_argument("--resolutions", nargs="+", default=["640x480"], metavar="WxH", type=_resolution,
                    help="resolutions to render, e.g. 2048x1024 1280x760 640x480")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count, max 8)")
     s.add_argument("--overwrite", action="store_true", help="regenerate frames that already exist")
@@ -48,6 +48,15 @@ def add_parser(sub) -> None:
     t.add_argument("--json", dest="json_out", metavar="FILE", help="also write the statistics as JSON ('-' = stdout)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_stats)
+
+
+def _resolution(text: str) -> str:
+    from cepr.data.layout import format_resolution, parse_resolution
+
+    try:
+        return format_resolution(*parse_resolution(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_synth(a) -> int:
