@@ -295,7 +295,7 @@ class Frame:
         if m.emissive:
             return col
         shade = self._shade(normal)
-        return col * shade + self._lamp_light(P[:, 0], P[:, 2])[:, None] * col * 0.6
+        return col * shade + self._lamp_light(P[:, 0], P[:, 2])[:, None] * col * 0.35
 
 
 def _clip_near(pc: np.ndarray, near: float) -> np.ndarray:

@@ -204,7 +204,7 @@ def _conditions(rng: np.random.Generator) -> tuple[Conditions, Lighting]:
         L = Lighting(ambient=rng.uniform(0.12, 0.2), diffuse=0.05, tint=(0.75, 0.8, 1.0),
                      sky_top=(0.02, 0.03, 0.08), sky_horizon=(0.08, 0.09, 0.15))
         c.noise_sigma = float(rng.uniform(0.03, 0.06))
-        L.lamps = [(float(rng.uniform(-6, 6)), float(rng.uniform(2, 30)), float(rng.uniform(0.4, 0.9)))
+        L.lamps = [(float(rng.uniform(-6, 6)), float(rng.uniform(2, 30)), float(rng.uniform(0.25, 0.6)))
                    for _ in range(int(rng.integers(1, 4)))]
     L.sun_dir = np.array([math.cos(yaw) * math.cos(elev), math.sin(elev), math.sin(yaw) * math.cos(elev)])
     if c.weather != "clear":
