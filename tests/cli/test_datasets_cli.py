@@ -8,7 +8,8 @@ import pytest
 
 
 def cepr(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], check=False, capture_output=True, text=True,
+                       timeout=300)
     if check and p.returncode != 0:
         raise AssertionError(f"cepr {' '.join(map(str, args))} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
@@ -62,6 +63,9 @@ def test_stats_prints_classes_and_task_balance_and_writes_json(synth_set, tmp_pa
     assert doc["frames"] == 8
     assert sum(doc["tasks"]["answers"]["action"].values()) == 8
     assert all(v == 1.0 for v in doc["tasks"]["sidecar_agreement"].values())
+    assert doc["tasks"]["depth_frames"] == 8
+    assert all(0.0 <= v <= 1.0 for v in doc["tasks"]["ground_plane_agreement"].values())
+    assert "ground-plane (no depth) vs depth" in p.stdout
     assert abs(sum(doc["class_pixel_fraction"].values()) - 1.0) < 1e-6
 
 

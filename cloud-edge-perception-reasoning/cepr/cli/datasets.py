@@ -154,6 +154,9 @@ def cmd_stats(a) -> int:
     if bal.sidecar_frames:
         agree = ", ".join(f"{t} {bal.sidecar_agree[t] / bal.sidecar_frames:.3f}" for t in TASK_NAMES)
         print(f"sidecar cache vs task functions ({bal.sidecar_frames} frames): {agree}")
+    if bal.depth_frames:
+        agree = ", ".join(f"{t} {bal.ground_plane_agree[t] / bal.depth_frames:.3f}" for t in TASK_NAMES)
+        print(f"ground-plane (no depth) vs depth answers ({bal.depth_frames} frames): {agree}")
     if a.json_out:
         doc = {"frames": n, "indexes": [str(i) for i in indexes],
                "class_pixel_fraction": {c.name: float(freq[c.id]) for c in CLASSES},
