@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import datasets
+    from cepr.cli import datasets, edge
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     datasets.add_parser(sub)
+    edge.add_parser(sub)
     return p
 
 

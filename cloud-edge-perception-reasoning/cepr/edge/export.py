@@ -1,0 +1,144 @@
+"""Checkpoint -> ONNX FP32 -> static INT8 (ONNX Runtime QDQ), with the model's recipe stored in the ONNX file.
+
+Static quantisation (activation ranges calibrated on training frames) is used because dynamic INT8 makes
+convolutions slower on CPUs like ours. The FP32 graph is exported with its weights inside the file and its
+``value_info`` cleared, which the quantiser's shape inference needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cepr.errors import CeprError
+
+log = logging.getLogger(__name__)
+META_KEY = "cepr"
+
+
+def _require(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise CeprError(f"this step needs {module}: pip install -e '.[{extra}]'") from e
+
+
+def load_checkpoint(path: str | Path):
+    torch = _require("torch", "train")
+    from cepr.edge.rfnet import RFNet, RFNetConfig
+
+    p = Path(path)
+    if not p.is_file():
+        raise CeprError(f"checkpoint {p} not found")
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    cfg = RFNetConfig.from_dict(ck["model_config"])
+    if "input_size" in ck:  # a model trained on crops runs on whole frames of its input size
+        cfg = RFNetConfig.from_dict({**cfg.to_dict(), "input_size": ck["input_size"]})
+    model = RFNet(cfg)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, ck
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, extra_meta: dict | None = None) -> Path:
+    torch = _require("torch", "train")
+    onnx = _require("onnx", "train")
+    model, ck = load_checkpoint(checkpoint)
+    cfg = model.cfg
+    w, h = cfg.input_size
+    args = (torch.zeros(1, 3, h, w),) + ((torch.zeros(1, 1, h, w),) if cfg.use_depth else ())
+    names = ["rgb"] + (["depth"] if cfg.use_depth else [])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, args, str(out), input_names=names, output_names=["logits"], opset_version=opset,
+                      dynamo=False, do_constant_folding=True)
+    m = onnx.load(str(out))
+    del m.graph.value_info[:]
+    meta = {"model_config": cfg.to_dict(), "train_config": ck.get("train_config", {}), "step": ck.get("step"),
+            "best_val_miou": ck.get("best_miou"), "precision": "fp32", "source": str(checkpoint)}
+    meta.update(extra_meta or {})
+    _set_meta(m, meta)
+    onnx.save(m, str(out))
+    return out
+
+
+def _set_meta(m, meta: dict) -> None:
+    for p in list(m.metadata_props):
+        if p.key == META_KEY:
+            m.metadata_props.remove(p)
+    entry = m.metadata_props.add()
+    entry.key = META_KEY
+    entry.value = json.dumps(meta)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The cepr recipe stored in an ONNX file (through onnxruntime, so no onnx package is needed)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    raw = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+    if raw is None:
+        raise CeprError(f"{path} carries no cepr metadata: export it with `cepr edge export`")
+    return json.loads(raw)
+
+
+class _Calibration:
+    """Feeds preprocessed training frames to the ONNX Runtime calibrator."""
+
+    def __init__(self, frames, cfg: dict):
+        from cepr.edge.preprocess import prepare_depth, prepare_rgb
+
+        size = tuple(cfg["input_size"])
+        self.items = []
+        for s in frames:
+            feed = {"rgb": prepare_rgb(s.rgb, size)[None]}
+            if cfg["use_depth"]:
+                feed["depth"] = prepare_depth(s.depth, size)[None]
+            self.items.append(feed)
+        self.it = iter(self.items)
+
+    def get_next(self):
+        return next(self.it, None)
+
+    def rewind(self):
+        self.it = iter(self.items)
+
+
+def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64, seed: int = 0,
+                  method: str = "minmax") -> Path:
+    """Static INT8 (QDQ, per-channel weights) calibrated on ``frames`` training frames of ``data``."""
+    _require("onnx", "train")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+
+    meta = read_meta(fp32)
+    cfg = meta["model_config"]
+    ds = CloudRoboticsDataset(find_index(data, split="train"))
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), min(frames, len(ds)), replace=False))
+    calib = _Calibration((ds[int(i)] for i in idx), cfg)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise CeprError(f"unknown calibration method {method!r}; choose from {sorted(methods)}")
+    quantize_static(str(pre), str(out), calib, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=methods[method])
+    pre.unlink(missing_ok=True)
+    import onnx
+
+    m = onnx.load(str(out))
+    _set_meta(m, {**meta, "precision": "int8", "calibration": {"frames": len(idx), "seed": seed, "method": method,
+                                                              "data": str(data)}})
+    onnx.save(m, str(out))
+    return out

@@ -1,0 +1,71 @@
+"""ONNX Runtime inference of the exported segmentation models (numpy + onnxruntime, never torch)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cepr.edge.preprocess import prepare_depth, prepare_rgb, softmax, upsample_argmax
+from cepr.errors import CeprError
+
+
+@dataclass
+class Segmentation:
+    label: np.ndarray  # (H, W) uint8 class ids at the frame's resolution
+    probs: np.ndarray  # (C, h, w) float32 class probabilities at the network's output resolution
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class SegmentationModel:
+    """A cepr ONNX model (FP32 or INT8); reads its input size and depth use from the file's metadata."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        from cepr.edge.export import read_meta
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CeprError(f"model file {self.path} not found")
+        self.meta = read_meta(self.path)
+        cfg = self.meta["model_config"]
+        self.input_size = tuple(cfg["input_size"])
+        self.use_depth = bool(cfg["use_depth"])
+        self.num_classes = int(cfg["num_classes"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def precision(self) -> str:
+        return self.meta.get("precision", "fp32")
+
+    def _feed(self, rgb: np.ndarray, depth: np.ndarray | None) -> dict[str, np.ndarray]:
+        feed = {"rgb": prepare_rgb(rgb, self.input_size)[None]}
+        if self.use_depth:
+            if depth is None:
+                raise CeprError(f"{self.path.name} is an RGB-D model: this frame has no depth")
+            feed["depth"] = prepare_depth(depth, self.input_size)[None]
+        return feed
+
+    def logits(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
+        """(C, h, w) raw network output at 1/4 of the input size."""
+        return self.session.run(["logits"], self._feed(rgb, depth))[0][0]
+
+    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
+        t0 = time.perf_counter()
+        feed = self._feed(rgb, depth)
+        t1 = time.perf_counter()
+        logits = self.session.run(["logits"], feed)[0][0]
+        t2 = time.perf_counter()
+        h, w = rgb.shape[:2]
+        label = upsample_argmax(logits, w, h)
+        probs = softmax(logits.astype(np.float32), axis=0)
+        t3 = time.perf_counter()
+        return Segmentation(label, probs, {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
+                                           "postprocess": 1e3 * (t3 - t2)})

@@ -1,0 +1,227 @@
+"""Training the RFNet-style model on Cloud-Robotics-format data (needs the ``train`` extra: torch).
+
+A run directory holds ``config.json`` (the full recipe), ``train_log.jsonl`` (one line per logged step and
+per validation), ``last.pt`` (resumable) and ``best.pt`` (best validation mIoU). Re-running with the same
+``--out`` resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cepr.data.classes import IGNORE_ID, NUM_CLASSES
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.edge.preprocess import prepare_depth, prepare_rgb, upsample_argmax
+from cepr.errors import CeprError
+from cepr.metrics.segmentation import ConfusionMatrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "datasets/cloud-robotics-synth"
+    out: str = "runs/edge"
+    width: int = 16
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    use_depth: bool = True
+    input_size: tuple[int, int] = (320, 240)  # network input (w, h); frames are resized to it
+    crop: tuple[int, int] | None = None  # train on random crops of this (w, h) at full frame size instead
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    max_train_frames: int | None = None
+    val_frames: int = 60
+    val_every: int = 500
+    log_every: int = 25
+    threads: int = 2
+    notes: dict = field(default_factory=dict)
+
+    def model_config(self):
+        from cepr.edge.rfnet import RFNetConfig
+
+        size = self.input_size if self.crop is None else self.crop
+        return RFNetConfig(width=self.width, blocks=tuple(self.blocks), use_depth=self.use_depth,
+                           input_size=tuple(size))
+
+
+def _load_split(data: str, split: str, limit: int | None, size, use_depth: bool, progress: bool, seed: int):
+    """Frames of one split, resized to ``size`` (or kept at full size when None), as compact arrays."""
+    from tqdm import tqdm
+
+    ds = CloudRoboticsDataset(find_index(data, split=split))
+    idx = np.arange(len(ds))
+    if limit is not None and limit < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
+    rgbs, depths, labels = [], [], []
+    for i in tqdm(idx, desc=f"load {split}", unit="frame", disable=not progress):
+        s = ds[int(i)]
+        if use_depth and s.depth is None:
+            raise CeprError(f"{s.frame.rgb_path}: no depth file, but the model uses depth "
+                            "(train an RGB-only model with --no-depth)")
+        rgb, label, depth = s.rgb, s.label, s.depth
+        if size is not None:
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+            if depth is not None:
+                depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
+        rgbs.append(rgb)
+        labels.append(label)
+        depths.append(depth.astype(np.float16) if (use_depth and depth is not None) else None)
+    if not rgbs:
+        raise CeprError(f"no {split} frames found under {data}")
+    return rgbs, depths, labels, ds
+
+
+def class_weights(labels, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """1/sqrt(frequency), normalised to mean 1 over present classes and clipped, so rare classes count."""
+    counts = np.zeros(num_classes, np.float64)
+    for lab in labels:
+        counts += np.bincount(lab.ravel(), minlength=256)[:num_classes]
+    freq = counts / max(1.0, counts.sum())
+    w = np.where(freq > 0, 1.0 / np.sqrt(freq + 1e-6), 0.0)
+    w /= w[freq > 0].mean()
+    return np.clip(w, 0.0, 10.0).astype(np.float32)
+
+
+def _batch(rng, rgbs, depths, labels, cfg: TrainConfig):
+    n = len(rgbs)
+    pick = rng.integers(0, n, cfg.batch_size)
+    size = cfg.input_size if cfg.crop is None else cfg.crop
+    xs, ds, ys = [], [], []
+    for i in pick:
+        rgb, lab, dep = rgbs[i], labels[i], depths[i]
+        if cfg.crop is not None:
+            h, w = lab.shape
+            cw, ch = cfg.crop
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            rgb, lab = rgb[y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
+            dep = None if dep is None else dep[y0:y0 + ch, x0:x0 + cw]
+        if rng.random() < 0.5:
+            rgb, lab = rgb[:, ::-1], lab[:, ::-1]
+            dep = None if dep is None else dep[:, ::-1]
+        x = prepare_rgb(np.ascontiguousarray(rgb), size)
+        # photometric jitter in normalised space: contrast and brightness
+        x = x * rng.uniform(0.75, 1.25) + rng.uniform(-0.3, 0.3)
+        xs.append(x)
+        ys.append(np.ascontiguousarray(lab))
+        if dep is not None:
+            ds.append(prepare_depth(np.ascontiguousarray(dep).astype(np.float32), size))
+    return np.stack(xs), (np.stack(ds) if ds else None), np.stack(ys).astype(np.int64)
+
+
+def evaluate_torch(model, frames, cfg: TrainConfig) -> ConfusionMatrix:
+    """Validation at the frames' own resolution with the same post-processing as ONNX inference."""
+    import torch
+
+    cm = ConfusionMatrix()
+    model.eval()
+    with torch.no_grad():
+        for s in frames:
+            h, w = s.label.shape
+            x = torch.from_numpy(prepare_rgb(s.rgb, cfg.input_size)[None])
+            d = torch.from_numpy(prepare_depth(s.depth, cfg.input_size)[None]) if cfg.use_depth else None
+            logits = model(x, d)[0].numpy()
+            pred = upsample_argmax(logits, w, h)
+            cm.update(s.label, pred)
+    model.train()
+    return cm
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as e:
+        raise CeprError("training needs torch: pip install -e '.[train]' (pins torch==2.13.0, CPU)") from e
+    from tqdm import tqdm
+
+    from cepr.edge.rfnet import RFNet, count_parameters
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    size = None if cfg.crop is not None else tuple(cfg.input_size)
+    rgbs, depths, labels, _ = _load_split(cfg.data, "train", cfg.max_train_frames, size, cfg.use_depth, progress,
+                                          cfg.seed)
+    val_ds = CloudRoboticsDataset(find_index(cfg.data, split="val"))
+    val_idx = np.linspace(0, len(val_ds) - 1, min(cfg.val_frames, len(val_ds))).round().astype(int)
+    weights = torch.from_numpy(class_weights(labels))
+
+    model = RFNet(cfg.model_config())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, cfg.steps // 20)
+
+    def lr_factor(step: int) -> float:  # linear warm-up over 5% of the steps, then cosine to zero
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    start, best = 0, -1.0
+    last = out / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start, best = ck["step"], ck.get("best_miou", -1.0)
+        log.info("resuming %s at step %d (best mIoU %.4f)", last, start, best)
+    rng = np.random.default_rng([cfg.seed, start])
+    logf = (out / "train_log.jsonl").open("a")
+
+    def save(path, step):
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "step": step, "best_miou": best, "model_config": model.cfg.to_dict(),
+                    "input_size": list(cfg.input_size), "train_config": asdict(cfg)}, path)
+
+    model.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
+               disable=not progress)
+    running = None
+    for step in bar:
+        x, d, y = _batch(rng, rgbs, depths, labels, cfg)
+        logits = model(torch.from_numpy(x), None if d is None else torch.from_numpy(d))
+        logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, torch.from_numpy(y), weight=weights, ignore_index=IGNORE_ID)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise CeprError(f"loss became {lv} at step {step + 1}; lower --lr")
+        running = lv if running is None else 0.95 * running + 0.05 * lv
+        bar.set_postfix(loss=f"{running:.3f}", best=f"{best:.3f}")
+        done = step + 1
+        if done % cfg.log_every == 0:
+            logf.write(json.dumps({"step": done, "loss": round(running, 5), "lr": sched.get_last_lr()[0],
+                                   "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
+            logf.flush()
+        if done % cfg.val_every == 0 or done == cfg.steps:
+            cm = evaluate_torch(model, (val_ds[int(i)] for i in val_idx), cfg)
+            miou = cm.miou()
+            rec = {"step": done, "val_miou": round(miou, 5), "val_pixel_acc": round(cm.pixel_accuracy(), 5),
+                   "val_frames": len(val_idx)}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            if miou > best:
+                best = miou
+                save(out / "best.pt", done)
+            save(last, done)
+    logf.close()
+    return {"steps": cfg.steps, "best_val_miou": best, "parameters": count_parameters(model),
+            "seconds": time.perf_counter() - t0, "out": str(out)}

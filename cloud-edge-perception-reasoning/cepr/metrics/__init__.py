@@ -1,0 +1,1 @@
+"""Metrics (numpy only)."""
