@@ -74,6 +74,32 @@ def add_parser(sub) -> None:
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=cmd_eval)
 
+    c = esub.add_parser("calibrate", help="fit the local planner's confidence; report answer accuracy and ECE",
+                        formatter_class=fmt,
+                        description="Run the edge pipeline (model -> summary -> planner), fit a per-task logistic "
+                                    "confidence on --fit-split and report per-task accuracy against the task ground "
+                                    "truth, ECE before/after and a reliability table on --eval-split.")
+    c.add_argument("--model", required=True, help="ONNX model (FP32 or INT8)")
+    c.add_argument("--data", default="datasets/cloud-robotics-synth")
+    c.add_argument("--fit-split", default="val", choices=["train", "val", "test"])
+    c.add_argument("--eval-split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--max-frames", type=int, default=None, help="per split")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--out", help="calibration JSON (default: next to the model)")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(a) -> int:
+    from cepr.edge.calibrate import calibrate, format_calibration
+
+    out = a.out or str(a.model).rsplit(".onnx", 1)[0] + ".calibration.json"
+    doc = calibrate(a.model, a.data, out, fit_split=a.fit_split, eval_split=a.eval_split, max_frames=a.max_frames,
+                    threads=a.threads, progress=not a.no_progress)
+    print(format_calibration(doc))
+    print(f"\nwrote {out}")
+    return 0
+
 
 def cmd_train(a) -> int:
     from cepr.edge.train import TrainConfig, train

@@ -25,6 +25,40 @@ from cepr.data.camera import Camera
 from cepr.data.classes import CLASSES, NON_OBSTACLE_IDS
 
 OBJECT_CLASS_IDS = tuple(c.id for c in CLASSES if c.id not in NON_OBSTACLE_IDS)
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class BandProfile:
+    """Where an object meets the robot's path: the nearest forward distance of its footprint in the left
+    side band, the corridor and the right side band (inf where it has none), and the mean lateral position
+    of its footprint inside the corridor. Every task needs only this, so a compact scene summary that
+    carries it answers the tasks exactly as the full footprint would."""
+
+    left: float = INF
+    centre: float = INF
+    right: float = INF
+    centre_x: float = 0.0
+
+    @property
+    def nearest(self) -> float:
+        return min(self.left, self.centre, self.right)
+
+
+def band_profile(footprint: np.ndarray, half_width: float, side_width: float) -> BandProfile:
+    if footprint.size == 0:
+        return BandProfile()
+    x, z = footprint[:, 0], footprint[:, 1]
+    ahead = z > 0
+
+    def nearest(lo, hi):
+        m = ahead & (x >= lo) & (x <= hi)
+        return (float(z[m].min()), m) if m.any() else (INF, m)
+
+    left, _ = nearest(-(half_width + side_width), -half_width)
+    right, _ = nearest(half_width, half_width + side_width)
+    centre, m = nearest(-half_width, half_width)
+    return BandProfile(left, centre, right, float(x[m].mean()) if m.any() else 0.0)
 
 
 @dataclass
@@ -38,17 +72,17 @@ class SceneObject:
     bearing_deg: float  # angle of the footprint centroid from straight ahead, positive to the right
     footprint: np.ndarray = field(repr=False)  # (N, 2) ground points (lateral x, forward z), metres
 
+    _profiles: dict = field(default_factory=dict, repr=False, compare=False)
+
     @property
     def name(self) -> str:
         return CLASSES[self.class_id].name
 
-    def in_zone(self, x_min: float, x_max: float, z_max: float, z_min: float = 0.0) -> np.ndarray:
-        """Footprint points inside the lateral band [x_min, x_max] between z_min and z_max metres ahead."""
-        fp = self.footprint
-        if fp.size == 0:
-            return fp
-        x, z = fp[:, 0], fp[:, 1]
-        return fp[(x >= x_min) & (x <= x_max) & (z > z_min) & (z <= z_max)]
+    def profile(self, half_width: float, side_width: float) -> BandProfile:
+        key = (half_width, side_width)
+        if key not in self._profiles:
+            self._profiles[key] = band_profile(self.footprint, half_width, side_width)
+        return self._profiles[key]
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,7 +16,7 @@ import numpy as np
 
 from cepr.data.camera import Camera
 from cepr.data.classes import CLASSES, DYNAMIC_IDS, HUMAN_IDS
-from cepr.data.geometry import OBJECT_CLASS_IDS, SceneObject, extract_objects
+from cepr.data.geometry import OBJECT_CLASS_IDS, BandProfile, SceneObject, extract_objects
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Task:
     name: str
     prompt: str  # str.format template over TaskParams fields
     answers: tuple[str, ...]
-    fn: Callable[[list[SceneObject], TaskParams], str]
+    fn: Callable[[list, TaskParams], str]  # objects (SceneObject or summary objects) -> answer
     description: str = ""
 
     def render_prompt(self, params: TaskParams | None = None) -> str:
@@ -51,16 +51,11 @@ class Task:
 
 
 # ---- helpers over the object list -------------------------------------------------------------------
+# Objects are anything with ``class_id``, ``area``, ``bbox``, ``distance`` and ``profile(half, side)`` returning a
+# ``BandProfile``: footprint-based ``SceneObject``s for ground truth, or the edge scene summary's objects.
 
-def _in_corridor(objs, p: TaskParams, z_max: float, z_min: float = 0.0, x_min=None, x_max=None):
-    lo = -p.corridor_half_width if x_min is None else x_min
-    hi = p.corridor_half_width if x_max is None else x_max
-    return [o for o in objs if len(o.in_zone(lo, hi, z_max, z_min))]
-
-
-def _corridor_distance(o: SceneObject, p: TaskParams) -> float:
-    pts = o.in_zone(-p.corridor_half_width, p.corridor_half_width, np.inf)
-    return float(pts[:, 1].min()) if len(pts) else float("inf")
+def _prof(o, p: TaskParams) -> BandProfile:
+    return o.profile(p.corridor_half_width, p.side_band_width)
 
 
 def _dynamic(objs):
@@ -73,55 +68,52 @@ def _static(objs):
 
 # ---- the five tasks ---------------------------------------------------------------------------------
 
-def path_hazard(objs: list[SceneObject], p: TaskParams) -> str:
-    return "yes" if _in_corridor(_dynamic(objs), p, p.hazard_distance) else "no"
+def path_hazard(objs, p: TaskParams) -> str:
+    return "yes" if any(_prof(o, p).centre <= p.hazard_distance for o in _dynamic(objs)) else "no"
 
 
-def action(objs: list[SceneObject], p: TaskParams) -> str:
+def action(objs, p: TaskParams) -> str:
     """stop > avoid_left/avoid_right > slow > go, decided from footprints in and beside the corridor."""
-    hw, sw = p.corridor_half_width, p.side_band_width
-    if _in_corridor(_dynamic(objs), p, p.stop_distance):
+    if any(_prof(o, p).centre <= p.stop_distance for o in _dynamic(objs)):
         return "stop"
-    blocking = _in_corridor(_static(objs), p, p.avoid_distance)
+    blocking = [o for o in _static(objs) if _prof(o, p).centre <= p.avoid_distance]
     if blocking:
         # the sides must be free up to a metre past the nearest blocking object, and at least avoid_distance
-        reach = max(p.avoid_distance, min(_corridor_distance(o, p) for o in blocking) + 1.0)
-        left_free = not _in_corridor(objs, p, reach, x_min=-(hw + sw), x_max=-hw)
-        right_free = not _in_corridor(objs, p, reach, x_min=hw, x_max=hw + sw)
+        reach = max(p.avoid_distance, min(_prof(o, p).centre for o in blocking) + 1.0)
+        left_free = not any(_prof(o, p).left <= reach for o in objs)
+        right_free = not any(_prof(o, p).right <= reach for o in objs)
         if left_free and right_free:
-            pts = np.concatenate([o.in_zone(-hw, hw, p.avoid_distance) for o in blocking])
-            return "avoid_left" if pts[:, 0].mean() >= 0 else "avoid_right"
+            centre_x = float(np.mean([_prof(o, p).centre_x for o in blocking]))
+            return "avoid_left" if centre_x >= 0 else "avoid_right"
         if left_free:
             return "avoid_left"
         if right_free:
             return "avoid_right"
         return "stop"
-    if _in_corridor(_dynamic(objs), p, p.hazard_distance):
-        return "slow"
-    if _in_corridor(_dynamic(objs), p, p.near_side_distance, x_min=-(hw + sw), x_max=hw + sw):
+    dyn = [_prof(o, p) for o in _dynamic(objs)]
+    if any(b.centre <= p.hazard_distance or b.nearest <= p.near_side_distance for b in dyn):
         return "slow"
     return "go"
 
 
-def people_count(objs: list[SceneObject], p: TaskParams) -> str:
+def people_count(objs, p: TaskParams) -> str:
     n = sum(1 for o in objs if o.class_id in HUMAN_IDS and o.distance <= p.people_distance)
     return "3+" if n >= 3 else str(n)
 
 
-def nearest_obstacle(objs: list[SceneObject], p: TaskParams) -> str:
+def nearest_obstacle(objs, p: TaskParams) -> str:
     """Class of the object entering the corridor first.
 
     Ties within 5 cm (objects stacked in the image share a ground contact: a rider on a bike, a sign on a pole)
     go to the object reaching lowest in the image, the one that really stands there, then to the larger one.
     """
-    dists = [(_corridor_distance(o, p), o) for o in objs]
-    cands = [(round(d / 0.05), -(o.bbox[1] + o.bbox[3]), -o.area, o.class_id, o)
-             for d, o in dists if d <= p.obstacle_distance]
+    cands = [(round(_prof(o, p).centre / 0.05), -(o.bbox[1] + o.bbox[3]), -o.area, o.class_id, o)
+             for o in objs if _prof(o, p).centre <= p.obstacle_distance]
     return min(cands, key=lambda c: c[:4])[4].name if cands else "none"
 
 
-def traversable(objs: list[SceneObject], p: TaskParams) -> str:
-    return "no" if _in_corridor(objs, p, p.traversable_distance) else "yes"
+def traversable(objs, p: TaskParams) -> str:
+    return "no" if any(_prof(o, p).centre <= p.traversable_distance for o in objs) else "yes"
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
@@ -134,7 +126,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "avoid_left, avoid_right.",
          ("stop", "slow", "go", "avoid_left", "avoid_right"), action,
          "stop: person/vehicle in the corridor within stop_distance, or blocked with no free side; "
-         "avoid_*: static obstacle within avoid_distance, go round on the free side; slow: person/vehicle in "
+         "avoid_*: static obstacle within avoid_distance, go round on the free side (both free: away from the "
+         "obstacles' mean lateral position in the corridor); slow: person/vehicle in "
          "the corridor within hazard_distance or beside it within near_side_distance; go: otherwise"),
     Task("people_count",
          "How many people (pedestrians or riders) are within {people_distance:g} m of the robot? "
