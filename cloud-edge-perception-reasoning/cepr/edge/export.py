@@ -55,8 +55,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, extra_
     names = ["rgb"] + (["depth"] if cfg.use_depth else [])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, args, str(out), input_names=names, output_names=["logits"], opset_version=opset,
-                      dynamo=False, do_constant_folding=True)
+    import warnings
+
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for this static graph
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, args, str(out), input_names=names, output_names=["logits"], opset_version=opset,
+                          dynamo=False, do_constant_folding=True)
     m = onnx.load(str(out))
     del m.graph.value_info[:]
     meta = {"model_config": cfg.to_dict(), "train_config": ck.get("train_config", {}), "step": ck.get("step"),

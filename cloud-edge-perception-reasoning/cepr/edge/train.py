@@ -148,6 +148,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     from cepr.edge.rfnet import RFNet, count_parameters
 
+    if cfg.batch_size < 2:
+        raise CeprError("--batch-size must be at least 2 (batch norm on the globally pooled context branch)")
+    if cfg.steps < 1:
+        raise CeprError("--steps must be positive")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)

@@ -1,0 +1,27 @@
+"""A tiny synthetic set and a tiny model trained on it, exported and quantised: the real recipe, in seconds."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    from cepr.data.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("edge") / "synth"
+    generate_dataset(out, 24, seed=11, resolutions=["160x120"], workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_data, tmp_path_factory):
+    pytest.importorskip("torch")
+    from cepr.edge.export import export_onnx, quantize_int8
+    from cepr.edge.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(data=str(tiny_data), out=str(run), width=8, input_size=(160, 120), steps=12, batch_size=4,
+                      val_every=6, val_frames=3, log_every=4, threads=2)
+    result = train(cfg, progress=False)
+    fp32 = export_onnx(run / "best.pt", run / "fp32.onnx")
+    int8 = quantize_int8(fp32, run / "int8.onnx", str(tiny_data), frames=4)
+    return {"run": run, "result": result, "fp32": fp32, "int8": int8, "checkpoint": run / "best.pt"}

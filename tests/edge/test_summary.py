@@ -1,0 +1,97 @@
+"""Scene summary: exact byte counts, lossless round trip, and answers equal to the task ground truth."""
+
+import numpy as np
+import pytest
+
+from cepr.data.camera import Camera
+from cepr.data.classes import class_id
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.tasks import TaskParams, answer_tasks, answers_for_sample, camera_for
+from cepr.edge.summary import SceneSummary, rle_decode, rle_encode, risk_score, summarize
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (60, 80), (7, 300)])
+def test_rle_round_trip(shape):
+    rng = np.random.default_rng(0)
+    m = np.repeat(rng.integers(0, 30, (shape[0], 1 + shape[1] // 10)), 10, axis=1)[:, : shape[1]].astype(np.uint8)
+    data = rle_encode(m)
+    np.testing.assert_array_equal(rle_decode(data, shape[1], shape[0]), m)
+
+
+def test_rle_long_runs_and_errors():
+    m = np.zeros((480, 640), np.uint8)
+    data = rle_encode(m)
+    assert len(data) == 1 + 3  # one run of 307200: class byte + 3-byte varint
+    np.testing.assert_array_equal(rle_decode(data, 640, 480), m)
+    with pytest.raises(ValueError, match="expected"):
+        rle_decode(data, 10, 10)
+    assert rle_encode(np.zeros((0, 0), np.uint8)) == b""
+
+
+@pytest.fixture(scope="module")
+def frames(tiny_data):
+    return list(CloudRoboticsDataset(find_index(tiny_data, split="train")))
+
+
+def test_summary_answers_equal_ground_truth_with_and_without_depth(frames):
+    for s in frames:
+        cam = camera_for(s.sidecar, *s.label.shape[::-1])
+        for depth in (s.depth, None):
+            sm = summarize(s.label, depth, cam)
+            assert answer_tasks(list(sm.objects)) == answers_for_sample(s, use_depth=depth is not None)
+            assert sm.distance_source == ("depth" if depth is not None else "ground_plane")
+
+
+def test_msgpack_is_lossless_and_small(frames):
+    for s in frames:
+        sm = summarize(s.label, s.depth, camera_for(s.sidecar, *s.label.shape[::-1]), mask_size=(40, 30))
+        blob = sm.to_bytes()
+        back = SceneSummary.from_bytes(blob)
+        assert back == sm
+        assert back.to_bytes() == blob
+        assert len(blob) < 4096
+        mask = back.mask()
+        assert mask.shape == (30, 40) and mask.max() < 30
+
+
+def test_object_cap_keeps_people(frames):
+    s = max(frames, key=lambda f: int((f.label == class_id("person")).sum()))
+    cam = camera_for(s.sidecar, *s.label.shape[::-1])
+    full = summarize(s.label, s.depth, cam)
+    capped = summarize(s.label, s.depth, cam, max_objects=2)
+    assert len(capped.objects) <= 2
+    assert answer_tasks(list(capped.objects))["path_hazard"] == answer_tasks(list(full.objects))["path_hazard"]
+
+
+def test_free_space_and_risk_follow_an_obstacle():
+    cam = Camera.assumed(640, 480)
+    v, u = np.mgrid[0:480, 0:640]
+    _, _, t = cam.ground_points(u, v)
+    label = np.where(np.isfinite(t), 0, 10).astype(np.uint8)
+    empty = summarize(label, None, cam)
+    assert empty.free_space == (20.0, 20.0, 20.0) and empty.risk == 0.0 and empty.objects == ()
+    uu, vv, _ = cam.project(np.array([[-0.3, 0.0, 3.0], [0.3, 1.7, 3.0]]))
+    label[max(0, int(vv[1])):int(vv[0]), int(uu[0]):int(uu[1])] = class_id("person")
+    near = summarize(label, None, cam)
+    assert abs(near.free_space[1] - 3.0) < 0.2 and near.free_space[0] == 20.0
+    assert near.risk > 0.3
+    assert near.to_dict()["objects"][0]["class"] == "person"
+
+
+def test_risk_weights_people_above_things():
+    from cepr.data.geometry import BandProfile
+    from cepr.edge.summary import SummaryObject
+
+    def obj(cid, d):
+        return SummaryObject(cid, 100, (0, 0, 1, 1), d, 0.0, 1.0, BandProfile(centre=d))
+
+    p = TaskParams()
+    assert risk_score([obj(class_id("person"), 2.0)], p) > risk_score([obj(class_id("dustbin"), 2.0)], p)
+    assert risk_score([obj(class_id("person"), 1.0)], p) > risk_score([obj(class_id("person"), 5.0)], p)
+
+
+def test_params_mismatch_is_refused(frames):
+    s = frames[0]
+    sm = summarize(s.label, s.depth, camera_for(s.sidecar, *s.label.shape[::-1]))
+    with pytest.raises(ValueError, match="corridor"):
+        sm.check_params(TaskParams(corridor_half_width=0.9))
