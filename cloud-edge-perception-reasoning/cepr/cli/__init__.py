@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import datasets, edge
+    from cepr.cli import bench, datasets, edge
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     datasets.add_parser(sub)
     edge.add_parser(sub)
+    bench.add_parser(sub)
     return p
 
 

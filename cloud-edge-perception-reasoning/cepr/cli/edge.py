@@ -47,6 +47,7 @@ def add_parser(sub) -> None:
     e = esub.add_parser("export", help="checkpoint -> ONNX FP32", formatter_class=fmt)
     e.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     e.add_argument("--out", required=True, help="output .onnx file")
+    e.add_argument("--weights-out", help="also save the PyTorch weights without optimizer state (.pt)")
     e.set_defaults(func=cmd_export)
 
     q = esub.add_parser("quantize", help="ONNX FP32 -> static INT8 (QDQ), calibrated on training frames",
@@ -57,6 +58,8 @@ def add_parser(sub) -> None:
     q.add_argument("--calib-frames", type=int, default=64)
     q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--keep-fp32", nargs="*", default=["attention", "head"], metavar="GROUP",
+                   help="node groups left in FP32: attention (SE gates), head (30-class logits); none = all INT8")
     q.set_defaults(func=cmd_quantize)
 
     v = esub.add_parser("eval", help="per-class IoU, mIoU, pixel accuracy and latency of model variants",
@@ -119,13 +122,19 @@ def cmd_export(a) -> int:
 
     out = export_onnx(a.checkpoint, a.out)
     print(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    if a.weights_out:
+        from cepr.edge.export import save_weights
+
+        w = save_weights(a.checkpoint, a.weights_out)
+        print(f"saved weights {w} ({w.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
 def cmd_quantize(a) -> int:
     from cepr.edge.export import quantize_int8
 
-    out = quantize_int8(a.model, a.out, a.data, frames=a.calib_frames, seed=a.seed, method=a.method)
+    out = quantize_int8(a.model, a.out, a.data, frames=a.calib_frames, seed=a.seed, method=a.method,
+                        keep_fp32=tuple(a.keep_fp32))
     print(f"quantized {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -45,6 +45,16 @@ def load_checkpoint(path: str | Path):
     return model, ck
 
 
+def save_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """The checkpoint without optimizer state: what ships as the PyTorch form of a model."""
+    torch = _require("torch", "train")
+    ck = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+    keep = {k: ck[k] for k in ("model", "model_config", "input_size", "train_config", "step", "best_miou") if k in ck}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(keep, out)
+    return Path(out)
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, extra_meta: dict | None = None) -> Path:
     torch = _require("torch", "train")
     onnx = _require("onnx", "train")
@@ -113,9 +123,21 @@ class _Calibration:
         self.it = iter(self.items)
 
 
+KEEP_FP32 = {
+    # squeeze-excitation gates: tiny 1x1 convolutions on 1x1 maps, a sigmoid and a broadcast multiply; in INT8
+    # each carries more requantisation overhead than arithmetic (measured: the whole model got slower)
+    "attention": lambda n: n.op_type in ("Mul", "Sigmoid", "GlobalAveragePool")
+    or (n.op_type == "Conv" and ("/fc1/" in n.name or "/fc2/" in n.name)),
+    # the 30-class head: keeps the logits, and so the argmax and the planner's probabilities, exact
+    "head": lambda n: n.op_type == "Conv" and n.name.startswith("/head"),
+}
+
+
 def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64, seed: int = 0,
-                  method: str = "minmax") -> Path:
-    """Static INT8 (QDQ, per-channel weights) calibrated on ``frames`` training frames of ``data``."""
+                  method: str = "minmax", keep_fp32: tuple[str, ...] = ("attention", "head")) -> Path:
+    """Static INT8 (QDQ, per-channel weights) calibrated on ``frames`` training frames of ``data``.
+
+    ``keep_fp32`` names groups of nodes left in floating point (see ``KEEP_FP32``)."""
     _require("onnx", "train")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -135,14 +157,19 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise CeprError(f"unknown calibration method {method!r}; choose from {sorted(methods)}")
-    quantize_static(str(pre), str(out), calib, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=methods[method])
-    pre.unlink(missing_ok=True)
+    unknown = set(keep_fp32) - set(KEEP_FP32)
+    if unknown:
+        raise CeprError(f"unknown --keep-fp32 group(s) {sorted(unknown)}; choose from {sorted(KEEP_FP32)}")
     import onnx
 
+    graph = onnx.load(str(pre)).graph
+    exclude = [n.name for n in graph.node if any(KEEP_FP32[g](n) for g in keep_fp32)]
+    quantize_static(str(pre), str(out), calib, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=methods[method], nodes_to_exclude=exclude)
+    pre.unlink(missing_ok=True)
     m = onnx.load(str(out))
     _set_meta(m, {**meta, "precision": "int8", "calibration": {"frames": len(idx), "seed": seed, "method": method,
-                                                              "data": str(data)}})
+                                                              "data": str(data), "keep_fp32": list(keep_fp32)}})
     onnx.save(m, str(out))
     return out

@@ -1,0 +1,87 @@
+"""``cepr bench edge``: per-stage latency at 640x480, INT8 vs FP32 vs PyTorch, summary bytes vs PNG/JPEG."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+
+import cv2
+import numpy as np
+
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+
+
+def _stats(xs) -> dict:
+    a = np.asarray(xs, np.float64)
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "mean": float(a.mean())}
+
+
+def bench_edge(data: str, int8: str, fp32: str | None, checkpoint: str | None, calibration: str | None,
+               split: str = "test", frames: int = 50, threads: int = 1, progress: bool = True) -> dict:
+    from cepr.edge.evaluate import evaluate
+    from cepr.edge.pipeline import EdgePipeline
+    from cepr.edge.planner import Planner
+
+    ds = CloudRoboticsDataset(find_index(data, split=split))
+    samples = list(itertools.islice(ds, min(frames, len(ds))))
+    models = {"onnx-int8": ("onnx", int8)}
+    if fp32:
+        models["onnx-fp32"] = ("onnx", fp32)
+    if checkpoint:
+        models["pytorch"] = ("torch", checkpoint)
+    reports = {r.name: r for r in evaluate(samples, models, threads=threads, progress=progress)}
+    planner = Planner.from_file(calibration) if calibration else None
+    pipe = EdgePipeline(int8, planner=planner, threads=threads)
+    pipe.run_sample(samples[0])  # warm-up
+    stages, sizes = {}, {"summary": [], "png": [], "jpeg90": [], "jpeg75": []}
+    for s in samples:
+        r = pipe.run_sample(s)
+        for k, v in r.timings_ms.items():
+            stages.setdefault(k, []).append(v)
+        stages.setdefault("total", []).append(r.total_ms)
+        bgr = cv2.cvtColor(s.rgb, cv2.COLOR_RGB2BGR)
+        sizes["summary"].append(len(r.summary_bytes))
+        sizes["png"].append(len(cv2.imencode(".png", bgr)[1]))
+        sizes["jpeg90"].append(len(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]))
+        sizes["jpeg75"].append(len(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 75])[1]))
+    h, w = samples[0].label.shape
+    out = {
+        "frames": len(samples), "frame_size": [w, h], "threads": threads, "split": split, "data": str(data),
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "models": {n: {"miou": r.miou, "pixel_accuracy": r.pixel_accuracy, "net_ms": r.latency("infer"),
+                       "frame_ms": r.latency("total")} for n, r in reports.items()},
+        "stages_ms": {k: _stats(v) for k, v in stages.items()},
+        "bytes": {k: _stats(v) for k, v in sizes.items()},
+    }
+    i8 = reports["onnx-int8"].latency("infer")["median"]
+    ratios = {}
+    if "onnx-fp32" in reports:
+        ratios["fp32_over_int8"] = reports["onnx-fp32"].latency("infer")["median"] / i8
+        ratios["miou_drop_points"] = 100 * (reports["onnx-fp32"].miou - reports["onnx-int8"].miou)
+    if "pytorch" in reports:
+        ratios["pytorch_over_int8"] = reports["pytorch"].latency("infer")["median"] / i8
+    ratios["summary_over_png"] = float(np.median(np.array(sizes["summary"]) / np.array(sizes["png"])))
+    ratios["summary_over_jpeg90"] = float(np.median(np.array(sizes["summary"]) / np.array(sizes["jpeg90"])))
+    out["ratios"] = ratios
+    return out
+
+
+def format_bench_edge(r: dict) -> str:
+    w, h = r["frame_size"]
+    L = [f"edge benchmark: {r['frames']} {r['split']} frames at {w}x{h}, {r['threads']} thread(s), {r['machine']['cpu']}",
+         "", f"{'model':<10} {'mIoU':>7} {'net ms median':>14} {'p90':>7} {'frame ms':>9}"]
+    for n, m in r["models"].items():
+        L.append(f"{n:<10} {100 * m['miou']:>6.2f}% {m['net_ms']['median']:>14.2f} {m['net_ms']['p90']:>7.2f} "
+                 f"{m['frame_ms']['median']:>9.2f}")
+    L += ["", "INT8 pipeline stages (ms):", f"  {'stage':<26} {'median':>8} {'p90':>8}"]
+    for k, v in r["stages_ms"].items():
+        L.append(f"  {k:<26} {v['median']:>8.2f} {v['p90']:>8.2f}")
+    L += ["", "bytes per frame (median): " + ", ".join(f"{k} {v['median']:,.0f}" for k, v in r["bytes"].items())]
+    L += ["ratios: " + ", ".join(f"{k} {v:.4g}" for k, v in r["ratios"].items())]
+    return "\n".join(L)
+
+
+def write_json(r: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(r, f, indent=1)
