@@ -47,7 +47,11 @@ class Calib(CalibrationDataReader):
 
 def main():
     torch.manual_seed(0)
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    cpuinfo = "/proc/cpuinfo"
+    flags = ""
+    if os.path.exists(cpuinfo):
+        with open(cpuinfo) as f:
+            flags = f.read()
     vnni = "avx512_vnni" in flags or "avx_vnni" in flags
     print(f"cpu: {platform.processor() or platform.machine()}, VNNI: {'yes' if vnni else 'no'}, "
           f"onnxruntime {ort.__version__}")

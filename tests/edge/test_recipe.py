@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 
 torch = pytest.importorskip("torch")

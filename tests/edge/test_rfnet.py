@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cepr.edge.rfnet import RFNet, RFNetConfig, count_parameters  # noqa: E402
+from cepr.edge.rfnet import RFNet, RFNetConfig, count_parameters
 
 
 def test_rgbd_forward_gives_quarter_resolution_logits():

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-
 from cepr.data.camera import Camera
 from cepr.data.classes import class_id
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TaskParams, answer_tasks, answers_for_sample, camera_for
-from cepr.edge.summary import SceneSummary, rle_decode, rle_encode, risk_score, summarize
+from cepr.edge.summary import SceneSummary, risk_score, rle_decode, rle_encode, summarize
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (60, 80), (7, 300)])

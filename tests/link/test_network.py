@@ -1,7 +1,6 @@
 import pytest
-from pydantic import ValidationError
-
 from cepr.link import PRESETS, Link, LinkConfig
+from pydantic import ValidationError
 
 
 def test_serialisation_time_follows_bandwidth():

@@ -69,8 +69,8 @@ def calibrate(model: str, data: str, out: str | Path, fit_split: str = "val", ev
 
 def format_calibration(doc: dict) -> str:
     b, a = doc["uncalibrated"], doc["calibrated"]
-    lines = [f"local planner on {doc['eval_frames']} {doc['eval_split']} frames "
-             f"(confidence fitted on {doc['fit_frames']} {doc['fit_split']} frames)",
+    lines = [(f"local planner on {doc['eval_frames']} {doc['eval_split']} frames "
+              f"(confidence fitted on {doc['fit_frames']} {doc['fit_split']} frames)"),
              f"{'task':<17} {'accuracy':>8} {'ECE raw':>8} {'ECE cal':>8}"]
     for t in b["tasks"]:
         lines.append(f"{t:<17} {100 * a['tasks'][t]['accuracy']:>7.1f}% {b['tasks'][t]['ece']:>8.3f} "

@@ -197,8 +197,8 @@ def _object_confidence(probs, lowres, cls, bbox, width, height) -> float:
         return 1.0
     _, ph, pw = probs.shape
     x, y, w, h = bbox
-    x0, x1 = int(x * pw / width), max(int(x * pw / width) + 1, int(math.ceil((x + w) * pw / width)))
-    y0, y1 = int(y * ph / height), max(int(y * ph / height) + 1, int(math.ceil((y + h) * ph / height)))
+    x0, y0 = int(x * pw / width), int(y * ph / height)
+    x1, y1 = max(x0 + 1, math.ceil((x + w) * pw / width)), max(y0 + 1, math.ceil((y + h) * ph / height))
     region = probs[cls, y0:y1, x0:x1]
     own = lowres[y0:y1, x0:x1] == cls
     return float(region[own].mean()) if own.any() else float(region.max())
