@@ -1,0 +1,1 @@
+"""Cloud reasoning: the interface every cloud backend implements, payloads, answer parsing."""

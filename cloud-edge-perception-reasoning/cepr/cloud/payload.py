@@ -1,0 +1,111 @@
+"""What the edge sends to the cloud for one sample: the scene summary, the image, or both.
+
+The image can be sent at any of the dataset's resolutions (the frame's copy in that tree when it exists, else
+a resize) or at a scale, encoded as JPEG (quality), PNG or WebP, as a base64 data URL in an OpenAI
+``image_url`` part. Byte counts of the actual request/response bodies are measured by the backends; the sizes
+here describe the encoded image itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODES = ("summary", "summary+image", "image")
+CODECS = ("jpeg", "png", "webp")
+
+
+class PayloadConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: str = "summary"
+    resolution: str | None = Field(None, description="WxH to send the image at, e.g. 640x480")
+    scale: float | None = Field(None, gt=0, le=4, description="or: scale the frame by this factor")
+    codec: str = "jpeg"
+    quality: int = Field(85, ge=1, le=100, description="JPEG/WebP quality")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v):
+        if v not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {v!r}")
+        return v
+
+    @field_validator("codec")
+    @classmethod
+    def _codec(cls, v):
+        v = v.lower().replace("jpg", "jpeg")
+        if v not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {v!r}")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _res(cls, v):
+        if v is not None:
+            from cepr.data.layout import parse_resolution
+
+            parse_resolution(v)
+        return v
+
+    @property
+    def sends_image(self) -> bool:
+        return self.mode != "summary"
+
+    @property
+    def sends_summary(self) -> bool:
+        return self.mode != "image"
+
+
+@dataclass
+class EncodedImage:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+def encode_image(rgb: np.ndarray, cfg: PayloadConfig) -> EncodedImage:
+    """Resize (when asked) and encode an RGB frame."""
+    from cepr.data.layout import parse_resolution
+
+    h, w = rgb.shape[:2]
+    if cfg.resolution:
+        tw, th = parse_resolution(cfg.resolution)
+    elif cfg.scale:
+        tw, th = max(1, round(w * cfg.scale)), max(1, round(h * cfg.scale))
+    else:
+        tw, th = w, h
+    img = rgb if (tw, th) == (w, h) else cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    if cfg.codec == "jpeg":
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.quality])
+        mime = "image/jpeg"
+    elif cfg.codec == "webp":
+        ok, buf = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, cfg.quality])
+        mime = "image/webp"
+    else:
+        ok, buf = cv2.imencode(".png", bgr)
+        mime = "image/png"
+    if not ok:
+        raise ValueError(f"could not encode the frame as {cfg.codec}")
+    return EncodedImage(buf.tobytes(), mime, tw, th)
+
+
+def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | None) -> list[dict]:
+    """OpenAI chat ``content`` parts: the task prompt, the scene summary as compact JSON, the image."""
+    parts = [{"type": "text", "text": prompt}]
+    if summary is not None:
+        parts.append({"type": "text", "text": "Scene summary from the robot's edge perception (JSON): "
+                      + json.dumps(summary, separators=(",", ":"), allow_nan=False, default=str)})
+    if image is not None:
+        parts.append({"type": "image_url", "image_url": {"url": image.data_url()}})
+    return parts
