@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cepr.data.check import CheckReport, check_dataset, class_pixel_frequencies, class_statistics
 from cepr.data.classes import NUM_CLASSES
 from cepr.data.cloud_robotics import CloudRoboticsDataset, read_index

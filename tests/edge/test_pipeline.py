@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TASK_NAMES
 

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.geometry import BandProfile
 from cepr.data.tasks import TASK_NAMES, TaskParams, answers_for_sample, camera_for

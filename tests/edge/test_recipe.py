@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 
 torch = pytest.importorskip("torch")

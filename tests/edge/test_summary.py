@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from cepr.data.camera import Camera
 from cepr.data.classes import class_id
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index

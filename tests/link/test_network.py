@@ -1,6 +1,7 @@
 import pytest
-from cepr.link import PRESETS, Link, LinkConfig
 from pydantic import ValidationError
+
+from cepr.link import PRESETS, Link, LinkConfig
 
 
 def test_serialisation_time_follows_bandwidth():

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from cepr.metrics.calibration import expected_calibration_error, reliability_table
 from cepr.metrics.segmentation import ConfusionMatrix
 

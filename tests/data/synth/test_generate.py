@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from cepr.data.cloud_robotics import CloudRoboticsDataset
 from cepr.data.synth import generate_dataset
 from cepr.data.synth.generate import frame_split

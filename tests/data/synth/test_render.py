@@ -1,6 +1,7 @@
 """The rasteriser: labels, depth and colour come from the same pixels; geometry matches the camera."""
 
 import numpy as np
+
 from cepr.data.camera import Camera
 from cepr.data.synth import objects as O
 from cepr.data.synth.render import Frame, GroundBand, Lighting, Material, Patch
