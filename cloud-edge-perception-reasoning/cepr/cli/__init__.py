@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, edge
+    from cepr.cli import bench, datasets, edge, serve
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_parser(sub)
     edge.add_parser(sub)
     bench.add_parser(sub)
+    serve.add_parser(sub)
     return p
 
 

@@ -100,9 +100,12 @@ def encode_image(rgb: np.ndarray, cfg: PayloadConfig) -> EncodedImage:
     return EncodedImage(buf.tobytes(), mime, tw, th)
 
 
-def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | None) -> list[dict]:
-    """OpenAI chat ``content`` parts: the task prompt, the scene summary as compact JSON, the image."""
+def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | None,
+                       camera: dict | None = None) -> list[dict]:
+    """OpenAI chat ``content`` parts: the task prompt, the camera, the scene summary as compact JSON, the image."""
     parts = [{"type": "text", "text": prompt}]
+    if camera is not None:
+        parts.append({"type": "text", "text": "Camera (JSON): " + json.dumps(camera, separators=(",", ":"))})
     if summary is not None:
         parts.append({"type": "text", "text": "Scene summary from the robot's edge perception (JSON): "
                       + json.dumps(summary, separators=(",", ":"), allow_nan=False, default=str)})

@@ -168,11 +168,12 @@ class SceneSummary:
             return None if not math.isfinite(x) else x
 
         return {"image_size": [self.width, self.height], "distance_source": self.distance_source,
-                "risk": self.risk, "uncertainty": self.uncertainty,
+                "risk": self.risk, "uncertainty": round(self.uncertainty, 3), "corridor_m": list(self.corridor),
                 "free_space_m": dict(zip(("left", "centre", "right"), map(m, self.free_space))),
                 "objects": [{"class": o.name, "distance_m": m(o.distance), "bearing_deg": o.bearing_deg,
                              "in_path_m": m(o.band.centre), "left_m": m(o.band.left), "right_m": m(o.band.right),
-                             "confidence": o.confidence, "bbox": list(o.bbox), "area_px": o.area}
+                             "in_path_x_m": o.band.centre_x,
+                             "confidence": round(o.confidence, 3), "bbox": list(o.bbox), "area_px": o.area}
                             for o in self.objects]}
 
 
@@ -245,3 +246,21 @@ def summarize(label: np.ndarray, depth: np.ndarray | None, camera: Camera, probs
     return SceneSummary(width, height, tuple(out), free, risk_score(out, p), unc,
                         (p.corridor_half_width, p.side_band_width), "depth" if depth is not None else "ground_plane",
                         msize, mask_rle)
+
+
+def summary_from_dict(d: dict) -> SceneSummary:
+    """Inverse of ``SceneSummary.to_dict`` (what a cloud model receives as JSON); the mask is not included."""
+    def f(x):
+        return INF if x is None else float(x)
+
+    from cepr.data.classes import class_id
+
+    objs = tuple(SummaryObject(class_id(o["class"]), int(o["area_px"]), tuple(o["bbox"]), f(o["distance_m"]),
+                               float(o["bearing_deg"]), float(o["confidence"]),
+                               BandProfile(f(o["left_m"]), f(o["in_path_m"]), f(o["right_m"]),
+                                           float(o.get("in_path_x_m", 0.0))))
+                 for o in d["objects"])
+    fs = d["free_space_m"]
+    return SceneSummary(int(d["image_size"][0]), int(d["image_size"][1]), objs,
+                        (f(fs["left"]), f(fs["centre"]), f(fs["right"])), float(d["risk"]), float(d["uncertainty"]),
+                        tuple(d.get("corridor_m", (0.6, 1.2))), d["distance_source"])

@@ -1,0 +1,41 @@
+"""``cepr serve``: HTTP services."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run services (the reference cloud expert)")
+    ssub = p.add_subparsers(dest="serve_command", metavar="SERVICE")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    c = ssub.add_parser(
+        "cloud", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="the reference cloud expert behind an OpenAI-compatible API (not an LLM)",
+        description="Serve the reference cloud expert: the cloud reference segmentation model plus the planner "
+                    "behind /v1/chat/completions. It is NOT a language model. Needs the serve extra.")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8000)
+    c.add_argument("--model", default="cloud", help="shipped model name or ONNX path (RGB-only)")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--fault-delay-ms", type=float, default=0.0, help="testing: delay every answer")
+    c.add_argument("--fault-garbage-rate", type=float, default=0.0, help="testing: share of non-JSON answers")
+    c.add_argument("--fault-error-rate", type=float, default=0.0, help="testing: share of HTTP 500 answers")
+    c.add_argument("--log-level", default="warning")
+    c.set_defaults(func=cmd_cloud)
+
+
+def cmd_cloud(a) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from cepr.errors import CeprError
+
+        raise CeprError("serving needs the serve extra: pip install -e '.[serve]'") from None
+    from cepr.serve.cloud_server import FaultConfig, serve
+
+    print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
+    serve(a.host, a.port, a.model, a.threads,
+          FaultConfig(a.fault_delay_ms, a.fault_garbage_rate, a.fault_error_rate), a.log_level)
+    return 0

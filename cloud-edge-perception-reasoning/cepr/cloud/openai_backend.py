@@ -1,0 +1,272 @@
+"""Cloud backend for any OpenAI-compatible chat-completions server (vLLM, llama.cpp, the OpenAI API, cepr's own
+reference expert), through the official ``openai`` SDK.
+
+* the API key is read from the environment variable named by ``api_key_env``, never from YAML;
+* streaming (default) measures time to first token and inter-token gaps; usage comes from
+  ``stream_options.include_usage`` where the server supports it, else it is counted here (marked estimate);
+* request and response *bodies* are counted at the HTTP transport, per request, so bytes are what crossed
+  the wire;
+* a per-request deadline turns a slow answer into ``fallback`` (the edge answer stands); connection errors,
+  429 and 5xx are retried with exponential backoff and jitter; after ``circuit_failures`` failures in a row a
+  circuit breaker skips the cloud for ``circuit_cooldown_s``; unparsable answers become ``error`` results.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
+from cepr.cloud.parsing import AnswerParseError, parse_answer
+from cepr.cloud.payload import PayloadConfig, build_user_content, encode_image
+from cepr.cloud.result import CloudResult, Timings, Usage
+from cepr.errors import CeprError
+
+_ID_HEADER = "x-cepr-request-id"
+
+
+class OpenAIBackendConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    timeout_s: float = Field(30.0, gt=0, description="deadline for one request, first byte to last")
+    stream: bool = True
+    max_tokens: int = Field(128, gt=0)
+    temperature: float = 0.0
+    extra_body: dict = Field(default_factory=dict, description="passed through to the server (e.g. vLLM options)")
+    retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx")
+    backoff_s: float = Field(0.05, ge=0)
+    backoff_max_s: float = Field(2.0, ge=0)
+    circuit_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    circuit_cooldown_s: float = Field(10.0, ge=0)
+    payload: PayloadConfig = Field(default_factory=PayloadConfig)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough count (words and punctuation marks) for servers that report no usage."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+class _ByteCounter:
+    """Counts request and response body bytes per request id, at the HTTP transport."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.up: dict[str, int] = {}
+        self.down: dict[str, int] = {}
+
+    def add(self, table: dict, rid: str, n: int) -> None:
+        if rid:
+            with self.lock:
+                table[rid] = table.get(rid, 0) + n
+
+    def pop(self, rid: str) -> tuple[int, int]:
+        with self.lock:
+            return self.up.pop(rid, 0), self.down.pop(rid, 0)
+
+
+def _counting_client(counter: _ByteCounter, timeout: float):
+    import httpx2
+
+    class _CountingStream(httpx2.SyncByteStream):
+        def __init__(self, inner, rid):
+            self.inner, self.rid = inner, rid
+
+        def __iter__(self):
+            for chunk in self.inner:
+                counter.add(counter.down, self.rid, len(chunk))
+                yield chunk
+
+        def close(self):
+            close = getattr(self.inner, "close", None)
+            if close:
+                close()
+
+    class _CountingTransport(httpx2.BaseTransport):
+        def __init__(self):
+            self.inner = httpx2.HTTPTransport()
+
+        def handle_request(self, request):
+            rid = request.headers.get(_ID_HEADER, "")
+            body = request.content if hasattr(request, "content") else b""
+            counter.add(counter.up, rid, len(body or b""))
+            response = self.inner.handle_request(request)
+            response.stream = _CountingStream(response.stream, rid)
+            return response
+
+        def close(self):
+            self.inner.close()
+
+    return httpx2.Client(transport=_CountingTransport(), timeout=timeout)
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, config: OpenAIBackendConfig | dict):
+        import openai
+
+        self.cfg = config if isinstance(config, OpenAIBackendConfig) else OpenAIBackendConfig(**config)
+        key = "not-needed"
+        if self.cfg.api_key_env:
+            key = os.environ.get(self.cfg.api_key_env)
+            if not key:
+                raise CeprError(f"environment variable {self.cfg.api_key_env} (api_key_env) is not set")
+        self.counter = _ByteCounter()
+        self._http = _counting_client(self.counter, self.cfg.timeout_s)
+        self.client = openai.OpenAI(api_key=key, base_url=self.cfg.base_url, max_retries=0,
+                                    timeout=self.cfg.timeout_s, http_client=self._http)
+        self._openai = openai
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._open_until = 0.0
+        self._usage_in_stream = True  # until the server refuses stream_options
+
+    # ---- circuit breaker ---------------------------------------------------------------------------
+    def _circuit_open(self) -> bool:
+        with self._lock:
+            return time.monotonic() < self._open_until
+
+    def _record(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._failures = 0
+                return
+            self._failures += 1
+            if self._failures >= self.cfg.circuit_failures:
+                self._open_until = time.monotonic() + self.cfg.circuit_cooldown_s
+                self._failures = 0
+
+    # ---- one request -----------------------------------------------------------------------------
+    def messages(self, req: CloudRequest) -> list[dict]:
+        p = self.cfg.payload
+        image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None
+        summary = req.summary if p.sends_summary else None
+        return [{"role": "system", "content": self.cfg.system_prompt},
+                {"role": "user", "content": build_user_content(req.user_prompt(), summary, image, req.camera)}]
+
+    def infer(self, req: CloudRequest) -> CloudResult:
+        if self._circuit_open():
+            return CloudResult("fallback", reason="circuit open: cloud skipped after repeated failures",
+                               model=self.cfg.model, attempts=0)
+        msgs = self.messages(req)
+        attempt, up_total, down_total = 0, 0, 0
+        started = time.time()
+        t0 = time.perf_counter()
+        while True:
+            attempt += 1
+            rid = uuid.uuid4().hex
+            try:
+                text, usage, timings = self._call(msgs, rid, t0)
+            except self._openai.APITimeoutError:
+                up, down = self.counter.pop(rid)
+                self._record(False)
+                return self._fail("fallback", f"timeout after {self.cfg.timeout_s:g} s", up_total + up,
+                                  down_total + down, attempt, started, t0)
+            except _Deadline:
+                up, down = self.counter.pop(rid)
+                self._record(False)
+                return self._fail("fallback", f"deadline of {self.cfg.timeout_s:g} s passed while streaming",
+                                  up_total + up, down_total + down, attempt, started, t0)
+            except (self._openai.APIConnectionError, self._openai.RateLimitError,
+                    self._openai.InternalServerError) as e:
+                up, down = self.counter.pop(rid)
+                up_total, down_total = up_total + up, down_total + down
+                elapsed = time.perf_counter() - t0
+                delay = min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                if attempt > self.cfg.retries or elapsed + delay > self.cfg.timeout_s:
+                    self._record(False)
+                    return self._fail("fallback", f"{type(e).__name__}: {e}"[:300], up_total, down_total, attempt,
+                                      started, t0)
+                time.sleep(delay)
+                continue
+            except self._openai.APIStatusError as e:
+                up, down = self.counter.pop(rid)
+                self._record(False)
+                return self._fail("error", f"HTTP {e.status_code}: {e.message}"[:300], up_total + up,
+                                  down_total + down, attempt, started, t0)
+            except Exception as e:  # a server that returns garbage must not crash the run
+                up, down = self.counter.pop(rid)
+                self._record(False)
+                return self._fail("error", f"{type(e).__name__}: {e}"[:300], up_total + up, down_total + down,
+                                  attempt, started, t0)
+            up, down = self.counter.pop(rid)
+            up_total, down_total = up_total + up, down_total + down
+            timings.sent_at = started
+            try:
+                answer, reason, conf = parse_answer(text, req.answers)
+            except AnswerParseError as e:
+                self._record(True)  # the service works; this answer is unusable
+                return CloudResult("error", reason=f"unparsable answer: {e}", raw_text=text, usage=usage,
+                                   timings=timings, bytes_up=up_total, bytes_down=down_total, model=self.cfg.model,
+                                   attempts=attempt)
+            self._record(True)
+            return CloudResult("ok", answer=answer, reason=reason, confidence=conf, raw_text=text, usage=usage,
+                               timings=timings, bytes_up=up_total, bytes_down=down_total, model=self.cfg.model,
+                               attempts=attempt)
+
+    def _fail(self, status, reason, up, down, attempts, started, t0) -> CloudResult:
+        return CloudResult(status, reason=reason, bytes_up=up, bytes_down=down, model=self.cfg.model,
+                           attempts=attempts,
+                           timings=Timings(sent_at=started, total_ms=1e3 * (time.perf_counter() - t0)))
+
+    def _call(self, msgs, rid, t0):
+        cfg = self.cfg
+        kw = dict(model=cfg.model, messages=msgs, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                  extra_headers={_ID_HEADER: rid}, extra_body=dict(cfg.extra_body) or None,
+                  timeout=max(1e-3, cfg.timeout_s - (time.perf_counter() - t0)))
+        if not cfg.stream:
+            resp = self.client.chat.completions.create(**kw)
+            text = resp.choices[0].message.content or ""
+            u = resp.usage
+            usage = (Usage(u.prompt_tokens, u.completion_tokens) if u is not None
+                     else Usage(0, estimate_tokens(text), counted="estimate"))
+            return text, usage, Timings(total_ms=1e3 * (time.perf_counter() - t0))
+        try:
+            stream = self.client.chat.completions.create(
+                stream=True, **kw, **({"stream_options": {"include_usage": True}} if self._usage_in_stream else {}))
+        except self._openai.BadRequestError as e:
+            if not self._usage_in_stream or "stream_options" not in str(e):
+                raise
+            self._usage_in_stream = False  # this server does not know stream_options: count tokens ourselves
+            stream = self.client.chat.completions.create(stream=True, **kw)
+        parts, usage, ttft, last, gaps = [], None, None, None, []
+        deadline = t0 + cfg.timeout_s
+        try:
+            for chunk in stream:
+                now = time.perf_counter()
+                if now > deadline:
+                    raise _Deadline()
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices or ():
+                    piece = choice.delta.content if choice.delta else None
+                    if piece:
+                        if ttft is None:
+                            ttft = 1e3 * (now - t0)
+                        elif last is not None:
+                            gaps.append(1e3 * (now - last))
+                        last = now
+                        parts.append(piece)
+        finally:
+            stream.close()
+        text = "".join(parts)
+        if usage is None:
+            usage = Usage(0, estimate_tokens(text), counted="estimate")
+        return text, usage, Timings(ttft_ms=ttft, total_ms=1e3 * (time.perf_counter() - t0), inter_token_ms=gaps)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _Deadline(Exception):
+    pass

@@ -1,0 +1,1 @@
+"""HTTP services (the `serve` extra: FastAPI + uvicorn)."""

@@ -1,0 +1,134 @@
+"""The OpenAI-compatible client against the real reference expert server, healthy and faulty."""
+
+import json
+
+import pytest
+
+from cepr.cloud.base import CloudRequest
+from cepr.cloud.openai_backend import OpenAIBackend
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.tasks import TASKS, camera_for
+from cepr.edge.planner import Planner
+from cepr.edge.summary import summarize
+from cepr.errors import CeprError
+
+
+@pytest.fixture(scope="module")
+def requests_(tiny_data):
+    out = []
+    for s in list(CloudRoboticsDataset(find_index(tiny_data, split="test")))[:4]:
+        cam = camera_for(s.sidecar, *s.label.shape[::-1])
+        summ = summarize(s.label, s.depth, cam)
+        for t in ("path_hazard", "action"):
+            out.append((CloudRequest(t, TASKS[t].render_prompt(), TASKS[t].answers, summary=summ.to_dict(),
+                                     image=s.rgb, camera=cam.to_dict(), key=f"{s.frame.stem}:{t}"), summ))
+    return out
+
+
+def backend(url, **kw):
+    cfg = {"base_url": url, "model": "cepr-reference-expert-not-an-llm", "timeout_s": 10.0, **kw}
+    return OpenAIBackend(cfg)
+
+
+def test_server_endpoints(start_server):
+    srv = start_server()
+    assert json.loads(srv.get("/health"))["status"] == "ok"
+    assert "not-an-llm" in json.loads(srv.get("/v1/models"))["data"][0]["id"]
+    assert "cepr_requests_total 0" in srv.get("/metrics")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_summary_mode_answers_like_the_planner_with_counted_bytes(start_server, requests_, stream):
+    srv = start_server()
+    b = backend(srv.url, stream=stream, payload={"mode": "summary"})
+    for req, summ in requests_:
+        r = b.infer(req)
+        assert r.status == "ok", r.reason
+        assert r.answer == Planner().answer(summ, (req.task,))[req.task].answer
+        assert r.bytes_up > 500 and r.bytes_down > 20
+        assert r.usage.counted == "server" and r.usage.completion_tokens > 0
+        assert (r.timings.ttft_ms is not None) == stream
+        assert r.timings.total_ms > 0
+    metrics = srv.get("/metrics")
+    assert f"cepr_requests_total {len(requests_)}" in metrics
+    assert "cepr_image_requests_total 0" in metrics
+
+
+def test_image_mode_sends_the_image_and_costs_more_bytes(start_server, requests_):
+    srv = start_server()
+    req, _ = requests_[0]
+    from cepr.cloud.expert import image_tokens
+
+    r_img = backend(srv.url, payload={"mode": "image", "codec": "png"}).infer(req)
+    r_sum = backend(srv.url, payload={"mode": "summary"}).infer(req)
+    r_both = backend(srv.url, payload={"mode": "summary+image", "codec": "png"}).infer(req)
+    assert r_img.status == r_both.status == "ok" and r_img.answer in req.answers
+    assert r_img.answer == r_both.answer  # with an image, the expert looks at the image
+    assert r_both.bytes_up > r_sum.bytes_up + 1000
+    h, w = req.image.shape[:2]
+    assert r_both.usage.prompt_tokens == r_sum.usage.prompt_tokens + image_tokens(w, h)
+    assert "cepr_image_requests_total 2" in srv.get("/metrics")
+
+
+def test_garbage_answers_become_error_results(start_server, requests_):
+    srv = start_server("--fault-garbage-rate", 1.0)
+    b = backend(srv.url)
+    for req, _ in requests_[:3]:
+        r = b.infer(req)
+        assert r.status == "error" and "unparsable" in r.reason and r.raw_text
+        assert r.answer is None and r.bytes_down > 0
+
+
+def test_slow_server_falls_back_at_the_deadline(start_server, requests_):
+    srv = start_server("--fault-delay-ms", 1500)
+    b = backend(srv.url, timeout_s=0.3, retries=0)
+    r = b.infer(requests_[0][0])
+    assert r.status == "fallback" and ("timeout" in r.reason or "deadline" in r.reason)
+    assert r.timings.total_ms < 1200
+
+
+def test_server_errors_are_retried_then_fall_back(start_server, requests_):
+    srv = start_server("--fault-error-rate", 1.0)
+    b = backend(srv.url, retries=2, backoff_s=0.01)
+    r = b.infer(requests_[0][0])
+    assert r.status == "fallback" and "InternalServerError" in r.reason
+    assert r.attempts == 3
+    assert "cepr_request_errors_total 3" in srv.get("/metrics")
+
+
+def test_killed_server_every_sample_gets_a_result_and_the_circuit_opens(start_server, requests_):
+    srv = start_server()
+    b = backend(srv.url, retries=1, backoff_s=0.01, circuit_failures=3, circuit_cooldown_s=60)
+    results = []
+    for i, (req, _) in enumerate(requests_):
+        if i == 3:
+            srv.stop()
+        results.append(b.infer(req))
+    assert len(results) == len(requests_)
+    assert [r.status for r in results[:3]] == ["ok"] * 3
+    assert all(r.status == "fallback" for r in results[3:])
+    assert any("circuit open" in r.reason for r in results[6:])
+    assert all(r.attempts == 0 for r in results if "circuit open" in r.reason)
+
+
+def test_unreachable_server_falls_back(requests_):
+    from conftest import free_port
+
+    b = backend(f"http://127.0.0.1:{free_port()}/v1", retries=1, backoff_s=0.01)
+    r = b.infer(requests_[0][0])
+    assert r.status == "fallback" and "APIConnectionError" in r.reason and r.attempts == 2
+
+
+def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
+    monkeypatch.delenv("CEPR_TEST_KEY", raising=False)
+    with pytest.raises(CeprError, match="CEPR_TEST_KEY"):
+        backend("http://127.0.0.1:1/v1", api_key_env="CEPR_TEST_KEY")
+    monkeypatch.setenv("CEPR_TEST_KEY", "sk-test")
+    assert backend("http://127.0.0.1:1/v1", api_key_env="CEPR_TEST_KEY").client.api_key == "sk-test"
+
+
+def test_unknown_config_keys_are_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="api_key"):
+        backend("http://127.0.0.1:1/v1", api_key="sk-literal-keys-are-not-allowed")
