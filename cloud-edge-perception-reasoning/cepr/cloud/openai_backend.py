@@ -194,7 +194,7 @@ class OpenAIBackend:
                 self._record(False)
                 return self._fail("error", f"HTTP {e.status_code}: {e.message}"[:300], up_total + up,
                                   down_total + down, attempt, started, t0)
-            except Exception as e:  # a server that returns garbage must not crash the run
+            except Exception as e:  # noqa: BLE001 - a server that returns garbage must not crash the run
                 up, down = self.counter.pop(rid)
                 self._record(False)
                 return self._fail("error", f"{type(e).__name__}: {e}"[:300], up_total + up, down_total + down,
@@ -221,9 +221,9 @@ class OpenAIBackend:
 
     def _call(self, msgs, rid, t0):
         cfg = self.cfg
-        kw = dict(model=cfg.model, messages=msgs, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                  extra_headers={_ID_HEADER: rid}, extra_body=dict(cfg.extra_body) or None,
-                  timeout=max(1e-3, cfg.timeout_s - (time.perf_counter() - t0)))
+        kw = {"model": cfg.model, "messages": msgs, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
+              "extra_headers": {_ID_HEADER: rid}, "extra_body": dict(cfg.extra_body) or None,
+              "timeout": max(1e-3, cfg.timeout_s - (time.perf_counter() - t0))}
         if not cfg.stream:
             resp = self.client.chat.completions.create(**kw)
             text = resp.choices[0].message.content or ""
