@@ -132,3 +132,31 @@ def test_unknown_config_keys_are_refused():
 
     with pytest.raises(ValidationError, match="api_key"):
         backend("http://127.0.0.1:1/v1", api_key="sk-literal-keys-are-not-allowed")
+
+
+def test_servers_without_stream_options_get_counted_tokens(start_server, requests_):
+    srv = start_server("--fault-no-stream-options")
+    b = backend(srv.url)
+    r1, r2 = b.infer(requests_[0][0]), b.infer(requests_[1][0])
+    assert r1.status == r2.status == "ok"
+    assert r1.usage.counted == r2.usage.counted == "estimate" and r1.usage.completion_tokens > 0
+    # the first request learned that the server refuses stream_options: the second does not send it
+    assert "cepr_request_errors_total 1" in srv.get("/metrics")
+
+
+def test_client_adds_link_transfer_and_inprocess_matches_http(start_server, requests_, tiny_rgb_model):
+    from cepr.cloud.client import CloudClient, create_backend
+    from cepr.link import Link
+
+    srv = start_server()
+    http = CloudClient(backend(srv.url, payload={"mode": "summary"}), Link("4g", seed=1))
+    local = CloudClient(create_backend("inprocess", {"expert_model": str(tiny_rgb_model),
+                                                     "payload": {"mode": "summary"}}), Link("4g", seed=1))
+    for req, _ in requests_[:4]:
+        a, b = http.infer(req), local.infer(req)
+        assert a.answer == b.answer
+        assert a.timings.transfer_ms > 50 * 0.5  # at least most of a 4G round trip
+        assert http.latency_ms(a) == a.timings.total_ms + a.timings.transfer_ms
+        assert 0 < b.bytes_up <= a.bytes_up  # HTTP adds framing; both carry the same JSON
+    with pytest.raises(CeprError, match="did you mean 'openai'"):
+        create_backend("opanai", {})

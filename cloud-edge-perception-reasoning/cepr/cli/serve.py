@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     c.add_argument("--fault-delay-ms", type=float, default=0.0, help="testing: delay every answer")
     c.add_argument("--fault-garbage-rate", type=float, default=0.0, help="testing: share of non-JSON answers")
     c.add_argument("--fault-error-rate", type=float, default=0.0, help="testing: share of HTTP 500 answers")
+    c.add_argument("--fault-no-stream-options", action="store_true",
+                   help="testing: refuse stream_options like servers that do not support it")
     c.add_argument("--log-level", default="warning")
     c.set_defaults(func=cmd_cloud)
 
@@ -37,5 +39,6 @@ def cmd_cloud(a) -> int:
 
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
-          FaultConfig(a.fault_delay_ms, a.fault_garbage_rate, a.fault_error_rate), a.log_level)
+          FaultConfig(a.fault_delay_ms, a.fault_garbage_rate, a.fault_error_rate, a.fault_no_stream_options),
+          a.log_level)
     return 0

@@ -24,6 +24,7 @@ class Timings:
     ttft_ms: float | None = None  # time to first token, streaming only
     total_ms: float = 0.0  # request sent -> response complete
     inter_token_ms: list[float] = field(default_factory=list)
+    transfer_ms: float = 0.0  # modelled edge<->cloud link time for the counted bytes (0 without a link model)
 
 
 @dataclass

@@ -22,6 +22,7 @@ class FaultConfig:
     delay_ms: float = 0.0  # added before every answer
     garbage_rate: float = 0.0  # share of answers replaced by text that is not JSON
     error_rate: float = 0.0  # share of requests answered with HTTP 500
+    no_stream_options: bool = False  # refuse stream_options with 400, like servers that do not know it
     seed: int = 0
 
 
@@ -90,6 +91,8 @@ def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | Non
             return err(400, "'messages' (a list) is required")
         with metrics.lock:
             metrics.requests += 1
+        if faults.no_stream_options and "stream_options" in body:
+            return err(400, "unknown field: stream_options")
         with rng_lock:
             roll_error, roll_garbage = rng.random(), rng.random()
         if faults.error_rate and roll_error < faults.error_rate:
