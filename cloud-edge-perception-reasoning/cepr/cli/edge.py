@@ -89,6 +89,8 @@ def add_parser(sub) -> None:
     c.add_argument("--max-frames", type=int, default=None, help="per split")
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--out", help="calibration JSON (default: next to the model)")
+    c.add_argument("--no-depth", action="store_true",
+                   help="ground-plane distances only (as the cloud expert must, from an image)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
@@ -96,9 +98,16 @@ def add_parser(sub) -> None:
 def cmd_calibrate(a) -> int:
     from cepr.edge.calibrate import calibrate, format_calibration
 
+    if not a.out and a.model in ("edge-int8", "edge-fp32", "cloud"):
+        from cepr.errors import CeprError
+
+        raise CeprError("pass --out: the shipped models' directory is not the place for new calibration files")
     out = a.out or str(a.model).rsplit(".onnx", 1)[0] + ".calibration.json"
-    doc = calibrate(a.model, a.data, out, fit_split=a.fit_split, eval_split=a.eval_split, max_frames=a.max_frames,
-                    threads=a.threads, progress=not a.no_progress)
+    from cepr.edge.models import model_path
+
+    doc = calibrate(model_path(a.model), a.data, out, fit_split=a.fit_split, eval_split=a.eval_split,
+                    max_frames=a.max_frames, threads=a.threads, progress=not a.no_progress,
+                    depth_for_distance=not a.no_depth)
     print(format_calibration(doc))
     print(f"\nwrote {out}")
     return 0
@@ -144,15 +153,16 @@ def cmd_eval(a) -> int:
 
     from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
     from cepr.edge.evaluate import evaluate, format_reports
+    from cepr.edge.models import model_path
     from cepr.errors import CeprError
 
     models = {}
     if a.checkpoint:
-        models["pytorch"] = ("torch", a.checkpoint)
+        models["pytorch"] = ("torch", str(model_path(a.checkpoint)))
     if a.fp32:
-        models["onnx-fp32"] = ("onnx", a.fp32)
+        models["onnx-fp32"] = ("onnx", str(model_path(a.fp32)))
     if a.int8:
-        models["onnx-int8"] = ("onnx", a.int8)
+        models["onnx-int8"] = ("onnx", str(model_path(a.int8)))
     if not models:
         raise CeprError("give at least one of --checkpoint, --fp32, --int8")
     ds = CloudRoboticsDataset(find_index(a.data, split=a.split))

@@ -16,6 +16,7 @@ from cepr.metrics.calibration import expected_calibration_error, reliability_tab
 
 
 def collect(pipe: EdgePipeline, data: str, split: str, max_frames: int | None, progress: bool):
+    # ground truth always comes from the true mask with depth when the set has it
     """(task, features, correct, raw confidence) for every task of every frame, plus the ground truths."""
     ds = CloudRoboticsDataset(find_index(data, split=split))
     n = min(len(ds), max_frames or len(ds))
@@ -51,14 +52,15 @@ def score(planner: Planner, recs) -> dict:
 
 def calibrate(model: str, data: str, out: str | Path, fit_split: str = "val", eval_split: str = "test",
               max_frames: int | None = None, threads: int = 1, params: TaskParams | None = None,
-              progress: bool = True) -> dict:
-    pipe = EdgePipeline(model, params=params, threads=threads)
+              progress: bool = True, depth_for_distance: bool = True) -> dict:
+    pipe = EdgePipeline(model, params=params, threads=threads, depth_for_distance=depth_for_distance)
     fit_recs, n_fit = collect(pipe, data, fit_split, max_frames, progress)
     coefs = fit_calibration([(t, f, y) for t, f, y, _ in fit_recs])
     eval_recs, n_eval = collect(pipe, data, eval_split, max_frames, progress)
     before = score(Planner(pipe.params), eval_recs)
     after = score(Planner(pipe.params, coefs), eval_recs)
-    doc = {"model": str(model), "data": str(data), "fit_split": fit_split, "fit_frames": n_fit,
+    doc = {"model": str(model), "data": str(data), "depth_for_distance": depth_for_distance,
+           "fit_split": fit_split, "fit_frames": n_fit,
            "eval_split": eval_split, "eval_frames": n_eval, "task_params": pipe.params.to_dict(),
            "features": ["bias", "log_margin", "object_conf", "uncertainty"], "coefficients": coefs,
            "uncalibrated": before, "calibrated": after}

@@ -33,19 +33,21 @@ class EdgePipeline:
 
     def __init__(self, model: str | Path | SegmentationModel, planner: Planner | None = None,
                  params: TaskParams | None = None, threads: int = 1, mask_size=(80, 60),
-                 tasks: tuple[str, ...] = TASK_NAMES):
+                 tasks: tuple[str, ...] = TASK_NAMES, depth_for_distance: bool = True):
         self.model = model if isinstance(model, SegmentationModel) else SegmentationModel(model, threads=threads)
         self.params = params or (planner.params if planner else TaskParams())
         self.planner = planner or Planner(self.params)
         self.mask_size = mask_size
         self.tasks = tasks
+        self.depth_for_distance = depth_for_distance  # False: ground-plane distances, as from an image alone
 
     def __call__(self, rgb: np.ndarray, depth: np.ndarray | None, camera: Camera) -> EdgeResult:
         seg = self.model(rgb, depth if self.model.use_depth else None)
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         cam = camera if (camera.width, camera.height) == (w, h) else camera.scaled(w, h)
-        summary = summarize(seg.label, depth, cam, probs=seg.probs, params=self.params, mask_size=self.mask_size)
+        summary = summarize(seg.label, depth if self.depth_for_distance else None, cam, probs=seg.probs,
+                            params=self.params, mask_size=self.mask_size)
         blob = summary.to_bytes()
         t1 = time.perf_counter()
         answers = self.planner.answer(summary, self.tasks)
