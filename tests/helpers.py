@@ -112,3 +112,12 @@ def make_tiny_dataset(root: str | Path, resolutions: tuple[str, ...] = ("640x480
                 lines.append(f"{rgb_rel} {lab_rel}")
             (rdir / f"{split}-index.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

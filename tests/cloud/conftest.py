@@ -1,6 +1,5 @@
 """Start the real reference cloud expert server (a subprocess running ``cepr serve cloud``) for the tests."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -8,11 +7,7 @@ import urllib.request
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 class Server:

@@ -112,7 +112,7 @@ def test_killed_server_every_sample_gets_a_result_and_the_circuit_opens(start_se
 
 
 def test_unreachable_server_falls_back(requests_):
-    from conftest import free_port
+    from helpers import free_port
 
     b = backend(f"http://127.0.0.1:{free_port()}/v1", retries=1, backoff_s=0.01)
     r = b.infer(requests_[0][0])
