@@ -58,8 +58,9 @@ def add_parser(sub) -> None:
     q.add_argument("--calib-frames", type=int, default=64)
     q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--keep-fp32", nargs="*", default=["attention", "head"], metavar="GROUP",
-                   help="node groups left in FP32: attention (SE gates), head (30-class logits); none = all INT8")
+    q.add_argument("--keep-fp32", nargs="*", default=["stem", "attention", "head"], metavar="GROUP",
+                   help="node groups left in FP32: stem (the encoders' first convolutions), attention (SE gates), "
+                        "head (30-class logits); give none to quantise everything")
     q.set_defaults(func=cmd_quantize)
 
     v = esub.add_parser("eval", help="per-class IoU, mIoU, pixel accuracy and latency of model variants",
