@@ -45,11 +45,11 @@ class InProcessExpert:
     def infer(self, req: CloudRequest) -> CloudResult:
         import time
 
-        from cepr.cloud.openai_backend import OpenAIBackend
+        from cepr.cloud.openai_backend import build_messages
         from cepr.cloud.parsing import AnswerParseError, parse_answer
 
         t0 = time.perf_counter()
-        msgs = OpenAIBackend.messages(self, req)
+        msgs = build_messages(self.cfg, req)
         body = json.dumps({"model": self.cfg.model, "messages": msgs, "max_tokens": self.cfg.max_tokens})
         reply = self.expert.answer(msgs)
         total = 1e3 * (time.perf_counter() - t0)

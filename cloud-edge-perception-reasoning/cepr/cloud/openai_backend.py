@@ -51,6 +51,15 @@ class OpenAIBackendConfig(BaseModel):
     payload: PayloadConfig = Field(default_factory=PayloadConfig)
 
 
+def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
+    """System prompt plus the user turn carrying what the payload settings send."""
+    p = cfg.payload
+    image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None
+    summary = req.summary if p.sends_summary else None
+    return [{"role": "system", "content": cfg.system_prompt},
+            {"role": "user", "content": build_user_content(req.user_prompt(), summary, image, req.camera)}]
+
+
 def estimate_tokens(text: str) -> int:
     """A rough count (words and punctuation marks) for servers that report no usage."""
     return len(re.findall(r"\w+|[^\w\s]", text))
@@ -148,11 +157,7 @@ class OpenAIBackend:
 
     # ---- one request -----------------------------------------------------------------------------
     def messages(self, req: CloudRequest) -> list[dict]:
-        p = self.cfg.payload
-        image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None
-        summary = req.summary if p.sends_summary else None
-        return [{"role": "system", "content": self.cfg.system_prompt},
-                {"role": "user", "content": build_user_content(req.user_prompt(), summary, image, req.camera)}]
+        return build_messages(self.cfg, req)
 
     def infer(self, req: CloudRequest) -> CloudResult:
         if self._circuit_open():

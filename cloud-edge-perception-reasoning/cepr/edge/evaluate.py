@@ -81,9 +81,9 @@ def evaluate(samples, models: dict[str, tuple[str, str]], threads: int = 1, warm
         for n, r in runners.items():
             t0 = time.perf_counter()
             if isinstance(r, _OnnxRunner):
-                feed = r.m._feed(s.rgb, s.depth)
+                feed = r.m.prepare(s.rgb, s.depth)
                 t1 = time.perf_counter()
-                logits = r.m.session.run(["logits"], feed)[0][0]
+                logits = r.m.run(feed)
                 t2 = time.perf_counter()
             else:
                 t1 = t0

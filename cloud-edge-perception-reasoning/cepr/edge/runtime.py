@@ -45,7 +45,8 @@ class SegmentationModel:
     def precision(self) -> str:
         return self.meta.get("precision", "fp32")
 
-    def _feed(self, rgb: np.ndarray, depth: np.ndarray | None) -> dict[str, np.ndarray]:
+    def prepare(self, rgb: np.ndarray, depth: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The network's input feed for one frame (resized, normalised)."""
         feed = {"rgb": prepare_rgb(rgb, self.input_size)[None]}
         if self.use_depth:
             if depth is None:
@@ -53,15 +54,18 @@ class SegmentationModel:
             feed["depth"] = prepare_depth(depth, self.input_size)[None]
         return feed
 
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """(C, h, w) raw network output at 1/4 of the input size, for a prepared feed."""
+        return self.session.run(["logits"], feed)[0][0]
+
     def logits(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
-        """(C, h, w) raw network output at 1/4 of the input size."""
-        return self.session.run(["logits"], self._feed(rgb, depth))[0][0]
+        return self.run(self.prepare(rgb, depth))
 
     def __call__(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
         t0 = time.perf_counter()
-        feed = self._feed(rgb, depth)
+        feed = self.prepare(rgb, depth)
         t1 = time.perf_counter()
-        logits = self.session.run(["logits"], feed)[0][0]
+        logits = self.run(feed)
         t2 = time.perf_counter()
         h, w = rgb.shape[:2]
         label = upsample_argmax(logits, w, h)
