@@ -114,31 +114,28 @@ def _iter_samples(a):
 def cmd_stats(a) -> int:
     import itertools
 
-    import numpy as np
     from tqdm import tqdm
 
+    from cepr.data.check import ClassStats
     from cepr.data.classes import CLASSES
+    from cepr.data.cloud_robotics import load_sample
     from cepr.data.stats import task_balance
     from cepr.data.tasks import TASK_NAMES, TASKS
 
     indexes, datasets = _iter_samples(a)
-    total = sum(len(d) for d in datasets)
-    n = min(total, a.max_frames) if a.max_frames else total
-    pixels = np.zeros(len(CLASSES), np.int64)
-    present = np.zeros(len(CLASSES), np.int64)
-    collected = []
+    frames = list(itertools.chain.from_iterable(d.frames for d in datasets))
+    n = min(len(frames), a.max_frames) if a.max_frames else len(frames)
+    classes = ClassStats.empty()
 
-    def samples():
-        for s in itertools.islice(itertools.chain.from_iterable(datasets), n):
-            counts = np.bincount(s.label.ravel(), minlength=256)[:len(CLASSES)]
-            pixels[:] += counts
-            present[:] += counts > 0
-            collected.append(s.frame)
+    def samples():  # one read of each label (and depth, sidecar) serves both statistics; rgb is not needed
+        for frame in frames[:n]:
+            s = load_sample(frame, rgb=False)
+            classes.add(s.label)
             yield s
 
     bar = tqdm(samples(), total=n, unit="frame", desc="stats", disable=a.no_progress)
     bal = task_balance(bar)
-    freq = pixels / max(1, pixels.sum())
+    freq, present = classes.fractions, classes.frame_counts
     print(f"\n{n} frame(s) from {', '.join(str(i) for i in indexes)}")
     print(f"\n{'id':>3} {'class':<14} {'group':<13} {'pixels %':>9} {'frames':>7}")
     for c in CLASSES:

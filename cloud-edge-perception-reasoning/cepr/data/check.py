@@ -311,6 +311,18 @@ class ClassStats:
     frame_counts: np.ndarray  # (NUM_CLASSES,) int64: frames in which the class appears at all
     ignore_pixels: int
 
+    @classmethod
+    def empty(cls) -> ClassStats:
+        return cls(0, np.zeros(NUM_CLASSES, dtype=np.int64), np.zeros(NUM_CLASSES, dtype=np.int64), 0)
+
+    def add(self, label: np.ndarray) -> None:
+        """Count one frame's label map."""
+        counts = np.bincount(label.ravel(), minlength=256)
+        self.frames += 1
+        self.pixel_counts += counts[:NUM_CLASSES]
+        self.frame_counts += counts[:NUM_CLASSES] > 0
+        self.ignore_pixels += int(counts[IGNORE_ID])
+
     @property
     def labelled_pixels(self) -> int:
         return int(self.pixel_counts.sum())
@@ -348,15 +360,10 @@ def class_statistics(dataset: CloudRoboticsDataset | Sequence[Frame] | str | Pat
     (test split). Labels with unknown ids raise :class:`DatasetError` naming the file.
     """
     frames = _subsample(_frames_of(dataset), max_frames)
-    pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
-    present = np.zeros(NUM_CLASSES, dtype=np.int64)
-    ignore = 0
+    stats = ClassStats.empty()
     for frame in _progress(frames, len(frames), progress, "counting classes"):
-        counts = np.bincount(load_label(frame.label_path).ravel(), minlength=256)
-        pixels += counts[:NUM_CLASSES]
-        present += counts[:NUM_CLASSES] > 0
-        ignore += int(counts[IGNORE_ID])
-    return ClassStats(len(frames), pixels, present, ignore)
+        stats.add(load_label(frame.label_path))
+    return stats
 
 
 def class_pixel_frequencies(dataset: CloudRoboticsDataset | Sequence[Frame] | str | Path,

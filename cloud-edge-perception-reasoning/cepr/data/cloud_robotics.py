@@ -395,7 +395,7 @@ class Sample:
     """A loaded frame: ``depth``/``sidecar`` are None where the dataset has none; the real set has neither."""
 
     frame: Frame
-    rgb: np.ndarray
+    rgb: np.ndarray | None  # None when loaded with rgb=False (statistics need only labels and depth)
     label: np.ndarray
     depth: np.ndarray | None = None
     sidecar: dict[str, Any] | None = field(default=None)
@@ -405,12 +405,13 @@ def _wh(a: np.ndarray) -> str:
     return f"{a.shape[1]}x{a.shape[0]}"
 
 
-def load_sample(frame: Frame, depth: bool = True, sidecar: bool = True, validate: bool = True) -> Sample:
+def load_sample(frame: Frame, depth: bool = True, sidecar: bool = True, validate: bool = True,
+                rgb: bool = True) -> Sample:
     """Load a frame's files and check that they line up pixel for pixel."""
-    rgb = load_rgb(frame.rgb_path)
     label = load_label(frame.label_path, validate=validate)
-    if rgb.shape[:2] != label.shape:
-        raise DatasetError(f"size mismatch: rgb {_wh(rgb)} vs label {_wh(label)} "
+    image = load_rgb(frame.rgb_path) if rgb else None
+    if image is not None and image.shape[:2] != label.shape:
+        raise DatasetError(f"size mismatch: rgb {_wh(image)} vs label {_wh(label)} "
                            f"({frame.rgb_path} vs {frame.label_path})")
     d = None
     if depth:
@@ -418,14 +419,16 @@ def load_sample(frame: Frame, depth: bool = True, sidecar: bool = True, validate
         if dp is not None:
             d = load_depth(dp)
             if d.shape != label.shape:
-                raise DatasetError(f"size mismatch: rgb {_wh(rgb)} vs depth {_wh(d)} "
-                                   f"({frame.rgb_path} vs {dp})")
+                ref, ref_path, ref_name = ((image, frame.rgb_path, "rgb") if image is not None
+                                           else (label, frame.label_path, "label"))
+                raise DatasetError(f"size mismatch: {ref_name} {_wh(ref)} vs depth {_wh(d)} "
+                                   f"({ref_path} vs {dp})")
     s = None
     if sidecar:
         sp = frame.sidecar_path
         if sp is not None:
             s = load_sidecar(sp)
-    return Sample(frame, rgb, label, d, s)
+    return Sample(frame, image, label, d, s)
 
 
 class CloudRoboticsDataset:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cepr.data.classes import CLASSES
-from cepr.edge.preprocess import prepare_depth, prepare_rgb, upsample_argmax
+from cepr.edge.preprocess import upsample_argmax
 from cepr.metrics.segmentation import ConfusionMatrix
 
 
@@ -38,17 +38,12 @@ class _TorchRunner:
         from cepr.edge.export import load_checkpoint
 
         torch.set_num_threads(threads)
-        self.torch = torch
         self.model, _ = load_checkpoint(checkpoint)
-        cfg = self.model.cfg
-        self.input_size, self.use_depth = tuple(cfg.input_size), cfg.use_depth
 
     def logits(self, rgb, depth):
-        t = self.torch
-        with t.inference_mode():
-            x = t.from_numpy(prepare_rgb(rgb, self.input_size)[None])
-            d = t.from_numpy(prepare_depth(depth, self.input_size)[None]) if self.use_depth else None
-            return self.model(x, d)[0].numpy()
+        from cepr.edge.rfnet import predict_logits
+
+        return predict_logits(self.model, rgb, depth, tuple(self.model.cfg.input_size))
 
 
 class _OnnxRunner:

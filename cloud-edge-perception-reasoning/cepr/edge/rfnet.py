@@ -171,5 +171,17 @@ class RFNet(nn.Module):
         return self.head(y)
 
 
+def predict_logits(model: RFNet, rgb, depth, input_size: tuple[int, int]):
+    """(C, h, w) numpy logits for one uint8 RGB frame (and depth in metres), prepared as for ONNX inference.
+
+    ``input_size`` is explicit because a model trained on crops runs on whole frames of another size."""
+    from cepr.edge.preprocess import prepare_depth, prepare_rgb
+
+    with torch.inference_mode():
+        x = torch.from_numpy(prepare_rgb(rgb, input_size)[None])
+        d = torch.from_numpy(prepare_depth(depth, input_size)[None]) if model.cfg.use_depth else None
+        return model(x, d)[0].numpy()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

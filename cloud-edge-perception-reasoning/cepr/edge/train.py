@@ -122,18 +122,13 @@ def _batch(rng, rgbs, depths, labels, cfg: TrainConfig):
 
 def evaluate_torch(model, frames, cfg: TrainConfig) -> ConfusionMatrix:
     """Validation at the frames' own resolution with the same post-processing as ONNX inference."""
-    import torch
+    from cepr.edge.rfnet import predict_logits
 
     cm = ConfusionMatrix()
     model.eval()
-    with torch.no_grad():
-        for s in frames:
-            h, w = s.label.shape
-            x = torch.from_numpy(prepare_rgb(s.rgb, cfg.input_size)[None])
-            d = torch.from_numpy(prepare_depth(s.depth, cfg.input_size)[None]) if cfg.use_depth else None
-            logits = model(x, d)[0].numpy()
-            pred = upsample_argmax(logits, w, h)
-            cm.update(s.label, pred)
+    for s in frames:
+        h, w = s.label.shape
+        cm.update(s.label, upsample_argmax(predict_logits(model, s.rgb, s.depth, tuple(cfg.input_size)), w, h))
     model.train()
     return cm
 
