@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     s.add_argument("--resolutions", nargs="+", default=["640x480"], metavar="WxH", type=_resolution,
                    help="resolutions to render, e.g. 2048x1024 1280x760 640x480")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count, max 8)")
+    s.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"],
+                   help="render only the frames of these splits (a frame's split is fixed by its index)")
     s.add_argument("--overwrite", action="store_true", help="regenerate frames that already exist")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
@@ -63,7 +65,7 @@ def cmd_synth(a) -> int:
     from cepr.data.synth import generate_dataset
 
     r = generate_dataset(a.out, a.frames, seed=a.seed, resolutions=a.resolutions, workers=a.workers,
-                         progress=not a.no_progress, overwrite=a.overwrite)
+                         progress=not a.no_progress, overwrite=a.overwrite, splits=a.splits)
     if r.generated:
         print(f"generated {r.generated} frame(s) at {', '.join(r.resolutions)} in {r.seconds:.1f} s "
               f"({r.frames_per_second:.2f} frames/s); {r.skipped} already present")

@@ -214,9 +214,12 @@ def write_index_files(out: Path, resolutions: list[str]) -> dict[str, int]:
 
 
 def generate_dataset(out: str | Path, frames: int, seed: int = 0, resolutions=("640x480",), workers: int | None = None,
-                     progress: bool = True, overwrite: bool = False, params: TaskParams | None = None
-                     ) -> GenerationReport:
-    """Generate (or complete) ``frames`` synthetic frames under ``out``."""
+                     progress: bool = True, overwrite: bool = False, params: TaskParams | None = None,
+                     splits=SPLITS) -> GenerationReport:
+    """Generate (or complete) ``frames`` synthetic frames under ``out``.
+
+    ``splits`` renders only the frames of ``range(frames)`` that fall in those splits (the split of frame i is
+    fixed), e.g. just the test frames of the 2000-frame set the shipped models were evaluated on."""
     if frames <= 0:
         raise CeprError(f"--frames must be positive, got {frames}")
     try:
@@ -228,7 +231,11 @@ def generate_dataset(out: str | Path, frames: int, seed: int = 0, resolutions=("
     previous = _manifest(out)  # an earlier run's frame count and resolutions are kept in the new manifest
     out.mkdir(parents=True, exist_ok=True)
     params = params or TaskParams()
-    todo = [i for i in range(frames) if overwrite or not _frame_done(out, seed, i, resolutions)]
+    bad = sorted(set(splits) - set(SPLITS))
+    if bad or not splits:
+        raise CeprError(f"unknown split(s) {bad}; splits are {', '.join(SPLITS)}")
+    wanted = [i for i in range(frames) if frame_split(seed, i) in splits]
+    todo = [i for i in wanted if overwrite or not _frame_done(out, seed, i, resolutions)]
     workers = workers or min(os.cpu_count() or 1, 8)
     t0 = time.perf_counter()
     jobs = [(str(out), seed, i, resolutions, params) for i in todo]
@@ -260,10 +267,10 @@ def generate_dataset(out: str | Path, frames: int, seed: int = 0, resolutions=("
         "classes": [{"id": c.id, "name": c.name, "color": list(c.color), "group": c.group} for c in CLASSES],
         "task_params": params.to_dict(),
         "command": f"cepr datasets synth --out {out} --frames {frames} --seed {seed} --resolutions "
-                   + " ".join(resolutions),
+                   + " ".join(resolutions) + ("" if set(splits) == set(SPLITS) else " --splits " + " ".join(splits)),
     }
     (out / "dataset.json").write_text(json.dumps(manifest, indent=1))
-    return GenerationReport(out, frames, len(todo), frames - len(todo), seconds, resolutions, counts)
+    return GenerationReport(out, len(wanted), len(todo), len(wanted) - len(todo), seconds, resolutions, counts)
 
 
 def _manifest(out: Path) -> dict:

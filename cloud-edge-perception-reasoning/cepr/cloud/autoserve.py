@@ -1,0 +1,93 @@
+"""Start the reference cloud expert server for a benchmark and stop it afterwards.
+
+``base_url: auto`` in a cloud module asks for this: one ``cepr serve cloud`` subprocess per (model, threads) for
+the whole process, on a free local port, shared by every test case, stopped by :func:`shutdown_all` (the runner
+calls it when the job ends; an ``atexit`` hook covers Ianvs).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from cepr.errors import CeprError
+
+log = logging.getLogger(__name__)
+_servers: dict[tuple, ReferenceServer] = {}
+_lock = threading.Lock()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ReferenceServer:
+    def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0):
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise CeprError("base_url: auto starts the reference cloud expert, which needs the serve extra: "
+                            "pip install -e '.[serve]'") from None
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port), "--model", str(model),
+               "--threads", str(threads)]
+        log.info("starting the reference cloud expert: %s", " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + startup_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise CeprError(f"the reference cloud expert exited at start-up (code {self.proc.returncode}):\n"
+                                f"{out.strip()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise CeprError(f"the reference cloud expert did not answer /health within {startup_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def reference_server_url(model: str = "cloud", threads: int = 1) -> str:
+    """The base URL of a running reference expert, started on first use."""
+    key = (str(model), int(threads))
+    with _lock:
+        srv = _servers.get(key)
+        if srv is not None and srv.proc.poll() is not None:
+            log.warning("the reference cloud expert on port %d died (code %s); starting a new one", srv.port,
+                        srv.proc.returncode)
+            srv = None
+        if srv is None:
+            srv = _servers[key] = ReferenceServer(model, threads)
+        return srv.url
+
+
+def shutdown_all() -> None:
+    with _lock:
+        for srv in _servers.values():
+            srv.stop()
+        _servers.clear()
+
+
+atexit.register(shutdown_all)

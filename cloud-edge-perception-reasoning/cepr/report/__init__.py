@@ -1,0 +1,1 @@
+"""Leaderboards (Ianvs rank CSVs, printed tables)."""

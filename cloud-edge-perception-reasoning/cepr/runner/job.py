@@ -1,0 +1,289 @@
+"""``cepr run``: a benchmarking job end to end, with Ianvs's semantics and what Ianvs lacks.
+
+For every test case: instantiate the modules, run the jointinference paradigm over the test set, call each
+testenv metric as ``metric(y_true, y_pred)``, and save at once ``record.json`` (config, versions, git hash,
+metrics, timings) and ``samples.jsonl`` (one line per sample, written as it finishes). A failing case is recorded
+with its error and the job goes on; ``resume`` skips cases whose record says they finished. Then the rank CSVs
+are written and the selected leaderboard printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import subprocess
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cepr import __version__
+from cepr.errors import CeprError
+from cepr.runner.config import BenchmarkingJob, parse_job
+from cepr.runner.testcase import TestCase, build_test_cases
+
+log = logging.getLogger(__name__)
+RECORD = "record.json"
+SAMPLES = "samples.jsonl"
+
+
+@dataclass
+class RunOptions:
+    resume: bool = False
+    concurrency: int = 1
+    limit: int | None = None
+    progress: bool = True
+    workspace: str | None = None
+    print_table: bool = True
+
+
+@dataclass
+class JobResult:
+    job: BenchmarkingJob
+    records: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    skipped: int = 0
+    table: str = ""
+    rank_dir: Path | None = None
+    seconds: float = 0.0
+
+
+def versions() -> dict:
+    out = {"cepr": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("numpy", "onnxruntime", "openai", "pydantic", "cv2"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = None
+    return out
+
+
+def git_state(where: Path) -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=False)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        return {"commit": head.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items() if not isinstance(x, np.ndarray)}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, (np.str_, Path)):
+        return str(v)
+    return v
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+    tmp.replace(path)
+
+
+def ensure_dataset(job: BenchmarkingJob, progress: bool) -> None:
+    """Generate the synthetic set when the testenv asks for it and its index is missing (cepr extension)."""
+    te = job.testenv
+    if te.test_index.is_file() or te.synthetic is None:
+        if not te.test_index.is_file():
+            raise CeprError(f"{te.file}: test_index {te.test_index} does not exist. For the synthetic set run "
+                            "`cepr datasets synth`; for the real Cloud-Robotics set see datasets/README.md")
+        return
+    from cepr.data.synth import generate_dataset
+
+    s = te.synthetic
+    res_dir = te.test_index.parent
+    out = Path(s.out) if s.out else res_dir.parent
+    print(f"cepr: {te.test_index} is missing: generating the synthetic set ({s.frames}-frame layout, splits "
+          f"{', '.join(s.splits)}, seed {s.seed}) into {out}", flush=True)
+    generate_dataset(out, s.frames, seed=s.seed, resolutions=s.resolutions, splits=s.splits, progress=progress)
+    if not te.test_index.is_file():
+        raise CeprError(f"generated the synthetic set into {out}, but {te.test_index} is still missing: check "
+                        "that test_index points into that folder")
+
+
+def load_metrics(job: BenchmarkingJob) -> dict:
+    """Metric functions by name: from each metric's url file (ClassFactory GENERAL), else cepr's own."""
+    from cepr.compat.class_factory import ClassType, lookup
+    from cepr.runner.paradigm import import_module_file
+
+    out = {}
+    for m in job.testenv.metrics:
+        if m.url is not None:
+            import_module_file(m.url)
+            out[m.name] = lookup(ClassType.GENERAL, m.name)
+        else:
+            from cepr.metrics.joint import get_metric
+
+            out[m.name] = get_metric(m.name)
+    return out
+
+
+def _sample_line(i: int, sample, r: list, truth: dict | None) -> dict:
+    is_hard, final, edge, cloud = r
+    line = {"index": i, "key": sample.get("key") if isinstance(sample, dict) else str(sample),
+            "task": final.get("task") if isinstance(final, dict) else None,
+            "is_hard": bool(is_hard), "answer": final.get("answer") if isinstance(final, dict) else final,
+            "source": final.get("source") if isinstance(final, dict) else None}
+    if truth is not None and line["task"] in truth:
+        line["truth"] = truth[line["task"]]
+        line["correct"] = line["answer"] == line["truth"]
+    line["edge"] = edge
+    line["cloud"] = cloud
+    return _jsonable(line)
+
+
+def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict, y_true: np.ndarray,
+             x: np.ndarray, index: int, total: int) -> dict:
+    from cepr.data.tasks import ground_truth
+    from cepr.runner.dataset import IndexDataset
+    from cepr.runner.paradigm import JointInferenceJob, instantiate, run_samples
+
+    out_dir = tc.output_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    record = {"status": "running", **tc.describe(), "output_dir": str(out_dir),
+              "hyperparameters": tc.hyperparameters, "job": job.name, "job_file": str(job.file),
+              "testenv": {"file": str(job.testenv.file), "test_index": str(job.testenv.test_index),
+                          "mining_mode": job.testenv.mining_mode}, "limit": opts.limit,
+              "concurrency": opts.concurrency, "versions": versions(), "git": git_state(Path.cwd()),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))}
+    _write_json(out_dir / RECORD, record)
+    instances = {}
+    jobobj = None
+    try:
+        for mtype, spec in tc.modules.items():
+            instances[mtype] = instantiate(spec)
+        dataset = IndexDataset(x.copy(), y_true.copy(), job.testenv.test_index)
+        if "dataset_processor" in instances and callable(instances["dataset_processor"]):
+            dataset = instances["dataset_processor"](dataset)
+        samples = list(dataset.x)
+        jobobj = JointInferenceJob(instances["edgemodel"], instances["cloudmodel"],
+                                   instances["hard_example_mining"], job.testenv.mining_mode)
+        record["upper_bound"] = jobobj.upper_bound
+        if jobobj.upper_bound:
+            log.warning("test case %s uses %s, which reads the labels: an upper bound, not a deployable policy",
+                        tc.id, tc.modules["hard_example_mining"].name)
+        with (out_dir / SAMPLES).open("w") as fh:
+            def write(i, r):
+                label = y_true[i] if i < len(y_true) else None
+                try:
+                    truth = ground_truth(label) if label is not None else None
+                except Exception:  # noqa: BLE001 - truth in samples.jsonl is a convenience; metrics decide
+                    truth = None
+                fh.write(json.dumps(_sample_line(i, samples[i], r, truth), allow_nan=False) + "\n")
+                fh.flush()
+
+            hem = tc.modules["hard_example_mining"]
+            desc = f"[{index}/{total}] {tc.algorithm.name} {hem.name} {_short(hem.hyperparameters)}"
+            t0 = time.perf_counter()
+            y_pred = run_samples(jobobj, samples, opts.concurrency, opts.progress, desc, write)
+            wall = time.perf_counter() - t0
+        values = {}
+        for name, fn in metrics.items():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                v = fn(y_true, y_pred)
+            for w in caught:
+                log.warning("metric %s: %s", name, w.message)
+            values[name] = float(v) if v is not None else float("nan")
+        record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3))
+    except Exception as e:  # noqa: BLE001 - fault isolation: record the failure, keep the job going
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        log.error("test case %s failed: %s", tc.id, record["error"])
+    finally:
+        if jobobj is not None:
+            try:
+                jobobj.cleanup()
+            except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
+                log.warning("cleanup of test case %s failed: %s", tc.id, e)
+        else:
+            for inst in instances.values():
+                if hasattr(inst, "cleanup"):
+                    try:
+                        inst.cleanup()
+                    except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
+                        log.warning("cleanup of %s failed: %s", type(inst).__name__, e)
+    finished = time.time()
+    record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished)),
+                  seconds=round(finished - started, 3))
+    _write_json(out_dir / RECORD, record)
+    return record
+
+
+def _short(hps: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in hps.items())
+
+
+def _finished_record(tc: TestCase) -> dict | None:
+    p = tc.output_dir / RECORD
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if rec.get("status") == "ok" and rec.get("id") == tc.id:
+        rec["metrics"] = {k: (float("nan") if v is None else v) for k, v in rec["metrics"].items()}
+        return rec
+    return None
+
+
+def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
+    from cepr.cloud.autoserve import shutdown_all
+    from cepr.report.rank import build_rank, format_table
+    from cepr.runner.dataset import load_index
+
+    opts = opts or RunOptions()
+    if opts.concurrency < 1:
+        raise CeprError(f"--concurrency must be >= 1, got {opts.concurrency}")
+    if opts.limit is not None and opts.limit < 1:
+        raise CeprError(f"--limit must be >= 1, got {opts.limit}")
+    t_start = time.perf_counter()
+    job = parse_job(path, opts.workspace)
+    ensure_dataset(job, opts.progress)
+    data = load_index(job.testenv.test_index, opts.limit)
+    metrics = load_metrics(job)
+    context = {"test_index": str(job.testenv.test_index), "mining_mode": job.testenv.mining_mode,
+               "limit": opts.limit}
+    cases = build_test_cases(job, context)
+    result = JobResult(job)
+    print(f"cepr run: {job.name}: {len(cases)} test case(s), {len(data)} sample(s) each, mining mode "
+          f"{job.testenv.mining_mode}, concurrency {opts.concurrency}; results in {job.workspace / job.name}",
+          flush=True)
+    try:
+        for i, tc in enumerate(cases, 1):
+            rec = _finished_record(tc) if opts.resume else None
+            if rec is not None:
+                result.skipped += 1
+                log.info("resume: test case %s already finished", tc.id)
+            else:
+                rec = run_case(tc, job, opts, metrics, data.y, data.x, i, len(cases))
+            (result.records if rec["status"] == "ok" else result.failed).append(rec)
+    finally:
+        shutdown_all()
+    rank_dir = job.workspace / job.name / "rank"
+    result.rank_dir = rank_dir
+    if result.records:
+        sel = build_rank(result.records, job.rank, rank_dir, [m.name for m in job.testenv.metrics])
+        result.table = format_table(sel["header"], sel["rows"])
+    result.seconds = time.perf_counter() - t_start
+    return result

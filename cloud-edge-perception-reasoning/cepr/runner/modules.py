@@ -1,0 +1,299 @@
+"""The joint-inference modules behind the Ianvs adapters: dataset processor, edge model and cloud model.
+
+The adapter files in ``testalgorithms/perception-reasoning/`` only register these classes; they run the same way
+under ``ianvs -f`` and ``cepr run``. How they talk:
+
+* the dataset processor turns each index line into a :class:`SampleRef` (a dict: key, rgb, label, task, index)
+  and gives every frame one question, round-robin over the configured tasks;
+* the edge model answers it from its scene summary and keeps that summary on the sample object, because Ianvs
+  passes the cloud model nothing but the raw sample: that is how the cloud gets "what to send" and how a
+  failed cloud call falls back to the edge answer;
+* the cloud model sends the payload (summary, image or both) to its backend and returns the final answer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cepr.errors import CeprError, DatasetError
+
+
+class SampleRef(dict):
+    """One sample as the modules see it. A dict (JSON-friendly, what HEM filters and records read) that also
+    carries the edge's private state as attributes. ``tolist()`` returns itself, because the Sedna build inside
+    Ianvs calls ``data.tolist()`` before handing a sample to the cloud."""
+
+    edge_state: dict | None = None
+
+    def tolist(self):
+        return self
+
+    def __deepcopy__(self, memo):  # Sedna deep-copies results, never samples; keep identity if it ever does
+        return self
+
+
+def as_sample(data, default_task: str = "path_hazard") -> SampleRef:
+    """Accept a SampleRef, a plain dict, an RGB path (Ianvs without our dataset processor), or a one-element list
+    or array of either."""
+    if isinstance(data, SampleRef):
+        return data
+    if isinstance(data, (list, tuple, np.ndarray)) and len(data) >= 1 and not isinstance(data, str):
+        if len(data) == 2 and all(isinstance(v, (str, np.str_)) for v in data):
+            return SampleRef(key=Path(str(data[0])).stem, rgb=str(data[0]), label=str(data[1]), task=default_task,
+                             index=-1)
+        return as_sample(data[0], default_task)
+    if isinstance(data, dict):
+        if "rgb" not in data:
+            raise CeprError(f"a sample dict needs an 'rgb' path, got keys {sorted(data)}")
+        s = SampleRef(data)
+        s.setdefault("key", Path(str(s["rgb"])).stem)
+        s.setdefault("label", None)
+        s.setdefault("task", default_task)
+        s.setdefault("index", -1)
+        return s
+    if isinstance(data, (str, np.str_, Path)):
+        return SampleRef(key=Path(str(data)).stem, rgb=str(data), label=None, task=default_task, index=-1)
+    raise CeprError(f"cannot read a sample from {type(data).__name__}: {data!r:.200}")
+
+
+def _check_hps(kind: str, given: dict, allowed) -> None:
+    for k in given:
+        if k not in allowed:
+            hint = difflib.get_close_matches(k, list(allowed), n=1)
+            raise CeprError(f"{kind}: unknown hyperparameter {k!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                            + f" (known: {', '.join(sorted(allowed))})")
+
+
+# ---- dataset processor ----------------------------------------------------------------------------------------
+
+class TaskDatasetProcessor:
+    """``processor(dataset) -> dataset`` with ``x`` replaced by SampleRefs. ``tasks``: a task name, a list, or
+    "all"; frame i is asked ``tasks[i % len(tasks)]``, so every task gets an equal share of the frames."""
+
+    def __init__(self, tasks="all", **kwargs):
+        from cepr.data.tasks import TASK_NAMES, get_task
+
+        _check_hps("dataset_processor", kwargs, [])
+        if tasks in ("all", None):
+            tasks = list(TASK_NAMES)
+        if isinstance(tasks, str):
+            tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+        for t in tasks:
+            try:
+                get_task(t)
+            except KeyError as e:
+                raise CeprError(f"dataset_processor: {e.args[0]}") from None
+        if not tasks:
+            raise CeprError("dataset_processor: tasks is empty")
+        self.tasks = list(tasks)
+
+    def samples(self, xs, ys) -> list[SampleRef]:
+        ys = list(ys) if ys is not None and len(ys) else [None] * len(xs)
+        if len(ys) != len(xs):
+            raise CeprError(f"dataset has {len(xs)} inputs but {len(ys)} labels")
+        out = []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            rgb = str(x[0] if isinstance(x, (list, tuple, np.ndarray)) else x)
+            out.append(SampleRef(key=Path(rgb).stem, rgb=rgb, label=None if y is None else str(y),
+                                 task=self.tasks[i % len(self.tasks)], index=i))
+        return out
+
+    def __call__(self, dataset):
+        dataset.x = self.samples(list(dataset.x), getattr(dataset, "y", None))
+        return dataset
+
+
+# ---- edge ---------------------------------------------------------------------------------------------------
+
+EDGE_HPS = ("model", "calibration", "threads", "use_depth", "depth_for_distance", "keep_mask")
+
+
+class EdgeModule:
+    """The on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner) as an Ianvs edge model.
+
+    ``load()`` / ``load(model_url=...)`` and ``predict(data=...)`` / ``predict(data)`` are both accepted (Sedna's
+    TORCH backend and its others call them differently); the model comes from the ``model`` hyperparameter."""
+
+    def __init__(self, **hps):
+        from cepr.edge.models import model_path
+
+        _check_hps("edgemodel", hps, EDGE_HPS)
+        self.model_file = model_path(hps.get("model", "edge-int8"))
+        cal = hps.get("calibration", "edge-calibration")
+        self.calibration_file = model_path(cal) if cal not in (None, "", "none") else None
+        self.threads = int(hps.get("threads", 1))
+        self.use_depth = bool(hps.get("use_depth", True))
+        self.depth_for_distance = bool(hps.get("depth_for_distance", True))
+        self.keep_mask = bool(hps.get("keep_mask", True))
+        self.pipeline = None
+        from cepr.compat import prepare_sedna_env
+
+        prepare_sedna_env(str(self.model_file))
+
+    def load(self, model_url=None, **kwargs):
+        from cepr.edge.pipeline import EdgePipeline
+        from cepr.edge.planner import Planner
+
+        if self.pipeline is None:
+            planner = Planner.from_file(self.calibration_file) if self.calibration_file else Planner()
+            self.pipeline = EdgePipeline(self.model_file, planner, threads=self.threads,
+                                         depth_for_distance=self.depth_for_distance)
+        return self
+
+    def predict(self, data=None, **kwargs) -> dict:
+        from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
+        from cepr.data.tasks import camera_for, get_task
+
+        if kwargs.get("mining_mode") == "self-design":
+            raise CeprError("mining mode self-design hands the whole sample to the edge model, which must then "
+                            "return [is_hard, final, edge, cloud] itself; cepr's edge model does not route. Use "
+                            "inference-then-mining or mining-then-inference")
+        if self.pipeline is None:
+            self.load()
+        s = as_sample(data)
+        started = time.time()
+        t0 = time.perf_counter()
+        rgb = load_rgb(s["rgb"])
+        frame = Frame(s["rgb"], s["label"] or s["rgb"])
+        depth = None
+        if self.use_depth and (self.pipeline.model.use_depth or self.depth_for_distance):
+            dp = frame.depth_path
+            depth = load_depth(dp) if dp is not None else None
+        sp = frame.sidecar_path
+        camera = camera_for(load_sidecar(sp) if sp is not None else None, rgb.shape[1], rgb.shape[0])
+        load_ms = 1e3 * (time.perf_counter() - t0)
+        r = self.pipeline(rgb, depth, camera)
+        task = get_task(s["task"])
+        local = r.answers[task.name]
+        others = [a for a in task.answers if a != local.answer]
+        rest = (1.0 - local.confidence) / len(others) if others else 0.0
+        dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
+        timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()}}
+        compute_ms = r.total_ms
+        s.edge_state = {"summary": r.summary.to_dict(), "answer": local.answer, "camera": camera.to_dict()}
+        out = {"source": "edge", "key": s["key"], "task": task.name, "answer": local.answer,
+               "confidence": float(local.confidence), "distribution": dist, "label_path": s["label"],
+               "rgb_path": s["rgb"], "latency_ms": round(compute_ms, 3), "timings_ms": timings,
+               "summary_bytes": len(r.summary_bytes), "started_at": started, "finished_at": time.time()}
+        if self.keep_mask:
+            out["mask"] = r.label
+        return out
+
+    def cleanup(self):
+        self.pipeline = None
+
+
+# ---- cloud --------------------------------------------------------------------------------------------------
+
+CLOUD_OWN_HPS = ("backend", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
+                 "expert_model", "server_threads")
+
+
+class CloudModule:
+    """A cloud backend (``openai`` for any OpenAI-compatible server, ``inprocess`` for the reference expert in
+    this process) plus payload and link settings, as an Ianvs cloud model: ``inference(data, post_process=None,
+    **kwargs)``. ``base_url: auto`` starts the reference cloud expert server (and the job stops it)."""
+
+    def __init__(self, **hps):
+        from cepr.cloud.client import BACKENDS, CloudClient, create_backend
+        from cepr.cloud.openai_backend import OpenAIBackendConfig
+        from cepr.cloud.payload import PayloadConfig
+        from cepr.link.network import Link
+
+        backend_keys = set(OpenAIBackendConfig.model_fields) - {"payload"}
+        _check_hps("cloudmodel", hps, set(CLOUD_OWN_HPS) | backend_keys)
+        backend = hps.get("backend", "openai")
+        if backend not in BACKENDS:
+            create_backend(backend, {})  # raises the "did you mean" error
+        try:
+            payload = PayloadConfig(mode=hps.get("payload", "summary+image"), resolution=hps.get("resolution"),
+                                    scale=hps.get("scale"), codec=hps.get("codec", "jpeg"),
+                                    quality=int(hps.get("quality", 85)))
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            raise CeprError(f"cloudmodel: bad payload settings: {e}") from None
+        cfg = {k: v for k, v in hps.items() if k in backend_keys}
+        self.expert_model = hps.get("expert_model", "cloud")
+        if backend == "openai":
+            if cfg.get("base_url", "auto") == "auto":
+                from cepr.cloud.autoserve import reference_server_url
+                from cepr.cloud.expert import EXPERT_MODEL_NAME
+
+                cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)))
+                cfg.setdefault("model", EXPERT_MODEL_NAME)
+            if "model" not in cfg:
+                raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
+        else:
+            cfg["expert_model"] = self.expert_model
+            cfg["threads"] = int(hps.get("server_threads", 1))
+        cfg["payload"] = payload
+        try:
+            backend_obj = create_backend(backend, cfg)
+        except CeprError:
+            raise
+        except ValueError as e:
+            raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
+        link = hps.get("link", "4g")
+        self.link_name = link if isinstance(link, str) else "custom"
+        self.client = CloudClient(backend_obj, None if link in (None, "none") else
+                                  Link(link, seed=int(hps.get("link_seed", 0))))
+        self.payload = payload
+
+    def _image(self, s: SampleRef) -> np.ndarray:
+        """The frame to send: the dataset's own copy at the requested resolution when it has one."""
+        from cepr.data.cloud_robotics import Frame, load_rgb
+
+        path = s["rgb"]
+        if self.payload.resolution:
+            try:
+                other = Frame(s["rgb"], s["label"] or s["rgb"]).at_resolution(self.payload.resolution)
+            except DatasetError:  # no copy at that resolution: the payload resizes instead
+                other = None
+            if other is not None and Path(other.rgb_path).is_file():
+                path = other.rgb_path
+        return load_rgb(path)
+
+    def inference(self, data=None, post_process=None, **kwargs) -> dict:
+        from cepr.cloud.base import CloudRequest
+        from cepr.data.tasks import TaskParams, camera_for, get_task
+
+        s = as_sample(data)
+        task = get_task(s["task"])
+        edge = s.edge_state
+        started = time.time()
+        if self.payload.sends_summary and edge is None:
+            raise CeprError(f"payload {self.payload.mode!r} sends the edge's scene summary, but the edge has not run "
+                            "on this sample (mining-then-inference sends hard samples straight to the cloud): use "
+                            "payload: image, or hard_example_mining_mode: inference-then-mining in testenv.yaml")
+        image = self._image(s) if self.payload.sends_image else None
+        camera = edge["camera"] if edge else None
+        if camera is None and image is not None:
+            camera = camera_for(None, image.shape[1], image.shape[0]).to_dict()
+        req = CloudRequest(task.name, task.render_prompt(TaskParams()), task.answers,
+                           summary=edge["summary"] if edge and self.payload.sends_summary else None,
+                           image=image, camera=camera, key=s["key"])
+        r = self.client.infer(req)
+        ok = r.status == "ok"
+        out = {"source": "cloud", "key": s["key"], "task": task.name,
+               "answer": r.answer if ok else (edge["answer"] if edge else None),
+               "cloud_answer": r.answer if ok else None, "status": r.status, "reason": r.reason,
+               "confidence": r.confidence, "latency_ms": round(self.client.latency_ms(r), 3),
+               "server_ms": round(r.timings.total_ms, 3), "ttft_ms": r.timings.ttft_ms,
+               "transfer_ms": round(r.timings.transfer_ms, 3), "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+               "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
+               "tokens_counted": r.usage.counted, "model": r.model, "attempts": r.attempts,
+               "label_path": s["label"], "rgb_path": s["rgb"], "started_at": started, "finished_at": time.time()}
+        if callable(post_process):
+            out = post_process(out)
+        return out
+
+    def cleanup(self):
+        self.client.close()
+
+
+def backend_type() -> str:
+    return os.environ.get("BACKEND_TYPE", "TORCH").upper()

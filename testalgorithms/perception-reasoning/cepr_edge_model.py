@@ -1,0 +1,17 @@
+"""Ianvs edge model: cepr's on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner).
+
+Thin adapter: the logic is ``cepr.runner.modules.EdgeModule``. Importing this file sets BACKEND_TYPE (Sedna reads
+it at import and defaults to TensorFlow) and the edge module sets ``model_path`` to its ONNX file.
+"""
+
+from cepr.compat import get_class_factory, prepare_sedna_env
+
+prepare_sedna_env()
+ClassFactory, ClassType = get_class_factory()
+
+from cepr.runner.modules import EdgeModule
+
+
+@ClassFactory.register(ClassType.GENERAL, alias="CeprEdgeModel")
+class CeprEdgeModel(EdgeModule):
+    """Hyperparameters: model, calibration, threads, use_depth, depth_for_distance, keep_mask."""

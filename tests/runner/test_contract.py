@@ -1,0 +1,204 @@
+"""The runner keeps Ianvs's jointinference contracts: test-case product, mining modes, call conventions,
+y_pred layout, metric calls and rank files."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cepr.errors import CeprError
+from cepr.runner.config import parse_job
+from cepr.runner.job import RunOptions, run_job
+from cepr.runner.testcase import build_test_cases
+
+
+def calls():
+    return sys.modules["tiny_ji_modules"].CALLS
+
+
+def read_lines(out_dir) -> list[dict]:
+    return [json.loads(x) for x in Path(out_dir, "samples.jsonl").read_text().splitlines()]
+
+
+def run(path, **kw):
+    sys.modules.get("tiny_ji_modules") and calls().clear()
+    return run_job(path, RunOptions(progress=False, **kw))
+
+
+def test_hyperparameter_product_in_ianvs_order(tiny_job):
+    job = parse_job(tiny_job(hem_hps={"threshold": [0.1, 0.2, 0.3]}, edge_hps={"quality": [1.0, 0.5],
+                                                                                "crash_at": [-1, 99]}))
+    cases = build_test_cases(job)
+    assert len(cases) == 2 * 2 * 3
+    combos = [(c.modules["edgemodel"].hyperparameters["quality"], c.modules["edgemodel"].hyperparameters["crash_at"],
+               c.modules["hard_example_mining"].hyperparameters["threshold"]) for c in cases]
+    # earlier modules vary slowest; within a module, the last hyperparameter varies fastest
+    assert combos[:4] == [(1.0, -1, 0.1), (1.0, -1, 0.2), (1.0, -1, 0.3), (1.0, 99, 0.1)]
+    assert combos[-1] == (0.5, 99, 0.3)
+    assert len({c.id for c in cases}) == len(cases)
+    assert build_test_cases(job)[5].id == cases[5].id  # stable ids: resume finds them again
+
+
+def test_inference_then_mining_contract(tiny_job):
+    r = run(tiny_job(hem_hps={"threshold": [0.5]}))
+    assert not r.failed, r.failed
+    rec = r.records[0]
+    # the tiny edge is confident on even samples (1.0) and not on odd ones (0.25 < 0.5): odd ones go to the cloud
+    assert rec["metrics"]["tiny_cloud_share"] == pytest.approx(3 / 6)
+    assert rec["metrics"]["tiny_order_ok"] == 1.0
+    c = calls()
+    assert ("load", None) in c  # BACKEND_TYPE=TORCH: load() with no arguments
+    edge = [x for x in c if x[0] == "edge"]
+    assert [x[1] for x in edge] == list(range(6)) and {x[2] for x in edge} == {"inference-then-mining"}
+    assert [x[1] for x in c if x[0] == "cloud"] == [1, 3, 5]
+    assert all(x[1] == "edge" for x in c if x[0] == "hem")  # the filter sees the edge result
+    lines = read_lines(rec["output_dir"])
+    assert [x["index"] for x in lines] == list(range(6))
+    assert [x["is_hard"] for x in lines] == [False, True] * 3
+    assert [x["answer"] for x in lines] == ["e", "c"] * 3
+    assert all(x["edge"] is not None for x in lines)  # edge result kept for hard samples too
+    assert [x["cloud"] is not None for x in lines] == [False, True] * 3
+
+
+def test_mining_then_inference_contract(tiny_job):
+    r = run(tiny_job(hem_hps={"threshold": [0.5]}, mode="mining-then-inference"))
+    assert not r.failed, r.failed
+    c = calls()
+    assert all(x[1] == "sample" for x in c if x[0] == "hem")  # the filter sees the raw sample
+    assert [x[1] for x in c if x[0] == "cloud"] == [0, 3]  # index % 3 == 0 are hard
+    assert [x[1] for x in c if x[0] == "edge"] == [1, 2, 4, 5]  # the edge runs only on the others
+    lines = read_lines(r.records[0]["output_dir"])
+    assert [x["edge"] is None for x in lines] == [True, False, False, True, False, False]
+
+
+def test_self_design_requires_four_element_results(tiny_job):
+    r = run(tiny_job(hem_hps={"threshold": [0.5]}, mode="self-design"))
+    assert len(r.failed) == 1 and "[is_hard, final, edge, cloud]" in r.failed[0]["error"]
+
+
+def test_non_torch_backend_convention(tiny_job, monkeypatch):
+    monkeypatch.setenv("BACKEND_TYPE", "ONNX")
+    r = run(tiny_job(hem_hps={"threshold": [0.5]}))
+    assert not r.failed
+    loads = [x for x in calls() if x[0] == "load"]
+    assert loads and loads[0][1].endswith("tiny_ji_modules.py")  # load(model_url=$model_path)
+
+
+def test_rank_files_have_ianvs_columns(tiny_job):
+    path = tiny_job(hem_hps={"threshold": [0.5, 0.9]})
+    r = run(path)
+    assert len(r.records) == 2
+    rank = r.rank_dir
+    with open(rank / "all_rank.csv") as f:
+        rows = list(csv.reader(f, delimiter=" "))
+    header = rows[0]
+    assert header[:4] == ["rank", "algorithm", "tiny_cloud_share", "tiny_order_ok"]
+    assert header[4:9] == ["paradigm", "dataset_processor", "edgemodel", "cloudmodel", "hard_example_mining"]
+    assert header[-2:] == ["time", "url"] and "threshold" in header and "quality" in header
+    body = [dict(zip(header, r)) for r in rows[1:]]
+    assert [b["rank"] for b in body] == ["1", "2"]
+    # sorted by tiny_cloud_share descending: threshold 0.9 sends every sample (0.25 and 1.0 < 0.9? only 0.25)
+    shares = [float(b["tiny_cloud_share"]) for b in body]
+    assert shares == sorted(shares, reverse=True)
+    assert body[0]["edgemodel"] == "TinyEdge" and body[0]["paradigm"] == "jointinference"
+    assert (rank / "selected_rank.csv").is_file()
+    # a second run replaces its rows instead of piling up duplicates (an Ianvs quirk we do not copy)
+    run(path)
+    with open(rank / "all_rank.csv") as f:
+        assert len(list(csv.reader(f, delimiter=" "))) == 3
+    assert "tiny_cloud_share" in r.table and "TinyThreshold" in r.table
+
+
+def test_selected_dataitem_filters_columns(tiny_job):
+    rank = {"sort_by": [{"tiny_cloud_share": "ascend"}],
+            "visualization": {"mode": "selected_only", "method": "print_table"},
+            "selected_dataitem": {"paradigms": ["all"], "modules": ["hard_example_mining"],
+                                  "hyperparameters": ["threshold"], "metrics": ["tiny_cloud_share"]},
+            "save_mode": "selected_only"}
+    r = run(tiny_job(hem_hps={"threshold": [0.5, 0.9]}, rank=rank))
+    with open(r.rank_dir / "selected_rank.csv") as f:
+        rows = list(csv.reader(f, delimiter=" "))
+    assert rows[0] == ["rank", "algorithm", "tiny_cloud_share", "paradigm", "hard_example_mining", "threshold",
+                       "time", "url"]
+    assert [float(x[2]) for x in rows[1:]] == sorted(float(x[2]) for x in rows[1:])
+    assert not (r.rank_dir / "all_rank.csv").exists()
+
+
+def test_failing_case_is_recorded_and_job_goes_on(tiny_job):
+    r = run(tiny_job(hem_hps={"threshold": [0.5]}, edge_hps={"quality": [1.0], "crash_at": [2, -1]}))
+    assert len(r.records) == 1 and len(r.failed) == 1
+    bad = r.failed[0]
+    assert "edge exploded on purpose" in bad["error"]
+    rec = json.loads(Path(bad["output_dir"], "record.json").read_text())
+    assert rec["status"] == "failed" and "Traceback" in rec["traceback"]
+    # samples finished before the crash are on disk
+    assert [x["index"] for x in read_lines(bad["output_dir"])] == [0, 1]
+
+
+def test_resume_skips_finished_cases_after_a_crash(tiny_job):
+    path = tiny_job(hem_hps={"threshold": [0.5]}, edge_hps={"quality": [1.0], "crash_at": [-1, 3]})
+    r1 = run(path)
+    assert len(r1.records) == 1 and len(r1.failed) == 1
+    r2 = run(path, resume=True)
+    assert r2.skipped == 1  # the finished case is reused ...
+    assert [x[1] for x in calls() if x[0] == "edge"] == [0, 1, 2, 3]  # ... only the failed one ran again
+    assert r2.records[0]["id"] == r1.records[0]["id"]
+    assert r2.records[0]["metrics"] == r1.records[0]["metrics"]
+
+
+def test_limit_and_concurrency_keep_dataset_order(tiny_job):
+    r = run(tiny_job(hem_hps={"threshold": [0.5]}), limit=4, concurrency=3)
+    assert not r.failed
+    rec = r.records[0]
+    assert rec["samples"] == 4 and rec["metrics"]["tiny_order_ok"] == 1.0
+
+
+def test_case_ids_depend_on_limit(tiny_job):
+    path = tiny_job(hem_hps={"threshold": [0.5]})
+    a = run(path, limit=3).records[0]["id"]
+    b = run(path, limit=4).records[0]["id"]
+    assert a != b
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["benchmarkingjob"].update(rnak=d["benchmarkingjob"].pop("rank")), "did you mean 'rank'"),
+    (lambda d: d["benchmarkingjob"].update(hard_example_mining_mode="inference-then-mining"),
+     "belongs in testenv.yaml"),
+    (lambda d: d["benchmarkingjob"]["rank"]["selected_dataitem"].pop("hyperparameters"), "hyperparameters"),
+    (lambda d: d["benchmarkingjob"]["rank"].update(sort_by=[{"acc": "down"}]), "ascend|descend"),
+])
+def test_job_yaml_errors_are_clear(tiny_job, edit, message):
+    path = tiny_job()
+    doc = yaml.safe_load(path.read_text())
+    edit(doc)
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CeprError, match=message):
+        parse_job(path)
+
+
+def test_testenv_and_algorithm_errors_are_clear(tiny_job, tmp_path):
+    path = tiny_job()
+    te = yaml.safe_load((tmp_path / "testenv.yaml").read_text())
+    te["testenv"]["hard_example_mining_mode"] = "inference_then_mining"
+    (tmp_path / "testenv.yaml").write_text(yaml.safe_dump(te))
+    with pytest.raises(CeprError, match="did you mean 'inference-then-mining'"):
+        parse_job(path)
+    path = tiny_job()
+    algo = yaml.safe_load((tmp_path / "algo.yaml").read_text())
+    algo["algorithm"]["modules"][1]["type"] = "edge_model"
+    (tmp_path / "algo.yaml").write_text(yaml.safe_dump(algo))
+    with pytest.raises(CeprError, match="did you mean 'edgemodel'"):
+        parse_job(path)
+    path = tiny_job(hem_name="TinyTreshold")
+    r = run(path)
+    assert r.failed and "did you mean 'TinyThreshold'" in r.failed[0]["error"]
+
+
+def test_missing_index_is_a_clear_error(tiny_job, tmp_path):
+    path = tiny_job()
+    (tmp_path / "data" / "test-index.txt").unlink()
+    with pytest.raises(CeprError, match="test_index"):
+        run(path)
