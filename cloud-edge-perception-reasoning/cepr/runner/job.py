@@ -197,15 +197,23 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
             t0 = time.perf_counter()
             y_pred = run_samples(jobobj, samples, opts.concurrency, opts.progress, desc, write)
             wall = time.perf_counter() - t0
-        values = {}
+        values, errors = {}, {}
         for name, fn in metrics.items():
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                v = fn(y_true, y_pred)
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    v = fn(y_true[:len(y_pred)], y_pred)
+                values[name] = float(v) if v is not None else float("nan")
+            except Exception as e:  # noqa: BLE001 - one broken metric must not lose the case's results
+                values[name] = float("nan")
+                errors[name] = f"{type(e).__name__}: {e}"
+                log.error("metric %s failed on test case %s: %s", name, tc.id, errors[name])
+                continue
             for w in caught:
                 log.warning("metric %s: %s", name, w.message)
-            values[name] = float(v) if v is not None else float("nan")
         record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3))
+        if errors:
+            record["metric_errors"] = errors
     except Exception as e:  # noqa: BLE001 - fault isolation: record the failure, keep the job going
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         log.error("test case %s failed: %s", tc.id, record["error"])

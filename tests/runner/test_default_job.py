@@ -1,0 +1,135 @@
+"""The shipped job files and adapters, end to end through the real CLI, the shipped models and the real
+reference cloud expert server (on a few tiny synthetic frames)."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cepr.errors import CeprError
+from cepr.runner.config import parse_job
+from cepr.runner.testcase import build_test_cases
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_job_parses_into_the_policy_grid(monkeypatch):
+    monkeypatch.chdir(REPO)
+    job = parse_job(REPO / "benchmarkingjob.yaml")
+    assert job.testenv.mining_mode == "inference-then-mining"
+    cases = build_test_cases(job)
+    policies = [(c.algorithm.name, c.modules["hard_example_mining"].name) for c in cases]
+    assert sorted(set(policies)) == sorted({("edge-only", "EdgeOnly"), ("cloud-only", "CloudOnly"),
+                                            ("random", "Random"), ("cross-entropy", "CrossEntropy"),
+                                            ("threshold", "Threshold"), ("oracle", "Oracle")})
+    assert len(cases) == 9  # two values each for Random, CrossEntropy and Threshold
+    assert all(c.modules["cloudmodel"].hyperparameters["link"] == "4g" for c in cases)
+    assert all(c.modules["edgemodel"].hyperparameters["model"] == "edge-int8" for c in cases)
+
+
+def test_adapter_basenames_are_unique():
+    files = list((REPO / "testalgorithms").rglob("*.py")) + list((REPO / "testenv").rglob("*.py"))
+    names = [f.stem for f in files]
+    assert len(names) == len(set(names)) >= 5
+    assert all(n.startswith("cepr_") for n in names)  # never a generic name like "basemodel"
+
+
+@pytest.fixture
+def job_copy(tmp_path, tiny_data, monkeypatch):
+    """The repository's job, testenv and algorithm files, pointed at the tiny synthetic set."""
+    for d in ("testenv", "testalgorithms"):
+        shutil.copytree(REPO / d, tmp_path / d)
+    shutil.copy(REPO / "benchmarkingjob.yaml", tmp_path)
+    te_path = tmp_path / "testenv" / "testenv.yaml"
+    te = yaml.safe_load(te_path.read_text())
+    res = tiny_data / "160x120"
+    te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "test-index.txt")}
+    te_path.write_text(yaml.safe_dump(te))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_default_job_end_to_end_through_the_cli(job_copy):
+    pytest.importorskip("fastapi")
+    proc = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
+                           "--no-progress"], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "9 test case(s) ok, 0 failed" in out
+    assert "upper bound" in out  # the Oracle is marked in the printed table
+    rank = job_copy / "workspace" / "cepr-default" / "rank"
+    with open(rank / "all_rank.csv") as f:
+        rows = list(csv.DictReader(f, delimiter=" "))
+    assert len(rows) == 9
+    by_policy = {}
+    for r in rows:
+        by_policy.setdefault(r["hard_example_mining"].split(" ")[0], []).append(r)
+    assert float(by_policy["EdgeOnly"][0]["edge_ratio"]) == 1.0
+    assert float(by_policy["CloudOnly"][0]["edge_ratio"]) == 0.0
+    assert float(by_policy["EdgeOnly"][0]["uplink_bytes"]) == 0.0
+    assert float(by_policy["CloudOnly"][0]["uplink_bytes"]) > 1000  # summary + JPEG really crossed the wire
+    assert "upper bound" in by_policy["Oracle"][0]["hard_example_mining"]
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0
+        assert float(r["latency_p95"]) >= float(r["latency_p50"]) > 0
+    # every case saved its record and one JSONL line per sample; cloud answers came from the real server
+    recs = [json.loads(p.read_text()) for p in (job_copy / "workspace").rglob("record.json")]
+    assert len(recs) == 9 and all(r["status"] == "ok" and r["samples"] == 3 for r in recs)
+    cloud_only = next(r for r in recs if r["algorithm"] == "cloud-only")
+    lines = [json.loads(x) for x in Path(cloud_only["output_dir"], "samples.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(x["cloud"]["status"] == "ok" for x in lines)
+    assert all(x["cloud"]["model"] == "cepr-reference-expert-not-an-llm" for x in lines)
+    assert all(r["git"] is not None and r["versions"]["cepr"] for r in recs)
+    # resume: nothing runs again
+    proc2 = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
+                            "--no-progress", "--resume"], capture_output=True, text=True, timeout=600, check=False)
+    assert proc2.returncode == 0 and "resumed: 9 finished test case(s) reused" in proc2.stdout
+
+
+def test_edge_and_cloud_modules_accept_both_call_conventions(tiny_data):
+    from cepr.runner.dataset import load_index
+    from cepr.runner.modules import CloudModule, EdgeModule, TaskDatasetProcessor
+
+    ds = TaskDatasetProcessor(tasks=["path_hazard", "action"])(load_index(tiny_data / "160x120" / "test-index.txt"))
+    assert [s["task"] for s in ds.x[:2]] == ["path_hazard", "action"]
+    edge = EdgeModule(model="edge-int8")
+    edge.load(model_url="/nonexistent")  # Sedna's non-TORCH call; the model comes from the hyperparameter
+    a = edge.predict(data=ds.x[0])
+    b = edge.predict(ds.x[0], mining_mode="inference-then-mining")
+    assert a["answer"] == b["answer"] and abs(sum(a["distribution"].values()) - 1) < 1e-6
+    assert a["mask"].shape == (120, 160) and a["summary_bytes"] > 0
+    cloud = CloudModule(backend="inprocess", payload="summary", link="4g")
+    r = cloud.inference(ds.x[0].tolist(), post_process=None, mining_mode="inference-then-mining")
+    assert r["status"] == "ok" and r["bytes_up"] > 0 and r["transfer_ms"] > 0
+    fresh = TaskDatasetProcessor()(load_index(tiny_data / "160x120" / "test-index.txt")).x[0]
+    with pytest.raises(CeprError, match="mining-then-inference"):
+        cloud.inference(fresh)  # a summary payload needs the edge to have run
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"modle": "edge-int8"}, "did you mean 'model'"),
+    ({"model": "edge-int9"}, "did you mean the shipped model 'edge-int8'"),
+])
+def test_edge_module_bad_hyperparameters(kwargs, message):
+    from cepr.runner.modules import EdgeModule
+
+    with pytest.raises(CeprError, match=message):
+        EdgeModule(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"backend": "opena"}, "did you mean 'openai'"),
+    ({"backend": "inprocess", "payload": "summary+imag"}, "payload"),
+    ({"backend": "inprocess", "timeout": 3}, "did you mean 'timeout_s'"),
+    ({"backend": "inprocess", "link": "4G-ish"}, "link"),
+])
+def test_cloud_module_bad_hyperparameters(kwargs, message):
+    from cepr.runner.modules import CloudModule
+
+    with pytest.raises(CeprError, match=message):
+        CloudModule(**kwargs)
