@@ -202,9 +202,9 @@ def full_resolution_bytes(label_path: str) -> int:
             res = frame.available_resolutions()
         except (OSError, ValueError):
             res = []
-        if res:  # sorted smallest first
+        if res:  # largest first
             try:
-                best = frame.at_resolution(res[-1]).rgb_path
+                best = frame.at_resolution(res[0]).rgb_path
             except CeprError:
                 best = rgb
         _SIZE_CACHE[label_path] = os.path.getsize(best)

@@ -239,8 +239,11 @@ class CloudModule:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")
         self.link_name = link if isinstance(link, str) else "custom"
-        self.client = CloudClient(backend_obj, None if link in (None, "none") else
-                                  Link(link, seed=int(hps.get("link_seed", 0))))
+        try:
+            link_obj = None if link in (None, "none") else Link(link, seed=int(hps.get("link_seed", 0)))
+        except ValueError as e:
+            raise CeprError(f"cloudmodel: bad link: {e}") from None
+        self.client = CloudClient(backend_obj, link_obj)
         self.payload = payload
 
     def _image(self, s: SampleRef) -> np.ndarray:
