@@ -1,7 +1,10 @@
-"""Testenv metrics of the joint-inference benchmark, each ``metric(y_true, y_pred) -> float`` as Ianvs calls them.
+"""Testenv metrics of the cloud-edge joint-inference benchmark, each ``metric(y_true, y_pred) -> float``.
 
-``y_true``: label paths in dataset order; ``y_pred[i] = [is_hard, final, edge, cloud]``. Ground truth comes from
-the label path (the sidecar next to it, or the mask). Empty inputs give NaN with a warning.
+Ianvs calls every metric with ``y_true`` (the label paths, in dataset order) and ``y_pred`` (one
+``[is_hard, final, edge, cloud]`` per sample; ``edge``/``cloud`` are the modules' result dicts or None, and
+``final`` is whichever of them produced the answer). Ground truth is looked up from the label path alone, since
+that is all Ianvs hands a metric. An undefined value (no samples, no cloud answers, ...) is NaN with a
+RuntimeWarning, never a silent 0; malformed input is a :class:`~cepr.errors.CeprError` naming the sample.
 """
 
 from __future__ import annotations
@@ -9,244 +12,383 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
+
+__all__ = ["METRICS", "full_resolution_bytes", "get_metric"]  # the metric functions are listed below
+
+Metric = Callable[[object, object], float]
+
+
+# ---- input parsing -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Sample:
+    index: int
+    label: str
+    is_hard: bool
+    final: dict | None
+    edge: dict | None
+    cloud: dict | None
+
+    @property
+    def task(self) -> str | None:
+        """The final result's task; the other results' when there is no final one (nothing else to go on)."""
+        for d in (self.final, self.cloud, self.edge):
+            if d is not None and d.get("task"):
+                return str(d["task"])
+        return None
+
+    @property
+    def answer(self) -> str | None:
+        return None if self.final is None else self.final.get("answer")
+
+    def results(self) -> list[dict]:
+        return [d for d in (self.edge, self.cloud) if d is not None]
 
 
 def _nan(why: str) -> float:
+    # stacklevel 3: warn -> _nan -> the metric -> whoever called the metric
     warnings.warn(f"{why}: returning NaN", RuntimeWarning, stacklevel=3)
     return float("nan")
 
 
-def _check(y_true, y_pred) -> list:
-    y_pred = list(y_pred) if y_pred is not None else []
-    n = 0 if y_true is None else len(y_true)
-    if n != len(y_pred):
-        raise CeprError(f"y_true has {n} entries but y_pred has {len(y_pred)}")
-    for i, r in enumerate(y_pred):
-        if not isinstance(r, (list, tuple)) or len(r) != 4:
-            raise CeprError(f"y_pred[{i}] must be [is_hard, final, edge, cloud], got {type(r).__name__}")
-    return y_pred
+def _as_list(x, name: str) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, bytes, dict)):
+        raise CeprError(f"{name} must be a sequence with one entry per sample, got a {type(x).__name__}")
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        raise CeprError(f"{name} must be a sequence with one entry per sample, got a 0-d array")
+    return list(x)
 
 
-def _truth(label) -> dict:
-    from cepr.data.tasks import ground_truth
-
-    return ground_truth(str(label))
-
-
-def _task(r) -> str | None:
-    for d in (r[1], r[2], r[3]):
-        if isinstance(d, dict) and d.get("task"):
-            return d["task"]
-    return None
+def _result(r, i: int, slot: str) -> dict | None:
+    if r is None or isinstance(r, dict):
+        return r
+    raise CeprError(f"y_pred[{i}]: {slot} must be a result dict or None, got {type(r).__name__}")
 
 
-def _answer(d) -> str | None:
-    return d.get("answer") if isinstance(d, dict) else None
+def _samples(y_true, y_pred) -> list[_Sample]:
+    """Validate the inputs and pair each label path with its prediction."""
+    labels = _as_list(y_true, "y_true")
+    preds = _as_list(y_pred, "y_pred")
+    if len(labels) != len(preds):
+        raise CeprError(f"y_true has {len(labels)} entries but y_pred has {len(preds)}: they must pair up "
+                        "one to one")
+    out = []
+    for i, (label, r) in enumerate(zip(labels, preds)):
+        if isinstance(r, (str, bytes, dict)) or not isinstance(r, (list, tuple, np.ndarray)) or len(r) != 4:
+            raise CeprError(f"y_pred[{i}] must be a 4-element sequence [is_hard, final, edge, cloud], got "
+                            f"{type(r).__name__}" + (f" of length {len(r)}" if hasattr(r, "__len__") else ""))
+        is_hard, final, edge, cloud = r
+        out.append(_Sample(i, str(label), bool(is_hard), _result(final, i, "final"), _result(edge, i, "edge"),
+                           _result(cloud, i, "cloud")))
+    return out
 
 
-def _share(hits: list[bool], what: str) -> float:
-    return float(np.mean(hits)) if hits else _nan(f"{what} of no samples is undefined")
+class _Truth:
+    """Ground-truth answers for one metric call, looked up once per label path (paths repeat across tasks)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, dict] = {}
+
+    def __call__(self, s: _Sample, task: str) -> str:
+        if s.label not in self._cache:
+            from cepr.data import tasks  # attribute lookup at call time, so tests can swap ground_truth
+
+            self._cache[s.label] = tasks.ground_truth(s.label)
+        answers = self._cache[s.label]
+        if task not in answers:
+            raise CeprError(f"y_pred[{s.index}]: task {task!r} has no ground truth for {s.label} "
+                            f"(known: {', '.join(sorted(answers))})")
+        return answers[task]
+
+
+def _num(d: dict | None, key: str) -> float:
+    """A numeric field of a result dict; absent or None reads 0 (a sample not sent used no bytes)."""
+    if d is None:
+        return 0.0
+    v = d.get(key)
+    return 0.0 if v is None else float(v)
+
+
+# ---- answer accuracy -----------------------------------------------------------------------------------------
+
+def _correct(answer, truth: str) -> bool:
+    return answer is not None and answer == truth
 
 
 def accuracy(y_true, y_pred) -> float:
-    """Exact-match share of the final answers (a missing answer counts wrong)."""
-    rows = _check(y_true, y_pred)
-    return _share([_answer(r[1]) == _truth(t).get(_task(r)) for t, r in zip(y_true, rows)], "accuracy")
+    """Exact-match share of the final answers, the benchmark's headline; a missing answer counts wrong."""
+    samples = _samples(y_true, y_pred)
+    if not samples:
+        return _nan("accuracy over no samples is undefined")
+    truth = _Truth()
+    hits = [s.task is not None and _correct(s.answer, truth(s, s.task)) for s in samples]
+    return float(np.mean(hits))
 
 
-def _task_accuracy(task: str):
-    def fn(y_true, y_pred) -> float:
-        rows = _check(y_true, y_pred)
-        return _share([_answer(r[1]) == _truth(t).get(task) for t, r in zip(y_true, rows) if _task(r) == task],
-                      f"accuracy on {task}")
-    fn.__name__ = f"accuracy_{task}"
-    fn.__doc__ = f"Accuracy of the final answers on the {task} questions only."
-    return fn
+def _task_accuracy(task: str) -> Metric:
+    def metric(y_true, y_pred) -> float:
+        samples = [s for s in _samples(y_true, y_pred) if s.task == task]
+        if not samples:
+            return _nan(f"accuracy_{task}: no sample asks {task}")
+        truth = _Truth()
+        return float(np.mean([_correct(s.answer, truth(s, task)) for s in samples]))
+
+    metric.__name__ = metric.__qualname__ = f"accuracy_{task}"
+    metric.__doc__ = (f"Accuracy of the final answers on the {task} questions only, since tasks differ a lot "
+                      "in difficulty and the mix hides it.")
+    return metric
+
+
+for _t in TASK_NAMES:
+    globals()[f"accuracy_{_t}"] = _task_accuracy(_t)
+    __all__.append(f"accuracy_{_t}")
+del _t
 
 
 def edge_accuracy(y_true, y_pred) -> float:
-    """Accuracy of the edge answers, over the samples the edge answered."""
-    rows = _check(y_true, y_pred)
-    return _share([_answer(r[2]) == _truth(t).get(_task(r)) for t, r in zip(y_true, rows) if r[2] is not None],
-                  "edge accuracy")
+    """Accuracy of the edge's own answers where the edge ran: what the edge alone would have scored."""
+    samples = [s for s in _samples(y_true, y_pred) if s.edge is not None]
+    if not samples:
+        return _nan("edge_accuracy: the edge answered no sample")
+    truth = _Truth()
+    return float(np.mean([_correct(s.edge.get("answer"), truth(s, s.edge.get("task") or s.task))
+                          for s in samples]))
 
 
 def cloud_accuracy(y_true, y_pred) -> float:
-    """Accuracy of the cloud's own answers, over the samples it answered (status ok)."""
-    rows = _check(y_true, y_pred)
-    return _share([r[3].get("cloud_answer") == _truth(t).get(_task(r)) for t, r in zip(y_true, rows)
-                   if isinstance(r[3], dict) and r[3].get("status") == "ok"], "cloud accuracy")
+    """Accuracy of the cloud's own answers (status ok), so fallbacks to the edge do not flatter the cloud."""
+    samples = [s for s in _samples(y_true, y_pred) if s.cloud is not None and s.cloud.get("status") == "ok"]
+    if not samples:
+        return _nan("cloud_accuracy: the cloud answered no sample (status ok)")
+    truth = _Truth()
+    return float(np.mean([_correct(s.cloud.get("cloud_answer"), truth(s, s.cloud.get("task") or s.task))
+                          for s in samples]))
 
 
-def _hazardous(task: str, answer: str | None) -> bool:
-    return answer == "yes" if task == "path_hazard" else (answer is not None and answer != "go")
+def _is_hazard(task: str, answer) -> bool:
+    """True when the answer calls for caution: path_hazard 'yes', or any action but 'go'."""
+    if answer is None:
+        return False
+    return answer == "yes" if task == "path_hazard" else answer != "go"
 
 
 def safety_recall(y_true, y_pred) -> float:
-    """Share of truly hazardous samples (path_hazard = yes, or action other than go) answered safely."""
-    rows = _check(y_true, y_pred)
-    hits = []
-    for t, r in zip(y_true, rows):
-        task = _task(r)
-        if task in ("path_hazard", "action") and _hazardous(task, _truth(t).get(task)):
-            hits.append(_hazardous(task, _answer(r[1])))
-    return _share(hits, "safety recall")
+    """Of the truly hazardous samples (path_hazard yes, action not go), the share answered safely.
 
+    Accuracy weighs a missed person like a false alarm; a robot must not miss it. Other tasks do not count."""
+    truth = _Truth()
+    hits = [_is_hazard(s.task, s.answer) for s in _samples(y_true, y_pred)
+            if s.task in ("path_hazard", "action") and _is_hazard(s.task, truth(s, s.task))]
+    return float(np.mean(hits)) if hits else _nan("safety_recall: no truly hazardous sample")
+
+
+# ---- segmentation --------------------------------------------------------------------------------------------
 
 def _confusion(y_true, y_pred):
     from cepr.data.cloud_robotics import load_label
     from cepr.metrics.segmentation import ConfusionMatrix
 
-    rows = _check(y_true, y_pred)
     cm = ConfusionMatrix()
-    for t, r in zip(y_true, rows):
-        mask = r[2].get("mask") if isinstance(r[2], dict) else None
-        if mask is not None:
-            cm.update(load_label(str(t)), np.asarray(mask))
+    for s in _samples(y_true, y_pred):
+        mask = None if s.edge is None else s.edge.get("mask")
+        if mask is None:
+            continue
+        label = load_label(s.label)
+        mask = np.asarray(mask)
+        if mask.shape != label.shape:
+            raise CeprError(f"y_pred[{s.index}]: edge mask is {mask.shape[::-1]} (w, h) but the label {s.label} "
+                            f"is {label.shape[::-1]}: masks must come at the label's resolution")
+        cm.update(label, mask)
     return cm
 
 
 def miou(y_true, y_pred) -> float:
-    """Mean IoU (%) of the edge masks, over the samples the edge segmented."""
+    """Mean IoU of the edge masks in percent (as the docs quote it), over the samples the edge segmented."""
     cm = _confusion(y_true, y_pred)
-    return 100.0 * cm.miou() if cm.pixels else _nan("mIoU without edge masks is undefined")
+    if cm.pixels == 0:
+        return _nan("miou: no edge mask with labelled pixels")
+    return 100.0 * cm.miou()
 
 
 def pixel_accuracy(y_true, y_pred) -> float:
-    """Pixel accuracy (%) of the edge masks."""
+    """Pixel accuracy of the edge masks in percent, over the samples the edge segmented."""
     cm = _confusion(y_true, y_pred)
-    return 100.0 * cm.pixel_accuracy() if cm.pixels else _nan("pixel accuracy without edge masks is undefined")
+    if cm.pixels == 0:
+        return _nan("pixel_accuracy: no edge mask with labelled pixels")
+    return 100.0 * cm.pixel_accuracy()
 
+
+# ---- routing, latency, throughput ----------------------------------------------------------------------------
 
 def edge_ratio(y_true, y_pred) -> float:
-    """Share of samples the dispatcher kept on the edge."""
-    rows = _check(y_true, y_pred)
-    return _share([not bool(r[0]) for r in rows], "edge ratio")
+    """Share of samples the dispatcher kept on the edge (is_hard False): how much the cloud is spared."""
+    samples = _samples(y_true, y_pred)
+    if not samples:
+        return _nan("edge_ratio over no samples is undefined")
+    return float(np.mean([not s.is_hard for s in samples]))
 
 
-def _latencies(y_true, y_pred) -> list[float]:
-    rows = _check(y_true, y_pred)
-    out = []
-    for r in rows:
-        ms = sum(float(d.get("latency_ms", 0.0)) for d in (r[2], r[3]) if isinstance(d, dict))
-        out.append(ms)
-    return out
+def _latencies(samples: list[_Sample]) -> np.ndarray:
+    """Per-sample end to end (ms): edge compute, then the cloud round trip with modelled transfer, if each ran."""
+    return np.array([_num(s.edge, "latency_ms") + _num(s.cloud, "latency_ms") for s in samples], np.float64)
 
 
-def _latency_stat(name: str, fn):
+def _latency_metric(name: str, stat: Callable[[np.ndarray], float], what: str) -> Metric:
     def metric(y_true, y_pred) -> float:
-        lat = _latencies(y_true, y_pred)
-        return float(fn(np.array(lat))) if lat else _nan(f"{name} of no samples is undefined")
-    metric.__name__ = name
-    metric.__doc__ = f"End-to-end latency ({name.split('_')[1]}, ms): edge compute + cloud round trip + modelled link."
+        lat = _latencies(_samples(y_true, y_pred))
+        if lat.size == 0:
+            return _nan(f"{name} over no samples is undefined")
+        return float(stat(lat))
+
+    metric.__name__ = metric.__qualname__ = name
+    metric.__doc__ = (f"{what} end-to-end latency per sample (ms): edge compute + cloud round trip + modelled "
+                      "link transfer, the delay the robot waits for its answer.")
     return metric
 
 
-latency_mean = _latency_stat("latency_mean", np.mean)
-latency_p50 = _latency_stat("latency_p50", lambda a: np.percentile(a, 50))
-latency_p95 = _latency_stat("latency_p95", lambda a: np.percentile(a, 95))
-latency_p99 = _latency_stat("latency_p99", lambda a: np.percentile(a, 99))
+latency_mean = _latency_metric("latency_mean", np.mean, "Mean")
+latency_p50 = _latency_metric("latency_p50", lambda a: np.percentile(a, 50), "Median")
+latency_p95 = _latency_metric("latency_p95", lambda a: np.percentile(a, 95), "95th-percentile")
+latency_p99 = _latency_metric("latency_p99", lambda a: np.percentile(a, 99), "99th-percentile")
 
 
 def ttft_mean(y_true, y_pred) -> float:
-    """Mean time to first token (ms) of streamed cloud answers."""
-    rows = _check(y_true, y_pred)
-    v = [float(r[3]["ttft_ms"]) for r in rows if isinstance(r[3], dict) and r[3].get("ttft_ms") is not None]
-    return float(np.mean(v)) if v else _nan("no cloud answer reported a time to first token")
+    """Mean time to first token (ms) of the cloud answers that report one (streamed), how soon a reply starts."""
+    v = [float(s.cloud["ttft_ms"]) for s in _samples(y_true, y_pred)
+         if s.cloud is not None and s.cloud.get("ttft_ms") is not None]
+    return float(np.mean(v)) if v else _nan("ttft_mean: no cloud result reports a time to first token")
 
 
 def throughput(y_true, y_pred) -> float:
-    """Samples per second over the wall time of the run (first start to last finish), at its concurrency."""
-    rows = _check(y_true, y_pred)
-    starts = [d["started_at"] for r in rows for d in (r[2], r[3]) if isinstance(d, dict) and "started_at" in d]
-    ends = [d["finished_at"] for r in rows for d in (r[2], r[3]) if isinstance(d, dict) and "finished_at" in d]
-    if not rows or not starts:
-        return _nan("throughput of no timed samples is undefined")
+    """Samples per second over the run's wall time (first start to last finish), at whatever concurrency it
+    used; with parallel requests this is not 1 / latency."""
+    samples = _samples(y_true, y_pred)
+    if not samples:
+        return _nan("throughput over no samples is undefined")
+    results = [d for s in samples for d in s.results()]
+    starts = [float(d["started_at"]) for d in results if d.get("started_at") is not None]
+    ends = [float(d["finished_at"]) for d in results if d.get("finished_at") is not None]
+    if not starts or not ends:
+        return _nan("throughput: no result records started_at/finished_at")
     wall = max(ends) - min(starts)
-    return len(rows) / wall if wall > 0 else _nan("zero wall time")
+    if not wall > 0:
+        return _nan(f"throughput: the run's wall time is {wall:g} s")
+    return len(samples) / wall
 
 
-def _cloud_sum(rows, *keys) -> list[float]:
-    return [sum(float(r[3].get(k) or 0) for k in keys) if isinstance(r[3], dict) else 0.0 for r in rows]
+# ---- link and cloud cost -------------------------------------------------------------------------------------
+
+def _per_sample(samples: list[_Sample], *keys: str) -> float:
+    """Mean over all samples of the cloud result's fields summed; a sample never sent counts 0."""
+    return float(np.mean([sum(_num(s.cloud, k) for k in keys) for s in samples]))
 
 
 def uplink_bytes(y_true, y_pred) -> float:
-    """Mean request-body bytes sent to the cloud per sample (samples kept on the edge count 0)."""
-    rows = _check(y_true, y_pred)
-    return float(np.mean(_cloud_sum(rows, "bytes_up"))) if rows else _nan("uplink of no samples is undefined")
+    """Mean bytes sent to the cloud per sample (samples kept on the edge count 0): the link cost of routing."""
+    samples = _samples(y_true, y_pred)
+    return _per_sample(samples, "bytes_up") if samples else _nan("uplink_bytes over no samples is undefined")
 
 
 def downlink_bytes(y_true, y_pred) -> float:
-    """Mean response-body bytes received from the cloud per sample."""
-    rows = _check(y_true, y_pred)
-    return float(np.mean(_cloud_sum(rows, "bytes_down"))) if rows else _nan("downlink of no samples is undefined")
-
-
-_SIZE_CACHE: dict[str, int] = {}
-
-
-def full_resolution_bytes(label_path: str) -> int:
-    """Bytes of the frame's RGB file at the largest resolution the dataset has (what cloud-only would upload)."""
-    from cepr.data.cloud_robotics import Frame
-    from cepr.data.layout import sibling_path
-
-    if label_path not in _SIZE_CACHE:
-        rgb = sibling_path(label_path, "rgb")
-        frame = Frame(rgb, label_path)
-        best = rgb
-        try:
-            res = frame.available_resolutions()
-        except (OSError, ValueError):
-            res = []
-        if res:  # largest first
-            try:
-                best = frame.at_resolution(res[0]).rgb_path
-            except CeprError:
-                best = rgb
-        _SIZE_CACHE[label_path] = os.path.getsize(best)
-    return _SIZE_CACHE[label_path]
-
-
-def bandwidth_saving(y_true, y_pred) -> float:
-    """1 - uplink bytes / bytes of sending every frame's full-resolution image to the cloud."""
-    rows = _check(y_true, y_pred)
-    if not rows:
-        return _nan("bandwidth saving of no samples is undefined")
-    full = sum(full_resolution_bytes(str(t)) for t in y_true)
-    return 1.0 - sum(_cloud_sum(rows, "bytes_up")) / full
+    """Mean bytes received from the cloud per sample (samples kept on the edge count 0)."""
+    samples = _samples(y_true, y_pred)
+    return _per_sample(samples, "bytes_down") if samples else _nan("downlink_bytes over no samples is undefined")
 
 
 def cloud_tokens(y_true, y_pred) -> float:
-    """Mean prompt + completion tokens per sample (samples kept on the edge count 0)."""
-    rows = _check(y_true, y_pred)
-    return (float(np.mean(_cloud_sum(rows, "prompt_tokens", "completion_tokens"))) if rows
-            else _nan("tokens of no samples are undefined"))
+    """Mean prompt + completion tokens per sample (samples not sent count 0): what the cloud model bills."""
+    samples = _samples(y_true, y_pred)
+    if not samples:
+        return _nan("cloud_tokens over no samples is undefined")
+    return _per_sample(samples, "prompt_tokens", "completion_tokens")
 
 
-def _build() -> dict:
-    from cepr.data.tasks import TASK_NAMES
-
-    m = {"accuracy": accuracy}
-    m.update({f"accuracy_{t}": _task_accuracy(t) for t in TASK_NAMES})
-    for fn in (edge_accuracy, cloud_accuracy, safety_recall, miou, pixel_accuracy, edge_ratio, latency_mean,
-               latency_p50, latency_p95, latency_p99, ttft_mean, throughput, uplink_bytes, downlink_bytes,
-               bandwidth_saving, cloud_tokens):
-        m[fn.__name__] = fn
-    return m
+_SIZES: dict[str, int] = {}  # file size by path: the same frames are scored again in every test case
 
 
-METRICS = _build()
+def _file_size(path: Path) -> int:
+    key = str(path)
+    if key not in _SIZES:
+        _SIZES[key] = os.path.getsize(path)
+    return _SIZES[key]
 
 
-def get_metric(name: str):
-    if name not in METRICS:
-        hint = difflib.get_close_matches(name, METRICS, n=1)
+def full_resolution_path(label_path, rgb_path=None) -> Path:
+    """The frame's RGB file at the largest resolution the dataset holds it in.
+
+    The RGB path comes from the label path via the layout; ``rgb_path`` (a result's own) is the fallback for a
+    frame outside the layout. A clear ValueError when neither gives an existing file."""
+    from cepr.data import layout
+    from cepr.data.cloud_robotics import Frame
+
+    label = Path(label_path)
+    try:
+        rgb = layout.sibling_path(label, "rgb")
+    except ValueError:
+        if rgb_path is None:
+            raise ValueError(f"bandwidth_saving: cannot find the RGB image of {label}: the path follows no "
+                             "<W>x<H>/{rgb,gtFine}/... layout and the results carry no rgb_path") from None
+        rgb = Path(rgb_path)
+    frame = Frame(rgb, label)
+    resolutions = frame.available_resolutions()  # largest first; [] outside a <W>x<H> tree
+    if resolutions:
+        return frame.at_resolution(resolutions[0]).rgb_path
+    if not rgb.is_file() and rgb_path is not None and Path(rgb_path).is_file():
+        rgb = Path(rgb_path)
+    if not rgb.is_file():
+        raise ValueError(f"bandwidth_saving: the RGB image of {label} is missing (looked for {rgb}"
+                         + (f" and {rgb_path}" if rgb_path is not None and Path(rgb_path) != rgb else "") + ")")
+    return rgb
+
+
+def full_resolution_bytes(label_path, rgb_path=None) -> int:
+    """Bytes of the frame's full-resolution RGB file: what a cloud-only robot would upload for it."""
+    return _file_size(full_resolution_path(label_path, rgb_path))
+
+
+def bandwidth_saving(y_true, y_pred) -> float:
+    """1 - uplink bytes / bytes of sending every frame's full-resolution RGB file: the link traffic the edge
+    saves against shipping raw frames (negative when the payloads outweigh them)."""
+    samples = _samples(y_true, y_pred)
+    if not samples:
+        return _nan("bandwidth_saving over no samples is undefined")
+    full = 0
+    for s in samples:
+        rgb = next((d["rgb_path"] for d in s.results() if d.get("rgb_path")), None)
+        full += full_resolution_bytes(s.label, rgb)
+    if full <= 0:
+        return _nan("bandwidth_saving: the full-resolution RGB files are empty")
+    return 1.0 - sum(_num(s.cloud, "bytes_up") for s in samples) / full
+
+
+# ---- registry ------------------------------------------------------------------------------------------------
+
+METRICS: dict[str, Metric] = {
+    "accuracy": accuracy,
+    **{f"accuracy_{t}": globals()[f"accuracy_{t}"] for t in TASK_NAMES},
+    **{fn.__name__: fn for fn in (
+        edge_accuracy, cloud_accuracy, safety_recall, miou, pixel_accuracy, edge_ratio, latency_mean, latency_p50,
+        latency_p95, latency_p99, ttft_mean, throughput, uplink_bytes, downlink_bytes, bandwidth_saving,
+        cloud_tokens)},
+}
+__all__ += [n for n in METRICS if n not in __all__]
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called ``name``; a misspelt name in testenv.yaml gets a "did you mean" instead of a KeyError."""
+    try:
+        return METRICS[name]
+    except (KeyError, TypeError):
+        hint = difflib.get_close_matches(str(name), METRICS, n=1)
         raise CeprError(f"unknown metric {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                        + f" (metrics: {', '.join(METRICS)})")
-    return METRICS[name]
-
-
+                        + f" (metrics: {', '.join(METRICS)})") from None
