@@ -153,3 +153,15 @@ def test_500_frames_cover_all_classes_and_balance_tasks(tmp_path):
     for t, c in answers.items():
         assert max(c.values()) / 500 < 0.75, (t, c)
         assert len(c) >= 2
+
+
+def test_splits_render_only_those_frames(tmp_path):
+    out = tmp_path / "set"
+    rep = generate_dataset(out, 40, seed=3, workers=1, progress=False, splits=("test",), resolutions=["80x60"])
+    wanted = [i for i in range(40) if frame_split(3, i) == "test"]
+    assert rep.generated == len(wanted) == 6  # 3 test frames per 20-frame block
+    assert rep.split_counts == {"train": 0, "val": 0, "test": 6}
+    assert len((out / "80x60" / "test-index.txt").read_text().splitlines()) == 6
+    assert "--splits test" in json.loads((out / "dataset.json").read_text())["command"]
+    with pytest.raises(CeprError, match="unknown split"):
+        generate_dataset(out, 40, seed=3, progress=False, splits=("tset",), resolutions=["80x60"])
