@@ -1,34 +1,18 @@
 """Start the real reference cloud expert server (a subprocess running ``cepr serve cloud``) for the tests."""
 
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
-from helpers import free_port
+from cepr.cloud.autoserve import ReferenceServer
 
 
-class Server:
+class Server(ReferenceServer):
+    """The runner's server launcher, with fault flags, a GET helper and a hard kill (as a crash would)."""
+
     def __init__(self, model, *flags):
         pytest.importorskip("fastapi")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen([sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port),
-                                      "--model", str(model), *map(str, flags)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1).read()
-                return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become healthy in 60 s")
+        super().__init__(model, threads=1, startup_s=60, extra_args=flags)
 
     def get(self, path: str) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5).read().decode()

@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 class ReferenceServer:
-    def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0):
+    def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0, extra_args=()):
         try:
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401
@@ -40,7 +40,7 @@ class ReferenceServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cmd = [sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port), "--model", str(model),
-               "--threads", str(threads)]
+               "--threads", str(threads), *map(str, extra_args)]
         log.info("starting the reference cloud expert: %s", " ".join(cmd))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + startup_s

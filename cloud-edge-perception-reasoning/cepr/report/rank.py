@@ -23,8 +23,6 @@ def _fmt(v) -> str:
         if math.isnan(v):
             return ""
         return repr(v)
-    if isinstance(v, (list, tuple, dict)):
-        return str(v)
     return str(v)
 
 

@@ -39,7 +39,6 @@ class RunOptions:
     limit: int | None = None
     progress: bool = True
     workspace: str | None = None
-    print_table: bool = True
 
 
 @dataclass

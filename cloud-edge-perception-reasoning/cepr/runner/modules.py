@@ -14,7 +14,6 @@ under ``ianvs -f`` and ``cepr run``. How they talk:
 from __future__ import annotations
 
 import difflib
-import os
 import time
 from pathlib import Path
 
@@ -233,8 +232,6 @@ class CloudModule:
         cfg["payload"] = payload
         try:
             backend_obj = create_backend(backend, cfg)
-        except CeprError:
-            raise
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")
@@ -296,7 +293,3 @@ class CloudModule:
 
     def cleanup(self):
         self.client.close()
-
-
-def backend_type() -> str:
-    return os.environ.get("BACKEND_TYPE", "TORCH").upper()

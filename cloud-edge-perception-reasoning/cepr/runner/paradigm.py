@@ -17,7 +17,6 @@ import inspect
 import logging
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 
@@ -192,7 +191,3 @@ def run_samples(job: JointInferenceJob, samples: list, concurrency: int = 1, pro
     finally:
         bar.close()
     return results
-
-
-def wall_clock() -> float:
-    return time.time()
