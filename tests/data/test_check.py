@@ -88,7 +88,7 @@ def test_many_problems_reported_at_once(tiny: Path):
     assert _has(p, "val-index.txt:2", "size mismatch: rgb 64x48 vs label 32x24")
     assert _has(p, str(lo), "missing test-index.txt")
     assert _has(p, "train-index.txt:4", "one column")
-    assert _has(report.warnings, str(lo), "no val-index.txt")
+    assert _has(report.warnings, str(lo), "no val-index.txt", "3 frame(s) sit under rgb/val/")
     # frames whose index went away are on disk but listed nowhere
     assert _has(report.warnings, "test000.png", "listed in no index")
     assert not _has(p, "val-index.txt:3")  # the untouched frame is fine
@@ -108,7 +108,8 @@ def test_problem_lists_capped_per_kind(tmp_path: Path):
     assert len(missing_lines) == 20
     assert "... and 9 more (missing-file)" in report.problems
     assert _has(report.problems, "99 (192 px)")  # other kinds are still listed
-    assert _has(report.warnings, "no train-index.txt") and _has(report.warnings, "no val-index.txt")
+    assert _has(report.warnings, "no train-index.txt")
+    assert not _has(report.warnings, "val-index.txt")  # no val split at all (as in the real release): no warning
 
 
 def test_max_frames_subsamples_but_still_finds_missing_files(tmp_path: Path):
@@ -241,3 +242,56 @@ def test_sidecar_json_is_parsed_in_check(tiny: Path):
     p.write_text(json.dumps([1, 2]))
     r = check_dataset(tiny / "32x24", progress=False)
     assert _has(r.problems, "test001.json", "expected an object")
+
+
+# ---- the real release's layout (2048x1024 + 640x480, uint16 labels, scene folders, no depth, no val, CRLF) -------
+
+
+@pytest.fixture
+def real_set(tmp_path: Path) -> Path:
+    from real_layout import make_real_layout
+
+    return make_real_layout(tmp_path / "Cloud-Robotics", n_test=3, n_train=2)
+
+
+def test_real_layout_checks_clean_without_a_val_index(real_set: Path):
+    report = check_dataset(real_set, progress=False)
+    assert report.ok, report.summary()
+    assert report.warnings == [], report.warnings  # no val index in the release: nothing to warn about
+    assert report.resolutions == ["2048x1024", "640x480"]
+    assert report.frames_checked == 2 * (3 + 2)
+    assert (real_set / "640x480" / "test-index.txt").read_bytes().count(b"\r\n") == 3  # the CRLF index parsed
+
+
+def test_real_layout_still_reports_real_problems(real_set: Path):
+    hi, lo = real_set / "2048x1024", real_set / "640x480"
+    (hi / "gtFine/test/20220420_garden/20220420_garden_000001_TrainIds.png").unlink()
+    bad = make_label(640, 480, 0).astype(np.uint16)
+    bad[0, :5] = 300  # an id a uint16 label can hold but no class has
+    write_gray(lo / "gtFine/test/20220420_front/20220420_front_000000_TrainIds.png", bad)
+    (hi / "train-index.txt").unlink()
+    write_rgb(lo / "rgb/val/20220420_front/x.png", make_rgb(640, 480, 0))  # val frames without a val index
+    report = check_dataset(real_set, progress=False)
+    assert not report.ok
+    assert _has(report.problems, "2048x1024", "test-index.txt:2", "missing label", "20220420_garden_000001")
+    assert _has(report.problems, "640x480", "test-index.txt:1", "300 (5 px)")
+    assert _has(report.warnings, str(hi), "no train-index.txt")
+    assert _has(report.warnings, str(lo), "no val-index.txt", "1 frame(s) sit under rgb/val/")
+    assert not _has(report.warnings, str(hi), "val-index.txt")
+
+
+def test_real_layout_check_and_stats_through_the_cli(real_set: Path, capsys):
+    from cepr.cli import main
+
+    assert main(["datasets", "check", str(real_set), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "10 frame(s) checked, 0 warning(s): OK" in out and "warning:" not in out
+    assert main(["datasets", "check", str(real_set / "640x480" / "test-index.txt"), "--no-progress"]) == 0
+    capsys.readouterr()
+    stats = real_set.parent / "stats.json"
+    assert main(["datasets", "stats", str(real_set), "--split", "all", "--no-progress", "--json", str(stats)]) == 0
+    out = capsys.readouterr().out
+    assert "5 frame(s) from" in out and "640x480" in out  # the working size is picked at the root; no val split
+    doc = json.loads(stats.read_text())
+    assert doc["frames"] == 5 and doc["class_frames"]["person"] == 3  # even-numbered frames hold a person
+    assert "sidecar cache" not in out and "ground-plane (no depth) vs depth" not in out  # no sidecar, no depth

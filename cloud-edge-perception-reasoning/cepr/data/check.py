@@ -2,7 +2,7 @@
 
 ``check_dataset`` reads every indexed frame (or an evenly spaced subset) and collects *all* problems
 instead of stopping at the first, so one run tells the user everything to fix. Problems make the check
-fail; warnings (a missing val index, frames on disk that no index lists, ...) do not.
+fail; warnings (a missing train index, frames on disk that no index lists, ...) do not.
 """
 
 from __future__ import annotations
@@ -196,6 +196,13 @@ def _check_frame(job: _Job, problems: _Collector, presence: dict[str, list[int]]
                                  f"({frame.rgb_path})")
 
 
+def _frames_on_disk(directory: Path, split: str) -> int:
+    d = directory / "rgb" / split
+    if not d.is_dir():
+        return 0
+    return sum(1 for f in d.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file())
+
+
 def _resolve_target(p: Path, problems: _Collector) -> list[tuple[Path, list[Path] | None]]:
     """[(directory, index files or None = the directory's standard train/val/test indexes)]."""
     if not p.exists():
@@ -215,8 +222,9 @@ def _resolve_target(p: Path, problems: _Collector) -> list[tuple[Path, list[Path
 def check_dataset(path: str | Path, max_frames: int | None = None, progress: bool = True) -> CheckReport:
     """Check a dataset root, one resolution directory, or one index file; collect every problem.
 
-    A missing test index is a problem (the benchmark evaluates it); a missing train or val index is only a
-    warning (the real set ships no val split, and joint inference never reads train).
+    A missing test index is a problem (the benchmark evaluates it); a missing train index is a warning (joint
+    inference never reads train, but Ianvs's testenv names one); a missing val index is not worth a word, since
+    the real set ships no val split, unless val frames sit on disk without it (a warning).
 
     ``max_frames`` limits the frames read per index file (evenly spaced); the index parsing, file
     existence of listed entries outside the subset, and unindexed-frame checks still cover everything.
@@ -241,6 +249,11 @@ def check_dataset(path: str | Path, max_frames: int | None = None, progress: boo
                 elif split == "test":
                     problems.add("index", f"{directory}: missing {idx.name} (the benchmark evaluates "
                                           f"the test split)")
+                elif split == "val":  # the real release has no val split: only frames left out are worth a word
+                    on_disk = _frames_on_disk(directory, split)
+                    if on_disk:
+                        warns.add("index", f"{directory}: no {idx.name}, but {on_disk} frame(s) sit under "
+                                           f"rgb/{split}/ (a val split without its index)")
                 else:
                     warns.add("index", f"{directory}: no {idx.name} ({split} split absent)")
             unindexed_roots.append((directory, listed))
