@@ -69,9 +69,12 @@ def add_parser(sub) -> None:
                                     "latency is measured with --threads threads (1 = one core).")
     v.add_argument("--data", default="datasets/cloud-robotics-synth")
     v.add_argument("--split", default="test", choices=["train", "val", "test"])
-    v.add_argument("--checkpoint", help="PyTorch checkpoint (needs the train extra)")
-    v.add_argument("--fp32", help="ONNX FP32 model")
-    v.add_argument("--int8", help="ONNX INT8 model")
+    v.add_argument("--checkpoint", help="PyTorch checkpoint or shipped name, e.g. edge-torch, edge-rgb-torch "
+                                        "(needs the train extra)")
+    v.add_argument("--fp32", help="ONNX FP32 model: a path or a shipped name (edge-fp32; edge-rgb-fp32 for data "
+                                  "without depth)")
+    v.add_argument("--int8", help="ONNX INT8 model: a path or a shipped name (edge-int8; edge-rgb-int8 for data "
+                                  "without depth)")
     v.add_argument("--max-frames", type=int, default=None)
     v.add_argument("--threads", type=int, default=1)
     v.add_argument("--json", dest="json_out", help="write the report as JSON")
@@ -83,9 +86,11 @@ def add_parser(sub) -> None:
                         description="Run the edge pipeline (model -> summary -> planner), fit a per-task logistic "
                                     "confidence on --fit-split and report per-task accuracy against the task ground "
                                     "truth, ECE before/after and a reliability table on --eval-split.")
-    c.add_argument("--model", required=True, help="ONNX model (FP32 or INT8)")
+    c.add_argument("--model", required=True, help="ONNX model (FP32 or INT8): a path or a shipped name (edge-int8; "
+                                                  "edge-rgb-int8 for data without depth)")
     c.add_argument("--data", default="datasets/cloud-robotics-synth")
-    c.add_argument("--fit-split", default="val", choices=["train", "val", "test"])
+    c.add_argument("--fit-split", default=None, choices=["train", "val", "test"],
+                   help="default: val where the set has a val index, else train (the real set has no val split)")
     c.add_argument("--eval-split", default="test", choices=["train", "val", "test"])
     c.add_argument("--max-frames", type=int, default=None, help="per split")
     c.add_argument("--threads", type=int, default=1)
@@ -97,16 +102,23 @@ def add_parser(sub) -> None:
 
 
 def cmd_calibrate(a) -> int:
+    from cepr.data.cloud_robotics import find_index
     from cepr.edge.calibrate import calibrate, format_calibration
+    from cepr.edge.models import SHIPPED, model_path
+    from cepr.errors import CeprError, DatasetError
 
-    if not a.out and a.model in ("edge-int8", "edge-fp32", "cloud"):
-        from cepr.errors import CeprError
-
+    if not a.out and a.model in SHIPPED:
         raise CeprError("pass --out: the shipped models' directory is not the place for new calibration files")
     out = a.out or str(a.model).rsplit(".onnx", 1)[0] + ".calibration.json"
-    from cepr.edge.models import model_path
-
-    doc = calibrate(model_path(a.model), a.data, out, fit_split=a.fit_split, eval_split=a.eval_split,
+    fit_split = a.fit_split
+    if fit_split is None:
+        try:
+            find_index(a.data, split="val")
+            fit_split = "val"
+        except DatasetError:  # no val index (the real Cloud-Robotics release has none)
+            fit_split = "train"
+            print(f"{a.data} has no val index: fitting the confidence on the train split")
+    doc = calibrate(model_path(a.model), a.data, out, fit_split=fit_split, eval_split=a.eval_split,
                     max_frames=a.max_frames, threads=a.threads, progress=not a.no_progress,
                     depth_for_distance=not a.no_depth)
     print(format_calibration(doc))

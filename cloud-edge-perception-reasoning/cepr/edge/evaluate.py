@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from cepr.data.classes import CLASSES
+from cepr.edge.models import rgbd_without_depth_message
 from cepr.edge.preprocess import upsample_argmax
+from cepr.errors import CeprError
 from cepr.metrics.segmentation import ConfusionMatrix
 
 
@@ -39,6 +42,8 @@ class _TorchRunner:
 
         torch.set_num_threads(threads)
         self.model, _ = load_checkpoint(checkpoint)
+        self.name = Path(checkpoint).name
+        self.needs_depth = bool(self.model.cfg.use_depth)
 
     def logits(self, rgb, depth):
         from cepr.edge.rfnet import predict_logits
@@ -51,6 +56,8 @@ class _OnnxRunner:
         from cepr.edge.runtime import SegmentationModel
 
         self.m = SegmentationModel(path, threads=threads)
+        self.name = self.m.path.name
+        self.needs_depth = self.m.use_depth
 
     def logits(self, rgb, depth):
         return self.m.logits(rgb, depth)
@@ -67,6 +74,11 @@ def evaluate(samples, models: dict[str, tuple[str, str]], threads: int = 1, warm
     infer = {n: [] for n in runners}
     total = {n: [] for n in runners}
     samples = list(samples)
+    no_depth = next((s for s in samples if s.depth is None), None)
+    for r in runners.values():  # before any work: an RGB-D model cannot run on a set without depth
+        if r.needs_depth and no_depth is not None:
+            raise CeprError(f"{rgbd_without_depth_message(r.name)} (first frame without depth: "
+                            f"{no_depth.frame.rgb_path})")
     if samples:
         for r in runners.values():  # warm-up: first runs allocate and pick kernels
             for _ in range(warmup):

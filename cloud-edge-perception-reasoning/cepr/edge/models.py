@@ -1,4 +1,5 @@
-"""The models shipped inside the package (built by the commands in docs/edge.md, never downloaded)."""
+"""The models shipped inside the package (built by the commands in docs/edge.md, never downloaded), and the rule
+that picks the edge model and its planner calibration from what a frame carries (``model: auto``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,21 @@ SHIPPED = {
     "edge-fp32": "edge-rfnet-w16-fp32.onnx",  # the same model before quantisation
     "edge-torch": "edge-rfnet-w16.pt",  # its PyTorch weights (for `cepr bench edge` and fine-tuning)
     "edge-calibration": "edge-rfnet-w16-int8.calibration.json",  # the local planner's fitted confidence
+    "edge-rgb-int8": "edge-rfnet-w16-rgb-int8.onnx",  # the same recipe without depth (for the real set), INT8
+    "edge-rgb-fp32": "edge-rfnet-w16-rgb-fp32.onnx",  # ... before quantisation
+    "edge-rgb-torch": "edge-rfnet-w16-rgb.pt",  # ... its PyTorch weights
+    "edge-rgb-calibration": "edge-rfnet-w16-rgb-int8.calibration.json",  # ... its planner calibration
     "cloud": "cloud-rfnet-w32-rgb-fp32.onnx",  # the cloud reference model: RGB only, 640x480, FP32
 }
+
+AUTO = "auto"
+EDGE_RGBD = "edge-int8"  # what ``model: auto`` runs on a frame with depth
+EDGE_RGB = "edge-rgb-int8"  # ... and on a frame without depth (the real Cloud-Robotics set has none)
+# the planner calibration that goes with each shipped edge model (``calibration: auto``); FP32 forms share the
+# INT8 model's fit, which is what the pipeline deploys
+CALIBRATION_OF = {"edge-int8": "edge-calibration", "edge-fp32": "edge-calibration",
+                  "edge-rgb-int8": "edge-rgb-calibration", "edge-rgb-fp32": "edge-rgb-calibration"}
+NO_CALIBRATION = (None, "", "none")
 
 
 def model_path(name_or_path: str | Path) -> Path:
@@ -32,3 +46,28 @@ def model_path(name_or_path: str | Path) -> Path:
     hint = difflib.get_close_matches(s, SHIPPED, n=1)
     raise CeprError(f"no model file {s!r}" + (f"; did you mean the shipped model {hint[0]!r}?" if hint else
                                              f" (shipped models: {', '.join(SHIPPED)})"))
+
+
+def auto_model(has_depth: bool) -> str:
+    """The shipped edge model ``model: auto`` runs on a frame: RGB-D where it has depth, RGB-only otherwise."""
+    return EDGE_RGBD if has_depth else EDGE_RGB
+
+
+def calibration_for(model: str | Path) -> Path | None:
+    """The planner calibration that belongs to a model (``calibration: auto``): the shipped pairing for a shipped
+    name, else ``<model>.calibration.json`` beside an ONNX file (what ``cepr edge calibrate`` writes by default);
+    None when there is none (the planner then uses its uncalibrated confidence)."""
+    s = str(model)
+    if s in CALIBRATION_OF:
+        return model_path(CALIBRATION_OF[s])
+    p = Path(s)
+    beside = p.with_name(p.name.removesuffix(".onnx") + ".calibration.json")
+    return beside if beside.is_file() else None
+
+
+def rgbd_without_depth_message(model_name: str) -> str:
+    """Why an RGB-D model cannot run on a frame without depth, and what to set instead."""
+    return (f"{model_name} is an RGB-D model: this frame has no depth (the real Cloud-Robotics set has none). Use "
+            f"the RGB-only model {EDGE_RGB!r}: in the algorithm YAML set the edge module's hyperparameter "
+            f"`model: {EDGE_RGB}` (or `model: {AUTO}`, which picks it for frames without depth); with "
+            f"`cepr edge eval` / `cepr edge calibrate` pass {EDGE_RGB} (or edge-rgb-fp32) as the model")

@@ -50,7 +50,9 @@ class SegmentationModel:
         feed = {"rgb": prepare_rgb(rgb, self.input_size)[None]}
         if self.use_depth:
             if depth is None:
-                raise CeprError(f"{self.path.name} is an RGB-D model: this frame has no depth")
+                from cepr.edge.models import rgbd_without_depth_message
+
+                raise CeprError(rgbd_without_depth_message(self.path.name))
             feed["depth"] = prepare_depth(depth, self.input_size)[None]
         return feed
 
