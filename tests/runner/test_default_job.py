@@ -29,7 +29,7 @@ def test_default_job_parses_into_the_policy_grid(monkeypatch):
                                             ("threshold", "Threshold"), ("oracle", "Oracle")})
     assert len(cases) == 9  # two values each for Random, CrossEntropy and Threshold
     assert all(c.modules["cloudmodel"].hyperparameters["link"] == "4g" for c in cases)
-    assert all(c.modules["edgemodel"].hyperparameters["model"] == "edge-int8" for c in cases)
+    assert all(c.modules["edgemodel"].hyperparameters["model"] == "auto" for c in cases)  # edge-int8 on depth
 
 
 def test_adapter_basenames_are_unique():

@@ -112,61 +112,115 @@ class TaskDatasetProcessor:
 EDGE_HPS = ("model", "calibration", "threads", "use_depth", "depth_for_distance", "keep_mask")
 
 
+def _flag(kind: str, name: str, value) -> bool:
+    """A YAML boolean; "true"/"false" strings are accepted, anything else is an error (``bool("false")`` is True)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    raise CeprError(f"{kind}: {name} must be true or false, got {value!r}")
+
+
 class EdgeModule:
     """The on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner) as an Ianvs edge model.
 
+    Hyperparameters:
+
+    * ``model``: ``auto`` (default) runs the shipped RGB-D model (``edge-int8``) on a frame that has depth and the
+      shipped RGB-only model (``edge-rgb-int8``) on one that has none, such as the real Cloud-Robotics set;
+      or a shipped name or an ONNX path, used for every frame;
+    * ``calibration``: ``auto`` (default) follows the model actually run (its shipped calibration, or
+      ``<model>.calibration.json`` beside an ONNX path, else none); a shipped name or a path; ``none`` for the
+      planner's uncalibrated confidence;
+    * ``threads``: ONNX Runtime intra-op threads (1);
+    * ``use_depth`` (true): read the frame's depth where it has one. False ignores the depth camera: ``auto``
+      picks the RGB-only model and distances come from the ground plane; naming an RGB-D model is an error;
+    * ``depth_for_distance`` (true): measure distances with the depth that was read; false measures them on the
+      ground plane (as the cloud expert must from an image). Where no depth was read, it is always the ground plane;
+    * ``keep_mask`` (true): keep the predicted mask in the edge result (in memory, for the mIoU metric).
+
     ``load()`` / ``load(model_url=...)`` and ``predict(data=...)`` / ``predict(data)`` are both accepted (Sedna's
-    TORCH backend and its others call them differently); the model comes from the ``model`` hyperparameter."""
+    TORCH backend and its others call them differently); the model always comes from ``model``."""
 
     def __init__(self, **hps):
-        from cepr.edge.models import model_path
+        from cepr.edge.models import ASSETS, AUTO, EDGE_RGB, EDGE_RGBD, NO_CALIBRATION, SHIPPED, model_path
 
         _check_hps("edgemodel", hps, EDGE_HPS)
-        self.model_file = model_path(hps.get("model", "edge-int8"))
-        cal = hps.get("calibration", "edge-calibration")
-        self.calibration_file = model_path(cal) if cal not in (None, "", "none") else None
-        self.threads = int(hps.get("threads", 1))
-        self.use_depth = bool(hps.get("use_depth", True))
-        self.depth_for_distance = bool(hps.get("depth_for_distance", True))
-        self.keep_mask = bool(hps.get("keep_mask", True))
-        self.pipeline = None
+        self.model = str(hps.get("model", AUTO))
+        self.model_file = None if self.model == AUTO else model_path(self.model)  # a bad name fails here
+        cal = hps.get("calibration", AUTO)
+        self.calibration = "none" if cal in NO_CALIBRATION else str(cal)
+        self.calibration_file = (model_path(self.calibration) if self.calibration not in ("none", AUTO) else None)
+        try:
+            self.threads = int(hps.get("threads", 1))
+        except (TypeError, ValueError):
+            raise CeprError(f"edgemodel: threads must be an integer, got {hps.get('threads')!r}") from None
+        if self.threads < 1:
+            raise CeprError(f"edgemodel: threads must be >= 1, got {self.threads}")
+        self.use_depth = _flag("edgemodel", "use_depth", hps.get("use_depth", True))
+        self.depth_for_distance = _flag("edgemodel", "depth_for_distance", hps.get("depth_for_distance", True))
+        self.keep_mask = _flag("edgemodel", "keep_mask", hps.get("keep_mask", True))
+        self.pipelines: dict[str, object] = {}  # model name or path -> EdgePipeline, built on first use
+        self.calibrations: dict[str, Path | None] = {}  # model name or path -> the calibration file it uses
         from cepr.compat import prepare_sedna_env
 
-        prepare_sedna_env(str(self.model_file))
+        # Sedna only needs model_path to name an existing file; under auto, the first shipped edge model present
+        sedna_file = self.model_file or next((ASSETS / SHIPPED[n] for n in (EDGE_RGBD, EDGE_RGB)
+                                              if (ASSETS / SHIPPED[n]).is_file()), None)
+        prepare_sedna_env(str(sedna_file) if sedna_file else None)
 
-    def load(self, model_url=None, **kwargs):
+    @property
+    def pipeline(self):
+        """The pipeline of a fixed ``model`` (None before ``load()``, and always None under ``model: auto``)."""
+        return self.pipelines.get(self.model) if self.model_file is not None else None
+
+    def _pipeline(self, name: str):
+        from cepr.edge.models import calibration_for, model_path, rgbd_without_depth_message
         from cepr.edge.pipeline import EdgePipeline
         from cepr.edge.planner import Planner
 
-        if self.pipeline is None:
-            planner = Planner.from_file(self.calibration_file) if self.calibration_file else Planner()
-            self.pipeline = EdgePipeline(self.model_file, planner, threads=self.threads,
-                                         depth_for_distance=self.depth_for_distance)
+        pipe = self.pipelines.get(name)
+        if pipe is None:
+            path = self.model_file if name == self.model and self.model_file is not None else model_path(name)
+            if self.calibration == "auto":
+                cal = calibration_for(name)
+            else:
+                cal = self.calibration_file
+            planner = Planner.from_file(cal) if cal is not None else Planner()
+            pipe = EdgePipeline(path, planner, threads=self.threads, depth_for_distance=self.depth_for_distance)
+            if pipe.model.use_depth and not self.use_depth:
+                raise CeprError(f"edgemodel: use_depth is false, but {rgbd_without_depth_message(path.name)}")
+            self.pipelines[name] = pipe
+            self.calibrations[name] = cal
+        return pipe
+
+    def load(self, model_url=None, **kwargs):
+        if self.model_file is not None:  # auto picks per frame, on first use
+            self._pipeline(self.model)
         return self
 
     def predict(self, data=None, **kwargs) -> dict:
         from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
         from cepr.data.tasks import camera_for, get_task
+        from cepr.edge.models import auto_model
 
         if kwargs.get("mining_mode") == "self-design":
             raise CeprError("mining mode self-design hands the whole sample to the edge model, which must then "
                             "return [is_hard, final, edge, cloud] itself; cepr's edge model does not route. Use "
                             "inference-then-mining or mining-then-inference")
-        if self.pipeline is None:
-            self.load()
         s = as_sample(data)
+        frame = Frame(s["rgb"], s["label"] or s["rgb"])
+        dp = frame.depth_path if self.use_depth else None
+        name = self.model if self.model_file is not None else auto_model(dp is not None)
+        pipe, cal = self._pipeline(name), self.calibrations[name]  # built on first use, outside the timings
         started = time.time()
         t0 = time.perf_counter()
         rgb = load_rgb(s["rgb"])
-        frame = Frame(s["rgb"], s["label"] or s["rgb"])
-        depth = None
-        if self.use_depth and (self.pipeline.model.use_depth or self.depth_for_distance):
-            dp = frame.depth_path
-            depth = load_depth(dp) if dp is not None else None
+        depth = load_depth(dp) if dp is not None and (pipe.model.use_depth or self.depth_for_distance) else None
         sp = frame.sidecar_path
         camera = camera_for(load_sidecar(sp) if sp is not None else None, rgb.shape[1], rgb.shape[0])
         load_ms = 1e3 * (time.perf_counter() - t0)
-        r = self.pipeline(rgb, depth, camera)
+        r = pipe(rgb, depth, camera)
         task = get_task(s["task"])
         local = r.answers[task.name]
         others = [a for a in task.answers if a != local.answer]
@@ -178,13 +232,17 @@ class EdgeModule:
         out = {"source": "edge", "key": s["key"], "task": task.name, "answer": local.answer,
                "confidence": float(local.confidence), "distribution": dist, "label_path": s["label"],
                "rgb_path": s["rgb"], "latency_ms": round(compute_ms, 3), "timings_ms": timings,
-               "summary_bytes": len(r.summary_bytes), "started_at": started, "finished_at": time.time()}
+               "summary_bytes": len(r.summary_bytes), "model": pipe.model.path.name,
+               "calibration": cal.name if cal is not None else None,
+               "distances": "depth" if depth is not None and self.depth_for_distance else "ground_plane",
+               "started_at": started, "finished_at": time.time()}
         if self.keep_mask:
             out["mask"] = r.label
         return out
 
     def cleanup(self):
-        self.pipeline = None
+        self.pipelines.clear()
+        self.calibrations.clear()
 
 
 # ---- cloud --------------------------------------------------------------------------------------------------
