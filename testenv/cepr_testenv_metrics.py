@@ -4,9 +4,8 @@ Thin adapter: every metric of ``cepr.metrics.joint.METRICS`` (accuracy, per-task
 edge ratio, latency percentiles, throughput, bytes, bandwidth saving, cloud tokens) registered by name.
 """
 
-from cepr.metrics.joint import METRICS
-
 from cepr.compat import get_class_factory
+from cepr.metrics.joint import METRICS
 
 ClassFactory, ClassType = get_class_factory()
 

@@ -1,7 +1,8 @@
 """Ianvs edge model: cepr's on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner).
 
-Thin adapter: the logic is ``cepr.runner.modules.EdgeModule``. Importing this file sets BACKEND_TYPE (Sedna reads
-it at import and defaults to TensorFlow) and the edge module sets ``model_path`` to its ONNX file.
+Thin adapter: the logic is ``cepr.runner.modules.EdgeModule``. Importing this file sets ``BACKEND_TYPE=ONNX``
+unless it is set (Sedna defaults to TensorFlow; ONNX gets its framework-free backend, so no torch is needed), and
+the edge module sets ``model_path`` to its ONNX file.
 """
 
 from cepr.compat import get_class_factory, prepare_sedna_env
