@@ -3,6 +3,7 @@ y_pred layout, metric calls and rank files."""
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -93,12 +94,14 @@ def test_rank_files_have_ianvs_columns(tiny_job):
     assert len(r.records) == 2
     rank = r.rank_dir
     with open(rank / "all_rank.csv") as f:
-        rows = list(csv.reader(f, delimiter=" "))
+        rows = list(csv.reader(f))
     header = rows[0]
     assert header[:4] == ["rank", "algorithm", "tiny_cloud_share", "tiny_order_ok"]
     assert header[4:9] == ["paradigm", "dataset_processor", "edgemodel", "cloudmodel", "hard_example_mining"]
-    assert header[-2:] == ["time", "url"] and "threshold" in header and "quality" in header
+    assert header[9:] == ["edgemodel-quality", "hard_example_mining-threshold", "time", "url"]
     body = [dict(zip(header, r)) for r in rows[1:]]
+    assert {b["hard_example_mining-threshold"] for b in body} == {"0.5", "0.9"}
+    assert all(b["url"].startswith("./ws/tiny/tinyalgo/") for b in body)  # relative, as the YAML spells it
     assert [b["rank"] for b in body] == ["1", "2"]
     # sorted by tiny_cloud_share descending: threshold 0.9 sends every sample (0.25 and 1.0 < 0.9? only 0.25)
     shares = [float(b["tiny_cloud_share"]) for b in body]
@@ -108,7 +111,7 @@ def test_rank_files_have_ianvs_columns(tiny_job):
     # a second run replaces its rows instead of piling up duplicates (an Ianvs quirk we do not copy)
     run(path)
     with open(rank / "all_rank.csv") as f:
-        assert len(list(csv.reader(f, delimiter=" "))) == 3
+        assert len(list(csv.reader(f))) == 3
     assert "tiny_cloud_share" in r.table and "TinyThreshold" in r.table
 
 
@@ -116,15 +119,76 @@ def test_selected_dataitem_filters_columns(tiny_job):
     rank = {"sort_by": [{"tiny_cloud_share": "ascend"}],
             "visualization": {"mode": "selected_only", "method": "print_table"},
             "selected_dataitem": {"paradigms": ["all"], "modules": ["hard_example_mining"],
-                                  "hyperparameters": ["threshold"], "metrics": ["tiny_cloud_share"]},
+                                  "hyperparameters": ["hard_example_mining-threshold"],
+                                  "metrics": ["tiny_cloud_share"]},
             "save_mode": "selected_only"}
     r = run(tiny_job(hem_hps={"threshold": [0.5, 0.9]}, rank=rank))
     with open(r.rank_dir / "selected_rank.csv") as f:
-        rows = list(csv.reader(f, delimiter=" "))
-    assert rows[0] == ["rank", "algorithm", "tiny_cloud_share", "paradigm", "hard_example_mining", "threshold",
-                       "time", "url"]
+        rows = list(csv.reader(f))
+    assert rows[0] == ["rank", "algorithm", "tiny_cloud_share", "paradigm", "hard_example_mining",
+                       "hard_example_mining-threshold", "time", "url"]
+    assert [x[5] for x in rows[1:]] == ["0.5", "0.9"]  # a tie (both send 3 of 6) keeps the cases' order
     assert [float(x[2]) for x in rows[1:]] == sorted(float(x[2]) for x in rows[1:])
     assert not (r.rank_dir / "all_rank.csv").exists()
+
+
+IANVS = Path(__file__).parent / "ianvs"  # rank files written by real Ianvs 0.1.0; how: ianvs/README.md
+
+
+def _split(header: list[str]) -> tuple[list[str], set[str], list[str]]:
+    """(rank, algorithm), the metric columns (a set: Ianvs's order comes from a Python set), the rest."""
+    i = header.index("paradigm")
+    return header[:2], set(header[2:i]), header[i:]
+
+
+@pytest.mark.parametrize("name", ["all_rank.csv", "selected_rank.csv"])
+def test_rank_csv_is_what_ianvs_writes_for_the_same_job(tiny_job, name):
+    """The tiny job (conftest's defaults) was run under real Ianvs; cepr run must write the same CSV: separator,
+    header names and order, hyperparameter column names and values, relative url, time format."""
+    with open(IANVS / f"tiny_{name}", newline="") as f:
+        ianvs = list(csv.reader(f))
+    r = run(tiny_job())
+    with open(r.rank_dir / name, newline="") as f:
+        text = f.read()
+    assert "\r" not in text and text.endswith("\n")
+    ours = list(csv.reader(text.splitlines()))
+    assert _split(ours[0]) == _split(ianvs[0])
+    assert len(ours) == len(ianvs) == 3
+
+    def by_threshold(rows):
+        h = rows[0]
+        return {d["hard_example_mining-threshold"]: d for d in (dict(zip(h, x)) for x in rows[1:])}
+
+    mine, theirs = by_threshold(ours), by_threshold(ianvs)
+    assert set(mine) == set(theirs) == {"0.5", "0.9"}
+    for k in mine:
+        same = [c for c in ianvs[0] if c not in ("rank", "time", "url")]
+        assert {c: mine[k][c] for c in same} == {c: theirs[k][c] for c in same}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", mine[k]["time"])
+        # ./ws/tiny/tinyalgo/<case>: Ianvs's case is a uuid, cepr's a stable hash
+        assert mine[k]["url"].rsplit("/", 1)[0] == theirs[k]["url"].rsplit("/", 1)[0] == "./ws/tiny/tinyalgo"
+    assert [x[0] for x in ours[1:]] == ["1", "2"]
+
+
+def test_selected_hyperparameters_take_ianvs_column_names(tiny_job):
+    path = tiny_job()
+    doc = yaml.safe_load(path.read_text())
+    sel = doc["benchmarkingjob"]["rank"]["selected_dataitem"]
+    sel["hyperparameters"] = ["threshold"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CeprError, match=r"\{module type\}-\{hyperparameter\}; did you mean "
+                                        r"'hard_example_mining-threshold'"):
+        parse_job(path)
+    sel["hyperparameters"] = ["hard_example_mining-threshold"]
+    sel["metrics"] = ["tiny_cloud_shar"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CeprError, match="metric 'tiny_cloud_shar' names no column.*did you mean 'tiny_cloud_share'"):
+        parse_job(path)
+    sel["metrics"] = ["all"]
+    sel["modules"] = ["hard_example_minning"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CeprError, match="did you mean 'hard_example_mining'"):
+        parse_job(path)
 
 
 def test_failing_case_is_recorded_and_job_goes_on(tiny_job):

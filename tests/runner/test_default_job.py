@@ -26,7 +26,8 @@ def test_default_job_parses_into_the_policy_grid(monkeypatch):
     policies = [(c.algorithm.name, c.modules["hard_example_mining"].name) for c in cases]
     assert sorted(set(policies)) == sorted({("edge-only", "EdgeOnly"), ("cloud-only", "CloudOnly"),
                                             ("random", "Random"), ("cross-entropy", "CrossEntropy"),
-                                            ("threshold", "Threshold"), ("oracle", "Oracle")})
+                                            ("threshold", "Threshold"),
+                                            ("oracle", "Oracle (upper bound: uses labels)")})
     assert len(cases) == 9  # two values each for Random, CrossEntropy and Threshold
     assert all(c.modules["cloudmodel"].hyperparameters["link"] == "4g" for c in cases)
     assert all(c.modules["edgemodel"].hyperparameters["model"] == "auto" for c in cases)  # edge-int8 on depth
@@ -64,8 +65,15 @@ def test_default_job_end_to_end_through_the_cli(job_copy):
     assert "upper bound" in out  # the Oracle is marked in the printed table
     rank = job_copy / "workspace" / "cepr-default" / "rank"
     with open(rank / "all_rank.csv") as f:
-        rows = list(csv.DictReader(f, delimiter=" "))
+        rows = list(csv.DictReader(f))
     assert len(rows) == 9
+    # the same header as real Ianvs wrote for this job (tests/runner/ianvs/README.md; metric order is Ianvs's set's)
+    for name in ("all_rank", "selected_rank"):
+        ianvs = (Path(__file__).parent / "ianvs" / f"default_{name}_header.csv").read_text().strip().split(",")
+        ours = (rank / f"{name}.csv").read_text().splitlines()[0].split(",")
+        cut_i, cut_o = ianvs.index("paradigm"), ours.index("paradigm")
+        assert (ianvs[:2], set(ianvs[2:cut_i]), ianvs[cut_i:]) == (ours[:2], set(ours[2:cut_o]), ours[cut_o:]), (
+            f"{name}.csv's header differs from Ianvs's for this job: if the job files changed, re-record it")
     by_policy = {}
     for r in rows:
         by_policy.setdefault(r["hard_example_mining"].split(" ")[0], []).append(r)

@@ -249,6 +249,7 @@ class BenchmarkingJob:
     testenv: TestEnv
     algorithms: list[AlgorithmSpec]
     rank: RankSpec
+    workspace_text: str = ""  # the workspace as written (YAML or --workspace): Ianvs's rank urls start with it
 
 
 def _as_list(v, file: Path, where: str) -> list[str]:
@@ -287,6 +288,43 @@ def parse_rank(r: dict, path: Path) -> RankSpec:
                       for k in ("paradigms", "modules", "hyperparameters", "metrics")), save)
 
 
+def _unknown(kind: str, name: str, known: list[str], path: Path) -> CeprError:
+    hint = next(iter(difflib.get_close_matches(name, known, n=1)), None)
+    return CeprError(f"{path}: rank {kind} {name!r} names no column of this job"
+                     + (f"; did you mean {hint!r}?" if hint else "")
+                     + f" (known: {', '.join(known) or 'none'})")
+
+
+def check_rank_names(rank: RankSpec, te: TestEnv, algos: list[AlgorithmSpec], path: Path) -> None:
+    """Every name in ``sort_by`` and ``selected_dataitem`` must name a column of this job. Ianvs silently
+    skips an unknown sort metric and leaves an unknown selected column empty. Hyperparameter columns are named
+    ``{module type}-{hyperparameter}``, as Ianvs names them; a bare name gets that hint."""
+    metrics = [m.name for m in te.metrics]
+    modules, hps = [], []
+    for a in algos:
+        for mtype, _name, _url, pairs, base in a.modules:
+            modules.append(mtype)
+            hps += [f"{mtype}-{hp}" for hp in [*base, *(n for n, _ in pairs)]]
+    modules, hps = list(dict.fromkeys(modules)), list(dict.fromkeys(hps))
+    for m, _ in rank.sort_by:
+        if m not in metrics:
+            raise _unknown("sort_by metric", m, metrics, path)
+    for kind, selected, known in (("selected_dataitem metric", rank.metrics, metrics),
+                                  ("selected_dataitem module", rank.modules, modules),
+                                  ("selected_dataitem hyperparameter", rank.hyperparameters, hps)):
+        if selected == ["all"]:
+            continue
+        for name in selected:
+            if name in known:
+                continue
+            bare = [h for h in hps if h.split("-", 1)[1] == name] if kind.endswith("hyperparameter") else []
+            if bare:
+                raise CeprError(
+                    f"{path}: rank selected_dataitem hyperparameter {name!r}: Ianvs names hyperparameter columns "
+                    f"{{module type}}-{{hyperparameter}}; did you mean {' or '.join(repr(b) for b in bare)}?")
+            raise _unknown(kind, name, known, path)
+
+
 def parse_job(path: str | Path, workspace: str | None = None) -> BenchmarkingJob:
     path = Path(path)
     doc = load_yaml(path, "benchmarking job file")
@@ -307,5 +345,7 @@ def parse_job(path: str | Path, workspace: str | None = None) -> BenchmarkingJob
         algos.append(parse_algorithm(str(a["name"]), resolve_path(a["url"], path, f"algorithm {a['name']!r} url")))
     if not algos:
         raise CeprError(f"{path}: test_object lists no algorithms")
-    ws = Path(workspace if workspace is not None else b["workspace"]).expanduser()
-    return BenchmarkingJob(path, str(b["name"]), ws.absolute(), te, algos, parse_rank(b["rank"], path))
+    ws_text = str(workspace if workspace is not None else b["workspace"])
+    rank = parse_rank(b["rank"], path)
+    check_rank_names(rank, te, algos, path)
+    return BenchmarkingJob(path, str(b["name"]), Path(ws_text).expanduser().absolute(), te, algos, rank, ws_text)

@@ -256,7 +256,7 @@ def _finished_record(tc: TestCase) -> dict | None:
 
 def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     from cepr.cloud.autoserve import shutdown_all
-    from cepr.report.rank import build_rank, format_table
+    from cepr.report.rank import build_rank, case_url, format_table
     from cepr.runner.dataset import load_index
 
     opts = opts or RunOptions()
@@ -290,6 +290,8 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     rank_dir = job.workspace / job.name / "rank"
     result.rank_dir = rank_dir
     if result.records:
+        for rec in result.records:  # Ianvs's url: the case folder under the workspace as the YAML spells it
+            rec["url"] = case_url(job.workspace_text, job.name, rec["algorithm"], rec["id"])
         sel = build_rank(result.records, job.rank, rank_dir, [m.name for m in job.testenv.metrics])
         result.table = format_table(sel["header"], sel["rows"])
     result.seconds = time.perf_counter() - t_start

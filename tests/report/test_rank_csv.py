@@ -1,0 +1,87 @@
+"""The rank CSVs in Ianvs's format (comma-separated, `{module type}-{hyperparameter}` columns, relative url), and
+how earlier runs' files are merged."""
+
+import csv
+import logging
+
+from cepr.report.rank import build_rank, case_hyperparameters, case_url, read_rank_csv
+from cepr.runner.config import RankSpec
+
+
+def record(threshold, acc, algorithm="threshold", extra_hps=None, case="c1"):
+    return {"algorithm": algorithm, "paradigm": "jointinference", "id": case, "finished": "2026-01-02 03:04:05",
+            "output_dir": f"/abs/ws/job/{algorithm}/{case}", "url": case_url("./ws", "job", algorithm, case),
+            "metrics": {"accuracy": acc, "latency_p95": float("nan")},
+            "modules": {"edgemodel": {"name": "CeprEdgeModel", "hyperparameters": {"model": "edge-int8"}},
+                        "cloudmodel": {"name": "CeprCloudModel", "hyperparameters": extra_hps or {}},
+                        "hard_example_mining": {"name": "Threshold",
+                                                "hyperparameters": {"threshold": threshold}}}}
+
+
+RANK = RankSpec([("accuracy", "descend")], hyperparameters=["hard_example_mining-threshold"],
+                metrics=["accuracy"], modules=["hard_example_mining"])
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_hyperparameter_columns_and_values_are_ianvs_names_and_strings():
+    hps = case_hyperparameters(record(0.6, 0.5, extra_hps={"extra_body": {"top_k": 1}, "quality": 85})["modules"])
+    assert hps == {"edgemodel-model": "edge-int8", "cloudmodel-extra_body": "{'top_k': 1}",
+                   "cloudmodel-quality": "85", "hard_example_mining-threshold": "0.6"}
+
+
+def test_csvs_are_comma_separated_with_quoting_and_empty_nan(tmp_path):
+    recs = [record(0.6, 0.7, extra_hps={"extra_body": {"top_k": 1, "seed": 2}}, case="a"),
+            record(0.8, 0.9, case="b")]
+    sel = build_rank(recs, RANK, tmp_path, ["accuracy", "latency_p95"])
+    all_rows = rows(tmp_path / "all_rank.csv")
+    assert all_rows[0] == ["rank", "algorithm", "accuracy", "latency_p95", "paradigm", "edgemodel", "cloudmodel",
+                           "hard_example_mining", "edgemodel-model", "cloudmodel-extra_body",
+                           "hard_example_mining-threshold", "time", "url"]
+    by_rank = {r[0]: dict(zip(all_rows[0], r)) for r in all_rows[1:]}
+    assert by_rank["1"]["accuracy"] == "0.9" and by_rank["1"]["url"] == "./ws/job/threshold/b"
+    assert by_rank["2"]["cloudmodel-extra_body"] == "{'top_k': 1, 'seed': 2}"  # quoted: one cell
+    assert by_rank["1"]["latency_p95"] == "" and by_rank["1"]["cloudmodel-extra_body"] == ""
+    assert rows(tmp_path / "selected_rank.csv")[0] == ["rank", *sel["header"]] == [
+        "rank", "algorithm", "accuracy", "paradigm", "hard_example_mining", "hard_example_mining-threshold",
+        "time", "url"]
+
+
+def test_a_listed_column_no_case_fills_stays_empty_as_in_ianvs(tmp_path):
+    rank = RankSpec([("accuracy", "descend")], hyperparameters=["hard_example_mining-ratio"], metrics=["accuracy"],
+                    modules=["hard_example_mining"])
+    build_rank([record(0.6, 0.7)], rank, tmp_path, ["accuracy"])
+    head, body = rows(tmp_path / "selected_rank.csv")
+    assert "hard_example_mining-ratio" in head and body[head.index("hard_example_mining-ratio")] == ""
+
+
+def test_earlier_rows_merge_by_url_including_ianvs_written_ones(tmp_path):
+    build_rank([record(0.6, 0.7, case="a")], RANK, tmp_path, ["accuracy", "latency_p95"])
+    # a row Ianvs appended to the same file (its own case folder): kept, in the same format
+    with open(tmp_path / "all_rank.csv", "a", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerow(
+            ["2", "threshold", "0.8", "", "jointinference", "CeprEdgeModel", "CeprCloudModel", "Threshold",
+             "edge-int8", "0.9", "2026-01-01 00:00:00", "./ws/job/threshold/6606df86-ec48-11f1-a6ad-02fc00000001"])
+    build_rank([record(0.6, 0.75, case="a"), record(0.8, 0.6, case="b")], RANK, tmp_path,
+               ["accuracy", "latency_p95"])
+    _, body = read_rank_csv(tmp_path / "all_rank.csv")
+    assert [(r["url"].rsplit("/", 1)[1], r["accuracy"]) for r in body] == [
+        ("6606df86-ec48-11f1-a6ad-02fc00000001", "0.8"), ("a", "0.75"), ("b", "0.6")]  # a re-run replaces its row
+    assert [r["rank"] for r in body] == ["1", "2", "3"]
+    assert [r["hard_example_mining-threshold"] for r in body] == ["0.9", "0.6", "0.8"]
+
+
+def test_a_file_in_another_format_is_replaced_not_misread(tmp_path, caplog):
+    (tmp_path / "all_rank.csv").write_text("rank algorithm accuracy paradigm time url\n1 old 0.1 ji t u\n")
+    with caplog.at_level(logging.WARNING):
+        build_rank([record(0.6, 0.7)], RANK, tmp_path, ["accuracy"])
+    assert "not an Ianvs-format rank file" in caplog.text
+    assert len(rows(tmp_path / "all_rank.csv")) == 2
+
+
+def test_case_url_keeps_the_workspace_as_written():
+    assert case_url("./workspace", "cepr-default", "oracle", "abc") == "./workspace/cepr-default/oracle/abc"
+    assert case_url("/tmp/w", "j", "a", "c") == "/tmp/w/j/a/c"
