@@ -99,3 +99,38 @@ def test_cli_export_quantize_eval(tiny_models, tiny_data, tmp_path):
                "--max-frames", 2, "--no-progress", "--json", tmp_path / "e.json")
     assert "onnx-int8" in out
     assert len(json.loads((tmp_path / "e.json").read_text())["models"]) == 2
+
+
+@pytest.mark.parametrize("crop, use_depth", [(None, True), ((64, 48), True), ((64, 48), False)])
+def test_device_batcher_matches_the_cpu_batch(crop, use_depth):
+    """The GPU recipe assembles batches on the device; on the CPU device it must give the CPU recipe's batch
+    exactly, draw for draw (frames, crops, flips, jitter), so the two recipes train on the same data."""
+    from cepr.edge.train import DeviceBatcher, TrainConfig, _batch
+
+    rng = np.random.default_rng(3)
+    size = (160, 120)
+    rgbs = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(5)]
+    labels = [rng.integers(0, 30, (120, 160), dtype=np.uint8) for _ in range(5)]
+    depths = [rng.uniform(0, 30, (120, 160)).astype(np.float16) if use_depth else None for _ in range(5)]
+    cfg = TrainConfig(input_size=size, crop=crop, batch_size=6, use_depth=use_depth)
+    x, d, y = _batch(np.random.default_rng(7), rgbs, depths, labels, cfg)
+    tx, td, ty = DeviceBatcher(rgbs, depths, labels, cfg, "cpu")(np.random.default_rng(7))
+    np.testing.assert_allclose(tx.numpy(), x, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(ty.numpy(), y)
+    assert (d is None) == (td is None) == (not use_depth)
+    if use_depth:
+        np.testing.assert_allclose(td.numpy(), d, rtol=0, atol=1e-6)
+    assert ty.dtype == torch.int64 and tx.shape == x.shape
+
+
+def test_device_choice():
+    from cepr.edge.train import resolve_device
+    from cepr.errors import CeprError
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CeprError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(CeprError, match="auto, cpu or cuda"):
+        resolve_device("tpu")

@@ -40,7 +40,10 @@ def add_parser(sub) -> None:
     t.add_argument("--max-train-frames", type=int, default=None)
     t.add_argument("--val-every", type=int, default=500)
     t.add_argument("--val-frames", type=int, default=60)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when torch sees a GPU. On CUDA, batches are assembled on the GPU and the "
+                        "forward pass runs under bf16 autocast; the checkpoint and log format are the same")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -132,9 +135,9 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, width=a.width, blocks=tuple(a.blocks), use_depth=not a.no_depth,
                       input_size=tuple(a.input_size), crop=tuple(a.crop) if a.crop else None, steps=a.steps,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed, max_train_frames=a.max_train_frames,
-                      val_every=a.val_every, val_frames=a.val_frames, threads=a.threads)
+                      val_every=a.val_every, val_frames=a.val_frames, threads=a.threads, device=a.device)
     r = train(cfg, progress=not a.no_progress)
-    print(f"trained {r['steps']} steps in {r['seconds']:.0f} s; {r['parameters']:,} parameters; "
+    print(f"trained {r['steps']} steps in {r['seconds']:.0f} s on {r['device']}; {r['parameters']:,} parameters; "
           f"best val mIoU {100 * r['best_val_miou']:.2f}% -> {r['out']}/best.pt")
     return 0
 

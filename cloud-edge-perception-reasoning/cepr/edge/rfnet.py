@@ -177,10 +177,11 @@ def predict_logits(model: RFNet, rgb, depth, input_size: tuple[int, int]):
     ``input_size`` is explicit because a model trained on crops runs on whole frames of another size."""
     from cepr.edge.preprocess import prepare_depth, prepare_rgb
 
+    dev = next(model.parameters()).device
     with torch.inference_mode():
-        x = torch.from_numpy(prepare_rgb(rgb, input_size)[None])
-        d = torch.from_numpy(prepare_depth(depth, input_size)[None]) if model.cfg.use_depth else None
-        return model(x, d)[0].numpy()
+        x = torch.from_numpy(prepare_rgb(rgb, input_size)[None]).to(dev)
+        d = torch.from_numpy(prepare_depth(depth, input_size)[None]).to(dev) if model.cfg.use_depth else None
+        return model(x, d)[0].float().cpu().numpy()
 
 
 def count_parameters(model: nn.Module) -> int:

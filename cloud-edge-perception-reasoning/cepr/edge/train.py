@@ -45,6 +45,7 @@ class TrainConfig:
     val_every: int = 500
     log_every: int = 25
     threads: int = 2
+    device: str = "auto"  # auto: CUDA when torch sees a GPU, else the CPU
     notes: dict = field(default_factory=dict)
 
     def model_config(self):
@@ -94,30 +95,101 @@ def class_weights(labels, num_classes: int = NUM_CLASSES) -> np.ndarray:
     return np.clip(w, 0.0, 10.0).astype(np.float32)
 
 
-def _batch(rng, rgbs, depths, labels, cfg: TrainConfig):
-    n = len(rgbs)
-    pick = rng.integers(0, n, cfg.batch_size)
-    size = cfg.input_size if cfg.crop is None else cfg.crop
-    xs, ds, ys = [], [], []
+def _draws(rng, shapes, cfg: TrainConfig) -> list[tuple[int, int, int, bool, float, float]]:
+    """The random choices of one batch: (frame, crop x0, crop y0, flip, contrast, brightness) per sample.
+
+    Drawn in one fixed order whichever device assembles the batch, so the CPU and GPU recipes see the same
+    frames, crops, flips and jitter for the same seed."""
+    pick = rng.integers(0, len(shapes), cfg.batch_size)
+    out = []
     for i in pick:
-        rgb, lab, dep = rgbs[i], labels[i], depths[i]
+        x0 = y0 = 0
         if cfg.crop is not None:
-            h, w = lab.shape
+            h, w = shapes[i]
             cw, ch = cfg.crop
             x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        flip = bool(rng.random() < 0.5)
+        out.append((int(i), x0, y0, flip, float(rng.uniform(0.75, 1.25)), float(rng.uniform(-0.3, 0.3))))
+    return out
+
+
+def _batch(rng, rgbs, depths, labels, cfg: TrainConfig):
+    """One training batch assembled with numpy on the CPU (the CPU recipe)."""
+    size = cfg.input_size if cfg.crop is None else cfg.crop
+    xs, ds, ys = [], [], []
+    for i, x0, y0, flip, contrast, bright in _draws(rng, [lab.shape for lab in labels], cfg):
+        rgb, lab, dep = rgbs[i], labels[i], depths[i]
+        if cfg.crop is not None:
+            cw, ch = cfg.crop
             rgb, lab = rgb[y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
             dep = None if dep is None else dep[y0:y0 + ch, x0:x0 + cw]
-        if rng.random() < 0.5:
+        if flip:
             rgb, lab = rgb[:, ::-1], lab[:, ::-1]
             dep = None if dep is None else dep[:, ::-1]
         x = prepare_rgb(np.ascontiguousarray(rgb), size)
         # photometric jitter in normalised space: contrast and brightness
-        x = x * rng.uniform(0.75, 1.25) + rng.uniform(-0.3, 0.3)
+        x = x * contrast + bright
         xs.append(x)
         ys.append(np.ascontiguousarray(lab))
         if dep is not None:
             ds.append(prepare_depth(np.ascontiguousarray(dep).astype(np.float32), size))
     return np.stack(xs), (np.stack(ds) if ds else None), np.stack(ys).astype(np.int64)
+
+
+class DeviceBatcher:
+    """Assembles training batches on the training device (a GPU) from uint8 frames uploaded once, with the
+    same draws and arithmetic as :func:`_batch`: no per-step host work or host-to-device copies of floats."""
+
+    def __init__(self, rgbs, depths, labels, cfg: TrainConfig, device):
+        import torch
+
+        from cepr.edge.preprocess import DEPTH_MAX_M, RGB_MEAN, RGB_STD
+
+        self.cfg, self.torch = cfg, torch
+        self.shapes = [lab.shape for lab in labels]
+        for r in rgbs:
+            if (r.shape[1], r.shape[0]) != tuple(cfg.input_size) and cfg.crop is None:
+                raise CeprError("DeviceBatcher expects frames already resized to the input size")
+        self.rgbs = [torch.from_numpy(np.ascontiguousarray(r)).to(device) for r in rgbs]
+        self.labels = [torch.from_numpy(np.ascontiguousarray(lab)).to(device) for lab in labels]
+        self.depths = [None if d is None else torch.from_numpy(np.ascontiguousarray(d)).to(device) for d in depths]
+        self.mean = torch.from_numpy(RGB_MEAN).to(device).view(3, 1, 1)
+        self.std = torch.from_numpy(RGB_STD).to(device).view(3, 1, 1)
+        self.depth_max = DEPTH_MAX_M
+
+    def __call__(self, rng):
+        torch, cfg = self.torch, self.cfg
+        xs, ds, ys = [], [], []
+        for i, x0, y0, flip, contrast, bright in _draws(rng, self.shapes, cfg):
+            rgb, lab, dep = self.rgbs[i], self.labels[i], self.depths[i]
+            if cfg.crop is not None:
+                cw, ch = cfg.crop
+                rgb, lab = rgb[y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
+                dep = None if dep is None else dep[y0:y0 + ch, x0:x0 + cw]
+            if flip:
+                rgb, lab = rgb.flip(1), lab.flip(1)
+                dep = None if dep is None else dep.flip(1)
+            x = (rgb.permute(2, 0, 1).float() * (1.0 / 255.0) - self.mean) / self.std
+            xs.append(x * contrast + bright)
+            ys.append(lab)
+            if dep is not None:
+                ds.append((dep.float().clamp(0.0, self.depth_max) * (1.0 / self.depth_max))[None])
+        return torch.stack(xs), (torch.stack(ds) if ds else None), torch.stack(ys).long()
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CeprError("--device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False; the "
+                        "project's torch==2.13.0 pin is the CPU wheel: install a CUDA build of torch on the GPU "
+                        "machine)")
+    if name not in ("cpu", "cuda"):
+        raise CeprError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return name
 
 
 def evaluate_torch(model, frames, cfg: TrainConfig) -> ConfusionMatrix:
@@ -147,8 +219,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raise CeprError("--batch-size must be at least 2 (batch norm on the globally pooled context branch)")
     if cfg.steps < 1:
         raise CeprError("--steps must be positive")
+    device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -157,9 +232,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                           cfg.seed)
     val_ds = CloudRoboticsDataset(find_index(cfg.data, split="val"))
     val_idx = np.linspace(0, len(val_ds) - 1, min(cfg.val_frames, len(val_ds))).round().astype(int)
-    weights = torch.from_numpy(class_weights(labels))
+    weights = torch.from_numpy(class_weights(labels)).to(device)
 
-    model = RFNet(cfg.model_config())
+    model = RFNet(cfg.model_config()).to(device)
+    # on a GPU the batch is assembled there from uint8 frames, and the forward pass runs under bf16 autocast
+    gpu_batch = DeviceBatcher(rgbs, depths, labels, cfg, device) if device == "cuda" else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
 
@@ -172,7 +249,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     start, best = 0, -1.0
     last = out / "last.pt"
     if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -182,7 +259,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     logf = (out / "train_log.jsonl").open("a")
 
     def save(path, step):
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # CPU tensors whatever the device
+        torch.save({"model": state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "step": step, "best_miou": best, "model_config": model.cfg.to_dict(),
                     "input_size": list(cfg.input_size), "train_config": asdict(cfg)}, path)
 
@@ -192,10 +270,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                disable=not progress)
     running = None
     for step in bar:
-        x, d, y = _batch(rng, rgbs, depths, labels, cfg)
-        logits = model(torch.from_numpy(x), None if d is None else torch.from_numpy(d))
-        logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, torch.from_numpy(y), weight=weights, ignore_index=IGNORE_ID)
+        if gpu_batch is not None:
+            x, d, y = gpu_batch(rng)
+        else:
+            x, d, y = (None if a is None else torch.from_numpy(a) for a in _batch(rng, rgbs, depths, labels, cfg))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            logits = model(x, d)
+            logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits.float(), y, weight=weights, ignore_index=IGNORE_ID)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -223,4 +305,4 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             save(last, done)
     logf.close()
     return {"steps": cfg.steps, "best_val_miou": best, "parameters": count_parameters(model),
-            "seconds": time.perf_counter() - t0, "out": str(out)}
+            "seconds": time.perf_counter() - t0, "out": str(out), "device": device}
