@@ -34,6 +34,30 @@ def test_edge_model_metadata_records_its_recipe():
     assert meta["calibration"]["keep_fp32"] == ["stem", "attention", "head"]
 
 
+def test_rgb_only_edge_model_is_the_same_recipe_without_depth():
+    from cepr.edge.export import read_meta
+
+    rgbd, rgb = read_meta(model_path("edge-int8")), read_meta(model_path("edge-rgb-int8"))
+    assert rgb["precision"] == "int8" and rgb["model_config"]["use_depth"] is False
+    same = ("width", "blocks", "input_size", "num_classes")
+    assert {k: rgb["model_config"][k] for k in same} == {k: rgbd["model_config"][k] for k in same}
+    skip = ("use_depth", "out", "notes", "threads", "device", "data")
+    assert ({k: v for k, v in rgb["train_config"].items() if k not in skip}
+            == {k: v for k, v in rgbd["train_config"].items() if k not in skip})
+    cal = json.loads(model_path("edge-rgb-calibration").read_text())
+    assert cal["depth_for_distance"] is False  # fitted with ground-plane distances, as on data without depth
+    assert set(cal["coefficients"]) == {"path_hazard", "action", "people_count", "nearest_obstacle", "traversable"}
+
+
+def test_cloud_model_is_the_gpu_trained_reference():
+    from cepr.edge.export import read_meta
+
+    meta = read_meta(model_path("cloud"))
+    assert meta["model_config"]["use_depth"] is False and meta["model_config"]["input_size"] == [640, 480]
+    assert meta["step"] == 26578 and meta["source"].endswith("cloud-rfnet-w32-rgb-gpu.pt")
+    assert meta["best_val_miou"] > 0.8
+
+
 def test_int8_agrees_with_fp32_and_pipeline_uses_the_calibration(tiny_data):
     from cepr.edge.pipeline import EdgePipeline
     from cepr.edge.planner import Planner

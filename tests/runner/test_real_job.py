@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cepr.edge.models import ASSETS, SHIPPED
+from cepr.edge.models import SHIPPED
 from cepr.runner.config import parse_job
 from cepr.runner.testcase import build_test_cases
 from real_layout import make_real_layout
@@ -101,8 +101,6 @@ def _check_results(cwd: Path, proc: subprocess.CompletedProcess, model_file: str
     print(proc.stdout)
 
 
-@pytest.mark.skipif(not (ASSETS / RGB_MODEL).is_file(),
-                    reason=f"the shipped RGB-only edge model ({RGB_MODEL}) is not in {ASSETS} yet")
 def test_real_job_end_to_end_through_the_cli(real_root, tmp_path):
     """The shipped files as they are: `model: auto` must pick the shipped RGB-only model on frames without depth."""
     pytest.importorskip("fastapi")
