@@ -63,7 +63,7 @@ def test_image_mode_sends_the_image_and_costs_more_bytes(start_server, requests_
     r_sum = backend(srv.url, payload={"mode": "summary"}).infer(req)
     r_both = backend(srv.url, payload={"mode": "summary+image", "codec": "png"}).infer(req)
     assert r_img.status == r_both.status == "ok" and r_img.answer in req.answers
-    assert r_img.answer == r_both.answer  # with an image, the expert looks at the image
+    assert r_both.answer in req.answers  # what each combination answers: tests/cloud/test_expert.py
     assert r_both.bytes_up > r_sum.bytes_up + 1000
     h, w = req.image.shape[:2]
     assert r_both.usage.prompt_tokens == r_sum.usage.prompt_tokens + image_tokens(w, h)

@@ -95,3 +95,68 @@ def test_params_mismatch_is_refused(frames):
     sm = summarize(s.label, s.depth, camera_for(s.sidecar, *s.label.shape[::-1]))
     with pytest.raises(ValueError, match="corridor"):
         sm.check_params(TaskParams(corridor_half_width=0.9))
+
+
+def test_borrowed_distances_from_the_same_mask_equal_the_depth_summary(frames):
+    """The cloud expert's rule: its objects, the edge's depth distances. From the same mask the borrowed
+    summary answers every task as the depth summary does (the ground truth), whatever the ground plane says."""
+    from cepr.edge.summary import borrow_distances
+
+    differs = 0
+    for s in frames:
+        cam = camera_for(s.sidecar, *s.label.shape[::-1])
+        measured, own = summarize(s.label, s.depth, cam), summarize(s.label, None, cam)
+        fused = borrow_distances(own, measured)
+        assert fused.extra["borrowed_distances"] == len(own.objects) > 0
+        assert fused.distance_source == "depth"
+        assert answer_tasks(list(fused.objects)) == answers_for_sample(s)
+        key = lambda o: (o.bbox, o.band.left, o.band.centre, o.band.right)
+        assert sorted(map(key, fused.objects)) == sorted(map(key, measured.objects))
+        differs += answer_tasks(list(own.objects)) != answers_for_sample(s)
+        # a ground-plane summary has no measurements to lend
+        assert borrow_distances(own, own) is own
+    assert differs > 0  # the ground plane alone does not always agree: borrowing changed answers
+
+
+def test_borrowed_distances_scale_boxes_and_keep_unmatched_objects(frames):
+    from cepr.edge.summary import borrow_distances
+
+    def n_objects(f):
+        return len(summarize(f.label, None, camera_for(f.sidecar, *f.label.shape[::-1])).objects)
+
+    s = max((f for f in frames if n_objects(f) < 20), key=n_objects)  # well under the 32-object cap
+    h, w = s.label.shape
+    cam = camera_for(s.sidecar, w, h)
+    import cv2
+
+    big = cv2.resize(s.label, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
+    own = summarize(big, None, cam.scaled(2 * w, 2 * h))  # the cloud saw the frame at twice the size
+    measured = summarize(s.label, s.depth, cam)
+    fused = borrow_distances(own, measured)
+    # every measured object has its twice-as-large copy in the cloud's view, which takes its distances
+    by_box = {o.bbox: o for o in fused.objects}
+    assert len(measured.objects) > 3
+    for m in measured.objects:
+        o = by_box[tuple(2 * v for v in m.bbox)]
+        assert (o.band, o.distance, o.class_id) == (m.band, m.distance, m.class_id)
+    assert fused.extra["borrowed_distances"] >= len(measured.objects)
+    # with nothing measured to match, every object keeps its own ground-plane distances
+    lonely = borrow_distances(own, SceneSummary(w, h, (), (20.0,) * 3, 0.0, 0.0, own.corridor, "depth"))
+    assert lonely.extra["borrowed_distances"] == 0 and lonely.distance_source == "ground_plane"
+    assert [o.band for o in lonely.objects] == [o.band for o in own.objects]
+
+
+def test_min_confidence_drops_unsure_objects(frames):
+    s = max(frames, key=lambda f: len(summarize(f.label, None, camera_for(f.sidecar, *f.label.shape[::-1])).objects))
+    h, w = s.label.shape
+    cam = camera_for(s.sidecar, w, h)
+    # probabilities at 1/4 resolution: 0.9 for the true class everywhere, except one class at 0.5
+    low = s.label[::4, ::4]
+    probs = np.full((30, *low.shape), 0.1 / 29, np.float32)
+    np.put_along_axis(probs, low[None].astype(np.int64) % 30, 0.9, axis=0)
+    full = summarize(s.label, None, cam, probs=probs)
+    unsure = full.objects[0].class_id
+    probs[unsure][low == unsure] = 0.5
+    kept = summarize(s.label, None, cam, probs=probs, min_confidence=0.8)
+    assert summarize(s.label, None, cam, probs=probs).objects  # nothing dropped by default
+    assert {o.class_id for o in kept.objects} == {o.class_id for o in full.objects} - {unsure}

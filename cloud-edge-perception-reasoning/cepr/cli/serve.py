@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     c.add_argument("--port", type=int, default=8000)
     c.add_argument("--model", default="cloud", help="shipped model name or ONNX path (RGB-only)")
     c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--min-object-confidence", type=float, default=None,
+                   help="drop objects of the expert's segmentation with a lower mean class probability "
+                        "(default: cepr.cloud.expert.MIN_OBJECT_CONFIDENCE, chosen on val frames)")
     c.add_argument("--fault-delay-ms", type=float, default=0.0, help="testing: delay every answer")
     c.add_argument("--fault-garbage-rate", type=float, default=0.0, help="testing: share of non-JSON answers")
     c.add_argument("--fault-error-rate", type=float, default=0.0, help="testing: share of HTTP 500 answers")
@@ -40,5 +43,5 @@ def cmd_cloud(a) -> int:
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
           FaultConfig(a.fault_delay_ms, a.fault_garbage_rate, a.fault_error_rate, a.fault_no_stream_options),
-          a.log_level)
+          a.log_level, a.min_object_confidence)
     return 0

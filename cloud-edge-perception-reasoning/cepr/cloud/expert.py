@@ -1,8 +1,15 @@
 """The reference cloud expert: a larger perception model plus the planner, answering chat requests.
 
-It is **not a language model**. It reads the task from the question, runs the cloud reference segmentation model
-(RGB only, full resolution) on the image when the request carries one and applies the same planner the edge
-uses; without an image it answers from the scene summary. Its job is to make the embedded default benchmark
+It is **not a language model**. It reads the task from the question and answers with the same planner the edge
+uses, from the best information the request carries:
+
+* image only: the cloud reference segmentation model (RGB only, full resolution) on the image, objects placed on
+  the ground plane of the camera; objects it is unsure of (mean class probability < ``MIN_OBJECT_CONFIDENCE``)
+  are dropped;
+* image and a depth-based scene summary: the same segmentation, each object placed at the distances the edge
+  measured with depth for the object it overlaps most (``borrow_distances``); objects the edge did not see keep
+  ground-plane distances;
+* summary only: the summary as it is. Its job is to make the embedded default benchmark
 honest and fast; real vision-language models plug in through the same OpenAI-compatible client by YAML.
 """
 
@@ -23,6 +30,10 @@ from cepr.data.camera import Camera
 from cepr.data.tasks import TASK_NAMES, TASKS, TaskParams
 
 EXPERT_MODEL_NAME = "cepr-reference-expert-not-an-llm"
+# objects of the expert's own segmentation with a lower mean class probability are dropped: at full resolution
+# the model leaves small, unsure blobs (a few "wall" pixels on the road) that the planner would take for
+# obstacles. Chosen on 100 val frames (docs/cloud.md: benchmarks/cloud_expert_accuracy.py --split val).
+MIN_OBJECT_CONFIDENCE = 0.8
 _SUMMARY_TAG = "Scene summary from the robot's edge perception (JSON): "
 _CAMERA_TAG = "Camera (JSON): "
 
@@ -35,7 +46,7 @@ class RequestError(ValueError):
 class ExpertReply:
     text: str
     task: str
-    source: str  # "image" or "summary"
+    source: str  # "image", "image+summary" or "summary"
     prompt_tokens: int
     completion_tokens: int
 
@@ -107,17 +118,19 @@ def image_tokens(width: int, height: int) -> int:
 
 
 class ReferenceExpert:
-    def __init__(self, model: str = "cloud", params: TaskParams | None = None, threads: int = 1):
+    def __init__(self, model: str = "cloud", params: TaskParams | None = None, threads: int = 1,
+                 min_object_confidence: float = MIN_OBJECT_CONFIDENCE):
         from cepr.edge.models import model_path
         from cepr.edge.planner import Planner
         from cepr.edge.runtime import SegmentationModel
 
         self.params = params or TaskParams()
+        self.min_object_confidence = min_object_confidence
         self.model = SegmentationModel(model_path(model), threads=threads)
         self.planner = Planner(self.params)
 
     def answer(self, messages: list[dict]) -> ExpertReply:
-        from cepr.edge.summary import summarize, summary_from_dict
+        from cepr.edge.summary import borrow_distances, summarize, summary_from_dict
 
         question, summary, camera, image, all_text = parse_messages(messages)
         task = identify_task(question)
@@ -128,8 +141,13 @@ class ReferenceExpert:
             if self.model.use_depth:
                 raise RequestError("the expert's model needs depth, which an image cannot carry")
             seg = self.model(image, depth)
-            s = summarize(seg.label, None, cam, probs=seg.probs, params=self.params, mask_size=None)
+            s = summarize(seg.label, None, cam, probs=seg.probs, params=self.params, mask_size=None,
+                          min_confidence=self.min_object_confidence)
             source, extra_tokens = "image", image_tokens(w, h)
+            if summary is not None and summary.get("distance_source") == "depth":
+                # what is there from our segmentation, where it is from the edge's depth measurements
+                s = borrow_distances(s, summary_from_dict(summary), self.params)
+                source = "image+summary"
         elif summary is not None:
             s = summary_from_dict(summary)
             source, extra_tokens = "summary", 0

@@ -215,10 +215,24 @@ def ahead_uncertainty(probs: np.ndarray | None) -> float:
     return float(ent.mean())
 
 
+def rank_objects(objects, params: TaskParams, max_objects: int = 32):
+    """(kept objects, free space, risk) from a frame's summary objects.
+
+    Keeps what the tasks need when there are many: objects in or beside the path, then people (people_count
+    counts them anywhere), then the rest by distance."""
+    out = sorted(objects, key=lambda o: (0 if math.isfinite(o.band.nearest) else 1 if o.class_id in HUMAN_IDS
+                                         else 2, o.band.nearest, o.distance))[:max_objects]
+    free = tuple(_cm(min([MAX_RANGE_M] + [getattr(o.band, k) for o in out])) for k in ("left", "centre", "right"))
+    return out, free, risk_score(out, params)
+
+
 def summarize(label: np.ndarray, depth: np.ndarray | None, camera: Camera, probs: np.ndarray | None = None,
               params: TaskParams | None = None, mask_size: tuple[int, int] | None = (80, 60),
-              max_objects: int = 32) -> SceneSummary:
-    """Build the summary of one frame. ``probs`` (C, h, w) from the network, or None for a true mask."""
+              max_objects: int = 32, min_confidence: float = 0.0) -> SceneSummary:
+    """Build the summary of one frame. ``probs`` (C, h, w) from the network, or None for a true mask.
+
+    ``min_confidence`` drops objects whose mean winning-class probability is lower (speckles of a confident
+    class inside another region); the edge keeps everything (0), the cloud expert sets it."""
     p = params or TaskParams()
     height, width = label.shape
     objs = extract_objects(label, depth, camera, clearance=p.clearance)
@@ -228,14 +242,11 @@ def summarize(label: np.ndarray, depth: np.ndarray | None, camera: Camera, probs
         b = o.profile(p.corridor_half_width, p.side_band_width)
         band = BandProfile(_cm(b.left), _cm(b.centre), _cm(b.right), round(b.centre_x * 100) / 100)
         conf = _object_confidence(probs, lowres, o.class_id, o.bbox, width, height)
+        if conf < min_confidence:
+            continue
         out.append(SummaryObject(o.class_id, o.area, tuple(int(v) for v in o.bbox), _cm(o.distance),
                                  round(o.bearing_deg * 10) / 10, round(conf * 255) / 255, band))
-    # keep what the tasks need when there are many: objects in or beside the path, then people (people_count
-    # counts them anywhere), then the rest by distance
-    out.sort(key=lambda o: (0 if math.isfinite(o.band.nearest) else 1 if o.class_id in HUMAN_IDS else 2,
-                            o.band.nearest, o.distance))
-    out = out[:max_objects]
-    free = tuple(_cm(min([MAX_RANGE_M] + [getattr(o.band, k) for o in out])) for k in ("left", "centre", "right"))
+    out, free, risk = rank_objects(out, p, max_objects)
     mask_rle, msize = b"", (0, 0)
     if mask_size is not None:
         msize = tuple(mask_size)
@@ -243,7 +254,7 @@ def summarize(label: np.ndarray, depth: np.ndarray | None, camera: Camera, probs
         coarse = cv2.resize(src, msize, interpolation=cv2.INTER_NEAREST)
         mask_rle = rle_encode(coarse)
     unc = round(ahead_uncertainty(probs) * 255) / 255
-    return SceneSummary(width, height, tuple(out), free, risk_score(out, p), unc,
+    return SceneSummary(width, height, tuple(out), free, risk, unc,
                         (p.corridor_half_width, p.side_band_width), "depth" if depth is not None else "ground_plane",
                         msize, mask_rle)
 
@@ -264,3 +275,42 @@ def summary_from_dict(d: dict) -> SceneSummary:
     return SceneSummary(int(d["image_size"][0]), int(d["image_size"][1]), objs,
                         (f(fs["left"]), f(fs["centre"]), f(fs["right"])), float(d["risk"]), float(d["uncertainty"]),
                         tuple(d.get("corridor_m", (0.6, 1.2))), d["distance_source"])
+
+
+def _bbox_iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def borrow_distances(own: SceneSummary, measured: SceneSummary, params: TaskParams | None = None,
+                     min_iou: float = 0.3) -> SceneSummary:
+    """``own``'s objects (what is there, from a better segmentation) placed with ``measured``'s distances.
+
+    Each object of ``own`` takes the distance, bearing and band profile of the ``measured`` object whose
+    bounding box overlaps it most (IoU >= ``min_iou``, boxes scaled to the same image size); objects with no
+    such partner keep their own. Used by the cloud expert: its segmentation of the image is better than the
+    edge's, but without depth it can only place objects on the ground plane, while a depth-based summary
+    measured where they are. A ``measured`` summary with ground-plane distances has nothing to lend."""
+    if measured.distance_source != "depth" or not own.objects:
+        return own
+    sx, sy = own.width / measured.width, own.height / measured.height
+    boxes = [(x * sx, y * sy, w * sx, h * sy) for x, y, w, h in (m.bbox for m in measured.objects)]
+    out, borrowed = [], 0
+    for o in own.objects:
+        ious = [_bbox_iou(o.bbox, b) for b in boxes]
+        j = int(np.argmax(ious)) if ious else -1
+        if j >= 0 and ious[j] >= min_iou:
+            m = measured.objects[j]
+            o = SummaryObject(o.class_id, o.area, o.bbox, m.distance, m.bearing_deg, o.confidence, m.band)
+            borrowed += 1
+        out.append(o)
+    p = params or TaskParams()
+    kept, free, risk = rank_objects(out, p, max(len(out), 1))
+    return SceneSummary(own.width, own.height, tuple(kept), free, risk, own.uncertainty, own.corridor,
+                        "depth" if borrowed else own.distance_source, own.mask_size, own.mask_rle,
+                        {**own.extra, "borrowed_distances": borrowed})

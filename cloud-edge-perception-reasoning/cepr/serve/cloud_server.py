@@ -51,11 +51,14 @@ class _Metrics:
         return "\n".join(out) + "\n"
 
 
-def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | None = None, expert=None):
+def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | None = None, expert=None,
+               min_object_confidence: float | None = None):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-    expert = expert or ReferenceExpert(model, threads=threads)
+    if expert is None:
+        kw = {} if min_object_confidence is None else {"min_object_confidence": min_object_confidence}
+        expert = ReferenceExpert(model, threads=threads, **kw)
     faults = faults or FaultConfig()
     rng = random.Random(faults.seed)
     rng_lock = threading.Lock()
@@ -113,7 +116,7 @@ def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | Non
         with metrics.lock:
             metrics.prompt_tokens += reply.prompt_tokens
             metrics.completion_tokens += reply.completion_tokens
-            metrics.image_requests += reply.source == "image"
+            metrics.image_requests += reply.source.startswith("image")
             metrics.seconds += time.perf_counter() - t0
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
@@ -146,7 +149,9 @@ def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | Non
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
-          faults: FaultConfig | None = None, log_level: str = "warning") -> None:
+          faults: FaultConfig | None = None, log_level: str = "warning",
+          min_object_confidence: float | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model, threads, faults), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence), host=host,
+                port=port, log_level=log_level)
