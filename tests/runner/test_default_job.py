@@ -33,6 +33,20 @@ def test_default_job_parses_into_the_policy_grid(monkeypatch):
     assert all(c.modules["edgemodel"].hyperparameters["model"] == "auto" for c in cases)  # edge-int8 on depth
 
 
+def test_full_split_job_is_the_default_job_on_all_300_test_frames(monkeypatch):
+    """benchmarkingjob-full.yaml: the same cases, metrics and rank as the default, over the whole test split."""
+    monkeypatch.chdir(REPO)
+    full, default = parse_job(REPO / "benchmarkingjob-full.yaml"), parse_job(REPO / "benchmarkingjob.yaml")
+    assert [c.id for c in build_test_cases(full)] != []
+    assert [(c.algorithm.name, c.modules["hard_example_mining"].hyperparameters) for c in build_test_cases(full)] \
+        == [(c.algorithm.name, c.modules["hard_example_mining"].hyperparameters) for c in build_test_cases(default)]
+    assert full.rank == default.rank and full.name == "cepr-full"
+    assert [m.name for m in full.testenv.metrics] == [m.name for m in default.testenv.metrics]
+    env = yaml.safe_load((REPO / "testenv" / "testenv-full.yaml").read_text())["testenv"]["dataset"]
+    assert env["synthetic"] == {"frames": 2000, "seed": 0, "splits": ["test"]}  # 15% of 2000: 300 test frames
+    assert "cloud-robotics-synth-full" in env["test_index"]
+
+
 def test_adapter_basenames_are_unique():
     files = list((REPO / "testalgorithms").rglob("*.py")) + list((REPO / "testenv").rglob("*.py"))
     names = [f.stem for f in files]
