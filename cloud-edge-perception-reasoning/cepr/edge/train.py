@@ -184,9 +184,8 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise CeprError("--device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False; the "
-                        "project's torch==2.13.0 pin is the CPU wheel: install a CUDA build of torch on the GPU "
-                        "machine)")
+        raise CeprError("--device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False: no GPU "
+                        f"is visible, or torch {torch.__version__} is a CPU-only build)")
     if name not in ("cpu", "cuda"):
         raise CeprError(f"--device must be auto, cpu or cuda, not {name!r}")
     return name
