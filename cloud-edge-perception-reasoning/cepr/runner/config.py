@@ -1,28 +1,36 @@
 """The three Ianvs YAML files (benchmarkingjob, testenv, algorithm) as typed, strict config objects.
 
-Keys Ianvs reads are accepted with Ianvs's meaning; anything else is an error that names the file, the place
-and the closest known key ("did you mean"), or says where a misplaced key belongs (e.g.
-``hard_example_mining_mode`` only works in testenv.yaml). Paths resolve against the current directory, as in
-Ianvs; a path found only next to the YAML file is accepted with a warning.
+Each file maps onto a pydantic model with ``extra="forbid"`` (``JobDoc``, ``TestEnvDoc``, ``AlgorithmDoc``): keys
+Ianvs reads are accepted with Ianvs's meaning; anything else is an error that names the file, the place and the
+closest known key ("did you mean"), or says where a misplaced key belongs (e.g. ``hard_example_mining_mode``
+only works in testenv.yaml). The validated documents are then resolved into the runtime specs below (paths,
+hyperparameter lists, rank). Paths resolve against the current directory, as in Ianvs; a path found only next to
+the YAML file is accepted with a warning.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cepr.errors import CeprError
 
 log = logging.getLogger(__name__)
 
-MINING_MODES = ("mining-then-inference", "inference-then-mining", "self-design")
-MODULE_TYPES = ("edgemodel", "cloudmodel", "hard_example_mining", "dataset_processor")
-SAVE_MODES = ("selected_and_all", "selected_only", "all_only", "none")
+MiningMode = Literal["mining-then-inference", "inference-then-mining", "self-design"]
+ModuleType = Literal["edgemodel", "cloudmodel", "hard_example_mining", "dataset_processor"]
+SaveMode = Literal["selected_and_all", "selected_only", "all_only", "none"]
+MINING_MODES = typing.get_args(MiningMode)
+MODULE_TYPES = typing.get_args(ModuleType)
+SAVE_MODES = typing.get_args(SaveMode)
 # keys that are valid somewhere, and where; used to explain misplaced keys
 HOME = {
     "hard_example_mining_mode": "testenv.yaml, under `testenv:` (Ianvs ignores it anywhere else)",
@@ -41,25 +49,6 @@ HOME = {
     "workspace": "benchmarkingjob.yaml, under `benchmarkingjob:`",
     "testenv": "benchmarkingjob.yaml, under `benchmarkingjob:` (a path to testenv.yaml)",
 }
-
-
-def _check_keys(d: Any, allowed, where: str, file: Path, required=()) -> dict:
-    if not isinstance(d, dict):
-        raise CeprError(f"{file}: {where} must be a mapping, got {type(d).__name__}: {d!r}")
-    for k in d:
-        if k in allowed:
-            continue
-        msg = f"{file}: unknown key {k!r} in {where}"
-        hint = difflib.get_close_matches(str(k), list(allowed), n=1)
-        if hint:
-            msg += f"; did you mean {hint[0]!r}?"
-        elif k in HOME:
-            msg += f"; it belongs in {HOME[k]}"
-        raise CeprError(msg + f" (allowed here: {', '.join(allowed)})")
-    for k in required:
-        if k not in d or d[k] in (None, ""):
-            raise CeprError(f"{file}: {where} needs the key {k!r}")
-    return d
 
 
 def load_yaml(path: Path, what: str) -> dict:
@@ -88,21 +77,207 @@ def resolve_path(value: str, yaml_file: Path, what: str, must_exist: bool = True
                     f"directory {Path.cwd()})")
 
 
+# ---- the YAML documents, as written ---------------------------------------------------------------------------
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricDoc(_Doc):
+    name: str
+    url: str | None = None
+
+
+class SynthDoc(_Doc):
+    """cepr extension under ``testenv: dataset: synthetic:`` (Ianvs ignores it): generate the synthetic set when
+    the index is missing."""
+    frames: int = 2000
+    seed: int = 0
+    splits: list[str] = ["test"]
+    resolutions: list[str] = ["640x480"]
+    out: str | None = None
+
+
+class DatasetDoc(_Doc):
+    train_index: str | None = None
+    test_index: str | None = None
+    train_url: str | None = None
+    test_url: str | None = None
+    label: Any = None
+    synthetic: SynthDoc | None = None
+
+
+class TestEnvBody(_Doc):
+    __test__ = False
+    dataset: DatasetDoc
+    metrics: list[MetricDoc] = Field(min_length=1)
+    hard_example_mining_mode: MiningMode = "mining-then-inference"
+    # Ianvs passes any other testenv key to the paradigm; only these mean something to joint inference
+    shot_nums: Any = None
+    model_eval: Any = None
+    incremental_rounds: Any = None
+
+
+class TestEnvDoc(_Doc):
+    __test__ = False
+    testenv: TestEnvBody
+
+
+class ValuesDoc(_Doc):
+    values: list = Field(min_length=1)
+
+
+class ModuleDoc(_Doc):
+    type: ModuleType
+    name: str
+    url: str
+    # Ianvs's shape: [{name: {values: [...]}}, ...], one key per item
+    hyperparameters: list[dict[str, ValuesDoc]] | None = None
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _one_key_each(cls, v):
+        for i, item in enumerate(v or []):
+            if len(item) != 1:
+                raise ValueError(f"item {i} must be a one-key mapping {{name: {{values: [...]}}}}, got {item!r}")
+        return v
+
+
+class AlgorithmBody(_Doc):
+    paradigm_type: str
+    modules: list[ModuleDoc]
+    incremental_learning_data_setting: Any = None
+    initial_model_url: Any = None
+    third_party_packages: Any = None
+
+
+class AlgorithmDoc(_Doc):
+    algorithm: AlgorithmBody
+
+
+class VisualizationDoc(_Doc):
+    mode: Literal["selected_only"] = "selected_only"  # the only mode Ianvs has
+    method: Literal["print_table"] = "print_table"
+
+
+class SelectedDataitemDoc(_Doc):
+    # all four are required: Ianvs crashes without hyperparameters; ["all"] selects everything
+    paradigms: list[str] | str
+    modules: list[str] | str
+    hyperparameters: list[str] | str
+    metrics: list[str] | str
+
+
+class RankDoc(_Doc):
+    sort_by: list[dict[str, Literal["ascend", "descend"]]]
+    visualization: VisualizationDoc = VisualizationDoc()
+    selected_dataitem: SelectedDataitemDoc
+    save_mode: SaveMode = "selected_and_all"
+
+    @field_validator("sort_by")
+    @classmethod
+    def _one_metric_each(cls, v):
+        for i, item in enumerate(v):
+            if len(item) != 1:
+                raise ValueError(f"sort_by[{i}] must look like {{metric: ascend|descend}}, got {item!r}")
+        return v
+
+
+class AlgorithmRefDoc(_Doc):
+    name: str
+    url: str
+
+
+class TestObjectDoc(_Doc):
+    __test__ = False
+    type: Literal["algorithms"] = "algorithms"
+    algorithms: list[AlgorithmRefDoc] = Field(min_length=1)
+
+
+class JobBody(_Doc):
+    name: str
+    workspace: str
+    testenv: str
+    test_object: TestObjectDoc
+    rank: RankDoc
+
+
+class JobDoc(_Doc):
+    benchmarkingjob: JobBody
+
+
+def _field_model(annotation):
+    """The pydantic model inside an annotation such as ``X | None``, ``list[X]`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _field_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The document model that holds the value at ``loc`` (string keys descend; list indexes and dict keys that
+    are not fields are skipped)."""
+    for part in loc:
+        if isinstance(part, str) and part in model.model_fields:
+            inner = _field_model(model.model_fields[part].annotation)
+            if inner is None:
+                return model
+            model = inner
+    return model
+
+
+def _where(loc: tuple) -> str:
+    parts = [f"[{p}]" if isinstance(p, int) else str(p) for p in loc]
+    text = ""
+    for p in parts:
+        text += p if p.startswith("[") or not text else f": {p}"
+    return f"`{text}:`" if text else "the top level"
+
+
+def doc_error(path: Path, e: ValidationError, root: type[BaseModel]) -> CeprError:
+    """One clear line for the first problem pydantic found: file, place, key, and a hint. An unknown key is
+    reported before a missing one, since a misspelt key is usually why the other is missing."""
+    err = min(e.errors(), key=lambda x: {"extra_forbidden": 0, "missing": 1}.get(x["type"], 2))
+    loc, kind = tuple(err["loc"]), err["type"]
+    if kind == "extra_forbidden":
+        key, holder = str(loc[-1]), _model_at(root, loc[:-1])
+        allowed = list(holder.model_fields)
+        msg = f"{path}: unknown key {key!r} in {_where(loc[:-1])}"
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        if hint:
+            msg += f"; did you mean {hint[0]!r}?"
+        elif key in HOME:
+            msg += f"; it belongs in {HOME[key]}"
+        return CeprError(msg + f" (allowed here: {', '.join(allowed)})")
+    if kind == "missing":
+        return CeprError(f"{path}: {_where(loc[:-1])} needs the key {loc[-1]!r}")
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", err["ctx"]["expected"])
+        given = str(err.get("input"))
+        hint = difflib.get_close_matches(given, choices, n=1)
+        return CeprError(f"{path}: {_where(loc)} {given!r} is not one of {', '.join(choices)}"
+                         + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    return CeprError(f"{path}: {_where(loc)} {err['msg']} (got {err.get('input')!r:.120})")
+
+
+def load_doc(path: Path, model: type[BaseModel], what: str):
+    """A YAML file validated against its document model; errors name the file and the key."""
+    raw = load_yaml(path, what)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise doc_error(path, e, model) from None
+
+
+# ---- the resolved job -------------------------------------------------------------------------------------
+
 @dataclass
 class MetricSpec:
     name: str
     url: Path | None
-
-
-@dataclass
-class SynthSpec:
-    """cepr extension under ``testenv: dataset: synthetic:`` (Ianvs ignores it): generate the synthetic set
-    when the index is missing."""
-    frames: int = 2000
-    seed: int = 0
-    splits: tuple[str, ...] = ("test",)
-    resolutions: tuple[str, ...] = ("640x480",)
-    out: str | None = None
 
 
 @dataclass
@@ -113,44 +288,24 @@ class TestEnv:
     metrics: list[MetricSpec]
     mining_mode: str = "mining-then-inference"
     extra: dict = field(default_factory=dict)
-    synthetic: SynthSpec | None = None
+    synthetic: SynthDoc | None = None  # cepr extension: render the synthetic set when the index is missing
 
 
 def parse_testenv(path: Path) -> TestEnv:
-    doc = load_yaml(path, "testenv file")
-    _check_keys(doc, ["testenv"], "the top level", path, required=["testenv"])
-    te = doc["testenv"]
-    known = ["dataset", "metrics", "hard_example_mining_mode", "shot_nums", "model_eval", "incremental_rounds"]
-    # Ianvs passes any extra testenv key to the paradigm; only these mean something to joint inference
-    _check_keys(te, known, "`testenv:`", path, required=["dataset", "metrics"])
-    ds = _check_keys(te["dataset"], ["train_index", "test_index", "train_url", "test_url", "label", "synthetic"],
-                     "`testenv: dataset:`", path)
-    test = ds.get("test_index") or ds.get("test_url")
+    te = load_doc(path, TestEnvDoc, "testenv file").testenv
+    ds = te.dataset
+    test = ds.test_index or ds.test_url
     if not test:
         raise CeprError(f"{path}: `testenv: dataset:` needs test_index (the txt index of the test split)")
-    train = ds.get("train_index") or ds.get("train_url")
-    synth = None
-    if ds.get("synthetic") is not None:
-        s = _check_keys(ds["synthetic"] or {}, ["frames", "seed", "splits", "resolutions", "out"],
-                        "`testenv: dataset: synthetic:`", path)
-        synth = SynthSpec(int(s.get("frames", 2000)), int(s.get("seed", 0)), tuple(s.get("splits", ("test",))),
-                          tuple(s.get("resolutions", ("640x480",))), s.get("out"))
-    mode = te.get("hard_example_mining_mode", "mining-then-inference")
-    if mode not in MINING_MODES:
-        hint = difflib.get_close_matches(str(mode), MINING_MODES, n=1)
-        raise CeprError(f"{path}: hard_example_mining_mode {mode!r} is not one of {', '.join(MINING_MODES)}"
-                        + (f"; did you mean {hint[0]!r}?" if hint else ""))
-    metrics = []
-    if not isinstance(te["metrics"], list) or not te["metrics"]:
-        raise CeprError(f"{path}: `testenv: metrics:` must be a non-empty list of {{name, url}}")
-    for i, m in enumerate(te["metrics"]):
-        _check_keys(m, ["name", "url"], f"`testenv: metrics[{i}]`", path, required=["name"])
-        url = resolve_path(m["url"], path, f"metric {m['name']!r} url") if m.get("url") else None
-        metrics.append(MetricSpec(str(m["name"]), url))
+    train = ds.train_index or ds.train_url
+    synth = ds.synthetic
+    metrics = [MetricSpec(m.name, resolve_path(m.url, path, f"metric {m.name!r} url") if m.url else None)
+               for m in te.metrics]
     test_p = resolve_path(test, path, "test_index", must_exist=synth is None)
     train_p = resolve_path(train, path, "train_index", must_exist=synth is None) if train else None
-    extra = {k: v for k, v in te.items() if k not in ("dataset", "metrics", "hard_example_mining_mode")}
-    return TestEnv(path, train_p, test_p, metrics, mode, extra, synth)
+    extra = {k: v for k, v in te.model_dump(exclude={"dataset", "metrics", "hard_example_mining_mode"}).items()
+             if v is not None}
+    return TestEnv(path, train_p, test_p, metrics, te.hard_example_mining_mode, extra, synth)
 
 
 @dataclass
@@ -172,61 +327,38 @@ class AlgorithmSpec:
     modules: list[tuple[str, str, Path, list[tuple[str, list]], dict]]  # type, name, url, [(hp, values)], base
 
 
-def _parse_hyperparameters(items, where: str, file: Path) -> tuple[list[tuple[str, list]], dict]:
-    """Ianvs's module hyperparameters: ``[{name: {values: [...]}}, ...]``; ``other_hyperparameters`` names YAML
-    files whose keys become fixed hyperparameters."""
-    if items is None:
-        return [], {}
-    if not isinstance(items, list):
-        raise CeprError(f"{file}: {where} hyperparameters must be a list of {{name: {{values: [...]}}}}")
+def _hyperparameters(module: ModuleDoc, file: Path) -> tuple[list[tuple[str, list]], dict]:
+    """Ianvs's module hyperparameters as ``[(name, values)]``; ``other_hyperparameters`` names YAML files whose
+    keys become fixed hyperparameters."""
     pairs, base = [], {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or len(item) != 1:
-            raise CeprError(f"{file}: {where} hyperparameters[{i}] must be a one-key mapping "
-                            f"{{name: {{values: [...]}}}}, got {item!r}")
+    for item in module.hyperparameters or []:
         (hp, spec), = item.items()
-        _check_keys(spec, ["values"], f"{where} hyperparameter {hp!r}", file, required=["values"])
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise CeprError(f"{file}: {where} hyperparameter {hp!r}: values must be a non-empty list")
         if hp == "other_hyperparameters":
-            for v in values:
-                extra = load_yaml(resolve_path(v, file, "other_hyperparameters file"), "other_hyperparameters file")
-                base.update(extra)
+            for v in spec.values:
+                base.update(load_yaml(resolve_path(v, file, "other_hyperparameters file"),
+                                      "other_hyperparameters file"))
             continue
-        pairs.append((str(hp), list(values)))
+        pairs.append((str(hp), list(spec.values)))
     return pairs, base
 
 
 def parse_algorithm(name: str, path: Path) -> AlgorithmSpec:
-    doc = load_yaml(path, f"algorithm {name!r} file")
-    _check_keys(doc, ["algorithm"], "the top level", path, required=["algorithm"])
-    a = _check_keys(doc["algorithm"], ["paradigm_type", "modules", "incremental_learning_data_setting",
-                                      "initial_model_url", "third_party_packages"],
-                    "`algorithm:`", path, required=["paradigm_type", "modules"])
-    if a["paradigm_type"] != "jointinference":
-        raise CeprError(f"{path}: paradigm_type {a['paradigm_type']!r} is not supported by cepr run "
+    a = load_doc(path, AlgorithmDoc, f"algorithm {name!r} file").algorithm
+    if a.paradigm_type != "jointinference":
+        raise CeprError(f"{path}: paradigm_type {a.paradigm_type!r} is not supported by cepr run "
                         "(only jointinference; run other paradigms with ianvs)")
-    mods = []
-    seen = set()
-    for i, m in enumerate(a["modules"] or []):
-        where = f"`algorithm: modules[{i}]`"
-        _check_keys(m, ["type", "name", "url", "hyperparameters"], where, path, required=["type", "name", "url"])
-        if m["type"] not in MODULE_TYPES:
-            hint = difflib.get_close_matches(str(m["type"]), MODULE_TYPES, n=1)
-            raise CeprError(f"{path}: {where} type {m['type']!r} is not a jointinference module type"
-                            + (f"; did you mean {hint[0]!r}?" if hint else "")
-                            + f" (types: {', '.join(MODULE_TYPES)})")
-        if m["type"] in seen:
-            raise CeprError(f"{path}: two modules of type {m['type']!r}; a jointinference algorithm has one each")
-        seen.add(m["type"])
-        url = resolve_path(m["url"], path, f"module {m['name']!r} url")
-        pairs, base = _parse_hyperparameters(m.get("hyperparameters"), where, path)
-        mods.append((m["type"], str(m["name"]), url, pairs, base))
+    mods, seen = [], set()
+    for m in a.modules:
+        if m.type in seen:
+            raise CeprError(f"{path}: two modules of type {m.type!r}; a jointinference algorithm has one each")
+        seen.add(m.type)
+        url = resolve_path(m.url, path, f"module {m.name!r} url")
+        pairs, base = _hyperparameters(m, path)
+        mods.append((m.type, m.name, url, pairs, base))
     missing = {"edgemodel", "cloudmodel", "hard_example_mining"} - seen
     if missing:
         raise CeprError(f"{path}: jointinference needs modules of type {', '.join(sorted(missing))}")
-    return AlgorithmSpec(name, path, a["paradigm_type"], mods)
+    return AlgorithmSpec(name, path, a.paradigm_type, mods)
 
 
 @dataclass
@@ -252,40 +384,15 @@ class BenchmarkingJob:
     workspace_text: str = ""  # the workspace as written (YAML or --workspace): Ianvs's rank urls start with it
 
 
-def _as_list(v, file: Path, where: str) -> list[str]:
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not v:
-        raise CeprError(f"{file}: {where} must be a non-empty list (or [\"all\"])")
-    return [str(x) for x in v]
+def _as_list(v) -> list[str]:
+    return [v] if isinstance(v, str) else [str(x) for x in v]
 
 
-def parse_rank(r: dict, path: Path) -> RankSpec:
-    _check_keys(r, ["sort_by", "visualization", "selected_dataitem", "save_mode"], "`benchmarkingjob: rank:`",
-                path, required=["sort_by"])
-    sort_by = []
-    for i, s in enumerate(r["sort_by"] or []):
-        if not isinstance(s, dict) or len(s) != 1 or next(iter(s.values())) not in ("ascend", "descend"):
-            raise CeprError(f"{path}: rank sort_by[{i}] must look like {{metric: ascend|descend}}, got {s!r}")
-        (k, v), = s.items()
-        sort_by.append((str(k), v))
-    vis = _check_keys(r.get("visualization") or {}, ["mode", "method"], "`rank: visualization:`", path)
-    if vis.get("mode", "selected_only") != "selected_only":
-        raise CeprError(f"{path}: rank visualization mode must be selected_only (the only mode Ianvs has)")
-    if vis.get("method", "print_table") != "print_table":
-        raise CeprError(f"{path}: rank visualization method {vis.get('method')!r} is unknown; use print_table")
-    if "selected_dataitem" not in r:
-        raise CeprError(f"{path}: rank needs selected_dataitem with paradigms, modules, hyperparameters and "
-                        "metrics (Ianvs crashes without hyperparameters); use [\"all\"] to select everything")
-    sd = _check_keys(r["selected_dataitem"], ["paradigms", "modules", "hyperparameters", "metrics"],
-                     "`rank: selected_dataitem:`", path,
-                     required=["paradigms", "modules", "hyperparameters", "metrics"])
-    save = r.get("save_mode", "selected_and_all")
-    if save not in SAVE_MODES:
-        raise CeprError(f"{path}: rank save_mode {save!r} is not one of {', '.join(SAVE_MODES)}")
-    return RankSpec(sort_by, "selected_only", "print_table",
-                    *(_as_list(sd[k], path, f"selected_dataitem {k}")
-                      for k in ("paradigms", "modules", "hyperparameters", "metrics")), save)
+def parse_rank(r: RankDoc) -> RankSpec:
+    sd = r.selected_dataitem
+    return RankSpec([next(iter(s.items())) for s in r.sort_by], r.visualization.mode, r.visualization.method,
+                    _as_list(sd.paradigms), _as_list(sd.modules), _as_list(sd.hyperparameters),
+                    _as_list(sd.metrics), r.save_mode)
 
 
 def _unknown(kind: str, name: str, known: list[str], path: Path) -> CeprError:
@@ -327,25 +434,14 @@ def check_rank_names(rank: RankSpec, te: TestEnv, algos: list[AlgorithmSpec], pa
 
 def parse_job(path: str | Path, workspace: str | None = None) -> BenchmarkingJob:
     path = Path(path)
-    doc = load_yaml(path, "benchmarking job file")
-    _check_keys(doc, ["benchmarkingjob"], "the top level", path, required=["benchmarkingjob"])
-    b = _check_keys(doc["benchmarkingjob"], ["name", "workspace", "testenv", "test_object", "rank"],
-                    "`benchmarkingjob:`", path, required=["name", "workspace", "testenv", "test_object", "rank"])
-    te = parse_testenv(resolve_path(b["testenv"], path, "testenv"))
-    to = _check_keys(b["test_object"], ["type", "algorithms"], "`benchmarkingjob: test_object:`", path,
-                     required=["algorithms"])
-    if to.get("type", "algorithms") != "algorithms":
-        raise CeprError(f"{path}: test_object type must be algorithms")
-    algos, names = [], set()
-    for i, a in enumerate(to["algorithms"] or []):
-        _check_keys(a, ["name", "url"], f"`test_object: algorithms[{i}]`", path, required=["name", "url"])
-        if a["name"] in names:
-            raise CeprError(f"{path}: two algorithms are named {a['name']!r}; names must be unique")
-        names.add(a["name"])
-        algos.append(parse_algorithm(str(a["name"]), resolve_path(a["url"], path, f"algorithm {a['name']!r} url")))
-    if not algos:
-        raise CeprError(f"{path}: test_object lists no algorithms")
-    ws_text = str(workspace if workspace is not None else b["workspace"])
-    rank = parse_rank(b["rank"], path)
+    b = load_doc(path, JobDoc, "benchmarking job file").benchmarkingjob
+    te = parse_testenv(resolve_path(b.testenv, path, "testenv"))
+    algos = []
+    for a in b.test_object.algorithms:
+        if a.name in {x.name for x in algos}:
+            raise CeprError(f"{path}: two algorithms are named {a.name!r}; names must be unique")
+        algos.append(parse_algorithm(a.name, resolve_path(a.url, path, f"algorithm {a.name!r} url")))
+    ws_text = str(workspace if workspace is not None else b.workspace)
+    rank = parse_rank(b.rank)
     check_rank_names(rank, te, algos, path)
-    return BenchmarkingJob(path, str(b["name"]), Path(ws_text).expanduser().absolute(), te, algos, rank, ws_text)
+    return BenchmarkingJob(path, b.name, Path(ws_text).expanduser().absolute(), te, algos, rank, ws_text)
