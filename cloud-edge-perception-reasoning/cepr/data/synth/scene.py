@@ -222,125 +222,155 @@ def _band(cls: int, x0: float, x1: float, rng, mirror: int) -> GroundBand:
 
 
 def _layout(b: _Builder, scene_type: str, night: bool):
-    """Ground bands and background objects for one scene type. Returns (bands, default, rects, discs, marks)."""
+    """Ground bands and background objects for one scene type. Returns (bands, default, rects, discs, marks);
+    discs start empty (:func:`_manholes` adds them once the people are placed)."""
+    layout = _LAYOUTS.get(scene_type, _building_entrance)  # as before, any other name lays out an entrance
+    bands, rects, marks = layout(b, night)
+    return bands, _band(9, -100, 100, b.rng, 1), rects, [], marks
+
+
+def _side_objects(b: _Builder, night: bool, kinds, xc_range, z_range, n: int) -> None:
+    """``n`` objects of random ``kinds`` at random offsets from the layout centre line (those whose spot is
+    taken are dropped): the street furniture lining each scene type's path."""
+    r = b.rng
+    for _ in range(n):
+        xc, z = r.uniform(*xc_range), r.uniform(*z_range)
+        b.add(str(r.choice(kinds)), b.world_x(xc, z), z, night=night)
+
+
+def _park_road(b: _Builder, night: bool):
+    """A sidewalk (sometimes the road itself) beside a kerbed road with traffic, buildings along both sides."""
     r, m = b.rng, b.mirror
-    bands, rects, discs, marks = [], [], [], []
+    marks = []
     X = b.world_x
+    a, c = r.uniform(1.9, 3.0), r.uniform(1.9, 3.0)
+    road_w = r.uniform(6, 9)
+    on_road = r.random() < 0.2
+    walk = 0 if on_road else 1
+    bands = [_band(walk, -a, c, r, m), _band(20, c, c + 0.2, r, m), _band(0, c + 0.2, c + 0.2 + road_w, r, m),
+             _band(20, c + 0.2 + road_w, c + 0.4 + road_w, r, m), _band(1, c + 0.4 + road_w, c + 3.4 + road_w, r, m),
+             _band(9, -a - r.uniform(0.5, 4), -a, r, m)]
+    if on_road:
+        marks.append((m * (c + 0.2 + road_w / 2) - 0.07, m * (c + 0.2 + road_w / 2) + 0.07))
+    far = c + 3.6 + road_w
+    x_left = -a - 4.5
+    for z0 in np.arange(r.uniform(-5, 5), 80, r.uniform(15, 30)):  # building rows on both sides
+        w = r.uniform(10, 25)
+        if r.random() < 0.8:
+            _side_building(b, x_left - r.uniform(5, 15), x_left, z0, z0 + w, night)
+        if r.random() < 0.8:
+            _side_building(b, far + 2, far + 2 + r.uniform(6, 15), z0, z0 + w, night)
+    _side_objects(b, night, ("pole", "tree", "traffic_sign", "traffic_light", "hydrant", "dustbin", "cctv"),
+                  (c - 0.5, c - 0.2), (4, 45), int(r.integers(3, 9)))
+    _side_objects(b, night, ("tree", "bush", "dustbin", "bicycle", "pole"), (-a - 2.5, -a - 0.3), (3, 40),
+                  int(r.integers(1, 6)))
+    for _ in range(int(r.integers(0, 5))):  # traffic
+        z = r.uniform(4, 60)
+        kind = str(r.choice(["car", "car", "car", "truck", "bus", "bus", "rider_motorcycle", "motorcycle"]))
+        lane = r.uniform(c + 1.3, c + road_w - 1.0)
+        b.add(kind, X(lane, z), z, yaw=math.pi / 2 + r.normal(0, 0.05))
+    if r.random() < 0.04:
+        b.add("train", X(far + 8, 40), 40, force=True, yaw=math.pi / 2)
+    return bands, [], marks
 
-    def side_objects(kinds, xc_range, z_range, n, **kw):
-        for _ in range(n):
-            xc, z = r.uniform(*xc_range), r.uniform(*z_range)
-            b.add(str(r.choice(kinds)), X(xc, z), z, night=night, **kw)
 
-    if scene_type == "park_road":
-        a, c = r.uniform(1.9, 3.0), r.uniform(1.9, 3.0)
-        road_w = r.uniform(6, 9)
-        on_road = r.random() < 0.2
-        walk = 0 if on_road else 1
-        bands += [_band(walk, -a, c, r, m), _band(20, c, c + 0.2, r, m), _band(0, c + 0.2, c + 0.2 + road_w, r, m),
-                  _band(20, c + 0.2 + road_w, c + 0.4 + road_w, r, m), _band(1, c + 0.4 + road_w, c + 3.4 + road_w, r, m),
-                  _band(9, -a - r.uniform(0.5, 4), -a, r, m)]
-        if on_road:
-            marks.append((m * (c + 0.2 + road_w / 2) - 0.07, m * (c + 0.2 + road_w / 2) + 0.07))
-        far = c + 3.6 + road_w
-        x_left = -a - 4.5
-        for z0 in np.arange(r.uniform(-5, 5), 80, r.uniform(15, 30)):  # building rows on both sides
-            w = r.uniform(10, 25)
-            if r.random() < 0.8:
-                _side_building(b, x_left - r.uniform(5, 15), x_left, z0, z0 + w, night)
-            if r.random() < 0.8:
-                _side_building(b, far + 2, far + 2 + r.uniform(6, 15), z0, z0 + w, night)
-        side_objects(("pole", "tree", "traffic_sign", "traffic_light", "hydrant", "dustbin", "cctv"),
-                     (c - 0.5, c - 0.2), (4, 45), int(r.integers(3, 9)))
-        side_objects(("tree", "bush", "dustbin", "bicycle", "pole"), (-a - 2.5, -a - 0.3), (3, 40),
-                     int(r.integers(1, 6)))
-        for _ in range(int(r.integers(0, 5))):  # traffic
-            z = r.uniform(4, 60)
-            kind = str(r.choice(["car", "car", "car", "truck", "bus", "bus", "rider_motorcycle", "motorcycle"]))
-            lane = r.uniform(c + 1.3, c + road_w - 1.0)
-            b.add(kind, X(lane, z), z, yaw=math.pi / 2 + r.normal(0, 0.05))
-        if r.random() < 0.04:
-            b.add("train", X(far + 8, 40), 40, force=True, yaw=math.pi / 2)
-        return bands, _band(9, -100, 100, r, 1), rects, discs, marks
+def _campus_walkway(b: _Builder, night: bool):
+    """A runway or sidewalk path between flowerbeds and trees, with buildings set back on both sides."""
+    r, m = b.rng, b.mirror
+    marks = []
+    X = b.world_x
+    a, c = r.uniform(1.7, 2.6), r.uniform(1.7, 2.6)
+    surface = int(r.choice([22, 1, 22]))
+    bands = [_band(surface, -a, c, r, m)]
+    if surface == 22:
+        marks.append((m * (c - a) / 2 - 0.05, m * (c - a) / 2 + 0.05))
+    for _ in range(int(r.integers(1, 4))):
+        z = r.uniform(3, 25)
+        s = r.choice([-1, 1])
+        xc = s * (a if s < 0 else c) + s * r.uniform(1.5, 3.5)
+        b.add("flowerbed", X(xc, z), z)
+    _side_objects(b, night, ("tree", "tree", "bush", "pole", "dustbin", "bicycle"), (c + 0.6, c + 6), (3, 45),
+                  int(r.integers(3, 9)))
+    _side_objects(b, night, ("tree", "bush", "pole", "dustbin", "hydrant", "traffic_sign"), (-a - 6, -a - 0.6),
+                  (3, 45), int(r.integers(3, 9)))
+    for z0 in np.arange(r.uniform(0, 15), 90, r.uniform(20, 40)):
+        if r.random() < 0.6:
+            _side_building(b, -a - r.uniform(12, 25), -a - r.uniform(8, 11), z0, z0 + r.uniform(10, 20), night)
+        if r.random() < 0.6:
+            _side_building(b, c + r.uniform(8, 11), c + r.uniform(14, 25), z0, z0 + r.uniform(10, 20), night)
+    if r.random() < 0.35:
+        z = r.uniform(5, 30)
+        b.add("fence", X(-a - r.uniform(2, 6), z), z, length=r.uniform(6, 12), angle=math.pi / 2 + r.normal(0, 0.1))
+    return bands, [], marks
 
-    if scene_type == "campus_walkway":
-        a, c = r.uniform(1.7, 2.6), r.uniform(1.7, 2.6)
-        surface = int(r.choice([22, 1, 22]))
-        bands.append(_band(surface, -a, c, r, m))
-        if surface == 22:
-            marks.append((m * (c - a) / 2 - 0.05, m * (c - a) / 2 + 0.05))
-        for _ in range(int(r.integers(1, 4))):
-            z = r.uniform(3, 25)
-            s = r.choice([-1, 1])
-            xc = s * (a if s < 0 else c) + s * r.uniform(1.5, 3.5)
-            b.add("flowerbed", X(xc, z), z)
-        side_objects(("tree", "tree", "bush", "pole", "dustbin", "bicycle"), (c + 0.6, c + 6), (3, 45),
-                     int(r.integers(3, 9)))
-        side_objects(("tree", "bush", "pole", "dustbin", "hydrant", "traffic_sign"), (-a - 6, -a - 0.6), (3, 45),
-                     int(r.integers(3, 9)))
-        for z0 in np.arange(r.uniform(0, 15), 90, r.uniform(20, 40)):
-            if r.random() < 0.6:
-                _side_building(b, -a - r.uniform(12, 25), -a - r.uniform(8, 11), z0, z0 + r.uniform(10, 20), night)
-            if r.random() < 0.6:
-                _side_building(b, c + r.uniform(8, 11), c + r.uniform(14, 25), z0, z0 + r.uniform(10, 20), night)
-        if r.random() < 0.35:
-            z = r.uniform(5, 30)
-            b.add("fence", X(-a - r.uniform(2, 6), z), z, length=r.uniform(6, 12), angle=math.pi / 2 + r.normal(0, 0.1))
-        return bands, _band(9, -100, 100, r, 1), rects, discs, marks
 
-    if scene_type == "industrial_yard":
-        a, c = r.uniform(4, 7), r.uniform(4, 8)
-        bands.append(_band(0, -a, c, r, m))
-        if r.random() < 0.5:
-            marks.append((m * r.uniform(-1, 1) - 0.06, m * r.uniform(-1, 1) + 0.06))
-        wall_kind = str(r.choice(["wall", "fence"]))
-        for s, edge in ((-1, -a - 0.5), (1, c + 0.5)):
-            for z0 in np.arange(r.uniform(2, 6), 60, 8.0):
-                if r.random() < 0.7:
-                    b.add(wall_kind, X(edge, z0 + 4), z0 + 4, length=8.0, angle=math.pi / 2, height=r.uniform(1.8, 3),
-                          force=True)
-        for _ in range(int(r.integers(1, 4))):
-            z = r.uniform(5, 40)
-            xc = r.choice([-a + r.uniform(0.8, 2), c - r.uniform(0.8, 2)])
-            b.add("belt", X(xc, z), z, yaw=math.pi / 2 + r.normal(0, 0.1))
-        for _ in range(int(r.integers(0, 3))):
-            z = r.uniform(8, 45)
-            b.add(str(r.choice(["truck", "truck", "car"])), X(r.choice([-a + 1.8, c - 1.8]), z), z,
-                  yaw=math.pi / 2 + r.normal(0, 0.08))
-        side_objects(("dustbin", "pole", "cctv", "hydrant", "traffic_sign", "dustbin"), (c - 1.2, c - 0.3), (3, 40),
-                     int(r.integers(2, 6)))
-        side_objects(("dustbin", "pole", "bush", "traffic_light"), (-a + 0.3, -a + 1.2), (3, 40), int(r.integers(1, 5)))
-        z_end = r.uniform(35, 70)
-        _end_building(b, -30, 30, z_end, z_end + 20, night, doors=int(r.integers(1, 3)))
-        if r.random() < 0.3:
-            zt = r.uniform(18, z_end - 6)
-            rects.append(GroundRect(-100, 100, zt - 1.8, zt + 1.8, 9, GROUND_MATS[9](r)))
-            b.add("train", r.uniform(-20, 20), zt, force=True, yaw=0.0)
-        return bands, _band(9, -100, 100, r, 1), rects, discs, marks
+def _industrial_yard(b: _Builder, night: bool):
+    """A wide asphalt yard walled or fenced on both sides, with belts, trucks and a building across the end."""
+    r, m = b.rng, b.mirror
+    rects, marks = [], []
+    X = b.world_x
+    a, c = r.uniform(4, 7), r.uniform(4, 8)
+    bands = [_band(0, -a, c, r, m)]
+    if r.random() < 0.5:
+        marks.append((m * r.uniform(-1, 1) - 0.06, m * r.uniform(-1, 1) + 0.06))
+    wall_kind = str(r.choice(["wall", "fence"]))
+    for s, edge in ((-1, -a - 0.5), (1, c + 0.5)):
+        for z0 in np.arange(r.uniform(2, 6), 60, 8.0):
+            if r.random() < 0.7:
+                b.add(wall_kind, X(edge, z0 + 4), z0 + 4, length=8.0, angle=math.pi / 2, height=r.uniform(1.8, 3),
+                      force=True)
+    for _ in range(int(r.integers(1, 4))):
+        z = r.uniform(5, 40)
+        xc = r.choice([-a + r.uniform(0.8, 2), c - r.uniform(0.8, 2)])
+        b.add("belt", X(xc, z), z, yaw=math.pi / 2 + r.normal(0, 0.1))
+    for _ in range(int(r.integers(0, 3))):
+        z = r.uniform(8, 45)
+        b.add(str(r.choice(["truck", "truck", "car"])), X(r.choice([-a + 1.8, c - 1.8]), z), z,
+              yaw=math.pi / 2 + r.normal(0, 0.08))
+    _side_objects(b, night, ("dustbin", "pole", "cctv", "hydrant", "traffic_sign", "dustbin"), (c - 1.2, c - 0.3),
+                  (3, 40), int(r.integers(2, 6)))
+    _side_objects(b, night, ("dustbin", "pole", "bush", "traffic_light"), (-a + 0.3, -a + 1.2), (3, 40),
+                  int(r.integers(1, 5)))
+    z_end = r.uniform(35, 70)
+    _end_building(b, -30, 30, z_end, z_end + 20, night, doors=int(r.integers(1, 3)))
+    if r.random() < 0.3:
+        zt = r.uniform(18, z_end - 6)
+        rects.append(GroundRect(-100, 100, zt - 1.8, zt + 1.8, 9, GROUND_MATS[9](r)))
+        b.add("train", r.uniform(-20, 20), zt, force=True, yaw=0.0)
+    return bands, rects, marks
 
-    # building_entrance
+
+def _building_entrance(b: _Builder, night: bool):
+    """A path ending at a facade, with stairs up to the door, a ramp beside them and flowerbeds."""
+    r, m = b.rng, b.mirror
+    X = b.world_x
     a, c = r.uniform(1.8, 3.5), r.uniform(1.8, 3.5)
     zf = r.uniform(7, 22)
-    bands.append(_band(1, -a, c, r, m))
+    bands = [_band(1, -a, c, r, m)]
     _end_building(b, -25, 25, zf, zf + 15, night, doors=int(r.integers(1, 4)), door_at=0.0)
     steps = int(r.integers(3, 7))
     sx = r.uniform(-1.5, 1.5)
     b.add("stairs", sx, zf - steps * 0.32, force=True, width=r.uniform(2, 4), steps=steps)
     ramp_side = r.choice([-1, 1])
     ramp_x = sx + ramp_side * r.uniform(3.0, 4.5)
-    rects.append(GroundRect(ramp_x - 0.9, ramp_x + 0.9, zf - 6, zf, 21, GROUND_MATS[21](r)))
+    rects = [GroundRect(ramp_x - 0.9, ramp_x + 0.9, zf - 6, zf, 21, GROUND_MATS[21](r))]
     for _ in range(int(r.integers(1, 3))):
         s = r.choice([-1, 1])
         z = r.uniform(zf - 8, zf - 1.5)
         b.add("flowerbed", sx + s * r.uniform(2.5, 6), z, w=r.uniform(1.0, 2.0), d=r.uniform(1.0, 2.5))
-    side_objects(("pole", "hydrant", "dustbin", "cctv", "traffic_sign", "tree", "bush"), (c + 0.3, c + 3),
-                 (2, zf - 1), int(r.integers(2, 5)))
-    side_objects(("pole", "hydrant", "dustbin", "cctv", "tree", "bicycle"), (-a - 3, -a - 0.3), (2, zf - 1),
-                 int(r.integers(2, 5)))
+    _side_objects(b, night, ("pole", "hydrant", "dustbin", "cctv", "traffic_sign", "tree", "bush"), (c + 0.3, c + 3),
+                  (2, zf - 1), int(r.integers(2, 5)))
+    _side_objects(b, night, ("pole", "hydrant", "dustbin", "cctv", "tree", "bicycle"), (-a - 3, -a - 0.3),
+                  (2, zf - 1), int(r.integers(2, 5)))
     if r.random() < 0.4:
         z = r.uniform(2, zf - 2)
         b.add("fence", X(-a - r.uniform(1, 3), z), z, length=r.uniform(4, 8), angle=math.pi / 2)
-    return bands, _band(9, -100, 100, r, 1), rects, discs, marks
+    return bands, rects, []
+
+
+# one layout per scene type, each returning (bands, rects, marks); _layout adds the default ground
+_LAYOUTS = {"park_road": _park_road, "campus_walkway": _campus_walkway, "industrial_yard": _industrial_yard,
+            "building_entrance": _building_entrance}
 
 
 def _side_building(b: _Builder, x0, x1, z0, z1, night):
