@@ -257,8 +257,50 @@ def test_testenv_and_algorithm_errors_are_clear(tiny_job, tmp_path):
     with pytest.raises(CeprError, match="did you mean 'edgemodel'"):
         parse_job(path)
     path = tiny_job(hem_name="TinyTreshold")
-    r = run(path)
-    assert r.failed and "did you mean 'TinyThreshold'" in r.failed[0]["error"]
+    with pytest.raises(CeprError, match="(?s)before running any test case.*did you mean 'TinyThreshold'"):
+        run(path)
+
+
+def test_every_case_is_validated_before_the_first_runs(tiny_job, tmp_path):
+    """A bad value in the last case stops the job before any case runs (nothing is called, nothing written),
+    and one error lists every bad case with its module and values."""
+    path = tiny_job(hem_hps={"threshold": [0.5, 0.9, "high"]}, edge_hps={"quality": [1.0, 0.5]})
+    with pytest.raises(CeprError) as e:
+        run(path)
+    msg = str(e.value)
+    assert "2 problem(s) found before running any test case" in msg  # the bad threshold, with each edge value
+    assert msg.count("hard_example_mining 'TinyThreshold' {'threshold': 'high'}: ValueError: could not convert") == 2
+    assert calls() == [] and not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize("mtype, name, hps, message", [
+    ("edgemodel", "CeprEdgeModel", {"threads": "two"}, "threads must be an integer"),
+    ("edgemodel", "CeprEdgeModel", {"model": "edge-in8"}, "did you mean the shipped model 'edge-int8'"),
+    ("cloudmodel", "CeprCloudModel", {"link": "5h"}, "bad link"),
+    ("cloudmodel", "CeprCloudModel", {"quality": 500}, "bad payload settings"),
+    ("cloudmodel", "CeprCloudModel", {"base_url": "http://127.0.0.1:9/v1"}, "needs `model`"),
+    ("hard_example_mining", "Threshold", {"threshold": "high"}, "threshold"),
+])
+def test_cepr_modules_check_values_without_starting_anything(mtype, name, hps, message):
+    """cepr's modules check their values up front (the cloud module starts no server to do it)."""
+    from cepr.cloud import autoserve
+    from cepr.runner.config import ModuleSpec
+    from cepr.runner.testcase import check_module
+
+    adapters = Path(__file__).resolve().parents[2] / "testalgorithms" / "perception-reasoning"
+    url = adapters / {"edgemodel": "cepr_edge_model.py", "cloudmodel": "cepr_cloud_model.py",
+                      "hard_example_mining": "cepr_hard_example_mining.py"}[mtype]
+    with pytest.raises(CeprError, match=message):
+        check_module(ModuleSpec(mtype, name, url, hps))
+    check_module(ModuleSpec(mtype, name, url, {}))  # the defaults are valid
+    assert not autoserve._servers  # base_url: auto (the default) was checked, not started
+
+
+def test_unknown_hyperparameter_is_found_from_the_signature(tiny_job):
+    path = tiny_job(edge_hps={"qualty": [1.0]})
+    with pytest.raises(CeprError, match=r"(?s)edgemodel 'TinyEdge' \{'qualty': 1.0\}.*unexpected keyword argument "
+                                        r"'qualty'"):
+        run(path)
 
 
 def test_missing_index_is_a_clear_error(tiny_job, tmp_path):

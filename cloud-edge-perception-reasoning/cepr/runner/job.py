@@ -25,7 +25,7 @@ import numpy as np
 from cepr import __version__
 from cepr.errors import CeprError
 from cepr.runner.config import BenchmarkingJob, parse_job
-from cepr.runner.testcase import TestCase, build_test_cases
+from cepr.runner.testcase import TestCase, build_test_cases, check_test_cases
 
 log = logging.getLogger(__name__)
 RECORD = "record.json"
@@ -266,12 +266,13 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
         raise CeprError(f"--limit must be >= 1, got {opts.limit}")
     t_start = time.perf_counter()
     job = parse_job(path, opts.workspace)
-    ensure_dataset(job, opts.progress)
-    data = load_index(job.testenv.test_index, opts.limit)
-    metrics = load_metrics(job)
     context = {"test_index": str(job.testenv.test_index), "mining_mode": job.testenv.mining_mode,
                "limit": opts.limit}
     cases = build_test_cases(job, context)
+    check_test_cases(cases)  # every case's modules and hyperparameters, before any data is made or read
+    ensure_dataset(job, opts.progress)
+    data = load_index(job.testenv.test_index, opts.limit)
+    metrics = load_metrics(job)
     result = JobResult(job)
     print(f"cepr run: {job.name}: {len(cases)} test case(s), {len(data)} sample(s) each, mining mode "
           f"{job.testenv.mining_mode}, concurrency {opts.concurrency}; results in {job.workspace / job.name}",

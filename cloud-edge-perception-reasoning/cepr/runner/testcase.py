@@ -8,11 +8,13 @@ determines its results), so a rerun finds the cases it already finished.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cepr.errors import CeprError
 from cepr.runner.config import AlgorithmSpec, BenchmarkingJob, ModuleSpec
 
 
@@ -68,3 +70,46 @@ def build_test_cases(job: BenchmarkingJob, context: dict | None = None) -> list[
             tc.output_dir = job.workspace / job.name / algo.name / tc.id
             cases.append(tc)
     return cases
+
+
+def check_module(spec: ModuleSpec) -> None:
+    """Raise a CeprError if this module cannot be built with these hyperparameters: its file imports, its class
+    is registered, and its hyperparameters are accepted (the class's ``check_hyperparameters`` when it has one,
+    else its constructor's signature). Filters (HEM) are built, as they are cheap and hold no resources."""
+    from cepr.compat.class_factory import ClassType, lookup
+    from cepr.runner.paradigm import import_module_file
+
+    import_module_file(spec.url)
+    hps = dict(spec.hyperparameters)
+    if spec.type == "hard_example_mining":
+        lookup(ClassType.HEM, spec.name)(**hps)
+        return
+    cls = lookup(ClassType.GENERAL, spec.name)
+    check = getattr(cls, "check_hyperparameters", None)
+    if callable(check):
+        check(**hps)
+        return
+    try:
+        inspect.signature(cls).bind(**hps)
+    except TypeError as e:
+        raise CeprError(f"hyperparameters {sorted(hps)} do not fit {cls.__name__}: {e}") from None
+
+
+def check_test_cases(cases: list[TestCase]) -> None:
+    """Validate every case before the first one runs, so a bad value in the last case is not found after the
+    others have run for an hour. One error lists every problem, case by case."""
+    problems, seen = [], {}
+    for tc in cases:
+        for spec in tc.modules.values():
+            key = (spec.type, spec.name, str(spec.url), json.dumps(spec.hyperparameters, sort_keys=True, default=str))
+            if key not in seen:
+                try:
+                    check_module(spec)
+                    seen[key] = None
+                except Exception as e:  # noqa: BLE001 - a user's module may raise anything: a problem of this case
+                    seen[key] = f"{type(e).__name__}: {e}" if not isinstance(e, CeprError) else str(e)
+            if seen[key]:
+                problems.append(f"  {tc.algorithm.name} ({tc.algorithm.file.name}), {spec.type} {spec.name!r} "
+                                f"{spec.hyperparameters}: {seen[key]}")
+    if problems:
+        raise CeprError(f"{len(problems)} problem(s) found before running any test case:\n" + "\n".join(problems))
