@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from cepr.data import layout
 from cepr.data.classes import CLASS_NAMES, IGNORE_ID, NUM_CLASSES
@@ -128,8 +129,6 @@ def _wh(shape: tuple[int, ...]) -> str:
 def _progress(iterable: Iterable, total: int, enabled: bool, desc: str):
     if not enabled or not sys.stderr.isatty():
         return iterable
-    from tqdm import tqdm  # imported only when a bar is shown
-
     return tqdm(iterable, total=total, desc=desc, unit="frame", leave=False)
 
 
@@ -219,15 +218,110 @@ def _resolve_target(p: Path, problems: _Collector) -> list[tuple[Path, list[Path
     return [(d, None) for d in dirs]
 
 
-def check_dataset(path: str | Path, max_frames: int | None = None, progress: bool = True) -> CheckReport:
-    """Check a dataset root, one resolution directory, or one index file; collect every problem.
+def _standard_indexes(directory: Path, problems: _Collector, warns: _Collector) -> list[Path]:
+    """The train/val/test index files a resolution directory has, with a word on each one it lacks.
 
     A missing test index is a problem (the benchmark evaluates it); a missing train index is a warning (joint
     inference never reads train, but Ianvs's testenv names one); a missing val index is not worth a word, since
     the real set ships no val split, unless val frames sit on disk without it (a warning).
+    """
+    indexes = []
+    for split in layout.SPLITS:
+        idx = directory / f"{split}-index.txt"
+        if idx.is_file():
+            indexes.append(idx)
+        elif split == "test":
+            problems.add("index", f"{directory}: missing {idx.name} (the benchmark evaluates "
+                                  f"the test split)")
+        elif split == "val":  # the real release has no val split: only frames left out are worth a word
+            on_disk = _frames_on_disk(directory, split)
+            if on_disk:
+                warns.add("index", f"{directory}: no {idx.name}, but {on_disk} frame(s) sit under "
+                                   f"rgb/{split}/ (a val split without its index)")
+        else:
+            warns.add("index", f"{directory}: no {idx.name} ({split} split absent)")
+    return indexes
 
-    ``max_frames`` limits the frames read per index file (evenly spaced); the index parsing, file
-    existence of listed entries outside the subset, and unindexed-frame checks still cover everything.
+
+def _index_entries(idx: Path, problems: _Collector) -> list[IndexEntry]:
+    """The parsed entries of one index file; unreadable files, malformed lines and empty indexes are problems."""
+    try:
+        entries, bad_lines = parse_index(idx)
+    except DatasetError as e:
+        problems.add("index", str(e))
+        return []
+    for msg in bad_lines:
+        problems.add("index", msg)
+    if not entries and not bad_lines:
+        problems.add("index", f"index file {idx} has no entries")
+    return entries
+
+
+def _note_listed(idx: Path, entries: list[IndexEntry], split_of: dict[Path, str], listed: set[Path],
+                 warns: _Collector) -> None:
+    """Record the frames one index lists (``split_of``, ``listed``: shared by a directory's indexes), warning
+    on a frame listed twice in this index or already listed by another split's."""
+    seen: set[Path] = set()
+    split = idx.name.removesuffix("-index.txt")
+    for e in entries:
+        key = e.frame.rgb_path.resolve()
+        if key in seen:
+            warns.add("duplicate", f"{idx}:{e.line}: {e.frame.rgb_path} listed more than once")
+        seen.add(key)
+        other = split_of.get(key)
+        if other is not None and other != split:
+            warns.add("split-overlap", f"{idx}:{e.line}: {e.frame.rgb_path} is in both the {other} "
+                                       f"and the {split} index")
+        split_of.setdefault(key, split)
+        listed.add(key)
+
+
+def _frame_jobs(idx: Path, entries: list[IndexEntry], expected: str | None, max_frames: int | None,
+                problems: _Collector) -> list[_Job]:
+    """Jobs for the frames to read (all, or an evenly spaced subset of ``max_frames``). The frames left out are
+    still checked for missing files, which costs no decoding, so a capped run misses no absent file."""
+    jobs = []
+    chosen = {id(e) for e in _subsample(entries, max_frames)}
+    for e in entries:
+        if id(e) in chosen:
+            jobs.append(_Job(idx, e, expected))
+        elif not (e.frame.rgb_path.is_file() and e.frame.label_path.is_file()):
+            problems.add("missing-file", f"{idx}:{e.line}: missing "
+                         + " and ".join(f"{w} {q}" for w, q in (("rgb", e.frame.rgb_path),
+                                                                 ("label", e.frame.label_path))
+                                        if not q.is_file()))
+    return jobs
+
+
+def _check_frames(jobs: list[_Job], problems: _Collector, warns: _Collector, progress: bool) -> None:
+    """Read every chosen frame, then warn where depth or sidecars exist for only some of a directory's frames."""
+    presence_by_dir: dict[Path, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for job in _progress(jobs, len(jobs), progress, "checking frames"):
+        _check_frame(job, problems, presence_by_dir[job.index.parent])
+    for directory, presence in presence_by_dir.items():
+        for kind, flags in presence.items():
+            if 0 < sum(flags) < len(flags):
+                warns.add("partial", f"{directory}: {kind} present for only {sum(flags)} of {len(flags)} "
+                                     f"checked frames")
+
+
+def _warn_unindexed(directory: Path, listed: set[Path], warns: _Collector) -> None:
+    """Warn on each frame under ``directory/rgb`` that no index lists: no benchmark will ever read it."""
+    rgb_dir = directory / "rgb"
+    if not rgb_dir.is_dir():
+        return
+    for f in sorted(rgb_dir.rglob("*")):
+        if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file() and f.resolve() not in listed:
+            warns.add("unindexed", f"{f}: frame on disk but listed in no index")
+
+
+def check_dataset(path: str | Path, max_frames: int | None = None, progress: bool = True) -> CheckReport:
+    """Check a dataset root, one resolution directory, or one index file; collect every problem.
+
+    A resolution directory's indexes are its standard train/val/test ones (see :func:`_standard_indexes` for
+    which missing ones count). ``max_frames`` limits the frames read per index file (evenly spaced); the index
+    parsing, file existence of listed entries outside the subset, and unindexed-frame checks still cover
+    everything.
     """
     p = Path(path)
     problems, warns = _Collector(), _Collector()
@@ -241,72 +335,17 @@ def check_dataset(path: str | Path, max_frames: int | None = None, progress: boo
         split_of: dict[Path, str] = {}
         listed: set[Path] = set()
         if indexes is None:
-            indexes = []
-            for split in layout.SPLITS:
-                idx = directory / f"{split}-index.txt"
-                if idx.is_file():
-                    indexes.append(idx)
-                elif split == "test":
-                    problems.add("index", f"{directory}: missing {idx.name} (the benchmark evaluates "
-                                          f"the test split)")
-                elif split == "val":  # the real release has no val split: only frames left out are worth a word
-                    on_disk = _frames_on_disk(directory, split)
-                    if on_disk:
-                        warns.add("index", f"{directory}: no {idx.name}, but {on_disk} frame(s) sit under "
-                                           f"rgb/{split}/ (a val split without its index)")
-                else:
-                    warns.add("index", f"{directory}: no {idx.name} ({split} split absent)")
-            unindexed_roots.append((directory, listed))
+            indexes = _standard_indexes(directory, problems, warns)
+            unindexed_roots.append((directory, listed))  # filled in below, read once every index is parsed
         for idx in indexes:
-            try:
-                entries, bad_lines = parse_index(idx)
-            except DatasetError as e:
-                problems.add("index", str(e))
-                continue
-            for msg in bad_lines:
-                problems.add("index", msg)
-            if not entries and not bad_lines:
-                problems.add("index", f"index file {idx} has no entries")
-            seen: set[Path] = set()
-            split = idx.name.removesuffix("-index.txt")
-            for e in entries:
-                key = e.frame.rgb_path.resolve()
-                if key in seen:
-                    warns.add("duplicate", f"{idx}:{e.line}: {e.frame.rgb_path} listed more than once")
-                seen.add(key)
-                other = split_of.get(key)
-                if other is not None and other != split:
-                    warns.add("split-overlap", f"{idx}:{e.line}: {e.frame.rgb_path} is in both the {other} "
-                                               f"and the {split} index")
-                split_of.setdefault(key, split)
-                listed.add(key)
-            chosen = {id(e) for e in _subsample(entries, max_frames)}
-            for e in entries:
-                if id(e) in chosen:
-                    jobs.append(_Job(idx, e, expected))
-                elif not (e.frame.rgb_path.is_file() and e.frame.label_path.is_file()):
-                    problems.add("missing-file", f"{idx}:{e.line}: missing "
-                                 + " and ".join(f"{w} {q}" for w, q in (("rgb", e.frame.rgb_path),
-                                                                         ("label", e.frame.label_path))
-                                                if not q.is_file()))
+            entries = _index_entries(idx, problems)
+            _note_listed(idx, entries, split_of, listed, warns)
+            jobs += _frame_jobs(idx, entries, expected, max_frames, problems)
 
-    presence_by_dir: dict[Path, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for job in _progress(jobs, len(jobs), progress, "checking frames"):
-        _check_frame(job, problems, presence_by_dir[job.index.parent])
-        report.frames_checked += 1
-    for directory, presence in presence_by_dir.items():
-        for kind, flags in presence.items():
-            if 0 < sum(flags) < len(flags):
-                warns.add("partial", f"{directory}: {kind} present for only {sum(flags)} of {len(flags)} "
-                                     f"checked frames")
-
+    _check_frames(jobs, problems, warns, progress)
+    report.frames_checked = len(jobs)
     for directory, listed in unindexed_roots:
-        rgb_dir = directory / "rgb"
-        if not rgb_dir.is_dir():
-            continue
-        for f in sorted(rgb_dir.rglob("*")):
-            if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file() and f.resolve() not in listed:
-                warns.add("unindexed", f"{f}: frame on disk but listed in no index")
+        _warn_unindexed(directory, listed, warns)
 
     report.problems, report.warnings = problems.capped(), warns.capped()
     report.problem_counts, report.warning_counts = problems.counts(), warns.counts()
