@@ -16,10 +16,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from cepr.data.classes import IGNORE_ID, NUM_CLASSES
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
-from cepr.edge.preprocess import prepare_depth, prepare_rgb, upsample_argmax
+from cepr.edge.preprocess import DEPTH_MAX_M, RGB_MEAN, RGB_STD, prepare_depth, prepare_rgb, upsample_argmax
 from cepr.errors import CeprError
 from cepr.metrics.segmentation import ConfusionMatrix
 
@@ -58,8 +59,6 @@ class TrainConfig:
 
 def _load_split(data: str, split: str, limit: int | None, size, use_depth: bool, progress: bool, seed: int):
     """Frames of one split, resized to ``size`` (or kept at full size when None), as compact arrays."""
-    from tqdm import tqdm
-
     ds = CloudRoboticsDataset(find_index(data, split=split))
     idx = np.arange(len(ds))
     if limit is not None and limit < len(idx):
@@ -143,8 +142,6 @@ class DeviceBatcher:
     def __init__(self, rgbs, depths, labels, cfg: TrainConfig, device):
         import torch
 
-        from cepr.edge.preprocess import DEPTH_MAX_M, RGB_MEAN, RGB_STD
-
         self.cfg, self.torch = cfg, torch
         self.shapes = [lab.shape for lab in labels]
         for r in rgbs:
@@ -204,13 +201,74 @@ def evaluate_torch(model, frames, cfg: TrainConfig) -> ConfusionMatrix:
     return cm
 
 
+def _warmup_cosine(opt, steps: int):
+    """The learning-rate schedule: linear warm-up over 5% of the steps, then cosine to zero."""
+    import torch
+
+    warm = max(1, steps // 20)
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def _resume(last: Path, model, opt, sched, device: str) -> tuple[int, float]:
+    """Load ``last.pt`` into the model, optimiser and schedule if a previous run left one: (start step, best
+    val mIoU so far); (0, -1.0) for a fresh run."""
+    import torch
+
+    if not last.exists():
+        return 0, -1.0
+    ck = torch.load(last, map_location=device, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    start, best = ck["step"], ck.get("best_miou", -1.0)
+    log.info("resuming %s at step %d (best mIoU %.4f)", last, start, best)
+    return start, best
+
+
+def _save(path: Path, step: int, best: float, model, opt, sched, cfg: TrainConfig) -> None:
+    """A checkpoint that both resumes training and exports: model tensors on the CPU whatever the device."""
+    import torch
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": step, "best_miou": best, "model_config": model.cfg.to_dict(),
+                "input_size": list(cfg.input_size), "train_config": asdict(cfg)}, path)
+
+
+def _train_step(model, opt, sched, x, d, y, weights, device: str) -> float:
+    """One optimiser and schedule step on one batch (forward under bf16 autocast on CUDA); the loss."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        logits = model(x, d)
+        logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+    loss = F.cross_entropy(logits.float(), y, weight=weights, ignore_index=IGNORE_ID)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
+def _log_line(logf, record: dict) -> None:
+    """One line of ``train_log.jsonl``, flushed so that a crashed or running job's log is readable."""
+    logf.write(json.dumps(record) + "\n")
+    logf.flush()
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume) the model ``cfg`` describes into ``cfg.out``; see the module docstring for its files."""
     try:
         import torch
-        import torch.nn.functional as F
     except ImportError as e:
         raise CeprError("training needs torch: pip install -e '.[train]' (pins torch==2.13.0, CPU)") from e
-    from tqdm import tqdm
 
     from cepr.edge.rfnet import RFNet, count_parameters
 
@@ -237,71 +295,40 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     # on a GPU the batch is assembled there from uint8 frames, and the forward pass runs under bf16 autocast
     gpu_batch = DeviceBatcher(rgbs, depths, labels, cfg, device) if device == "cuda" else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = max(1, cfg.steps // 20)
-
-    def lr_factor(step: int) -> float:  # linear warm-up over 5% of the steps, then cosine to zero
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    start, best = 0, -1.0
+    sched = _warmup_cosine(opt, cfg.steps)
     last = out / "last.pt"
-    if last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        start, best = ck["step"], ck.get("best_miou", -1.0)
-        log.info("resuming %s at step %d (best mIoU %.4f)", last, start, best)
+    start, best = _resume(last, model, opt, sched, device)
     rng = np.random.default_rng([cfg.seed, start])
-    logf = (out / "train_log.jsonl").open("a")
-
-    def save(path, step):
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # CPU tensors whatever the device
-        torch.save({"model": state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "step": step, "best_miou": best, "model_config": model.cfg.to_dict(),
-                    "input_size": list(cfg.input_size), "train_config": asdict(cfg)}, path)
 
     model.train()
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step",
                disable=not progress)
     running = None
-    for step in bar:
-        if gpu_batch is not None:
-            x, d, y = gpu_batch(rng)
-        else:
-            x, d, y = (None if a is None else torch.from_numpy(a) for a in _batch(rng, rgbs, depths, labels, cfg))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            logits = model(x, d)
-            logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits.float(), y, weight=weights, ignore_index=IGNORE_ID)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        lv = float(loss.detach())
-        if not math.isfinite(lv):
-            raise CeprError(f"loss became {lv} at step {step + 1}; lower --lr")
-        running = lv if running is None else 0.95 * running + 0.05 * lv
-        bar.set_postfix(loss=f"{running:.3f}", best=f"{best:.3f}")
-        done = step + 1
-        if done % cfg.log_every == 0:
-            logf.write(json.dumps({"step": done, "loss": round(running, 5), "lr": sched.get_last_lr()[0],
-                                   "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
-            logf.flush()
-        if done % cfg.val_every == 0 or done == cfg.steps:
-            cm = evaluate_torch(model, (val_ds[int(i)] for i in val_idx), cfg)
-            miou = cm.miou()
-            rec = {"step": done, "val_miou": round(miou, 5), "val_pixel_acc": round(cm.pixel_accuracy(), 5),
-                   "val_frames": len(val_idx)}
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            if miou > best:
-                best = miou
-                save(out / "best.pt", done)
-            save(last, done)
-    logf.close()
+    with (out / "train_log.jsonl").open("a") as logf:
+        for step in bar:
+            if gpu_batch is not None:
+                x, d, y = gpu_batch(rng)
+            else:
+                x, d, y = (None if a is None else torch.from_numpy(a)
+                           for a in _batch(rng, rgbs, depths, labels, cfg))
+            lv = _train_step(model, opt, sched, x, d, y, weights, device)
+            if not math.isfinite(lv):
+                raise CeprError(f"loss became {lv} at step {step + 1}; lower --lr")
+            running = lv if running is None else 0.95 * running + 0.05 * lv
+            bar.set_postfix(loss=f"{running:.3f}", best=f"{best:.3f}")
+            done = step + 1
+            if done % cfg.log_every == 0:
+                _log_line(logf, {"step": done, "loss": round(running, 5), "lr": sched.get_last_lr()[0],
+                                 "seconds": round(time.perf_counter() - t0, 1)})
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                cm = evaluate_torch(model, (val_ds[int(i)] for i in val_idx), cfg)
+                miou = cm.miou()
+                _log_line(logf, {"step": done, "val_miou": round(miou, 5),
+                                 "val_pixel_acc": round(cm.pixel_accuracy(), 5), "val_frames": len(val_idx)})
+                if miou > best:
+                    best = miou
+                    _save(out / "best.pt", done, best, model, opt, sched, cfg)
+                _save(last, done, best, model, opt, sched, cfg)
     return {"steps": cfg.steps, "best_val_miou": best, "parameters": count_parameters(model),
             "seconds": time.perf_counter() - t0, "out": str(out), "device": device}
