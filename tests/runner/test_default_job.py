@@ -47,6 +47,36 @@ def test_full_split_job_is_the_default_job_on_all_300_test_frames(monkeypatch):
     assert "cloud-robotics-synth-full" in env["test_index"]
 
 
+def test_one_edit_swaps_the_cloud_or_edge_model_for_every_case(tmp_path, monkeypatch):
+    """Every algorithm file reads the shared settings/{edge,cloud}.yaml through Ianvs's other_hyperparameters:
+    one edit there reaches all nine cases of every job, while the rank columns still tell the cases apart."""
+    shutil.copytree(REPO / "testalgorithms", tmp_path / "testalgorithms")
+    shutil.copytree(REPO / "testenv", tmp_path / "testenv")
+    for job in ("benchmarkingjob.yaml", "benchmarkingjob-full.yaml", "benchmarkingjob-real.yaml"):
+        shutil.copy(REPO / job, tmp_path)
+    (tmp_path / "datasets" / "Cloud-Robotics" / "640x480").mkdir(parents=True)
+    (tmp_path / "datasets" / "Cloud-Robotics" / "640x480" / "test-index.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    settings = tmp_path / "testalgorithms" / "perception-reasoning" / "settings"
+    cloud = yaml.safe_load((settings / "cloud.yaml").read_text())
+    cloud.update(base_url="http://127.0.0.1:8000/v1", model="my-vlm")
+    (settings / "cloud.yaml").write_text(yaml.safe_dump(cloud))
+    (settings / "edge.yaml").write_text(yaml.safe_dump({"model": "edge-rgb-int8"}))
+    for job in ("benchmarkingjob.yaml", "benchmarkingjob-full.yaml", "benchmarkingjob-real.yaml"):
+        cases = build_test_cases(parse_job(job))
+        assert len(cases) == 9
+        assert {(c.modules["cloudmodel"].hyperparameters["model"], c.modules["cloudmodel"].hyperparameters[
+            "base_url"], c.modules["edgemodel"].hyperparameters["model"]) for c in cases} == {
+            ("my-vlm", "http://127.0.0.1:8000/v1", "edge-rgb-int8")}
+        hem = [(c.algorithm.name, tuple(c.modules["hard_example_mining"].hyperparameters.items())) for c in cases]
+        assert len(set(hem)) == 9  # the selected rank columns (algorithm + HEM hyperparameters) stay distinct
+    # the algorithm files themselves name no edge or cloud setting
+    for f in (tmp_path / "testalgorithms" / "perception-reasoning").glob("*.yaml"):
+        mods = {m["type"]: m for m in yaml.safe_load(f.read_text())["algorithm"]["modules"]}
+        for t in ("edgemodel", "cloudmodel"):
+            assert [next(iter(h)) for h in mods[t]["hyperparameters"]] == ["other_hyperparameters"], f
+
+
 def test_adapter_basenames_are_unique():
     files = list((REPO / "testalgorithms").rglob("*.py")) + list((REPO / "testenv").rglob("*.py"))
     names = [f.stem for f in files]

@@ -33,18 +33,15 @@ def real_root(tmp_path_factory) -> Path:
 
 def _job_copy(real_root: Path, dest: Path, edge_model: str | None = None) -> Path:
     """The repository's real-set job files, unchanged, in a folder whose datasets/ is the fixture (only
-    ``edge_model``, when given, replaces the edge module's `model` in the algorithm copies)."""
+    ``edge_model``, when given, replaces the edge module's `model` in the shared settings/edge.yaml: one edit
+    for every algorithm)."""
     for d in ("testenv", "testalgorithms"):
         shutil.copytree(REPO / d, dest / d)
     shutil.copy(REPO / "benchmarkingjob-real.yaml", dest)
     (dest / "datasets").symlink_to(real_root / "datasets")
     if edge_model is not None:
-        for p in (dest / "testalgorithms").rglob("*.yaml"):
-            doc = yaml.safe_load(p.read_text())
-            for m in doc["algorithm"]["modules"]:
-                if m["type"] == "edgemodel":
-                    m["hyperparameters"] = [{"model": {"values": [edge_model]}}]
-            p.write_text(yaml.safe_dump(doc))
+        settings = dest / "testalgorithms" / "perception-reasoning" / "settings" / "edge.yaml"
+        settings.write_text(yaml.safe_dump({"model": edge_model}))
     return dest
 
 
