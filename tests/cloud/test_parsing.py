@@ -22,6 +22,36 @@ def test_braces_inside_strings_and_nested_objects():
     assert parse_answer(text, ACTIONS)[:2] == ("go", "clear {really}")
 
 
+@pytest.mark.parametrize("text,expected", [
+    # JSON inside prose, on both sides, across lines
+    ('I looked at the scene.\nMy answer: {"answer": "slow", "reason": "bend"}\nThanks!', ("slow", "bend")),
+    # braces, quotes and escapes inside strings do not end the object
+    (r'{"answer": "go", "reason": "a } and a { and \"{\"}\" in a string"}', ("go", 'a } and a { and "{"}" in a string')),
+    # a code fence with a language tag, after a fence that holds no JSON
+    ('```text\nnothing here\n```\n```JSON\n{"answer": "avoid_left", "reason": "cone"}\n```', ("avoid_left", "cone")),
+    # two objects: the first with an answer wins
+    ('{"answer": "stop", "reason": "first"} or {"answer": "go", "reason": "second"}', ("stop", "first")),
+    # an object without an answer, then one with it
+    ('{"thinking": "person at 2 m"} {"answer": "stop", "reason": "person"}', ("stop", "person")),
+    # a broken object, then a valid one
+    ('{answer: stop} {"answer": "stop", "reason": "person"', None),
+    ('{"answer": "stop", "reason": } {"answer": "go", "reason": "clear"}', ("go", "clear")),
+    # an answer nested inside another object is not an answer of its own
+    ('{"result": {"answer": "go"}} {"answer": "stop", "reason": "outer"}', ("stop", "outer")),
+])
+def test_first_json_object_with_an_answer(text, expected):
+    if expected is None:
+        with pytest.raises(AnswerParseError, match="no JSON object"):
+            parse_answer(text, ACTIONS)
+    else:
+        assert parse_answer(text, ACTIONS)[:2] == expected
+
+
+def test_first_object_with_an_answer_decides_even_when_that_answer_is_not_allowed():
+    with pytest.raises(AnswerParseError, match="'run' is not one of"):
+        parse_answer('{"answer": "run"} {"answer": "stop"}', ACTIONS)
+
+
 def test_missing_confidence_is_none_and_bad_confidence_ignored():
     assert parse_answer('{"answer": "yes"}', ("yes", "no"))[2] is None
     assert parse_answer('{"answer": "yes", "confidence": "high"}', ("yes", "no"))[2] is None

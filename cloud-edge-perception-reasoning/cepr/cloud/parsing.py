@@ -3,58 +3,37 @@
 from __future__ import annotations
 
 import json
-import re
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_DECODER = json.JSONDecoder()
 
 
 class AnswerParseError(ValueError):
     """The text holds no usable answer; the message says what was wrong (it becomes an ``error`` result)."""
 
 
-def _candidates(text: str):
-    for m in _FENCE.finditer(text):
-        yield m.group(1)
-    # every balanced {...} span, outermost first
-    depth, start = 0, None
-    in_str, esc = False, False
-    for i, ch in enumerate(text):
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
+def _objects(text: str):
+    """Every JSON object in the text, in order: decoded from each ``{`` by ``raw_decode``; after one decodes,
+    the scan goes on past its end (objects nested in it are part of it, not answers of their own)."""
+    i = text.find("{")
+    while i != -1:
+        try:
+            obj, end = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i = text.find("{", i + 1)
             continue
-        if ch == '"':
-            in_str = True
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                yield text[start:i + 1]
+        yield obj
+        i = text.find("{", end)
 
 
 def parse_answer(text: str, answers: tuple[str, ...] | None = None) -> tuple[str, str, float | None]:
     """(answer, reason, confidence) from model output; ``answers`` is the task's closed answer set.
 
-    Tolerates code fences, prose around the JSON, answer case and surrounding quotes/spaces, and a confidence
-    given as a percentage. Raises AnswerParseError naming the problem otherwise."""
+    The first JSON object with an ``answer`` key counts, wherever it is (in code fences, with prose around it).
+    Tolerates answer case and surrounding quotes/spaces, and a confidence given as a percentage. Raises
+    AnswerParseError naming the problem otherwise."""
     if not text or not text.strip():
         raise AnswerParseError("empty response")
-    doc = None
-    for cand in _candidates(text):
-        try:
-            obj = json.loads(cand)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and "answer" in obj:
-            doc = obj
-            break
+    doc = next((obj for obj in _objects(text) if "answer" in obj), None)
     if doc is None:
         raise AnswerParseError(f"no JSON object with an 'answer' key in: {text[:120]!r}")
     raw = doc["answer"]
