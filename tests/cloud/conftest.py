@@ -17,6 +17,13 @@ class Server(ReferenceServer):
     def get(self, path: str) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5).read().decode()
 
+    def metrics(self) -> dict[str, float]:
+        """/metrics as {sample name: value}, read with prometheus_client's own parser."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return {s.name: s.value for fam in text_string_to_metric_families(self.get("/metrics"))
+                for s in fam.samples if not s.labels}
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()

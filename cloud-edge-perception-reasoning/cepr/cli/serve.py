@@ -23,7 +23,14 @@ def add_parser(sub) -> None:
                         "(default: cepr.cloud.expert.MIN_OBJECT_CONFIDENCE, chosen on val frames)")
     c.add_argument("--fault-delay-ms", type=float, default=0.0, help="testing: delay every answer")
     c.add_argument("--fault-garbage-rate", type=float, default=0.0, help="testing: share of non-JSON answers")
-    c.add_argument("--fault-error-rate", type=float, default=0.0, help="testing: share of HTTP 500 answers")
+    c.add_argument("--fault-error-rate", type=float, default=0.0,
+                   help="testing: share of answers that are an HTTP error (--fault-error-status)")
+    c.add_argument("--fault-error-status", type=int, default=500,
+                   help="testing: status of the injected errors (e.g. 500, 503, 429)")
+    c.add_argument("--fault-fail-first", type=int, default=0,
+                   help="testing: answer the first N requests with the injected error")
+    c.add_argument("--fault-retry-after", type=float, default=None, metavar="SECONDS",
+                   help="testing: send a Retry-After header with the injected errors")
     c.add_argument("--fault-no-stream-options", action="store_true",
                    help="testing: refuse stream_options like servers that do not support it")
     c.add_argument("--log-level", default="warning")
@@ -33,6 +40,7 @@ def add_parser(sub) -> None:
 def cmd_cloud(a) -> int:
     try:
         import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         from cepr.errors import CeprError
@@ -42,6 +50,8 @@ def cmd_cloud(a) -> int:
 
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
-          FaultConfig(a.fault_delay_ms, a.fault_garbage_rate, a.fault_error_rate, a.fault_no_stream_options),
+          FaultConfig(delay_ms=a.fault_delay_ms, garbage_rate=a.fault_garbage_rate, error_rate=a.fault_error_rate,
+                      no_stream_options=a.fault_no_stream_options, error_status=a.fault_error_status,
+                      fail_first=a.fault_fail_first, retry_after_s=a.fault_retry_after),
           a.log_level, a.min_object_confidence)
     return 0

@@ -1,18 +1,25 @@
-"""``cepr serve cloud``: the reference cloud expert behind an OpenAI-compatible HTTP API.
+"""``cepr serve cloud``: the reference cloud expert behind an OpenAI-compatible HTTP API (needs the serve extra).
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (plain, or streamed as server-sent events with
-``stream_options.include_usage``), ``GET /health`` and ``GET /metrics`` (Prometheus text). Its model id says
-plainly that it is not an LLM. ``FaultConfig`` injects delays, garbage answers and HTTP 500s, so the client's
-fault handling is tested against a real server.
+``stream_options.include_usage``), ``GET /health`` and ``GET /metrics`` (Prometheus, through ``prometheus_client``
+with one registry per app). Its model id says plainly that it is not an LLM. ``FaultConfig`` injects delays,
+garbage answers, HTTP errors (500, 503, 429, with or without ``Retry-After``) and a refused ``stream_options``, so
+the client's fault handling is tested against a real server.
 """
 
-
+import asyncio
 import json
 import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from cepr.cloud.expert import EXPERT_MODEL_NAME, ReferenceExpert, RequestError
 
@@ -21,67 +28,107 @@ from cepr.cloud.expert import EXPERT_MODEL_NAME, ReferenceExpert, RequestError
 class FaultConfig:
     delay_ms: float = 0.0  # added before every answer
     garbage_rate: float = 0.0  # share of answers replaced by text that is not JSON
-    error_rate: float = 0.0  # share of requests answered with HTTP 500
+    error_rate: float = 0.0  # share of requests answered with HTTP error_status
     no_stream_options: bool = False  # refuse stream_options with 400, like servers that do not know it
     seed: int = 0
+    error_status: int = 500  # status of injected errors: 500, 503 (overloaded), 429 (rate limited), ...
+    fail_first: int = 0  # the first N chat requests get an injected error, whatever error_rate says
+    retry_after_s: float | None = None  # a Retry-After header (seconds) on injected errors
 
 
-@dataclass
-class _Metrics:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: int = 0
-    errors: int = 0
-    image_requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
+class ServerMetrics:
+    """What ``/metrics`` shows, in a registry of this app's own (several apps in one process do not clash)."""
 
-    def text(self) -> str:
-        with self.lock:
-            rows = [("cepr_requests_total", "counter", "chat completion requests", self.requests),
-                    ("cepr_request_errors_total", "counter", "requests answered with an error", self.errors),
-                    ("cepr_image_requests_total", "counter", "requests that carried an image", self.image_requests),
-                    ("cepr_prompt_tokens_total", "counter", "prompt tokens (estimated)", self.prompt_tokens),
-                    ("cepr_completion_tokens_total", "counter", "completion tokens (estimated)",
-                     self.completion_tokens),
-                    ("cepr_request_seconds_sum", "counter", "time spent answering", round(self.seconds, 6))]
-        out = []
-        for name, kind, help_, v in rows:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {v}"]
-        return "\n".join(out) + "\n"
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("cepr_requests", "chat completion requests", registry=r)
+        self.errors = Counter("cepr_request_errors", "requests answered with an error", registry=r)
+        self.image_requests = Counter("cepr_image_requests", "requests that carried an image", registry=r)
+        self.prompt_tokens = Counter("cepr_prompt_tokens", "prompt tokens (estimated)", registry=r)
+        self.completion_tokens = Counter("cepr_completion_tokens", "completion tokens (estimated)", registry=r)
+        self.seconds = Histogram("cepr_request_seconds", "time to answer a request, body read to answer ready",
+                                 registry=r)
+
+    def answered(self, reply, seconds: float) -> None:
+        self.prompt_tokens.inc(reply.prompt_tokens)
+        self.completion_tokens.inc(reply.completion_tokens)
+        if reply.source.startswith("image"):
+            self.image_requests.inc()
+        self.seconds.observe(seconds)
+
+    def response(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class FaultInjector:
+    """Decides, per chat request, which of ``FaultConfig``'s faults it meets (seeded, so runs repeat)."""
+
+    def __init__(self, cfg: FaultConfig):
+        self.cfg = cfg
+        self._rng = random.Random(cfg.seed)
+        self._lock = threading.Lock()
+        self._seen = 0
+
+    def refuses(self, body: dict) -> bool:
+        return self.cfg.no_stream_options and "stream_options" in body
+
+    def roll(self) -> tuple[bool, bool]:
+        """(answer with an injected error, garble the answer) for the next request."""
+        c = self.cfg
+        with self._lock:
+            self._seen += 1
+            roll_error, roll_garbage = self._rng.random(), self._rng.random()
+        fail = self._seen <= c.fail_first or bool(c.error_rate and roll_error < c.error_rate)
+        return fail, bool(c.garbage_rate and roll_garbage < c.garbage_rate)
+
+    def error(self) -> tuple[int, str, str, dict]:
+        """(status, message, error type, headers) of an injected error."""
+        status = self.cfg.error_status
+        headers = {} if self.cfg.retry_after_s is None else {"Retry-After": f"{self.cfg.retry_after_s:g}"}
+        if status == 429:
+            return status, "injected rate limit", "rate_limit_error", headers
+        return status, "injected server error", "server_error", headers
+
+    async def delay(self) -> None:
+        if self.cfg.delay_ms:
+            await asyncio.sleep(self.cfg.delay_ms / 1e3)
+
+    def garble(self, text: str) -> str:
+        with self._lock:
+            return "I am not sure what you mean. " + "".join(self._rng.choice("abc{}[]") for _ in range(12))
 
 
 def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | None = None, expert=None,
-               min_object_confidence: float | None = None):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-
+               min_object_confidence: float | None = None) -> FastAPI:
     if expert is None:
         kw = {} if min_object_confidence is None else {"min_object_confidence": min_object_confidence}
         expert = ReferenceExpert(model, threads=threads, **kw)
-    faults = faults or FaultConfig()
-    rng = random.Random(faults.seed)
-    rng_lock = threading.Lock()
-    metrics = _Metrics()
     app = FastAPI(title="cepr reference cloud expert (not an LLM)")
+    app.state.metrics = metrics = ServerMetrics()
+    _add_info_routes(app, metrics)
+    _add_chat_route(app, expert, FaultInjector(faults or FaultConfig()), metrics)
+    return app
 
-    def err(status: int, message: str, kind: str = "invalid_request_error"):
-        with metrics.lock:
-            metrics.errors += 1
-        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
+def _add_info_routes(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.get("/health")
     def health():
         return {"status": "ok", "model": EXPERT_MODEL_NAME}
 
     @app.get("/metrics")
     def prometheus():
-        return PlainTextResponse(metrics.text(), media_type="text/plain; version=0.0.4")
+        return metrics.response()
 
     @app.get("/v1/models")
     def models():
         return {"object": "list", "data": [{"id": EXPERT_MODEL_NAME, "object": "model", "created": 0,
                                             "owned_by": "cepr"}]}
+
+
+def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: ServerMetrics) -> None:
+    def err(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
+        metrics.errors.inc()
+        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -92,66 +139,57 @@ def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | Non
             return err(400, "request body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return err(400, "'messages' (a list) is required")
-        with metrics.lock:
-            metrics.requests += 1
-        if faults.no_stream_options and "stream_options" in body:
+        metrics.requests.inc()
+        if faults.refuses(body):
             return err(400, "unknown field: stream_options")
-        with rng_lock:
-            roll_error, roll_garbage = rng.random(), rng.random()
-        if faults.error_rate and roll_error < faults.error_rate:
-            return err(500, "injected server error", "server_error")
-        if faults.delay_ms:
-            import asyncio
-
-            await asyncio.sleep(faults.delay_ms / 1e3)
-        import anyio
-
+        fail, garble = faults.roll()
+        if fail:
+            return err(*faults.error())
+        await faults.delay()
         try:
-            reply = await anyio.to_thread.run_sync(expert.answer, body["messages"])
+            reply = await run_in_threadpool(expert.answer, body["messages"])
         except RequestError as e:
             return err(400, str(e))
-        text = reply.text
-        if faults.garbage_rate and roll_garbage < faults.garbage_rate:
-            text = "I am not sure what you mean. " + "".join(rng.choice("abc{}[]") for _ in range(12))
-        with metrics.lock:
-            metrics.prompt_tokens += reply.prompt_tokens
-            metrics.completion_tokens += reply.completion_tokens
-            metrics.image_requests += reply.source.startswith("image")
-            metrics.seconds += time.perf_counter() - t0
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                 "total_tokens": reply.prompt_tokens + reply.completion_tokens}
-        if not body.get("stream"):
-            return {"id": cid, "object": "chat.completion", "created": created, "model": EXPERT_MODEL_NAME,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}], "usage": usage}
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        text = faults.garble(reply.text) if garble else reply.text
+        metrics.answered(reply, time.perf_counter() - t0)
+        return _completion(body, text, reply)
 
-        def chunk(delta, finish=None, with_usage=False):
-            d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": EXPERT_MODEL_NAME,
-                 "choices": [] if with_usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            if with_usage:
-                d["usage"] = usage
-            return f"data: {json.dumps(d)}\n\n"
 
-        def events():
-            yield chunk({"role": "assistant", "content": ""})
-            for i in range(0, len(text), 6):
-                yield chunk({"content": text[i:i + 6]})
-            yield chunk({}, finish="stop")
-            if include_usage:
-                yield chunk(None, with_usage=True)
-            yield "data: [DONE]\n\n"
+def _completion(body: dict, text: str, reply):
+    """The answer as one chat.completion, or as a stream of chat.completion.chunk events."""
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+    if not body.get("stream"):
+        return {"id": cid, "object": "chat.completion", "created": created, "model": EXPERT_MODEL_NAME,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}], "usage": usage}
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return StreamingResponse(_events(cid, created, text, usage if include_usage else None),
+                             media_type="text/event-stream")
 
-        return StreamingResponse(events(), media_type="text/event-stream")
 
-    return app
+def _events(cid: str, created: int, text: str, usage: dict | None):
+    """Server-sent events: the role, the text six characters at a time, the finish, the usage if asked, DONE."""
+
+    def chunk(delta, finish=None, with_usage=False):
+        d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": EXPERT_MODEL_NAME,
+             "choices": [] if with_usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if with_usage:
+            d["usage"] = usage
+        return f"data: {json.dumps(d)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    for i in range(0, len(text), 6):
+        yield chunk({"content": text[i:i + 6]})
+    yield chunk({}, finish="stop")
+    if usage is not None:
+        yield chunk(None, with_usage=True)
+    yield "data: [DONE]\n\n"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
           faults: FaultConfig | None = None, log_level: str = "warning",
           min_object_confidence: float | None = None) -> None:
-    import uvicorn
-
     uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence), host=host,
                 port=port, log_level=log_level)
