@@ -34,7 +34,9 @@ def test_server_endpoints(start_server):
     srv = start_server()
     assert json.loads(srv.get("/health"))["status"] == "ok"
     assert "not-an-llm" in json.loads(srv.get("/v1/models"))["data"][0]["id"]
-    assert "cepr_requests_total 0" in srv.get("/metrics")
+    m = srv.metrics()
+    assert m["cepr_requests_total"] == 0 and m["cepr_request_seconds_count"] == 0
+    assert "# TYPE cepr_request_seconds histogram" in srv.get("/metrics")
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -49,9 +51,10 @@ def test_summary_mode_answers_like_the_planner_with_counted_bytes(start_server, 
         assert r.usage.counted == "server" and r.usage.completion_tokens > 0
         assert (r.timings.ttft_ms is not None) == stream
         assert r.timings.total_ms > 0
-    metrics = srv.get("/metrics")
-    assert f"cepr_requests_total {len(requests_)}" in metrics
-    assert "cepr_image_requests_total 0" in metrics
+    m = srv.metrics()
+    assert m["cepr_requests_total"] == m["cepr_request_seconds_count"] == len(requests_)
+    assert m["cepr_image_requests_total"] == 0 and m["cepr_request_errors_total"] == 0
+    assert m["cepr_completion_tokens_total"] > 0 and m["cepr_request_seconds_sum"] > 0
 
 
 def test_image_mode_sends_the_image_and_costs_more_bytes(start_server, requests_):
@@ -67,7 +70,7 @@ def test_image_mode_sends_the_image_and_costs_more_bytes(start_server, requests_
     assert r_both.bytes_up > r_sum.bytes_up + 1000
     h, w = req.image.shape[:2]
     assert r_both.usage.prompt_tokens == r_sum.usage.prompt_tokens + image_tokens(w, h)
-    assert "cepr_image_requests_total 2" in srv.get("/metrics")
+    assert srv.metrics()["cepr_image_requests_total"] == 2
 
 
 def test_garbage_answers_become_error_results(start_server, requests_):
@@ -93,7 +96,44 @@ def test_server_errors_are_retried_then_fall_back(start_server, requests_):
     r = b.infer(requests_[0][0])
     assert r.status == "fallback" and "InternalServerError" in r.reason
     assert r.attempts == 3
-    assert "cepr_request_errors_total 3" in srv.get("/metrics")
+    assert srv.metrics()["cepr_request_errors_total"] == 3
+
+
+def test_retried_attempts_count_their_bytes(start_server, requests_):
+    srv = start_server("--fault-fail-first", 1)
+    b = backend(srv.url, retries=1, backoff_s=0.01)
+    first, second = b.infer(requests_[0][0]), b.infer(requests_[0][0])
+    assert first.status == second.status == "ok" and first.answer == second.answer
+    assert (first.attempts, second.attempts) == (2, 1)
+    # the failed attempt sent the same body, and its error answer came back: both went on the wire
+    assert first.bytes_up == 2 * second.bytes_up
+    assert first.bytes_down > second.bytes_down
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(start_server, requests_, status):
+    srv = start_server("--fault-fail-first", 1, "--fault-error-status", status, "--fault-retry-after", 1)
+    b = backend(srv.url, retries=2, backoff_s=0.01)
+    r = b.infer(requests_[0][0])
+    assert r.status == "ok" and r.attempts == 2
+    assert r.timings.total_ms >= 1000  # waited what the server asked, not the 10 ms backoff
+
+
+def test_retry_after_past_the_deadline_falls_back_at_once(start_server, requests_):
+    srv = start_server("--fault-error-rate", 1.0, "--fault-error-status", 503, "--fault-retry-after", 30)
+    b = backend(srv.url, retries=5, timeout_s=2.0)
+    r = b.infer(requests_[0][0])
+    assert r.status == "fallback" and "InternalServerError" in r.reason and r.attempts == 1
+    assert r.timings.total_ms < 1000  # no wait that would end past the deadline
+    assert srv.metrics()["cepr_request_errors_total"] == 1
+
+
+def test_backoff_retries_stop_at_the_deadline(start_server, requests_):
+    srv = start_server("--fault-error-rate", 1.0)
+    b = backend(srv.url, retries=50, backoff_s=0.2, backoff_max_s=0.2, timeout_s=1.0)
+    r = b.infer(requests_[0][0])
+    assert r.status == "fallback" and 2 <= r.attempts < 50
+    assert r.timings.total_ms < 1000
 
 
 def test_killed_server_every_sample_gets_a_result_and_the_circuit_opens(start_server, requests_):
@@ -141,7 +181,7 @@ def test_servers_without_stream_options_get_counted_tokens(start_server, request
     assert r1.status == r2.status == "ok"
     assert r1.usage.counted == r2.usage.counted == "estimate" and r1.usage.completion_tokens > 0
     # the first request learned that the server refuses stream_options: the second does not send it
-    assert "cepr_request_errors_total 1" in srv.get("/metrics")
+    assert srv.metrics()["cepr_request_errors_total"] == 1
 
 
 def test_client_adds_link_transfer_and_inprocess_matches_http(start_server, requests_, tiny_rgb_model):

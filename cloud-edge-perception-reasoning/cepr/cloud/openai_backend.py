@@ -4,22 +4,26 @@ reference expert), through the official ``openai`` SDK.
 * the API key is read from the environment variable named by ``api_key_env``, never from YAML;
 * streaming (default) measures time to first token and inter-token gaps; usage comes from
   ``stream_options.include_usage`` where the server supports it, else it is counted here (marked estimate);
-* request and response *bodies* are counted at the HTTP transport, per request, so bytes are what crossed
-  the wire;
-* a per-request deadline turns a slow answer into ``fallback`` (the edge answer stands); connection errors,
-  429 and 5xx are retried with exponential backoff and jitter; after ``circuit_failures`` failures in a row a
-  circuit breaker skips the cloud for ``circuit_cooldown_s``; unparsable answers become ``error`` results.
+* request and response *bodies* are counted at the HTTP transport, per request, over every attempt that went on
+  the wire (retries included; an attempt that found no connection sent nothing and counts nothing);
+* a per-request deadline (``timeout_s``) turns a slow answer into ``fallback`` (the edge answer stands);
+* connection errors, 429 and 5xx are retried by ``tenacity``: the wait is what the server's ``Retry-After`` asks,
+  else exponential backoff with full jitter, and no retry is made whose wait would end past the deadline (the SDK's
+  own retries are off: their waits cannot be bounded by a deadline, and they retry timeouts);
+* after ``circuit_failures`` failures in a row a circuit breaker skips the cloud for ``circuit_cooldown_s``;
+  unparsable answers become ``error`` results.
 """
 
 from __future__ import annotations
 
+import email.utils
 import os
-import random
 import re
 import threading
 import time
 import uuid
 
+import tenacity
 from pydantic import BaseModel, ConfigDict, Field
 
 from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
@@ -43,9 +47,9 @@ class OpenAIBackendConfig(BaseModel):
     max_tokens: int = Field(128, gt=0)
     temperature: float = 0.0
     extra_body: dict = Field(default_factory=dict, description="passed through to the server (e.g. vLLM options)")
-    retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx")
-    backoff_s: float = Field(0.05, ge=0)
-    backoff_max_s: float = Field(2.0, ge=0)
+    retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx, within the deadline")
+    backoff_s: float = Field(0.05, ge=0, description="longest wait before the first retry; doubles per retry")
+    backoff_max_s: float = Field(2.0, ge=0, description="cap on the backoff wait (a server's Retry-After wins)")
     circuit_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
     circuit_cooldown_s: float = Field(10.0, ge=0)
     payload: PayloadConfig = Field(default_factory=PayloadConfig)
@@ -63,6 +67,27 @@ def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
 def estimate_tokens(text: str) -> int:
     """A rough count (words and punctuation marks) for servers that report no usage."""
     return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def retry_after_s(error: BaseException | None) -> float | None:
+    """Seconds an HTTP error response asks the client to wait (``retry-after-ms``, or ``Retry-After`` as seconds
+    or as an HTTP date); None when it asks nothing."""
+    response = getattr(error, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1e3)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 class _ByteCounter:
@@ -106,9 +131,15 @@ def _counting_client(counter: _ByteCounter, timeout: float):
 
         def handle_request(self, request):
             rid = request.headers.get(_ID_HEADER, "")
-            body = request.content if hasattr(request, "content") else b""
-            counter.add(counter.up, rid, len(body or b""))
-            response = self.inner.handle_request(request)
+            sent = len(getattr(request, "content", b"") or b"")
+            try:
+                response = self.inner.handle_request(request)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout):
+                raise  # no connection: the body never left
+            except BaseException:
+                counter.add(counter.up, rid, sent)  # the body went out; the answer did not come
+                raise
+            counter.add(counter.up, rid, sent)
             response.stream = _CountingStream(response.stream, rid)
             return response
 
@@ -164,65 +195,64 @@ class OpenAIBackend:
             return CloudResult("fallback", reason="circuit open: cloud skipped after repeated failures",
                                model=self.cfg.model, attempts=0)
         msgs = self.messages(req)
-        attempt, up_total, down_total = 0, 0, 0
+        rid = uuid.uuid4().hex  # one id for every attempt: the transport adds up the bytes of all of them
         started = time.time()
         t0 = time.perf_counter()
-        while True:
-            attempt += 1
-            rid = uuid.uuid4().hex
-            try:
-                text, usage, timings = self._call(msgs, rid, t0)
-            except self._openai.APITimeoutError:
-                up, down = self.counter.pop(rid)
-                self._record(False)
-                return self._fail("fallback", f"timeout after {self.cfg.timeout_s:g} s", up_total + up,
-                                  down_total + down, attempt, started, t0)
-            except _Deadline:
-                up, down = self.counter.pop(rid)
-                self._record(False)
-                return self._fail("fallback", f"deadline of {self.cfg.timeout_s:g} s passed while streaming",
-                                  up_total + up, down_total + down, attempt, started, t0)
-            except (self._openai.APIConnectionError, self._openai.RateLimitError,
-                    self._openai.InternalServerError) as e:
-                up, down = self.counter.pop(rid)
-                up_total, down_total = up_total + up, down_total + down
-                elapsed = time.perf_counter() - t0
-                delay = min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-                if attempt > self.cfg.retries or elapsed + delay > self.cfg.timeout_s:
-                    self._record(False)
-                    return self._fail("fallback", f"{type(e).__name__}: {e}"[:300], up_total, down_total, attempt,
-                                      started, t0)
-                time.sleep(delay)
-                continue
-            except self._openai.APIStatusError as e:
-                up, down = self.counter.pop(rid)
-                self._record(False)
-                return self._fail("error", f"HTTP {e.status_code}: {e.message}"[:300], up_total + up,
-                                  down_total + down, attempt, started, t0)
-            except Exception as e:  # noqa: BLE001 - a server that returns garbage must not crash the run
-                up, down = self.counter.pop(rid)
-                self._record(False)
-                return self._fail("error", f"{type(e).__name__}: {e}"[:300], up_total + up, down_total + down,
-                                  attempt, started, t0)
+        retrying = self._retrying()
+        try:
+            text, usage, timings = retrying(self._call, msgs, rid, t0)
+        except Exception as e:  # noqa: BLE001 - a server that returns garbage must not crash the run
             up, down = self.counter.pop(rid)
-            up_total, down_total = up_total + up, down_total + down
-            timings.sent_at = started
-            try:
-                answer, reason, conf = parse_answer(text, req.answers)
-            except AnswerParseError as e:
-                self._record(True)  # the service works; this answer is unusable
-                return CloudResult("error", reason=f"unparsable answer: {e}", raw_text=text, usage=usage,
-                                   timings=timings, bytes_up=up_total, bytes_down=down_total, model=self.cfg.model,
-                                   attempts=attempt)
-            self._record(True)
-            return CloudResult("ok", answer=answer, reason=reason, confidence=conf, raw_text=text, usage=usage,
-                               timings=timings, bytes_up=up_total, bytes_down=down_total, model=self.cfg.model,
-                               attempts=attempt)
+            self._record(False)
+            status, reason = self._failure(e)
+            return CloudResult(status, reason=reason[:300], bytes_up=up, bytes_down=down, model=self.cfg.model,
+                               attempts=retrying.statistics["attempt_number"],
+                               timings=Timings(sent_at=started, total_ms=1e3 * (time.perf_counter() - t0)))
+        up, down = self.counter.pop(rid)
+        self._record(True)  # the service works, whether or not this answer is usable
+        timings.sent_at = started
+        common = {"raw_text": text, "usage": usage, "timings": timings, "bytes_up": up, "bytes_down": down,
+                  "model": self.cfg.model, "attempts": retrying.statistics["attempt_number"]}
+        try:
+            answer, reason, conf = parse_answer(text, req.answers)
+        except AnswerParseError as e:
+            return CloudResult("error", reason=f"unparsable answer: {e}", **common)
+        return CloudResult("ok", answer=answer, reason=reason, confidence=conf, **common)
 
-    def _fail(self, status, reason, up, down, attempts, started, t0) -> CloudResult:
-        return CloudResult(status, reason=reason, bytes_up=up, bytes_down=down, model=self.cfg.model,
-                           attempts=attempts,
-                           timings=Timings(sent_at=started, total_ms=1e3 * (time.perf_counter() - t0)))
+    # ---- retries -------------------------------------------------------------------------------------
+    def _retryable(self, e: BaseException) -> bool:
+        """Connection errors, 429 and 5xx; a timeout is final (the deadline is spent)."""
+        oa = self._openai
+        return (isinstance(e, (oa.APIConnectionError, oa.RateLimitError, oa.InternalServerError))
+                and not isinstance(e, oa.APITimeoutError))
+
+    def _retrying(self) -> tenacity.Retrying:
+        """A fresh retry controller per request (its statistics hold that request's attempt count): at most
+        ``retries`` retries, waiting what the server's Retry-After asks or else a random time up to
+        ``backoff_s * 2**(retry - 1)`` (capped at ``backoff_max_s``; "full jitter"), and no retry whose wait
+        would end past the deadline."""
+        cfg = self.cfg
+        backoff = tenacity.wait_random_exponential(multiplier=cfg.backoff_s, max=cfg.backoff_max_s)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            after = retry_after_s(state.outcome.exception())
+            return backoff(state) if after is None else after
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self._retryable), wait=wait, reraise=True,
+            stop=tenacity.stop_after_attempt(cfg.retries + 1) | tenacity.stop_before_delay(cfg.timeout_s))
+
+    def _failure(self, e: BaseException) -> tuple[str, str]:
+        """(status, reason) of a request that got no answer after its last attempt."""
+        if isinstance(e, self._openai.APITimeoutError):
+            return "fallback", f"timeout after {self.cfg.timeout_s:g} s"
+        if isinstance(e, _Deadline):
+            return "fallback", f"deadline of {self.cfg.timeout_s:g} s passed while streaming"
+        if self._retryable(e):
+            return "fallback", f"{type(e).__name__}: {e}"
+        if isinstance(e, self._openai.APIStatusError):
+            return "error", f"HTTP {e.status_code}: {e.message}"
+        return "error", f"{type(e).__name__}: {e}"
 
     def _call(self, msgs, rid, t0):
         cfg = self.cfg
