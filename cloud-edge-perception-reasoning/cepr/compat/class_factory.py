@@ -8,10 +8,9 @@ there; otherwise they land in this module's registry, which ``cepr run`` reads.
 
 from __future__ import annotations
 
-import difflib
 import typing
 
-from cepr.errors import CeprError
+from cepr.errors import CeprError, did_you_mean
 
 
 class ClassType:
@@ -54,9 +53,7 @@ class ClassFactory:
     def get_cls(cls, type_name: str, t_cls_name: str):
         names = cls.__registry__.get(type_name, {})
         if t_cls_name not in names:
-            hint = difflib.get_close_matches(t_cls_name, list(names), n=1)
-            raise CeprError(f"no {type_name} class registered as {t_cls_name!r}"
-                            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            raise CeprError(f"no {type_name} class registered as {t_cls_name!r}" + did_you_mean(t_cls_name, names)
                             + (f" (registered: {', '.join(sorted(names))})" if names else
                                " (nothing registered: is the module's url right?)"))
         return names[t_cls_name]

@@ -18,6 +18,7 @@ import numpy as np
 from cepr.data.camera import Camera
 from cepr.data.classes import CLASSES, DYNAMIC_IDS, HUMAN_IDS
 from cepr.data.geometry import OBJECT_CLASS_IDS, BandProfile, SceneObject, extract_objects
+from cepr.errors import unknown
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        import difflib
-        hint = difflib.get_close_matches(name, TASK_NAMES, n=1)
-        msg = f"unknown task {name!r}"
-        if hint:
-            msg += f"; did you mean {hint[0]!r}?"
-        raise KeyError(f"{msg} (tasks: {', '.join(TASK_NAMES)})") from None
+        raise KeyError(unknown("task", name, TASK_NAMES, listing="tasks")) from None
 
 
 def answer_tasks(objects: list[SceneObject], params: TaskParams | None = None,

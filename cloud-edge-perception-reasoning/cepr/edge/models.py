@@ -3,10 +3,9 @@ that picks the edge model and its planner calibration from what a frame carries 
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
-from cepr.errors import CeprError
+from cepr.errors import CeprError, did_you_mean
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 SHIPPED = {
@@ -43,9 +42,8 @@ def model_path(name_or_path: str | Path) -> Path:
     p = Path(s)
     if p.is_file():
         return p
-    hint = difflib.get_close_matches(s, SHIPPED, n=1)
-    raise CeprError(f"no model file {s!r}" + (f"; did you mean the shipped model {hint[0]!r}?" if hint else
-                                             f" (shipped models: {', '.join(SHIPPED)})"))
+    hint = did_you_mean(s, SHIPPED, "the shipped model")
+    raise CeprError(f"no model file {s!r}" + (hint or f" (shipped models: {', '.join(SHIPPED)})"))
 
 
 def auto_model(has_depth: bool) -> str:
@@ -68,6 +66,7 @@ def calibration_for(model: str | Path) -> Path | None:
 def rgbd_without_depth_message(model_name: str) -> str:
     """Why an RGB-D model cannot run on a frame without depth, and what to set instead."""
     return (f"{model_name} is an RGB-D model: this frame has no depth (the real Cloud-Robotics set has none). Use "
-            f"the RGB-only model {EDGE_RGB!r}: in the algorithm YAML set the edge module's hyperparameter "
-            f"`model: {EDGE_RGB}` (or `model: {AUTO}`, which picks it for frames without depth); with "
+            f"the RGB-only model {EDGE_RGB!r}: set the edge module's hyperparameter `model: {EDGE_RGB}` (or "
+            f"`model: {AUTO}`, which picks it for frames without depth; the repository's jobs read it from "
+            f"testalgorithms/perception-reasoning/settings/edge.yaml); with "
             f"`cepr edge eval` / `cepr edge calibrate` pass {EDGE_RGB} (or edge-rgb-fp32) as the model")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cepr.errors import unknown
+
 
 class LinkConfig(BaseModel):
     """A link as YAML writes it; unknown keys are refused."""
@@ -67,11 +69,7 @@ class Link:
         if isinstance(config, str):
             config = config.lower()
             if config not in PRESETS:
-                import difflib
-
-                hint = difflib.get_close_matches(config, PRESETS, n=1)
-                raise ValueError(f"unknown link preset {config!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                                 + f" (presets: {', '.join(PRESETS)})")
+                raise ValueError(unknown("link preset", config, PRESETS, listing="presets"))
             config = PRESETS[config]
         elif isinstance(config, dict):
             config = LinkConfig(**config)

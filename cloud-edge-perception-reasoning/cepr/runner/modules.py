@@ -13,13 +13,12 @@ under ``ianvs -f`` and ``cepr run``. How they talk:
 
 from __future__ import annotations
 
-import difflib
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cepr.errors import CeprError, DatasetError
+from cepr.errors import CeprError, DatasetError, unknown
 
 
 class SampleRef(dict):
@@ -63,9 +62,7 @@ def as_sample(data, default_task: str = "path_hazard") -> SampleRef:
 def _check_hps(kind: str, given: dict, allowed) -> None:
     for k in given:
         if k not in allowed:
-            hint = difflib.get_close_matches(k, list(allowed), n=1)
-            raise CeprError(f"{kind}: unknown hyperparameter {k!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                            + f" (known: {', '.join(sorted(allowed))})")
+            raise CeprError(f"{kind}: " + unknown("hyperparameter", k, allowed, listing="known", sort=True))
 
 
 # ---- dataset processor ----------------------------------------------------------------------------------------
