@@ -7,8 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
+from cepr.compat import ORACLE_MARKED
 from cepr.dispatch import (
     POLICIES,
+    POLICY_REGISTRY,
     CloudOnly,
     CrossEntropy,
     EdgeOnly,
@@ -42,8 +44,9 @@ def test_edge_only_and_cloud_only():
         assert e(x) is False
         assert c(x) is True
         assert e.filter(x) is False and c.filter(x) is True
-    assert not e.upper_bound and not c.upper_bound
-    assert e.needs == "nothing" and c.needs == "nothing"
+    for name in ("EdgeOnly", "CloudOnly"):
+        assert POLICY_REGISTRY.capabilities(name) == {"needs_labels": False, "needs_edge_result": False,
+                                                      "upper_bound": False}
 
 
 # ---- Random ----------------------------------------------------------------------------------------------------
@@ -279,8 +282,9 @@ def test_oracle_warns_it_is_an_upper_bound():
         Oracle()
     with pytest.warns(UserWarning, match="upper bound"):
         create_policy("OracleRouter")
-    assert Oracle.upper_bound is True
-    assert all(not cls.upper_bound for name, cls in POLICIES.items() if not name.startswith("Oracle"))
+    assert POLICY_REGISTRY.capabilities("Oracle")["upper_bound"] is True
+    assert all(not POLICY_REGISTRY.capabilities(name)["upper_bound"] for name in POLICIES
+               if not name.startswith("Oracle"))
 
 
 def test_oracle_on_edge_results(fake_truth):
@@ -362,8 +366,8 @@ def test_registry_names_and_aliases():
                              "CrossEntropy", "Threshold"}
     for name, cls in POLICIES.items():
         assert cls.name == name
-        assert cls.needs in ("nothing", "edge_result")
         assert callable(cls.filter)
+    assert get_policy(ORACLE_MARKED) is Oracle and ORACLE_MARKED in POLICY_REGISTRY.names(aliases=True)
     assert get_policy("RandomRouter") is RandomRouter and issubclass(RandomRouter, Random)
     assert get_policy("OracleRouter") is OracleRouter and issubclass(OracleRouter, Oracle)
     assert get_policy("CrossEntropy") is CrossEntropy and get_policy("Threshold") is Threshold

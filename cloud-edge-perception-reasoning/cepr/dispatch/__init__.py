@@ -1,14 +1,15 @@
 """Dispatch policies (hard-example-mining filters): which samples go to the cloud.
 
-``POLICIES`` maps every accepted name (Sedna/Ianvs names and aliases) to its class; ``create_policy(name,
+:data:`POLICY_REGISTRY` holds every policy by name (Sedna/Ianvs names and aliases) with its capabilities; a new one
+is one file with ``@register_policy("Name", needs_edge_result=True)`` on its class (or an entry point in the group
+``cepr.policies`` of another package). ``POLICIES`` is a read-only mapping view of it and ``create_policy(name,
 **hyperparameters)`` builds one from YAML-style values. Import-light: stdlib + numpy only.
 """
 
 from __future__ import annotations
 
-import difflib
-
 from cepr.dispatch.policies import (
+    POLICY_REGISTRY,
     CloudOnly,
     CrossEntropy,
     EdgeOnly,
@@ -18,26 +19,15 @@ from cepr.dispatch.policies import (
     Random,
     RandomRouter,
     Threshold,
+    register_policy,
 )
-from cepr.errors import CeprError
 
-POLICIES: dict[str, type] = {cls.name: cls for cls in (
-    EdgeOnly, CloudOnly, Random, RandomRouter, Oracle, OracleRouter, CrossEntropy, Threshold)}
+POLICIES = POLICY_REGISTRY.view()
 
 
 def get_policy(name: str) -> type:
     """The policy class registered as ``name``; a typo gets a "did you mean" and the list of names."""
-    try:
-        return POLICIES[name]
-    except (KeyError, TypeError):
-        hint = difflib.get_close_matches(str(name), list(POLICIES), n=1)
-        if not hint:  # case slips ("oracle") are the common mistake
-            lowered = {n.lower(): n for n in POLICIES}
-            hint = [lowered[str(name).lower()]] if str(name).lower() in lowered else []
-        msg = f"unknown dispatch policy {name!r}"
-        if hint:
-            msg += f"; did you mean {hint[0]!r}?"
-        raise CeprError(f"{msg} (policies: {', '.join(POLICIES)})") from None
+    return POLICY_REGISTRY.get(name)
 
 
 def create_policy(name: str, **hyperparameters) -> Policy:
@@ -45,5 +35,5 @@ def create_policy(name: str, **hyperparameters) -> Policy:
     return get_policy(name)(**hyperparameters)
 
 
-__all__ = ["POLICIES", "CloudOnly", "CrossEntropy", "EdgeOnly", "Oracle", "OracleRouter", "Policy", "Random",
-           "RandomRouter", "Threshold", "create_policy", "get_policy"]
+__all__ = ["POLICIES", "POLICY_REGISTRY", "CloudOnly", "CrossEntropy", "EdgeOnly", "Oracle", "OracleRouter", "Policy",
+           "Random", "RandomRouter", "Threshold", "create_policy", "get_policy", "register_policy"]

@@ -6,12 +6,13 @@ testalgorithm YAML written for Ianvs runs unchanged. Unlike Sedna's, they do not
 single class or numpy input, and they raise :class:`~cepr.errors.CeprError` on input they cannot read instead
 of silently keeping it on the edge.
 
-Kept import-light (stdlib + numpy): the Ianvs adapter imports this module just to register the classes.
+Each class is registered with :data:`POLICY_REGISTRY` by the ``register_policy`` decorator, with the capabilities
+the joint-inference paradigm reads (``needs_labels``, ``needs_edge_result``, ``upper_bound``). Kept import-light
+(stdlib + numpy): the Ianvs adapter imports this module just to register the classes.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import math
@@ -23,9 +24,23 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cepr.errors import CeprError
+from cepr.compat import ORACLE_MARKED
+from cepr.errors import CeprError, unknown
+from cepr.registry import Registry
 
-# Ianvs hands the Oracle both models as keyword arguments; the other policies tolerate them too.
+POLICY_REGISTRY: Registry[type] = Registry("policies", "dispatch policy", capabilities={
+    # it reads the ground-truth labels. The paradigm then hands it the edge and cloud models as ``edgemodel`` and
+    # ``cloudmodel`` (Ianvs does so for OracleRouter), so it can get the edge answer itself from a raw sample
+    "needs_labels": False,
+    # it decides from the edge's result (answer, confidence, distribution), not from the raw sample: in
+    # mining-then-inference only a policy that is handed the edge model can run
+    "needs_edge_result": False,
+    # its results bound what a router could reach; not a deployable policy (records mark it)
+    "upper_bound": False,
+})
+register_policy = POLICY_REGISTRY.register
+
+# The models the paradigm hands a policy that needs the labels; the other policies tolerate them too.
 _MODEL_KWARGS = ("edgemodel", "cloudmodel")
 
 
@@ -34,9 +49,7 @@ def _check_kwargs(policy: str, given: dict, known: tuple[str, ...]) -> None:
     for k in given:
         if k in known or k in _MODEL_KWARGS:
             continue
-        hint = difflib.get_close_matches(k, list(known), n=1)
-        raise CeprError(f"{policy}: unknown hyperparameter {k!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                        + f" (known: {', '.join(known) or 'none'})")
+        raise CeprError(f"{policy}: " + unknown("hyperparameter", k, known, listing="known"))
 
 
 def _as_unit_float(policy: str, param: str, value) -> float:
@@ -77,8 +90,6 @@ class Policy:
     """Common shape: ``policy(x) -> bool`` (True = hard = send to the cloud) and Sedna's ``filter`` alias."""
 
     name: str = ""
-    upper_bound: bool = False  # True only where the policy reads the labels (not deployable)
-    needs: str = "nothing"  # "nothing": any input works; "edge_result": the edge's answer/scores
 
     def __call__(self, x=None) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -95,6 +106,7 @@ class Policy:
         return f"{type(self).__name__}({args})"
 
 
+@register_policy("EdgeOnly")
 class EdgeOnly(Policy):
     """Never sends anything: the edge-only baseline (cloud share 0)."""
 
@@ -107,6 +119,7 @@ class EdgeOnly(Policy):
         return False
 
 
+@register_policy("CloudOnly")
 class CloudOnly(Policy):
     """Sends everything: the cloud-only baseline (cloud share 1)."""
 
@@ -119,6 +132,7 @@ class CloudOnly(Policy):
         return True
 
 
+@register_policy("Random")
 class Random(Policy):
     """Sends a share ``ratio`` of samples, chosen at random: the reference curve any smarter router must beat.
 
@@ -126,7 +140,6 @@ class Random(Policy):
     mode and whatever the order or concurrency; input without a key falls back to a seeded random stream."""
 
     name = "Random"
-    needs = "nothing"
 
     def __init__(self, ratio=0.5, seed=0, **kwargs):
         _check_kwargs(self.name, kwargs, ("ratio", "seed"))
@@ -151,6 +164,8 @@ class Random(Policy):
         return self.draw(x) < self.ratio
 
 
+@register_policy("Oracle", aliases=(ORACLE_MARKED,), needs_labels=True, needs_edge_result=True,
+                 upper_bound=True)
 class Oracle(Policy):
     """Sends exactly the samples whose edge answer is wrong. It READS THE LABELS: an upper bound on what a
     router could gain, never a deployable policy.
@@ -159,8 +174,6 @@ class Oracle(Policy):
     the ``edgemodel`` Ianvs passes to OracleRouter to get the edge answer first."""
 
     name = "Oracle"
-    upper_bound = True
-    needs = "edge_result"
 
     def __init__(self, edgemodel=None, cloudmodel=None, **kwargs):
         _check_kwargs(self.name, kwargs, ())
@@ -246,6 +259,7 @@ def _probabilities(x) -> np.ndarray | None:
     return p / total
 
 
+@register_policy("CrossEntropy", needs_edge_result=True)
 class CrossEntropy(Policy):
     """Hard when the edge is unsure: score = 1 - H(p)/log K (1 = one-hot, 0 = uniform), hard iff score <
     ``threshold_cross_entropy``.
@@ -254,7 +268,6 @@ class CrossEntropy(Policy):
     negative, non-finite or all-zero ones raise CeprError."""
 
     name = "CrossEntropy"
-    needs = "edge_result"
 
     def __init__(self, threshold_cross_entropy=0.5, **kwargs):
         _check_kwargs(self.name, kwargs, ("threshold_cross_entropy",))
@@ -290,6 +303,7 @@ def _number(value, what: str) -> float:
     return v
 
 
+@register_policy("Threshold", needs_edge_result=True)
 class Threshold(Policy):
     """Hard when the edge's confidence is below ``threshold``.
 
@@ -297,7 +311,6 @@ class Threshold(Policy):
     index 4; their mean score is compared). Empty or None input is not hard (Sedna's semantics)."""
 
     name = "Threshold"
-    needs = "edge_result"
 
     def __init__(self, threshold=0.5, **kwargs):
         _check_kwargs(self.name, kwargs, ("threshold",))
@@ -334,12 +347,14 @@ class Threshold(Policy):
 
 
 # The names Ianvs's LLM joint-inference example uses for the same routers.
+@register_policy("RandomRouter")
 class RandomRouter(Random):
     """Ianvs's LLM example name for :class:`Random`."""
 
     name = "RandomRouter"
 
 
+@register_policy("OracleRouter", needs_labels=True, needs_edge_result=True, upper_bound=True)
 class OracleRouter(Oracle):
     """Ianvs's LLM example name for :class:`Oracle`."""
 

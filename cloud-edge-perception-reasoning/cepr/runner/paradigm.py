@@ -94,6 +94,25 @@ class EdgeBackend:
         return self.estimator.predict(data, **kwargs)
 
 
+def policy_capabilities(hem_cls) -> dict:
+    """What a filter class declared when it was registered as a dispatch policy (under any name: Sedna's
+    ClassFactory hands over the class, e.g. the Oracle under "Oracle (upper bound: uses labels)"); a filter
+    registered only with ClassFactory declares nothing (needs no labels, no edge result, not an upper bound)."""
+    from cepr.dispatch import POLICY_REGISTRY
+
+    return POLICY_REGISTRY.capabilities_of(hem_cls)
+
+
+def check_mining_mode(method: str, caps: dict, mining_mode: str) -> None:
+    """A policy that decides from the edge result cannot run in mining-then-inference, where it sees the raw
+    sample, unless it is handed the edge model (policies that need the labels are): say so before any sample
+    runs, instead of failing on the first one."""
+    if mining_mode == "mining-then-inference" and caps["needs_edge_result"] and not caps["needs_labels"]:
+        raise CeprError(f"hard_example_mining {method!r} decides from the edge's result, but "
+                        "hard_example_mining_mode mining-then-inference hands it the raw sample before the edge "
+                        "runs: set `hard_example_mining_mode: inference-then-mining` in testenv.yaml")
+
+
 class JointInferenceJob:
     def __init__(self, edge, cloud, hem: dict, mining_mode: str):
         from cepr.compat.class_factory import ClassType
@@ -107,15 +126,17 @@ class JointInferenceJob:
         self.cloud = cloud
         self.mining_mode = mining_mode
         hem_cls = lookup(ClassType.HEM, hem["method"])
+        caps = policy_capabilities(hem_cls)
+        check_mining_mode(hem["method"], caps, mining_mode)
         param = dict(hem["param"])
-        if hem["method"] in ("Oracle", "OracleRouter"):  # Ianvs hands the Oracle both models
+        if caps["needs_labels"]:  # Ianvs hands both models to OracleRouter only; cepr run to any such policy
             param["edgemodel"] = edge
             param["cloudmodel"] = cloud
         try:
             self.hem = hem_cls(**param)
         except CeprError as e:
             raise CeprError(f"hard_example_mining {hem['method']!r}: {e}") from None
-        self.upper_bound = bool(getattr(self.hem, "upper_bound", False))
+        self.upper_bound = bool(caps["upper_bound"])
 
     def _edge(self, data, post_process, **kw):
         edge_result = self.edge.predict(data, **kw)
