@@ -1,11 +1,12 @@
 """The edge module's hyperparameters, each doing what docs/runner.md says: model (auto picks by what the frame
-carries), calibration (auto follows the model), threads, use_depth, depth_for_distance, keep_mask."""
+carries), calibration (auto follows the model), reasoner, threads, use_depth, depth_for_distance, keep_mask."""
 
 import shutil
 from pathlib import Path
 
 import pytest
 
+from cepr.data.tasks import TaskParams, get_task
 from cepr.edge import models
 from cepr.edge.models import model_path
 from cepr.errors import CeprError
@@ -137,6 +138,32 @@ def test_depth_for_distance_false_measures_on_the_ground_plane(with_depth):
     assert with_depth.edge_state["summary"] != expect.summary.to_dict()  # the flag changed the distances
 
 
+def test_reasoner_answers_from_the_summary_with_the_models_calibration(with_depth):
+    from cepr.edge.planner import LocalAnswer
+    from cepr.edge.reasoners import REASONER_REGISTRY, register_reasoner
+
+    got = []
+
+    class AlwaysStop:  # what a one-file reasoner looks like: params and answer(summary, tasks)
+        def __init__(self, calibration):
+            got.append(calibration)
+            self.params = TaskParams()
+
+        def answer(self, summary, tasks):
+            got.append(type(summary).__name__)
+            return {t: LocalAnswer(t, "stop" if t == "action" else get_task(t).answers[0], 0.9, {}) for t in tasks}
+
+    register_reasoner("always-stop")(AlwaysStop)
+    try:
+        r = EdgeModule(model="edge-int8", reasoner="always-stop").predict(SampleRef(with_depth, task="action"))
+    finally:
+        REASONER_REGISTRY.unregister("always-stop")
+    assert (r["answer"], r["confidence"]) == ("stop", 0.9)
+    assert got == [model_path("edge-calibration"), "SceneSummary"]
+    default = EdgeModule(model="edge-int8").predict(with_depth)  # reasoner: planner
+    assert default["calibration"] == RGBD_CALIBRATION
+
+
 def test_keep_mask_and_threads(with_depth):
     assert "mask" not in EdgeModule(keep_mask=False).predict(with_depth)
     edge = EdgeModule(model="edge-int8", threads=2).load()
@@ -151,6 +178,7 @@ def test_keep_mask_and_threads(with_depth):
     ({"threads": "two"}, "threads must be an integer"),
     ({"calibration": "edge-calibratoin"}, "did you mean the shipped model 'edge-calibration'"),
     ({"model": "edge-rgb-int9"}, "did you mean the shipped model 'edge-rgb-int8'"),
+    ({"reasoner": "planer"}, "edgemodel: unknown edge reasoner 'planer'; did you mean 'planner'"),
 ])
 def test_bad_edge_hyperparameters(kwargs, message):
     with pytest.raises(CeprError, match=message):

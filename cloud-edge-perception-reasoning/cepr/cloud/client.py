@@ -1,30 +1,42 @@
-"""Cloud backends by name (lazy imports, "did you mean" errors) and the client that adds the link model."""
+"""Cloud backends by name (lazy imports, "did you mean" errors) and the client that adds the link model.
+
+:data:`BACKEND_REGISTRY` holds every backend by name. A backend is a class built as ``Backend(config: dict)`` with
+``infer(CloudRequest) -> CloudResult`` and ``close()``; it declares the pydantic model of its settings as the
+capability ``config_model`` (a class, or a ``"package.module:Class"`` target for a lazily registered backend). A new
+backend is one file with ``@register_backend("name", config_model=MyConfig)`` on its class, or an entry point in the
+group ``cepr.backends`` of another package.
+"""
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import json
 
 from cepr.cloud.base import CloudRequest
 from cepr.cloud.result import CloudResult, Timings, Usage
-from cepr.errors import CeprError
+from cepr.registry import Registry, import_target
 
-BACKENDS = {
-    "openai": "cepr.cloud.openai_backend:OpenAIBackend",  # any OpenAI-compatible server
-    "inprocess": "cepr.cloud.client:InProcessExpert",  # the reference expert in this process, no HTTP
-}
+_OPENAI_CONFIG = "cepr.cloud.openai_backend:OpenAIBackendConfig"
+
+BACKEND_REGISTRY: Registry[type] = Registry("backends", "cloud backend", capabilities={"config_model": None})
+register_backend = BACKEND_REGISTRY.register
+# any OpenAI-compatible server; imported only when chosen (it brings the openai SDK)
+BACKEND_REGISTRY.add_lazy("openai", "cepr.cloud.openai_backend:OpenAIBackend", config_model=_OPENAI_CONFIG)
+BACKENDS = BACKEND_REGISTRY.view()
+
+
+def backend_config_model(name: str) -> type | None:
+    """The pydantic model of backend ``name``'s settings (imported now if it is given as a target)."""
+    model = BACKEND_REGISTRY.capabilities(name)["config_model"]
+    return import_target(model) if isinstance(model, str) else model
 
 
 def create_backend(name: str, config: dict):
-    if name not in BACKENDS:
-        hint = difflib.get_close_matches(name, BACKENDS, n=1)
-        raise CeprError(f"unknown cloud backend {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                        + f" (backends: {', '.join(BACKENDS)})")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(config)
+    """Backend ``name`` built from its settings; an unknown name gets a "did you mean" and the list of backends."""
+    return BACKEND_REGISTRY.get(name)(config)
 
 
+# the reference expert in this process, no HTTP; it takes the openai backend's settings (plus its own two)
+@register_backend("inprocess", config_model=_OPENAI_CONFIG)
 class InProcessExpert:
     """The reference expert called directly. Byte counts are those of the JSON request and reply bodies the
     HTTP backend would send for the same payload (no HTTP framing or streaming overhead)."""

@@ -5,11 +5,14 @@ Ianvs calls every metric with ``y_true`` (the label paths, in dataset order) and
 ``final`` is whichever of them produced the answer). Ground truth is looked up from the label path alone, since
 that is all Ianvs hands a metric. An undefined value (no samples, no cloud answers, ...) is NaN with a
 RuntimeWarning, never a silent 0; malformed input is a :class:`~cepr.errors.CeprError` naming the sample.
+
+Every metric is registered with :data:`METRIC_REGISTRY` by the ``register_metric`` decorator; a new metric is one
+function with ``@register_metric("name")`` (or an entry point in the group ``cepr.metrics`` of another package),
+and the testenv adapter registers every name with Ianvs. ``METRICS`` is a read-only mapping view of the registry.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from collections.abc import Callable
@@ -20,10 +23,17 @@ import numpy as np
 
 from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
+from cepr.registry import Registry
 
-__all__ = ["METRICS", "full_resolution_bytes", "get_metric"]  # the metric functions are listed below
+__all__ = ["METRICS", "METRIC_REGISTRY", "accuracy", "bandwidth_saving", "cloud_accuracy", "cloud_tokens",
+           "downlink_bytes", "edge_accuracy", "edge_ratio", "full_resolution_bytes", "get_metric", "latency_mean",
+           "latency_p50", "latency_p95", "latency_p99", "miou", "pixel_accuracy", "register_metric", "safety_recall",
+           "throughput", "ttft_mean", "uplink_bytes"]  # and accuracy_<task>, added below
 
 Metric = Callable[[object, object], float]
+METRIC_REGISTRY: Registry[Metric] = Registry("metrics", "metric")
+register_metric = METRIC_REGISTRY.register
+METRICS = METRIC_REGISTRY.view()
 
 
 # ---- input parsing -------------------------------------------------------------------------------------------
@@ -125,6 +135,7 @@ def _correct(answer, truth: str) -> bool:
     return answer is not None and answer == truth
 
 
+@register_metric("accuracy")
 def accuracy(y_true, y_pred) -> float:
     """Exact-match share of the final answers, the benchmark's headline; a missing answer counts wrong."""
     samples = _samples(y_true, y_pred)
@@ -146,7 +157,7 @@ def _task_accuracy(task: str) -> Metric:
     metric.__name__ = metric.__qualname__ = f"accuracy_{task}"
     metric.__doc__ = (f"Accuracy of the final answers on the {task} questions only, since tasks differ a lot "
                       "in difficulty and the mix hides it.")
-    return metric
+    return register_metric(f"accuracy_{task}")(metric)
 
 
 for _t in TASK_NAMES:
@@ -155,6 +166,7 @@ for _t in TASK_NAMES:
 del _t
 
 
+@register_metric("edge_accuracy")
 def edge_accuracy(y_true, y_pred) -> float:
     """Accuracy of the edge's own answers where the edge ran: what the edge alone would have scored."""
     samples = [s for s in _samples(y_true, y_pred) if s.edge is not None]
@@ -165,6 +177,7 @@ def edge_accuracy(y_true, y_pred) -> float:
                           for s in samples]))
 
 
+@register_metric("cloud_accuracy")
 def cloud_accuracy(y_true, y_pred) -> float:
     """Accuracy of the cloud's own answers (status ok), so fallbacks to the edge do not flatter the cloud."""
     samples = [s for s in _samples(y_true, y_pred) if s.cloud is not None and s.cloud.get("status") == "ok"]
@@ -182,6 +195,7 @@ def _is_hazard(task: str, answer) -> bool:
     return answer == "yes" if task == "path_hazard" else answer != "go"
 
 
+@register_metric("safety_recall")
 def safety_recall(y_true, y_pred) -> float:
     """Of the truly hazardous samples (path_hazard yes, action not go), the share answered safely.
 
@@ -212,6 +226,7 @@ def _confusion(y_true, y_pred):
     return cm
 
 
+@register_metric("miou")
 def miou(y_true, y_pred) -> float:
     """Mean IoU of the edge masks in percent (as the docs quote it), over the samples the edge segmented."""
     cm = _confusion(y_true, y_pred)
@@ -220,6 +235,7 @@ def miou(y_true, y_pred) -> float:
     return 100.0 * cm.miou()
 
 
+@register_metric("pixel_accuracy")
 def pixel_accuracy(y_true, y_pred) -> float:
     """Pixel accuracy of the edge masks in percent, over the samples the edge segmented."""
     cm = _confusion(y_true, y_pred)
@@ -230,6 +246,7 @@ def pixel_accuracy(y_true, y_pred) -> float:
 
 # ---- routing, latency, throughput ----------------------------------------------------------------------------
 
+@register_metric("edge_ratio")
 def edge_ratio(y_true, y_pred) -> float:
     """Share of samples the dispatcher kept on the edge (is_hard False): how much the cloud is spared."""
     samples = _samples(y_true, y_pred)
@@ -253,7 +270,7 @@ def _latency_metric(name: str, stat: Callable[[np.ndarray], float], what: str) -
     metric.__name__ = metric.__qualname__ = name
     metric.__doc__ = (f"{what} end-to-end latency per sample (ms): edge compute + cloud round trip + modelled "
                       "link transfer, the delay the robot waits for its answer.")
-    return metric
+    return register_metric(name)(metric)
 
 
 latency_mean = _latency_metric("latency_mean", np.mean, "Mean")
@@ -262,6 +279,7 @@ latency_p95 = _latency_metric("latency_p95", lambda a: np.percentile(a, 95), "95
 latency_p99 = _latency_metric("latency_p99", lambda a: np.percentile(a, 99), "99th-percentile")
 
 
+@register_metric("ttft_mean")
 def ttft_mean(y_true, y_pred) -> float:
     """Mean time to first token (ms) of the cloud answers that report one (streamed), how soon a reply starts."""
     v = [float(s.cloud["ttft_ms"]) for s in _samples(y_true, y_pred)
@@ -269,6 +287,7 @@ def ttft_mean(y_true, y_pred) -> float:
     return float(np.mean(v)) if v else _nan("ttft_mean: no cloud result reports a time to first token")
 
 
+@register_metric("throughput")
 def throughput(y_true, y_pred) -> float:
     """Samples per second over the run's wall time (first start to last finish), at whatever concurrency it
     used; with parallel requests this is not 1 / latency."""
@@ -293,18 +312,21 @@ def _per_sample(samples: list[_Sample], *keys: str) -> float:
     return float(np.mean([sum(_num(s.cloud, k) for k in keys) for s in samples]))
 
 
+@register_metric("uplink_bytes")
 def uplink_bytes(y_true, y_pred) -> float:
     """Mean bytes sent to the cloud per sample (samples kept on the edge count 0): the link cost of routing."""
     samples = _samples(y_true, y_pred)
     return _per_sample(samples, "bytes_up") if samples else _nan("uplink_bytes over no samples is undefined")
 
 
+@register_metric("downlink_bytes")
 def downlink_bytes(y_true, y_pred) -> float:
     """Mean bytes received from the cloud per sample (samples kept on the edge count 0)."""
     samples = _samples(y_true, y_pred)
     return _per_sample(samples, "bytes_down") if samples else _nan("downlink_bytes over no samples is undefined")
 
 
+@register_metric("cloud_tokens")
 def cloud_tokens(y_true, y_pred) -> float:
     """Mean prompt + completion tokens per sample (samples not sent count 0): what the cloud model bills."""
     samples = _samples(y_true, y_pred)
@@ -356,6 +378,7 @@ def full_resolution_bytes(label_path, rgb_path=None) -> int:
     return _file_size(full_resolution_path(label_path, rgb_path))
 
 
+@register_metric("bandwidth_saving")
 def bandwidth_saving(y_true, y_pred) -> float:
     """1 - uplink bytes / bytes of sending every frame's full-resolution RGB file: the link traffic the edge
     saves against shipping raw frames (negative when the payloads outweigh them)."""
@@ -371,24 +394,8 @@ def bandwidth_saving(y_true, y_pred) -> float:
     return 1.0 - sum(_num(s.cloud, "bytes_up") for s in samples) / full
 
 
-# ---- registry ------------------------------------------------------------------------------------------------
-
-METRICS: dict[str, Metric] = {
-    "accuracy": accuracy,
-    **{f"accuracy_{t}": globals()[f"accuracy_{t}"] for t in TASK_NAMES},
-    **{fn.__name__: fn for fn in (
-        edge_accuracy, cloud_accuracy, safety_recall, miou, pixel_accuracy, edge_ratio, latency_mean, latency_p50,
-        latency_p95, latency_p99, ttft_mean, throughput, uplink_bytes, downlink_bytes, bandwidth_saving,
-        cloud_tokens)},
-}
-__all__ += [n for n in METRICS if n not in __all__]
-
+# ---- lookup ---------------------------------------------------------------------------------------------------
 
 def get_metric(name: str) -> Metric:
     """The metric called ``name``; a misspelt name in testenv.yaml gets a "did you mean" instead of a KeyError."""
-    try:
-        return METRICS[name]
-    except (KeyError, TypeError):
-        hint = difflib.get_close_matches(str(name), METRICS, n=1)
-        raise CeprError(f"unknown metric {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                        + f" (metrics: {', '.join(METRICS)})") from None
+    return METRIC_REGISTRY.get(name)

@@ -106,7 +106,7 @@ class TaskDatasetProcessor:
 
 # ---- edge ---------------------------------------------------------------------------------------------------
 
-EDGE_HPS = ("model", "calibration", "threads", "use_depth", "depth_for_distance", "keep_mask")
+EDGE_HPS = ("model", "calibration", "reasoner", "threads", "use_depth", "depth_for_distance", "keep_mask")
 
 
 def _flag(kind: str, name: str, value) -> bool:
@@ -129,6 +129,8 @@ class EdgeModule:
     * ``calibration``: ``auto`` (default) follows the model actually run (its shipped calibration, or
       ``<model>.calibration.json`` beside an ONNX path, else none); a shipped name or a path; ``none`` for the
       planner's uncalibrated confidence;
+    * ``reasoner``: what answers from the scene summary, by its name in ``cepr.edge.reasoners`` (``planner``,
+      the calibrated rule planner, by default); it gets the calibration above;
     * ``threads``: ONNX Runtime intra-op threads (1);
     * ``use_depth`` (true): read the frame's depth where it has one. False ignores the depth camera: ``auto``
       picks the RGB-only model and distances come from the ground plane; naming an RGB-D model is an error;
@@ -141,6 +143,7 @@ class EdgeModule:
 
     def __init__(self, **hps):
         from cepr.edge.models import ASSETS, AUTO, EDGE_RGB, EDGE_RGBD, NO_CALIBRATION, SHIPPED, model_path
+        from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY
 
         _check_hps("edgemodel", hps, EDGE_HPS)
         self.model = str(hps.get("model", AUTO))
@@ -148,6 +151,11 @@ class EdgeModule:
         cal = hps.get("calibration", AUTO)
         self.calibration = "none" if cal in NO_CALIBRATION else str(cal)
         self.calibration_file = (model_path(self.calibration) if self.calibration not in ("none", AUTO) else None)
+        self.reasoner = str(hps.get("reasoner", DEFAULT_REASONER))
+        try:
+            REASONER_REGISTRY.get(self.reasoner)
+        except CeprError as e:
+            raise CeprError(f"edgemodel: {e}") from None
         try:
             self.threads = int(hps.get("threads", 1))
         except (TypeError, ValueError):
@@ -174,7 +182,7 @@ class EdgeModule:
     def _pipeline(self, name: str):
         from cepr.edge.models import calibration_for, model_path, rgbd_without_depth_message
         from cepr.edge.pipeline import EdgePipeline
-        from cepr.edge.planner import Planner
+        from cepr.edge.reasoners import create_reasoner
 
         pipe = self.pipelines.get(name)
         if pipe is None:
@@ -183,8 +191,8 @@ class EdgeModule:
                 cal = calibration_for(name)
             else:
                 cal = self.calibration_file
-            planner = Planner.from_file(cal) if cal is not None else Planner()
-            pipe = EdgePipeline(path, planner, threads=self.threads, depth_for_distance=self.depth_for_distance)
+            reasoner = create_reasoner(self.reasoner, cal)
+            pipe = EdgePipeline(path, reasoner, threads=self.threads, depth_for_distance=self.depth_for_distance)
             if pipe.model.use_depth and not self.use_depth:
                 raise CeprError(f"edgemodel: use_depth is false, but {rgbd_without_depth_message(path.name)}")
             self.pipelines[name] = pipe

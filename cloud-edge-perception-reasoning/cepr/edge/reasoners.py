@@ -1,0 +1,37 @@
+"""Edge reasoners: what answers the task from the edge's scene summary, chosen by the edge module's ``reasoner``.
+
+The edge pipeline is perception (segmentation) -> scene summary -> reasoner. A reasoner is built by a factory
+registered with :data:`REASONER_REGISTRY`, called as ``factory(calibration=path_or_None)`` (the calibration file the
+edge module resolved for the model it runs), and returns an object with
+
+* ``params``: the :class:`~cepr.data.tasks.TaskParams` its questions use, and
+* ``answer(summary, tasks) -> {task: LocalAnswer}``: an answer and a confidence per task.
+
+The shipped one is ``planner``, the calibrated rule planner of :mod:`cepr.edge.planner`. Another (a small VLM,
+say) is one file with ``@register_reasoner("name")`` on its factory, which imports its heavy parts inside, or an
+entry point in the group ``cepr.reasoners`` of another package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cepr.registry import Registry
+
+REASONER_REGISTRY: Registry = Registry("reasoners", "edge reasoner")
+register_reasoner = REASONER_REGISTRY.register
+DEFAULT_REASONER = "planner"
+
+
+@register_reasoner("planner")
+def planner(calibration: str | Path | None = None):
+    """The rule planner: answers from the task definitions applied to the summary, with its fitted confidence
+    (uncalibrated without a calibration file)."""
+    from cepr.edge.planner import Planner
+
+    return Planner.from_file(calibration) if calibration is not None else Planner()
+
+
+def create_reasoner(name: str, calibration: str | Path | None = None):
+    """Reasoner ``name`` for a model with this calibration; an unknown name gets a "did you mean"."""
+    return REASONER_REGISTRY.get(name)(calibration=calibration)
