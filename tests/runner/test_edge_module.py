@@ -11,6 +11,7 @@ from cepr.edge import models
 from cepr.edge.models import model_path
 from cepr.errors import CeprError
 from cepr.runner.modules import EdgeModule, SampleRef
+from cepr.runner.records import EDGE_STATE_KEY
 from helpers import make_tiny_dataset
 
 RGBD_FILE = models.SHIPPED["edge-int8"]
@@ -132,10 +133,10 @@ def test_depth_for_distance_false_measures_on_the_ground_plane(with_depth):
     pipe = EdgePipeline(model_path("edge-int8"), Planner.from_file(model_path("edge-calibration")),
                         depth_for_distance=False)
     expect = pipe(rgb, depth, camera_for(sidecar, 160, 120))
-    assert with_depth.edge_state["summary"] == expect.summary.to_dict()
+    assert r[EDGE_STATE_KEY].summary == expect.summary.to_dict()
     with_depth_distances = EdgeModule(model="edge-int8").predict(with_depth)
     assert with_depth_distances["distances"] == "depth"
-    assert with_depth.edge_state["summary"] != expect.summary.to_dict()  # the flag changed the distances
+    assert with_depth_distances[EDGE_STATE_KEY].summary != expect.summary.to_dict()  # the flag changed them
 
 
 def test_reasoner_answers_from_the_summary_with_the_models_calibration(with_depth):

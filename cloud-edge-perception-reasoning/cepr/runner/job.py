@@ -25,6 +25,7 @@ import numpy as np
 from cepr import __version__
 from cepr.errors import CeprError
 from cepr.runner.config import BenchmarkingJob, parse_job
+from cepr.runner.records import SampleRecord
 from cepr.runner.testcase import TestCase, build_test_cases, check_test_cases
 
 log = logging.getLogger(__name__)
@@ -136,20 +137,6 @@ def load_metrics(job: BenchmarkingJob) -> dict:
     return out
 
 
-def _sample_line(i: int, sample, r: list, truth: dict | None) -> dict:
-    is_hard, final, edge, cloud = r
-    line = {"index": i, "key": sample.get("key") if isinstance(sample, dict) else str(sample),
-            "task": final.get("task") if isinstance(final, dict) else None,
-            "is_hard": bool(is_hard), "answer": final.get("answer") if isinstance(final, dict) else final,
-            "source": final.get("source") if isinstance(final, dict) else None}
-    if truth is not None and line["task"] in truth:
-        line["truth"] = truth[line["task"]]
-        line["correct"] = line["answer"] == line["truth"]
-    line["edge"] = edge
-    line["cloud"] = cloud
-    return _jsonable(line)
-
-
 def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict, y_true: np.ndarray,
              x: np.ndarray, index: int, total: int) -> dict:
     from cepr.data.tasks import ground_truth
@@ -188,7 +175,8 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
                     truth = ground_truth(label) if label is not None else None
                 except Exception:  # noqa: BLE001 - truth in samples.jsonl is a convenience; metrics decide
                     truth = None
-                fh.write(json.dumps(_sample_line(i, samples[i], r, truth), allow_nan=False) + "\n")
+                line = SampleRecord.build(i, samples[i], r, truth).to_line()
+                fh.write(json.dumps(_jsonable(line), allow_nan=False) + "\n")
                 fh.flush()
 
             hem = tc.modules["hard_example_mining"]

@@ -19,19 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from cepr.errors import CeprError, DatasetError, unknown
+from cepr.runner.records import EDGE_HANDOFF, EDGE_STATE_KEY, CloudRecord, EdgeResult, EdgeState, handoff_key
 
 
 class SampleRef(dict):
-    """One sample as the modules see it. A dict (JSON-friendly, what HEM filters and records read) that also
-    carries the edge's private state as attributes. ``tolist()`` returns itself, because the Sedna build inside
-    Ianvs calls ``data.tolist()`` before handing a sample to the cloud."""
-
-    edge_state: dict | None = None
+    """One sample as the modules see it: a dict (JSON-friendly, what HEM filters and records read).
+    ``tolist()`` returns itself, because the Sedna build inside Ianvs calls ``data.tolist()`` before handing a
+    sample to the cloud."""
 
     def tolist(self):
-        return self
-
-    def __deepcopy__(self, memo):  # Sedna deep-copies results, never samples; keep identity if it ever does
         return self
 
 
@@ -174,6 +170,11 @@ class EdgeModule:
                                               if (ASSETS / SHIPPED[n]).is_file()), None)
         prepare_sedna_env(str(sedna_file) if sedna_file else None)
 
+    @classmethod
+    def check_hyperparameters(cls, **hps) -> None:
+        """Raise a CeprError for bad hyperparameters. Construction is cheap (models load in ``load()``)."""
+        cls(**hps)
+
     @property
     def pipeline(self):
         """The pipeline of a fixed ``model`` (None before ``load()``, and always None under ``model: auto``)."""
@@ -233,17 +234,15 @@ class EdgeModule:
         dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
         timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()}}
         compute_ms = r.total_ms
-        s.edge_state = {"summary": r.summary.to_dict(), "answer": local.answer, "camera": camera.to_dict()}
-        out = {"source": "edge", "key": s["key"], "task": task.name, "answer": local.answer,
-               "confidence": float(local.confidence), "distribution": dist, "label_path": s["label"],
-               "rgb_path": s["rgb"], "latency_ms": round(compute_ms, 3), "timings_ms": timings,
-               "summary_bytes": len(r.summary_bytes), "model": pipe.model.path.name,
-               "calibration": cal.name if cal is not None else None,
-               "distances": "depth" if depth is not None and self.depth_for_distance else "ground_plane",
-               "started_at": started, "finished_at": time.time()}
-        if self.keep_mask:
-            out["mask"] = r.label
-        return out
+        state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict())
+        EDGE_HANDOFF.put(handoff_key(s), state)  # for a runner that hands the cloud only the sample (Ianvs)
+        result = EdgeResult(key=s["key"], task=task.name, answer=local.answer, confidence=local.confidence,
+                            distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
+                            latency_ms=round(compute_ms, 3), timings_ms=timings, summary_bytes=len(r.summary_bytes),
+                            model=pipe.model.path.name, calibration=cal.name if cal is not None else None,
+                            distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
+                            started_at=started, finished_at=time.time())
+        return result.as_result(mask=r.label if self.keep_mask else None, **{EDGE_STATE_KEY: state})
 
     def cleanup(self):
         self.pipelines.clear()
@@ -261,8 +260,11 @@ class CloudModule:
     this process) plus payload and link settings, as an Ianvs cloud model: ``inference(data, post_process=None,
     **kwargs)``. ``base_url: auto`` starts the reference cloud expert server (and the job stops it)."""
 
-    def __init__(self, **hps):
-        from cepr.cloud.client import BACKENDS, CloudClient, create_backend
+    @staticmethod
+    def _settings(hps: dict):
+        """(backend name, backend config, payload, link) from the hyperparameters, validated with no side effects
+        (nothing is started): ``check_hyperparameters`` runs this for every test case before the first one."""
+        from cepr.cloud.client import BACKENDS, create_backend
         from cepr.cloud.openai_backend import OpenAIBackendConfig
         from cepr.cloud.payload import PayloadConfig
         from cepr.link.network import Link
@@ -279,6 +281,30 @@ class CloudModule:
         except ValueError as e:  # pydantic's ValidationError is a ValueError
             raise CeprError(f"cloudmodel: bad payload settings: {e}") from None
         cfg = {k: v for k, v in hps.items() if k in backend_keys}
+        auto = backend == "openai" and cfg.get("base_url", "auto") == "auto"
+        if backend == "openai" and not auto and "model" not in cfg:
+            raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
+        try:  # the backend's own config model, with stand-ins for what base_url: auto fills in at start
+            OpenAIBackendConfig(**{"model": "auto", **cfg, "base_url": "http://127.0.0.1/v1" if auto
+                                   else cfg.get("base_url", "http://127.0.0.1/v1"), "payload": payload})
+        except ValueError as e:
+            raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
+        link = hps.get("link", "4g")
+        try:
+            link_obj = None if link in (None, "none") else Link(link, seed=int(hps.get("link_seed", 0)))
+        except ValueError as e:
+            raise CeprError(f"cloudmodel: bad link: {e}") from None
+        return backend, cfg, payload, link_obj
+
+    @classmethod
+    def check_hyperparameters(cls, **hps) -> None:
+        """Raise a CeprError for bad hyperparameters, without starting anything."""
+        cls._settings(hps)
+
+    def __init__(self, **hps):
+        from cepr.cloud.client import CloudClient, create_backend
+
+        backend, cfg, payload, link_obj = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
         if backend == "openai":
             if cfg.get("base_url", "auto") == "auto":
@@ -287,8 +313,6 @@ class CloudModule:
 
                 cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)))
                 cfg.setdefault("model", EXPERT_MODEL_NAME)
-            if "model" not in cfg:
-                raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
         else:
             cfg["expert_model"] = self.expert_model
             cfg["threads"] = int(hps.get("server_threads", 1))
@@ -299,10 +323,6 @@ class CloudModule:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")
         self.link_name = link if isinstance(link, str) else "custom"
-        try:
-            link_obj = None if link in (None, "none") else Link(link, seed=int(hps.get("link_seed", 0)))
-        except ValueError as e:
-            raise CeprError(f"cloudmodel: bad link: {e}") from None
         self.client = CloudClient(backend_obj, link_obj)
         self.payload = payload
 
@@ -320,36 +340,38 @@ class CloudModule:
                 path = other.rgb_path
         return load_rgb(path)
 
-    def inference(self, data=None, post_process=None, **kwargs) -> dict:
+    def inference(self, data=None, post_process=None, edge_state: EdgeState | None = None, **kwargs) -> dict:
+        """``edge_state``: what the edge saw, handed over by ``cepr run``; under Ianvs, which passes only the
+        sample, it comes from ``EDGE_HANDOFF`` (cepr.runner.records)."""
         from cepr.cloud.base import CloudRequest
         from cepr.data.tasks import TaskParams, camera_for, get_task
 
         s = as_sample(data)
         task = get_task(s["task"])
-        edge = s.edge_state
+        stored = EDGE_HANDOFF.take(handoff_key(s))
+        edge = edge_state if edge_state is not None else stored
         started = time.time()
         if self.payload.sends_summary and edge is None:
             raise CeprError(f"payload {self.payload.mode!r} sends the edge's scene summary, but the edge has not run "
                             "on this sample (mining-then-inference sends hard samples straight to the cloud): use "
                             "payload: image, or hard_example_mining_mode: inference-then-mining in testenv.yaml")
         image = self._image(s) if self.payload.sends_image else None
-        camera = edge["camera"] if edge else None
+        camera = edge.camera if edge else None
         if camera is None and image is not None:
             camera = camera_for(None, image.shape[1], image.shape[0]).to_dict()
         req = CloudRequest(task.name, task.render_prompt(TaskParams()), task.answers,
-                           summary=edge["summary"] if edge and self.payload.sends_summary else None,
+                           summary=edge.summary if edge and self.payload.sends_summary else None,
                            image=image, camera=camera, key=s["key"])
         r = self.client.infer(req)
         ok = r.status == "ok"
-        out = {"source": "cloud", "key": s["key"], "task": task.name,
-               "answer": r.answer if ok else (edge["answer"] if edge else None),
-               "cloud_answer": r.answer if ok else None, "status": r.status, "reason": r.reason,
-               "confidence": r.confidence, "latency_ms": round(self.client.latency_ms(r), 3),
-               "server_ms": round(r.timings.total_ms, 3), "ttft_ms": r.timings.ttft_ms,
-               "transfer_ms": round(r.timings.transfer_ms, 3), "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
-               "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
-               "tokens_counted": r.usage.counted, "model": r.model, "attempts": r.attempts,
-               "label_path": s["label"], "rgb_path": s["rgb"], "started_at": started, "finished_at": time.time()}
+        out = CloudRecord(
+            key=s["key"], task=task.name, answer=r.answer if ok else (edge.answer if edge else None),
+            cloud_answer=r.answer if ok else None, status=r.status, reason=r.reason, confidence=r.confidence,
+            latency_ms=round(self.client.latency_ms(r), 3), server_ms=round(r.timings.total_ms, 3),
+            ttft_ms=r.timings.ttft_ms, transfer_ms=round(r.timings.transfer_ms, 3), bytes_up=r.bytes_up,
+            bytes_down=r.bytes_down, prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
+            tokens_counted=r.usage.counted, model=r.model, attempts=r.attempts, label_path=s["label"],
+            rgb_path=s["rgb"], started_at=started, finished_at=time.time()).as_result()
         if callable(post_process):
             out = post_process(out)
         return out

@@ -23,6 +23,7 @@ from copy import deepcopy
 from cepr.compat.class_factory import lookup
 from cepr.errors import CeprError
 from cepr.runner.config import ModuleSpec
+from cepr.runner.records import EDGE_STATE_KEY, CloudRecord, EdgeResult
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class JointInferenceJob:
                             "edge module sets it in its constructor)")
         self.edge.load()
         self.cloud = cloud
+        self.cloud_takes_state = _accepts_keyword(getattr(cloud, "inference", None), EDGE_STATE_KEY)
         self.mining_mode = mining_mode
         hem_cls = lookup(ClassType.HEM, hem["method"])
         caps = policy_capabilities(hem_cls)
@@ -140,13 +142,21 @@ class JointInferenceJob:
 
     def _edge(self, data, post_process, **kw):
         edge_result = self.edge.predict(data, **kw)
+        if isinstance(edge_result, dict):  # typed where it is handed on (other shapes are the module's business)
+            EdgeResult.check(edge_result, "the edge model")
         res = deepcopy(edge_result)
         if post_process is not None:
             res = post_process(res)
         return res, edge_result
 
-    def _cloud(self, data, post_process, **kw):
+    def _cloud(self, data, post_process, edge_result=None, **kw):
+        """The cloud model on a hard sample. A cloud model whose ``inference`` takes ``edge_state`` gets the edge
+        result's state explicitly (Ianvs passes nothing: there the module reads cepr.runner.records.EDGE_HANDOFF)."""
+        if self.cloud_takes_state and isinstance(edge_result, dict) and EDGE_STATE_KEY in edge_result:
+            kw[EDGE_STATE_KEY] = edge_result[EDGE_STATE_KEY]
         cloud_result = self.cloud.inference(data, post_process=post_process, **kw)
+        if isinstance(cloud_result, dict):
+            CloudRecord.check(cloud_result, "the cloud model")
         return deepcopy(cloud_result), cloud_result
 
     def inference(self, data, post_process=None) -> list:
@@ -157,7 +167,7 @@ class JointInferenceJob:
             res, edge_result = self._edge(data, post_process, **kw)
             is_hard = bool(self.hem(res))
             if is_hard:
-                res, cloud_result = self._cloud(data, post_process, **kw)
+                res, cloud_result = self._cloud(data, post_process, edge_result, **kw)
         elif self.mining_mode == "mining-then-inference":
             is_hard = bool(self.hem(data))
             if is_hard:

@@ -1,0 +1,181 @@
+"""The records that travel edge -> dispatch -> cloud -> metrics, typed.
+
+* ``EdgeResult``: what an edge model's ``predict`` returns for one sample (answer, confidence, timings, bytes...);
+* ``EdgeState``: what the cloud may need from the edge (the scene summary, the edge answer, the camera);
+* ``CloudRecord``: what a cloud model's ``inference`` returns (answer, status, bytes, tokens, timings...);
+* ``SampleRecord``: one line of ``samples.jsonl``.
+
+Results stay plain dicts on the wire between modules, because that is what Ianvs/Sedna pass around and what
+``metric(y_true, y_pred)`` receives: the models validate a dict where the paradigm hands it on
+(``EdgeResult.check``, ``CloudRecord.check``) and build the dicts cepr's modules return (``as_result``). Fields
+are optional except the answer, so other projects' modules, which return less, validate too; a field that is
+present must have the right type. Extra fields are kept (a module may report more than cepr knows).
+
+How the edge state reaches the cloud module (``EdgeHandoff``): under ``cepr run`` explicitly, as the edge
+result's ``edge_state`` entry, which the paradigm passes to the cloud module's ``edge_state`` parameter; under
+Ianvs, whose Sedna hands the cloud model nothing but the raw sample, through ``EDGE_HANDOFF``, a bounded store
+keyed by sample that the edge module fills and the cloud module reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cepr.errors import CeprError
+
+EDGE_STATE_KEY = "edge_state"  # the edge result entry that carries the EdgeState (never written to JSONL)
+MASK_KEY = "mask"  # the edge result entry that carries the predicted class map (in memory, for mIoU)
+_IN_MEMORY = (EDGE_STATE_KEY, MASK_KEY)
+
+
+class EdgeState(BaseModel):
+    """What the cloud may need from the edge for one sample: what to send and what to fall back to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    summary: dict  # SceneSummary.to_dict()
+    answer: str
+    camera: dict  # Camera.to_dict()
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    source: str | None = None
+    key: str | None = None
+    task: str | None = None
+    answer: Any = None
+    confidence: float | None = None
+    latency_ms: float | None = None
+    label_path: str | None = None
+    rgb_path: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def check(cls, result, where: str):
+        """``result`` (a dict, as modules return it) validated; a CeprError naming the field otherwise."""
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise CeprError(f"{where} must return a result dict, got {type(result).__name__}")
+        try:
+            return cls.model_validate(result)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise CeprError(f"{where} returned a bad result: {field}: {err['msg']} (got {err.get('input')!r:.80})"
+                            ) from None
+
+    def as_result(self, **in_memory) -> dict:
+        """The dict a module returns: every field, plus in-memory entries (the mask, the edge state)."""
+        out = self.model_dump()
+        out.update({k: v for k, v in in_memory.items() if v is not None})
+        return out
+
+    def as_json(self) -> dict:
+        """For samples.jsonl: what the module reported, without the in-memory entries."""
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k not in _IN_MEMORY}
+
+
+class EdgeResult(_Result):
+    source: Literal["edge"] | None = "edge"
+    distribution: dict[str, float] | None = None
+    timings_ms: dict[str, float] | None = None
+    summary_bytes: int | None = None
+    model: str | None = None
+    calibration: str | None = None
+    distances: Literal["depth", "ground_plane"] | None = None
+
+
+class CloudRecord(_Result):
+    source: Literal["cloud"] | None = "cloud"
+    cloud_answer: str | None = None
+    status: Literal["ok", "error", "fallback"] | None = None
+    reason: str | None = None
+    server_ms: float | None = None
+    ttft_ms: float | None = None
+    transfer_ms: float | None = None
+    bytes_up: int | None = None
+    bytes_down: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_counted: str | None = None
+    model: str | None = None
+    attempts: int | None = None
+
+
+class SampleRecord(BaseModel):
+    """One line of samples.jsonl, written as the sample finishes."""
+
+    index: int
+    key: str | None
+    task: str | None
+    is_hard: bool
+    answer: Any
+    source: str | None
+    truth: str | None = None
+    correct: bool | None = None
+    edge: dict | None = None
+    cloud: dict | None = None
+
+    @classmethod
+    def build(cls, index: int, sample, result: list, truth: dict | None) -> SampleRecord:
+        """From the paradigm's ``[is_hard, final, edge, cloud]`` and the task ground truth (when known)."""
+        is_hard, final, edge, cloud = result
+        final = final if isinstance(final, dict) else {"answer": final}
+        rec = cls(index=index, key=sample.get("key") if isinstance(sample, dict) else str(sample),
+                  task=final.get("task"), is_hard=bool(is_hard), answer=final.get("answer"),
+                  source=final.get("source"),
+                  edge=None if edge is None else EdgeResult.check(edge, "the edge model").as_json(),
+                  cloud=None if cloud is None else CloudRecord.check(cloud, "the cloud model").as_json())
+        if truth is not None and rec.task in truth:
+            rec.truth = truth[rec.task]
+            rec.correct = rec.answer == rec.truth
+        return rec
+
+    def to_line(self) -> dict:
+        """The samples.jsonl line (truth and correct only where the ground truth is known)."""
+        return self.model_dump(exclude={"truth", "correct"} if self.truth is None else None)
+
+
+def handoff_key(sample: dict) -> str:
+    """Which sample an edge state belongs to: its position, frame and question."""
+    return f"{sample.get('index')}:{sample.get('key')}:{sample.get('task')}"
+
+
+class EdgeHandoff:
+    """The edge state of recent samples, keyed by sample key: how the cloud module finds what the edge saw when
+    the runner hands it only the raw sample (Ianvs). Bounded (oldest entries dropped), because the edge fills it
+    for every sample and the cloud reads it only for the hard ones; thread-safe for concurrent samples."""
+
+    def __init__(self, capacity: int = 1024):
+        self.capacity = capacity
+        self._items: OrderedDict[str, EdgeState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: str, state: EdgeState) -> None:
+        with self._lock:
+            self._items[key] = state
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def take(self, key: str) -> EdgeState | None:
+        """The state stored for ``key`` (removed), or None when the edge has not run on that sample."""
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+EDGE_HANDOFF = EdgeHandoff()
