@@ -10,7 +10,6 @@ the YAML file is accepted with a warning.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 import typing
@@ -21,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cepr.errors import CeprError
+from cepr.errors import CeprError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +245,9 @@ def doc_error(path: Path, e: ValidationError, root: type[BaseModel]) -> CeprErro
         key, holder = str(loc[-1]), _model_at(root, loc[:-1])
         allowed = list(holder.model_fields)
         msg = f"{path}: unknown key {key!r} in {_where(loc[:-1])}"
-        hint = difflib.get_close_matches(key, allowed, n=1)
+        hint = did_you_mean(key, allowed)
         if hint:
-            msg += f"; did you mean {hint[0]!r}?"
+            msg += hint
         elif key in HOME:
             msg += f"; it belongs in {HOME[key]}"
         return CeprError(msg + f" (allowed here: {', '.join(allowed)})")
@@ -257,9 +256,8 @@ def doc_error(path: Path, e: ValidationError, root: type[BaseModel]) -> CeprErro
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", err["ctx"]["expected"])
         given = str(err.get("input"))
-        hint = difflib.get_close_matches(given, choices, n=1)
         return CeprError(f"{path}: {_where(loc)} {given!r} is not one of {', '.join(choices)}"
-                         + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                         + did_you_mean(given, choices))
     return CeprError(f"{path}: {_where(loc)} {err['msg']} (got {err.get('input')!r:.120})")
 
 
@@ -396,9 +394,7 @@ def parse_rank(r: RankDoc) -> RankSpec:
 
 
 def _unknown(kind: str, name: str, known: list[str], path: Path) -> CeprError:
-    hint = next(iter(difflib.get_close_matches(name, known, n=1)), None)
-    return CeprError(f"{path}: rank {kind} {name!r} names no column of this job"
-                     + (f"; did you mean {hint!r}?" if hint else "")
+    return CeprError(f"{path}: rank {kind} {name!r} names no column of this job" + did_you_mean(name, known)
                      + f" (known: {', '.join(known) or 'none'})")
 
 

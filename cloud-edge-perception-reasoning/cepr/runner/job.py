@@ -257,7 +257,7 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     context = {"test_index": str(job.testenv.test_index), "mining_mode": job.testenv.mining_mode,
                "limit": opts.limit}
     cases = build_test_cases(job, context)
-    check_test_cases(cases)  # every case's modules and hyperparameters, before any data is made or read
+    check_test_cases(cases, job.testenv.mining_mode)  # every case's modules, before any data is made or read
     ensure_dataset(job, opts.progress)
     data = load_index(job.testenv.test_index, opts.limit)
     metrics = load_metrics(job)

@@ -264,16 +264,14 @@ class CloudModule:
     def _settings(hps: dict):
         """(backend name, backend config, payload, link) from the hyperparameters, validated with no side effects
         (nothing is started): ``check_hyperparameters`` runs this for every test case before the first one."""
-        from cepr.cloud.client import BACKENDS, create_backend
-        from cepr.cloud.openai_backend import OpenAIBackendConfig
+        from cepr.cloud.client import backend_config_model
         from cepr.cloud.payload import PayloadConfig
         from cepr.link.network import Link
 
-        backend_keys = set(OpenAIBackendConfig.model_fields) - {"payload"}
-        _check_hps("cloudmodel", hps, set(CLOUD_OWN_HPS) | backend_keys)
         backend = hps.get("backend", "openai")
-        if backend not in BACKENDS:
-            create_backend(backend, {})  # raises the "did you mean" error
+        config_model = backend_config_model(backend)  # an unknown backend gets a "did you mean" here
+        backend_keys = set(config_model.model_fields) - {"payload"}
+        _check_hps("cloudmodel", hps, set(CLOUD_OWN_HPS) | backend_keys)
         try:
             payload = PayloadConfig(mode=hps.get("payload", "summary+image"), resolution=hps.get("resolution"),
                                     scale=hps.get("scale"), codec=hps.get("codec", "jpeg"),
@@ -285,8 +283,8 @@ class CloudModule:
         if backend == "openai" and not auto and "model" not in cfg:
             raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
         try:  # the backend's own config model, with stand-ins for what base_url: auto fills in at start
-            OpenAIBackendConfig(**{"model": "auto", **cfg, "base_url": "http://127.0.0.1/v1" if auto
-                                   else cfg.get("base_url", "http://127.0.0.1/v1"), "payload": payload})
+            config_model(**{"model": "auto", **cfg, "base_url": "http://127.0.0.1/v1" if auto
+                            else cfg.get("base_url", "http://127.0.0.1/v1"), "payload": payload})
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")

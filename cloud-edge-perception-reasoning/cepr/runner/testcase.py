@@ -72,17 +72,20 @@ def build_test_cases(job: BenchmarkingJob, context: dict | None = None) -> list[
     return cases
 
 
-def check_module(spec: ModuleSpec) -> None:
+def check_module(spec: ModuleSpec, mining_mode: str = "inference-then-mining") -> None:
     """Raise a CeprError if this module cannot be built with these hyperparameters: its file imports, its class
     is registered, and its hyperparameters are accepted (the class's ``check_hyperparameters`` when it has one,
-    else its constructor's signature). Filters (HEM) are built, as they are cheap and hold no resources."""
+    else its constructor's signature). Filters (HEM) are built, as they are cheap and hold no resources, and
+    must suit the mining mode."""
     from cepr.compat.class_factory import ClassType, lookup
-    from cepr.runner.paradigm import import_module_file
+    from cepr.runner.paradigm import check_mining_mode, import_module_file, policy_capabilities
 
     import_module_file(spec.url)
     hps = dict(spec.hyperparameters)
     if spec.type == "hard_example_mining":
-        lookup(ClassType.HEM, spec.name)(**hps)
+        cls = lookup(ClassType.HEM, spec.name)
+        check_mining_mode(spec.name, policy_capabilities(cls), mining_mode)
+        cls(**hps)
         return
     cls = lookup(ClassType.GENERAL, spec.name)
     check = getattr(cls, "check_hyperparameters", None)
@@ -95,7 +98,7 @@ def check_module(spec: ModuleSpec) -> None:
         raise CeprError(f"hyperparameters {sorted(hps)} do not fit {cls.__name__}: {e}") from None
 
 
-def check_test_cases(cases: list[TestCase]) -> None:
+def check_test_cases(cases: list[TestCase], mining_mode: str = "inference-then-mining") -> None:
     """Validate every case before the first one runs, so a bad value in the last case is not found after the
     others have run for an hour. One error lists every problem, case by case."""
     problems, seen = [], {}
@@ -104,7 +107,7 @@ def check_test_cases(cases: list[TestCase]) -> None:
             key = (spec.type, spec.name, str(spec.url), json.dumps(spec.hyperparameters, sort_keys=True, default=str))
             if key not in seen:
                 try:
-                    check_module(spec)
+                    check_module(spec, mining_mode)
                     seen[key] = None
                 except Exception as e:  # noqa: BLE001 - a user's module may raise anything: a problem of this case
                     seen[key] = f"{type(e).__name__}: {e}" if not isinstance(e, CeprError) else str(e)
