@@ -61,6 +61,22 @@ def _check_hps(kind: str, given: dict, allowed) -> None:
             raise CeprError(f"{kind}: " + unknown("hyperparameter", k, allowed, listing="known", sort=True))
 
 
+def load_plugins(kind: str, files) -> None:
+    """Import plug-in files (``plugins: [./my_backend.py]``) so what they register (a cloud backend, an edge
+    reasoner) can be named by the next hyperparameters; each file is imported once, by path, as Ianvs imports
+    module files. Plug-ins packaged with entry points need no such line."""
+    from cepr.runner.paradigm import import_module_file
+
+    if files in (None, "", []):
+        return
+    for f in [files] if isinstance(files, str) else list(files):
+        path = Path(str(f)).expanduser()
+        if not path.is_file():
+            raise CeprError(f"{kind}: plugin file {str(f)!r} not found (relative paths resolve against the current "
+                            f"directory {Path.cwd()})")
+        import_module_file(path.resolve())
+
+
 # ---- dataset processor ----------------------------------------------------------------------------------------
 
 class TaskDatasetProcessor:
@@ -102,7 +118,7 @@ class TaskDatasetProcessor:
 
 # ---- edge ---------------------------------------------------------------------------------------------------
 
-EDGE_HPS = ("model", "calibration", "reasoner", "threads", "use_depth", "depth_for_distance", "keep_mask")
+EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "use_depth", "depth_for_distance", "keep_mask")
 
 
 def _flag(kind: str, name: str, value) -> bool:
@@ -142,6 +158,7 @@ class EdgeModule:
         from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY
 
         _check_hps("edgemodel", hps, EDGE_HPS)
+        load_plugins("edgemodel", hps.get("plugins"))
         self.model = str(hps.get("model", AUTO))
         self.model_file = None if self.model == AUTO else model_path(self.model)  # a bad name fails here
         cal = hps.get("calibration", AUTO)
@@ -251,7 +268,7 @@ class EdgeModule:
 
 # ---- cloud --------------------------------------------------------------------------------------------------
 
-CLOUD_OWN_HPS = ("backend", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
+CLOUD_OWN_HPS = ("backend", "plugins", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads")
 
 
@@ -268,6 +285,7 @@ class CloudModule:
         from cepr.cloud.payload import PayloadConfig
         from cepr.link.network import Link
 
+        load_plugins("cloudmodel", hps.get("plugins"))
         backend = hps.get("backend", "openai")
         config_model = backend_config_model(backend)  # an unknown backend gets a "did you mean" here
         backend_keys = set(config_model.model_fields) - {"payload"}
@@ -282,9 +300,12 @@ class CloudModule:
         auto = backend == "openai" and cfg.get("base_url", "auto") == "auto"
         if backend == "openai" and not auto and "model" not in cfg:
             raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
+        fields = config_model.model_fields
+        args = {**cfg, **({"base_url": "http://127.0.0.1/v1", "model": cfg.get("model", "auto")} if auto else {})}
+        if "payload" in fields:
+            args["payload"] = payload
         try:  # the backend's own config model, with stand-ins for what base_url: auto fills in at start
-            config_model(**{"model": "auto", **cfg, "base_url": "http://127.0.0.1/v1" if auto
-                            else cfg.get("base_url", "http://127.0.0.1/v1"), "payload": payload})
+            config_model(**args)
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")
@@ -300,7 +321,7 @@ class CloudModule:
         cls._settings(hps)
 
     def __init__(self, **hps):
-        from cepr.cloud.client import CloudClient, create_backend
+        from cepr.cloud.client import CloudClient, backend_config_model, create_backend
 
         backend, cfg, payload, link_obj = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
@@ -311,10 +332,11 @@ class CloudModule:
 
                 cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)))
                 cfg.setdefault("model", EXPERT_MODEL_NAME)
-        else:
+        elif backend == "inprocess":
             cfg["expert_model"] = self.expert_model
             cfg["threads"] = int(hps.get("server_threads", 1))
-        cfg["payload"] = payload
+        if "payload" in backend_config_model(backend).model_fields:
+            cfg["payload"] = payload
         try:
             backend_obj = create_backend(backend, cfg)
         except ValueError as e:
