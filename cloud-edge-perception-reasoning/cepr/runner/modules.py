@@ -301,7 +301,11 @@ class CloudModule:
         if backend == "openai" and not auto and "model" not in cfg:
             raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
         fields = config_model.model_fields
-        args = {**cfg, **({"base_url": "http://127.0.0.1/v1", "model": cfg.get("model", "auto")} if auto else {})}
+        # stand-ins for what is filled in at start (base_url: auto, the in-process expert's model name)
+        stand_ins = {"base_url": "http://127.0.0.1/v1", "model": "auto"}
+        args = {**{k: v for k, v in stand_ins.items() if k in fields}, **cfg}
+        if auto:
+            args["base_url"] = stand_ins["base_url"]
         if "payload" in fields:
             args["payload"] = payload
         try:  # the backend's own config model, with stand-ins for what base_url: auto fills in at start
