@@ -20,8 +20,11 @@ def add_parser(sub) -> None:
                                    "need the `train` extra (torch==2.13.0); inference needs only onnxruntime.")
     esub = p.add_subparsers(dest="edge_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    for add in (_add_train, _add_export, _add_quantize, _add_eval, _add_calibrate):
+        add(esub, argparse.ArgumentDefaultsHelpFormatter)
 
+
+def _add_train(esub, fmt) -> None:
     t = esub.add_parser("train", help="train a model (resumes when --out holds last.pt)", formatter_class=fmt,
                         description="Train on a Cloud-Robotics-format dataset (train split; validation mIoU on "
                                     "the val split). Writes config.json, train_log.jsonl, last.pt, best.pt.")
@@ -47,12 +50,16 @@ def add_parser(sub) -> None:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
+
+def _add_export(esub, fmt) -> None:
     e = esub.add_parser("export", help="checkpoint -> ONNX FP32", formatter_class=fmt)
     e.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
     e.add_argument("--out", required=True, help="output .onnx file")
     e.add_argument("--weights-out", help="also save the PyTorch weights without optimizer state (.pt)")
     e.set_defaults(func=cmd_export)
 
+
+def _add_quantize(esub, fmt) -> None:
     q = esub.add_parser("quantize", help="ONNX FP32 -> static INT8 (QDQ), calibrated on training frames",
                         formatter_class=fmt)
     q.add_argument("--model", required=True, help="FP32 .onnx from `cepr edge export`")
@@ -66,6 +73,8 @@ def add_parser(sub) -> None:
                         "head (30-class logits); give none to quantise everything")
     q.set_defaults(func=cmd_quantize)
 
+
+def _add_eval(esub, fmt) -> None:
     v = esub.add_parser("eval", help="per-class IoU, mIoU, pixel accuracy and latency of model variants",
                         formatter_class=fmt,
                         description="Evaluate PyTorch / ONNX FP32 / ONNX INT8 forms of a model on the same frames; "
@@ -84,6 +93,8 @@ def add_parser(sub) -> None:
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=cmd_eval)
 
+
+def _add_calibrate(esub, fmt) -> None:
     c = esub.add_parser("calibrate", help="fit the local planner's confidence; report answer accuracy and ECE",
                         formatter_class=fmt,
                         description="Run the edge pipeline (model -> summary -> planner), fit a per-task logistic "

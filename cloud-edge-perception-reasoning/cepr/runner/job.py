@@ -137,21 +137,72 @@ def load_metrics(job: BenchmarkingJob) -> dict:
     return out
 
 
+def _start_record(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, started: float) -> dict:
+    """The record written before the case runs: what it is and where, so even a crash leaves a trace."""
+    return {"status": "running", **tc.describe(), "output_dir": str(tc.output_dir),
+            "hyperparameters": tc.hyperparameters, "job": job.name, "job_file": str(job.file),
+            "testenv": {"file": str(job.testenv.file), "test_index": str(job.testenv.test_index),
+                        "mining_mode": job.testenv.mining_mode}, "limit": opts.limit,
+            "concurrency": opts.concurrency, "versions": versions(), "git": git_state(Path.cwd()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))}
+
+
+def _sample_writer(fh, samples: list, y_true):
+    """``on_result(i, result)`` for the paradigm: one samples.jsonl line per finished sample, flushed at once."""
+    from cepr.data.tasks import ground_truth
+
+    def write(i, r):
+        label = y_true[i] if i < len(y_true) else None
+        try:
+            truth = ground_truth(label) if label is not None else None
+        except Exception:  # noqa: BLE001 - truth in samples.jsonl is a convenience; metrics decide
+            truth = None
+        line = SampleRecord.build(i, samples[i], r, truth).to_line()
+        fh.write(json.dumps(_jsonable(line), allow_nan=False) + "\n")
+        fh.flush()
+    return write
+
+
+def _score(metrics: dict, y_true, y_pred, case_id: str) -> tuple[dict, dict]:
+    """(values, errors) of every metric; a failing metric becomes NaN with its error, the others still count."""
+    values, errors = {}, {}
+    for name, fn in metrics.items():
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                v = fn(y_true[:len(y_pred)], y_pred)
+            values[name] = float(v) if v is not None else float("nan")
+        except Exception as e:  # noqa: BLE001 - one broken metric must not lose the case's results
+            values[name] = float("nan")
+            errors[name] = f"{type(e).__name__}: {e}"
+            log.error("metric %s failed on test case %s: %s", name, case_id, errors[name])
+            continue
+        for w in caught:
+            log.warning("metric %s: %s", name, w.message)
+    return values, errors
+
+
+def _cleanup(jobobj, instances: dict, case_id: str) -> None:
+    """Release the modules (servers, sessions); a failed cleanup is logged, never allowed to lose the record."""
+    targets = [jobobj] if jobobj is not None else [i for i in instances.values() if hasattr(i, "cleanup")]
+    for t in targets:
+        try:
+            t.cleanup()
+        except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
+            log.warning("cleanup of test case %s (%s) failed: %s", case_id, type(t).__name__, e)
+
+
 def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict, y_true: np.ndarray,
              x: np.ndarray, index: int, total: int) -> dict:
-    from cepr.data.tasks import ground_truth
+    """One test case: build the modules, run every sample (each line saved as it finishes), score, and save
+    record.json; a failure is recorded with its traceback and returned, never raised."""
     from cepr.runner.dataset import IndexDataset
     from cepr.runner.paradigm import JointInferenceJob, instantiate, run_samples
 
     out_dir = tc.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    record = {"status": "running", **tc.describe(), "output_dir": str(out_dir),
-              "hyperparameters": tc.hyperparameters, "job": job.name, "job_file": str(job.file),
-              "testenv": {"file": str(job.testenv.file), "test_index": str(job.testenv.test_index),
-                          "mining_mode": job.testenv.mining_mode}, "limit": opts.limit,
-              "concurrency": opts.concurrency, "versions": versions(), "git": git_state(Path.cwd()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))}
+    record = _start_record(tc, job, opts, started)
     _write_json(out_dir / RECORD, record)
     instances = {}
     jobobj = None
@@ -169,35 +220,13 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
             log.warning("test case %s uses %s, which reads the labels: an upper bound, not a deployable policy",
                         tc.id, tc.modules["hard_example_mining"].name)
         with (out_dir / SAMPLES).open("w") as fh:
-            def write(i, r):
-                label = y_true[i] if i < len(y_true) else None
-                try:
-                    truth = ground_truth(label) if label is not None else None
-                except Exception:  # noqa: BLE001 - truth in samples.jsonl is a convenience; metrics decide
-                    truth = None
-                line = SampleRecord.build(i, samples[i], r, truth).to_line()
-                fh.write(json.dumps(_jsonable(line), allow_nan=False) + "\n")
-                fh.flush()
-
             hem = tc.modules["hard_example_mining"]
             desc = f"[{index}/{total}] {tc.algorithm.name} {hem.name} {_short(hem.hyperparameters)}"
             t0 = time.perf_counter()
-            y_pred = run_samples(jobobj, samples, opts.concurrency, opts.progress, desc, write)
+            y_pred = run_samples(jobobj, samples, opts.concurrency, opts.progress, desc,
+                                 _sample_writer(fh, samples, y_true))
             wall = time.perf_counter() - t0
-        values, errors = {}, {}
-        for name, fn in metrics.items():
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    v = fn(y_true[:len(y_pred)], y_pred)
-                values[name] = float(v) if v is not None else float("nan")
-            except Exception as e:  # noqa: BLE001 - one broken metric must not lose the case's results
-                values[name] = float("nan")
-                errors[name] = f"{type(e).__name__}: {e}"
-                log.error("metric %s failed on test case %s: %s", name, tc.id, errors[name])
-                continue
-            for w in caught:
-                log.warning("metric %s: %s", name, w.message)
+        values, errors = _score(metrics, y_true, y_pred, tc.id)
         record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3))
         if errors:
             record["metric_errors"] = errors
@@ -205,18 +234,7 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         log.error("test case %s failed: %s", tc.id, record["error"])
     finally:
-        if jobobj is not None:
-            try:
-                jobobj.cleanup()
-            except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
-                log.warning("cleanup of test case %s failed: %s", tc.id, e)
-        else:
-            for inst in instances.values():
-                if hasattr(inst, "cleanup"):
-                    try:
-                        inst.cleanup()
-                    except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
-                        log.warning("cleanup of %s failed: %s", type(inst).__name__, e)
+        _cleanup(jobobj, instances, tc.id)
     finished = time.time()
     record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished)),
                   seconds=round(finished - started, 3))
