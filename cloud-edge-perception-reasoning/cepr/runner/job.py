@@ -23,8 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from cepr import __version__
+from cepr.cloud.autoserve import shutdown_all
+from cepr.compat.class_factory import ClassType, lookup
+from cepr.data.tasks import ground_truth
 from cepr.errors import CeprError
+from cepr.metrics.joint import get_metric
+from cepr.report.rank import build_rank, case_url, format_table
 from cepr.runner.config import BenchmarkingJob, parse_job
+from cepr.runner.dataset import IndexDataset, load_index
+from cepr.runner.paradigm import JointInferenceJob, import_module_file, instantiate, run_samples
 from cepr.runner.records import SampleRecord
 from cepr.runner.testcase import TestCase, build_test_cases, check_test_cases
 
@@ -122,8 +129,6 @@ def ensure_dataset(job: BenchmarkingJob, progress: bool) -> None:
 
 def load_metrics(job: BenchmarkingJob) -> dict:
     """Metric functions by name: from each metric's url file (ClassFactory GENERAL), else cepr's own."""
-    from cepr.compat.class_factory import ClassType, lookup
-    from cepr.runner.paradigm import import_module_file
 
     out = {}
     for m in job.testenv.metrics:
@@ -131,7 +136,6 @@ def load_metrics(job: BenchmarkingJob) -> dict:
             import_module_file(m.url)
             out[m.name] = lookup(ClassType.GENERAL, m.name)
         else:
-            from cepr.metrics.joint import get_metric
 
             out[m.name] = get_metric(m.name)
     return out
@@ -149,7 +153,6 @@ def _start_record(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, started:
 
 def _sample_writer(fh, samples: list, y_true):
     """``on_result(i, result)`` for the paradigm: one samples.jsonl line per finished sample, flushed at once."""
-    from cepr.data.tasks import ground_truth
 
     def write(i, r):
         label = y_true[i] if i < len(y_true) else None
@@ -196,8 +199,6 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
              x: np.ndarray, index: int, total: int) -> dict:
     """One test case: build the modules, run every sample (each line saved as it finishes), score, and save
     record.json; a failure is recorded with its traceback and returned, never raised."""
-    from cepr.runner.dataset import IndexDataset
-    from cepr.runner.paradigm import JointInferenceJob, instantiate, run_samples
 
     out_dir = tc.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,9 +262,6 @@ def _finished_record(tc: TestCase) -> dict | None:
 
 
 def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
-    from cepr.cloud.autoserve import shutdown_all
-    from cepr.report.rank import build_rank, case_url, format_table
-    from cepr.runner.dataset import load_index
 
     opts = opts or RunOptions()
     if opts.concurrency < 1:

@@ -18,7 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
+from cepr.cloud.base import CloudRequest
+from cepr.cloud.client import CloudClient, backend_config_model, create_backend
+from cepr.cloud.payload import PayloadConfig
+from cepr.compat import prepare_sedna_env
+from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
+from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
+from cepr.edge.models import (
+    ASSETS,
+    AUTO,
+    EDGE_RGB,
+    EDGE_RGBD,
+    NO_CALIBRATION,
+    SHIPPED,
+    auto_model,
+    calibration_for,
+    model_path,
+    rgbd_without_depth_message,
+)
+from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY, create_reasoner
 from cepr.errors import CeprError, DatasetError, unknown
+from cepr.link.network import Link
+from cepr.runner.paradigm import import_module_file
 from cepr.runner.records import EDGE_HANDOFF, EDGE_STATE_KEY, CloudRecord, EdgeResult, EdgeState, handoff_key
 
 
@@ -65,7 +86,6 @@ def load_plugins(kind: str, files) -> None:
     """Import plug-in files (``plugins: [./my_backend.py]``) so what they register (a cloud backend, an edge
     reasoner) can be named by the next hyperparameters; each file is imported once, by path, as Ianvs imports
     module files. Plug-ins packaged with entry points need no such line."""
-    from cepr.runner.paradigm import import_module_file
 
     if files in (None, "", []):
         return
@@ -84,7 +104,6 @@ class TaskDatasetProcessor:
     "all"; frame i is asked ``tasks[i % len(tasks)]``, so every task gets an equal share of the frames."""
 
     def __init__(self, tasks="all", **kwargs):
-        from cepr.data.tasks import TASK_NAMES, get_task
 
         _check_hps("dataset_processor", kwargs, [])
         if tasks in ("all", None):
@@ -154,8 +173,6 @@ class EdgeModule:
     TORCH backend and its others call them differently); the model always comes from ``model``."""
 
     def __init__(self, **hps):
-        from cepr.edge.models import ASSETS, AUTO, EDGE_RGB, EDGE_RGBD, NO_CALIBRATION, SHIPPED, model_path
-        from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY
 
         _check_hps("edgemodel", hps, EDGE_HPS)
         load_plugins("edgemodel", hps.get("plugins"))
@@ -180,7 +197,6 @@ class EdgeModule:
         self.keep_mask = _flag("edgemodel", "keep_mask", hps.get("keep_mask", True))
         self.pipelines: dict[str, object] = {}  # model name or path -> EdgePipeline, built on first use
         self.calibrations: dict[str, Path | None] = {}  # model name or path -> the calibration file it uses
-        from cepr.compat import prepare_sedna_env
 
         # Sedna only needs model_path to name an existing file; under auto, the first shipped edge model present
         sedna_file = self.model_file or next((ASSETS / SHIPPED[n] for n in (EDGE_RGBD, EDGE_RGB)
@@ -198,9 +214,7 @@ class EdgeModule:
         return self.pipelines.get(self.model) if self.model_file is not None else None
 
     def _pipeline(self, name: str):
-        from cepr.edge.models import calibration_for, model_path, rgbd_without_depth_message
-        from cepr.edge.pipeline import EdgePipeline
-        from cepr.edge.reasoners import create_reasoner
+        from cepr.edge.pipeline import EdgePipeline  # onnxruntime: only when an edge model is built
 
         pipe = self.pipelines.get(name)
         if pipe is None:
@@ -223,9 +237,6 @@ class EdgeModule:
         return self
 
     def predict(self, data=None, **kwargs) -> dict:
-        from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
-        from cepr.data.tasks import camera_for, get_task
-        from cepr.edge.models import auto_model
 
         if kwargs.get("mining_mode") == "self-design":
             raise CeprError("mining mode self-design hands the whole sample to the edge model, which must then "
@@ -281,9 +292,6 @@ class CloudModule:
     def _settings(hps: dict):
         """(backend name, backend config, payload, link) from the hyperparameters, validated with no side effects
         (nothing is started): ``check_hyperparameters`` runs this for every test case before the first one."""
-        from cepr.cloud.client import backend_config_model
-        from cepr.cloud.payload import PayloadConfig
-        from cepr.link.network import Link
 
         load_plugins("cloudmodel", hps.get("plugins"))
         backend = hps.get("backend", "openai")
@@ -325,14 +333,13 @@ class CloudModule:
         cls._settings(hps)
 
     def __init__(self, **hps):
-        from cepr.cloud.client import CloudClient, backend_config_model, create_backend
 
         backend, cfg, payload, link_obj = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
         if backend == "openai":
             if cfg.get("base_url", "auto") == "auto":
                 from cepr.cloud.autoserve import reference_server_url
-                from cepr.cloud.expert import EXPERT_MODEL_NAME
+                from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
 
                 cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)))
                 cfg.setdefault("model", EXPERT_MODEL_NAME)
@@ -352,7 +359,6 @@ class CloudModule:
 
     def _image(self, s: SampleRef) -> np.ndarray:
         """The frame to send: the dataset's own copy at the requested resolution when it has one."""
-        from cepr.data.cloud_robotics import Frame, load_rgb
 
         path = s["rgb"]
         if self.payload.resolution:
@@ -367,8 +373,6 @@ class CloudModule:
     def inference(self, data=None, post_process=None, edge_state: EdgeState | None = None, **kwargs) -> dict:
         """``edge_state``: what the edge saw, handed over by ``cepr run``; under Ianvs, which passes only the
         sample, it comes from ``EDGE_HANDOFF`` (cepr.runner.records)."""
-        from cepr.cloud.base import CloudRequest
-        from cepr.data.tasks import TaskParams, camera_for, get_task
 
         s = as_sample(data)
         task = get_task(s["task"])

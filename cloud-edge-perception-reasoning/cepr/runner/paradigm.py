@@ -13,14 +13,17 @@ the filter in mining-then-inference, and a cloud exception propagates instead of
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 
-from cepr.compat.class_factory import lookup
+from cepr.compat.class_factory import ClassType, lookup
+from cepr.dispatch import POLICY_REGISTRY
 from cepr.errors import CeprError
 from cepr.runner.config import ModuleSpec
 from cepr.runner.records import EDGE_STATE_KEY, CloudRecord, EdgeResult
@@ -30,8 +33,6 @@ log = logging.getLogger(__name__)
 
 def import_module_file(path) -> None:
     """Ianvs imports module files by basename with their folder on sys.path; do the same."""
-    import importlib
-    import sys
     from pathlib import Path
 
     path = Path(path)
@@ -56,7 +57,6 @@ def import_module_file(path) -> None:
 
 def instantiate(spec: ModuleSpec):
     """GENERAL modules are instantiated with their hyperparameters; HEM becomes {method, param} (Sedna builds it)."""
-    from cepr.compat.class_factory import ClassType
 
     import_module_file(spec.url)
     if spec.type == "hard_example_mining":
@@ -99,7 +99,6 @@ def policy_capabilities(hem_cls) -> dict:
     """What a filter class declared when it was registered as a dispatch policy (under any name: Sedna's
     ClassFactory hands over the class, e.g. the Oracle under "Oracle (upper bound: uses labels)"); a filter
     registered only with ClassFactory declares nothing (needs no labels, no edge result, not an upper bound)."""
-    from cepr.dispatch import POLICY_REGISTRY
 
     return POLICY_REGISTRY.capabilities_of(hem_cls)
 
@@ -116,7 +115,6 @@ def check_mining_mode(method: str, caps: dict, mining_mode: str) -> None:
 
 class JointInferenceJob:
     def __init__(self, edge, cloud, hem: dict, mining_mode: str):
-        from cepr.compat.class_factory import ClassType
 
         self.edge = EdgeBackend(edge)
         model_file = os.environ.get("model_path")

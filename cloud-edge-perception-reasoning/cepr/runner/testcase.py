@@ -14,8 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cepr.compat.class_factory import ClassType, lookup
 from cepr.errors import CeprError
 from cepr.runner.config import AlgorithmSpec, BenchmarkingJob, ModuleSpec
+from cepr.runner.paradigm import check_mining_mode, import_module_file, policy_capabilities
 
 
 @dataclass
@@ -77,8 +79,6 @@ def check_module(spec: ModuleSpec, mining_mode: str = "inference-then-mining") -
     is registered, and its hyperparameters are accepted (the class's ``check_hyperparameters`` when it has one,
     else its constructor's signature). Filters (HEM) are built, as they are cheap and hold no resources, and
     must suit the mining mode."""
-    from cepr.compat.class_factory import ClassType, lookup
-    from cepr.runner.paradigm import check_mining_mode, import_module_file, policy_capabilities
 
     import_module_file(spec.url)
     hps = dict(spec.hyperparameters)
