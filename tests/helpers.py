@@ -121,3 +121,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def copy_default_job(dest: Path, tiny_data: Path) -> dict:
+    """The repository's default job, testenv and algorithm files copied into ``dest``, the testenv pointed at the
+    tiny synthetic set. Returns the testenv document (already written) for callers that extend it."""
+    import shutil
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    for d in ("testenv", "testalgorithms"):
+        shutil.copytree(repo / d, dest / d)
+    shutil.copy(repo / "benchmarkingjob.yaml", dest)
+    te_path = dest / "testenv" / "testenv.yaml"
+    te = yaml.safe_load(te_path.read_text())
+    res = tiny_data / "160x120"
+    te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "test-index.txt")}
+    te_path.write_text(yaml.safe_dump(te))
+    return te

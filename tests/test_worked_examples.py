@@ -2,7 +2,6 @@
 each one file in docs/examples/, added to a copy of the repository's default job and run through the real CLI."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,20 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import copy_default_job
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "docs" / "examples"
 
 
 @pytest.fixture
 def job(tmp_path, tiny_data):
-    for d in ("testenv", "testalgorithms"):
-        shutil.copytree(REPO / d, tmp_path / d)
-    shutil.copy(REPO / "benchmarkingjob.yaml", tmp_path)
-    # the tiny synthetic set instead of the default one
+    te = copy_default_job(tmp_path, tiny_data)  # the default job on the tiny synthetic set
     te_path = tmp_path / "testenv" / "testenv.yaml"
-    te = yaml.safe_load(te_path.read_text())
-    res = tiny_data / "160x120"
-    te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "test-index.txt")}
     # example 3: the metric, one more testenv entry
     te["testenv"]["metrics"].append({"name": "cloud_changed", "url": str(EXAMPLES / "cepr_example_changed_metric.py")})
     te_path.write_text(yaml.safe_dump(te))

@@ -14,6 +14,7 @@ import yaml
 from cepr.errors import CeprError
 from cepr.runner.config import parse_job
 from cepr.runner.testcase import build_test_cases
+from helpers import copy_default_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,14 +88,7 @@ def test_adapter_basenames_are_unique():
 @pytest.fixture
 def job_copy(tmp_path, tiny_data, monkeypatch):
     """The repository's job, testenv and algorithm files, pointed at the tiny synthetic set."""
-    for d in ("testenv", "testalgorithms"):
-        shutil.copytree(REPO / d, tmp_path / d)
-    shutil.copy(REPO / "benchmarkingjob.yaml", tmp_path)
-    te_path = tmp_path / "testenv" / "testenv.yaml"
-    te = yaml.safe_load(te_path.read_text())
-    res = tiny_data / "160x120"
-    te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "test-index.txt")}
-    te_path.write_text(yaml.safe_dump(te))
+    copy_default_job(tmp_path, tiny_data)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
