@@ -30,12 +30,21 @@ class Server(ReferenceServer):
             self.proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def cloud_model() -> str:
+    """The shipped cloud reference model (ONNX, in the package): the real server serves it without torch, and a
+    missing file fails here instead of skipping."""
+    from cepr.edge.models import model_path
+
+    return str(model_path("cloud"))
+
+
 @pytest.fixture
-def start_server(tiny_rgb_model):
+def start_server(cloud_model):
     servers = []
 
     def start(*flags):
-        s = Server(tiny_rgb_model, *flags)
+        s = Server(cloud_model, *flags)
         servers.append(s)
         return s
 

@@ -12,10 +12,10 @@ from cepr.edge.summary import summarize
 
 
 @pytest.fixture(scope="module")
-def expert(tiny_rgb_model):
+def expert(cloud_model):
     from cepr.cloud.expert import ReferenceExpert
 
-    return ReferenceExpert(str(tiny_rgb_model))
+    return ReferenceExpert(cloud_model)
 
 
 def messages(s, mode, depth=True, task="action"):
@@ -49,14 +49,14 @@ def test_image_plus_summary_answers_from_own_objects_at_the_edges_distances(expe
             assert json.loads(expert.answer(msgs).text)["answer"] == want
 
 
-def test_min_object_confidence_is_applied(tiny_rgb_model, tiny_data):
+def test_min_object_confidence_is_applied(cloud_model, tiny_data):
     from cepr.cloud.expert import MIN_OBJECT_CONFIDENCE, ReferenceExpert
 
     s = CloudRoboticsDataset(find_index(tiny_data, split="test"))[0]
     msgs = messages(s, "image")[0]
-    everything = ReferenceExpert(str(tiny_rgb_model), min_object_confidence=0.0)
-    nothing = ReferenceExpert(str(tiny_rgb_model), min_object_confidence=1.01)
-    assert ReferenceExpert(str(tiny_rgb_model)).min_object_confidence == MIN_OBJECT_CONFIDENCE
+    everything = ReferenceExpert(cloud_model, min_object_confidence=0.0)
+    nothing = ReferenceExpert(cloud_model, min_object_confidence=1.01)
+    assert ReferenceExpert(cloud_model).min_object_confidence == MIN_OBJECT_CONFIDENCE
     # with every object dropped, nothing is in the path
     assert json.loads(nothing.answer(messages(s, "image", task="traversable")[0]).text)["answer"] == "yes"
     assert everything.answer(msgs).source == "image"

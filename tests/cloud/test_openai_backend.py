@@ -25,6 +25,20 @@ def requests_(tiny_data):
     return out
 
 
+def body_bytes(b: OpenAIBackend, req: CloudRequest, stream: bool | None = None) -> int:
+    """Length of the JSON body one attempt of ``req`` puts on the wire, rebuilt here from the messages and the
+    settings (the SDK writes compact JSON): what ``bytes_up`` must equal for a request answered at the first try."""
+    from cepr.cloud.openai_backend import build_messages
+
+    cfg = b.cfg
+    stream = cfg.stream if stream is None else stream
+    body = {"messages": build_messages(cfg, req), "model": cfg.model, "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature, **cfg.extra_body}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return len(json.dumps(body, separators=(",", ":")).encode())
+
+
 def backend(url, **kw):
     cfg = {"base_url": url, "model": "cepr-reference-expert-not-an-llm", "timeout_s": 10.0, **kw}
     return OpenAIBackend(cfg)
@@ -47,7 +61,8 @@ def test_summary_mode_answers_like_the_planner_with_counted_bytes(start_server, 
         r = b.infer(req)
         assert r.status == "ok", r.reason
         assert r.answer == Planner().answer(summ, (req.task,))[req.task].answer
-        assert r.bytes_up > 500 and r.bytes_down > 20
+        assert r.attempts == 1 and r.bytes_up == body_bytes(b, req)  # the request body, byte for byte
+        assert r.bytes_down > 20
         assert r.usage.counted == "server" and r.usage.completion_tokens > 0
         assert (r.timings.ttft_ms is not None) == stream
         assert r.timings.total_ms > 0
@@ -62,9 +77,11 @@ def test_image_mode_sends_the_image_and_costs_more_bytes(start_server, requests_
     req, _ = requests_[0]
     from cepr.cloud.expert import image_tokens
 
-    r_img = backend(srv.url, payload={"mode": "image", "codec": "png"}).infer(req)
-    r_sum = backend(srv.url, payload={"mode": "summary"}).infer(req)
-    r_both = backend(srv.url, payload={"mode": "summary+image", "codec": "png"}).infer(req)
+    b_img, b_sum = backend(srv.url, payload={"mode": "image", "codec": "png"}), backend(srv.url, payload={"mode": "summary"})
+    b_both = backend(srv.url, payload={"mode": "summary+image", "codec": "png"})
+    r_img, r_sum, r_both = b_img.infer(req), b_sum.infer(req), b_both.infer(req)
+    for b, r in ((b_img, r_img), (b_sum, r_sum), (b_both, r_both)):
+        assert r.attempts == 1 and r.bytes_up == body_bytes(b, req)
     assert r_img.status == r_both.status == "ok" and r_img.answer in req.answers
     assert r_both.answer in req.answers  # what each combination answers: tests/cloud/test_expert.py
     assert r_both.bytes_up > r_sum.bytes_up + 1000
@@ -184,13 +201,13 @@ def test_servers_without_stream_options_get_counted_tokens(start_server, request
     assert srv.metrics()["cepr_request_errors_total"] == 1
 
 
-def test_client_adds_link_transfer_and_inprocess_matches_http(start_server, requests_, tiny_rgb_model):
+def test_client_adds_link_transfer_and_inprocess_matches_http(start_server, requests_, cloud_model):
     from cepr.cloud.client import CloudClient, create_backend
     from cepr.link import Link
 
     srv = start_server()
     http = CloudClient(backend(srv.url, payload={"mode": "summary"}), Link("4g", seed=1))
-    local = CloudClient(create_backend("inprocess", {"expert_model": str(tiny_rgb_model),
+    local = CloudClient(create_backend("inprocess", {"expert_model": cloud_model,
                                                      "payload": {"mode": "summary"}}), Link("4g", seed=1))
     for req, _ in requests_[:4]:
         a, b = http.infer(req), local.infer(req)

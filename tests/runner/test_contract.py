@@ -89,7 +89,7 @@ def test_non_torch_backend_convention(tiny_job, monkeypatch):
 
 
 def test_rank_files_have_ianvs_columns(tiny_job):
-    path = tiny_job(hem_hps={"threshold": [0.5, 0.9]})
+    path = tiny_job(hem_hps={"threshold": [0.5, 1.5]})  # 0.5 sends the odd samples (0.25), 1.5 sends all
     r = run(path)
     assert len(r.records) == 2
     rank = r.rank_dir
@@ -100,12 +100,12 @@ def test_rank_files_have_ianvs_columns(tiny_job):
     assert header[4:9] == ["paradigm", "dataset_processor", "edgemodel", "cloudmodel", "hard_example_mining"]
     assert header[9:] == ["edgemodel-quality", "hard_example_mining-threshold", "time", "url"]
     body = [dict(zip(header, r)) for r in rows[1:]]
-    assert {b["hard_example_mining-threshold"] for b in body} == {"0.5", "0.9"}
+    assert {b["hard_example_mining-threshold"] for b in body} == {"0.5", "1.5"}
     assert all(b["url"].startswith("./ws/tiny/tinyalgo/") for b in body)  # relative, as the YAML spells it
     assert [b["rank"] for b in body] == ["1", "2"]
-    # sorted by tiny_cloud_share descending: threshold 0.9 sends every sample (0.25 and 1.0 < 0.9? only 0.25)
-    shares = [float(b["tiny_cloud_share"]) for b in body]
-    assert shares == sorted(shares, reverse=True)
+    # sorted by tiny_cloud_share descending: the second case (threshold 1.5, every sample) comes first
+    assert [(b["hard_example_mining-threshold"], float(b["tiny_cloud_share"])) for b in body] == [("1.5", 1.0),
+                                                                                                ("0.5", 0.5)]
     assert body[0]["edgemodel"] == "TinyEdge" and body[0]["paradigm"] == "jointinference"
     assert (rank / "selected_rank.csv").is_file()
     # a second run replaces its rows instead of piling up duplicates (an Ianvs quirk we do not copy)
@@ -122,13 +122,14 @@ def test_selected_dataitem_filters_columns(tiny_job):
                                   "hyperparameters": ["hard_example_mining-threshold"],
                                   "metrics": ["tiny_cloud_share"]},
             "save_mode": "selected_only"}
-    r = run(tiny_job(hem_hps={"threshold": [0.5, 0.9]}, rank=rank))
+    # case order: 1.5 (sends all 6), 0.5 (sends 3), 0.9 (sends 3); ascending: 0.5 and 0.9 (a tie keeps the
+    # cases' order), then 1.5. An unsorted table would keep 1.5 first, a reversed one would put it first too.
+    r = run(tiny_job(hem_hps={"threshold": [1.5, 0.5, 0.9]}, rank=rank))
     with open(r.rank_dir / "selected_rank.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["rank", "algorithm", "tiny_cloud_share", "paradigm", "hard_example_mining",
                        "hard_example_mining-threshold", "time", "url"]
-    assert [x[5] for x in rows[1:]] == ["0.5", "0.9"]  # a tie (both send 3 of 6) keeps the cases' order
-    assert [float(x[2]) for x in rows[1:]] == sorted(float(x[2]) for x in rows[1:])
+    assert [(x[5], float(x[2])) for x in rows[1:]] == [("0.5", 0.5), ("0.9", 0.5), ("1.5", 1.0)]
     assert not (r.rank_dir / "all_rank.csv").exists()
 
 
