@@ -2,7 +2,10 @@
 
 Within a module the hyperparameters vary like nested loops in the order they are listed (the last one fastest);
 across modules, the first module listed varies slowest. Each case gets a stable id (a hash of everything that
-determines its results), so a rerun finds the cases it already finished.
+determines its results: modules, hyperparameters, run settings, and the fingerprints of its model files, data set,
+code and concurrency, see :mod:`cepr.runner.fingerprint`), so a rerun of the same thing finds the cases it already
+finished and a changed input gets a new case folder. The id is computed on first use, so a synthetic set that the
+job generates after building its cases is fingerprinted as generated.
 """
 
 from __future__ import annotations
@@ -11,13 +14,41 @@ import hashlib
 import inspect
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cepr.compat.class_factory import ClassType, lookup
 from cepr.errors import CeprError
+from cepr.runner import fingerprint as fpr
 from cepr.runner.config import AlgorithmSpec, BenchmarkingJob, ModuleSpec
 from cepr.runner.paradigm import check_mining_mode, import_module_file, policy_capabilities
+
+
+class JobInputs:
+    """What every case of one job shares and fingerprints once: the data set and the code (job files)."""
+
+    def __init__(self, job: BenchmarkingJob | None, context: dict):
+        self.job = job
+        self.context = context
+        self._data: dict | None = None
+        self._code: dict | None = None
+
+    @property
+    def data(self) -> dict:
+        if self._data is None:
+            index = self.job.testenv.test_index if self.job is not None else self.context.get("test_index")
+            self._data = fpr.data_fingerprint(index) if index else {"fingerprint": "missing", "files": 0}
+        return self._data
+
+    @property
+    def code(self) -> dict:
+        if self._code is None:
+            files = []
+            if self.job is not None:
+                files = [url for a in self.job.algorithms for _, _, url, _, _ in a.modules]
+                files += [m.url for m in self.job.testenv.metrics if m.url is not None]
+            self._code = {**fpr.code_fingerprint(files), "git_commit": fpr.git_commit()}
+        return self._code
 
 
 @dataclass
@@ -26,8 +57,30 @@ class TestCase:
 
     algorithm: AlgorithmSpec
     modules: dict[str, ModuleSpec]  # by module type, in the algorithm's order
-    id: str
-    output_dir: Path
+    root: Path = field(default_factory=Path)  # <workspace>/<job>: the case folder is root/<algorithm>/<id>
+    context: dict = field(default_factory=dict)  # run settings that change results (index, mining mode, limit...)
+    inputs: JobInputs | None = None
+    _id: str | None = field(default=None, repr=False)
+    _fingerprints: dict | None = field(default=None, repr=False)
+
+    @property
+    def fingerprints(self) -> dict:
+        """models / data / code / concurrency (see :mod:`cepr.runner.fingerprint`), computed on first use."""
+        if self._fingerprints is None:
+            inputs = self.inputs or JobInputs(None, self.context)
+            self._fingerprints = {"models": fpr.models_fingerprint(self.modules), "data": inputs.data,
+                                  "code": inputs.code, "concurrency": self.context.get("concurrency")}
+        return self._fingerprints
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = case_id(self._describe(), {**self.context, "inputs": fpr.in_id(self.fingerprints)})
+        return self._id
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / self.algorithm.name / self.id
 
     @property
     def hyperparameters(self) -> dict:
@@ -37,10 +90,13 @@ class TestCase:
             out.update(m.hyperparameters)
         return out
 
-    def describe(self) -> dict:
-        return {"id": self.id, "algorithm": self.algorithm.name, "paradigm": self.algorithm.paradigm_type,
+    def _describe(self) -> dict:
+        return {"algorithm": self.algorithm.name, "paradigm": self.algorithm.paradigm_type,
                 "algorithm_file": str(self.algorithm.file),
                 "modules": {t: m.describe() for t, m in self.modules.items()}}
+
+    def describe(self) -> dict:
+        return {"id": self.id, **self._describe(), "fingerprints": self.fingerprints}
 
 
 def _combinations(pairs: list[tuple[str, list]], base: dict) -> list[dict]:
@@ -56,21 +112,17 @@ def case_id(description: dict, context: dict) -> str:
 
 
 def build_test_cases(job: BenchmarkingJob, context: dict | None = None) -> list[TestCase]:
-    """``context``: run settings that change results (dataset, mining mode, limit) and so belong in the id."""
+    """``context``: run settings that change results (dataset, mining mode, limit, concurrency) and so belong in
+    the id, with the fingerprints of the case's models, data set and code."""
     context = context or {}
+    inputs = JobInputs(job, context)
     cases = []
     for algo in job.algorithms:
         per_module = []
         for mtype, name, url, pairs, base in algo.modules:
             per_module.append([ModuleSpec(mtype, name, url, hps) for hps in _combinations(pairs, base)])
         for combo in itertools.product(*per_module):
-            modules = {m.type: m for m in combo}
-            tc = TestCase(algo, modules, "", Path())
-            desc = tc.describe()
-            desc.pop("id")
-            tc.id = case_id(desc, context)
-            tc.output_dir = job.workspace / job.name / algo.name / tc.id
-            cases.append(tc)
+            cases.append(TestCase(algo, {m.type: m for m in combo}, job.workspace / job.name, context, inputs))
     return cases
 
 

@@ -1,0 +1,229 @@
+"""Fingerprints of what a test case's results depend on beyond its YAML: model files, data set, code, concurrency.
+
+They go into the case id (so a changed input gives a new case folder, never a reused stale one) and into
+``record.json`` under ``fingerprints`` (so ``--resume`` can say what changed). Definitions (docs/runner.md):
+
+* **models**: sha256 (first 16 hex digits) of every model file cepr can know a case uses: the edge module's model
+  and planner calibration (shipped names resolve through :func:`cepr.edge.models.model_path`; ``model: auto``
+  counts both shipped edge models and their calibrations), and the cloud expert's model when cepr serves it
+  (``base_url: auto`` or ``backend: inprocess``). A user module's ``model``/``calibration``/``expert_model``
+  hyperparameter that names an existing file is hashed too.
+* **data**: sha256 of the test index file's bytes, plus the size and modification time (ns) of every file it lists
+  (both columns, every line), plus the bytes of the set's ``dataset.json`` manifest where there is one (the
+  synthetic generator rewrites it, with the depth and annotation files, on every generation). A stat per listed
+  file, no image is read: about 10 ms for 300 frames. Touching a file without changing it gives a new fingerprint
+  (conservative: never a stale reuse).
+* **code**: the cepr version and a sha256 of the package's Python source (every ``cepr/**/*.py``) and of the
+  job's module and metric files. The git commit is recorded for reference but kept out of the id: the source hash
+  changes with uncommitted edits (a commit does not) and stays put over commits that touch no code.
+* **concurrency**: the run's ``--concurrency`` (it changes latency and throughput figures).
+
+Files are hashed once per process (cached by path, size and modification time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from cepr import __version__
+
+SHORT = 16
+_HASHES: dict[tuple[str, int, int], str] = {}
+_SOURCE: dict[str, str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (first 16 hex digits) of a file's bytes, once per process per (path, size, mtime)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()[:SHORT]
+    return _HASHES[key]
+
+
+# ---- models ----------------------------------------------------------------------------------------------
+
+def _resolve(name) -> Path | None:
+    from cepr.edge.models import model_path
+
+    try:
+        return model_path(str(name))
+    except Exception:  # noqa: BLE001 - a bad name is reported by check_test_cases, not here
+        return None
+
+
+def _edge_files(hps: dict) -> dict[str, Path | None]:
+    from cepr.edge.models import AUTO, EDGE_RGB, EDGE_RGBD, NO_CALIBRATION, calibration_for
+
+    model = str(hps.get("model", AUTO))
+    cal = hps.get("calibration", AUTO)
+    names = [EDGE_RGBD, EDGE_RGB] if model == AUTO else [model]
+    out: dict[str, Path | None] = {}
+    for n in names:
+        out[f"model:{n}"] = _resolve(n)
+        if cal in NO_CALIBRATION:
+            continue
+        if cal == AUTO:
+            try:
+                c = calibration_for(n)
+            except Exception:  # noqa: BLE001 - a missing shipped calibration shows as missing
+                c = None
+            if c is not None:
+                out[f"calibration:{n}"] = c
+        else:
+            out[f"calibration:{cal}"] = _resolve(cal)
+    return out
+
+
+def _cloud_files(hps: dict) -> dict[str, Path | None]:
+    backend = hps.get("backend", "openai")
+    if backend == "inprocess" or (backend == "openai" and hps.get("base_url", "auto") == "auto"):
+        name = hps.get("expert_model", "cloud")
+        return {f"expert_model:{name}": _resolve(name)}
+    return {}
+
+
+def _generic_files(hps: dict) -> dict[str, Path | None]:
+    out = {}
+    for key in ("model", "calibration", "expert_model"):
+        v = hps.get(key)
+        if isinstance(v, str) and v and Path(v).is_file():
+            out[f"{key}:{v}"] = Path(v)
+    return out
+
+
+def model_files(module_type: str, name: str, hps: dict) -> dict[str, Path | None]:
+    """``{what: path or None (named but missing)}`` for one module with these hyperparameters."""
+    if name == "CeprEdgeModel" or (module_type == "edgemodel" and name.startswith("Cepr")):
+        return _edge_files(hps)
+    if name == "CeprCloudModel" or (module_type == "cloudmodel" and name.startswith("Cepr")):
+        return _cloud_files(hps)
+    return _generic_files(hps)
+
+
+def models_fingerprint(modules: dict) -> dict[str, str]:
+    """``{"<module type>/<what>": short sha256 or "missing"}`` over a case's modules (``{type: ModuleSpec}``)."""
+    out = {}
+    for mtype, spec in modules.items():
+        for what, p in model_files(mtype, spec.name, spec.hyperparameters).items():
+            out[f"{mtype}/{what}"] = file_sha256(p) if p is not None and p.is_file() else "missing"
+    return out
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+
+def _manifest(index: Path) -> Path | None:
+    for d in (index.parent, index.parent.parent):
+        if (d / "dataset.json").is_file():
+            return d / "dataset.json"
+    return None
+
+
+def dataset_identity(index: str | Path) -> dict:
+    """``{"name", "synthetic"}`` of the set an index belongs to: from its ``dataset.json`` manifest (written by
+    the synthetic generator) where there is one, else from the folders (``<root>/<resolution>``, not synthetic)."""
+    index = Path(index).resolve()
+    man = _manifest(index)
+    synthetic = False
+    if man is not None:
+        try:
+            synthetic = bool(json.loads(man.read_text()).get("synthetic", False))
+        except (OSError, ValueError, AttributeError):
+            synthetic = False
+    res = index.parent
+    name = f"{res.parent.name}/{res.name}" if re.fullmatch(r"\d+x\d+", res.name) else res.name
+    return {"name": name, "synthetic": synthetic}
+
+
+def data_fingerprint(index: str | Path) -> dict:
+    """``{"fingerprint", "files", "name", "synthetic"}`` of the test set an index names (see the module doc);
+    ``{"fingerprint": "missing"}`` while the index does not exist (the synthetic set is made later)."""
+    index = Path(index)
+    if not index.is_file():
+        return {"fingerprint": "missing", "files": 0, **dataset_identity(index)}
+    raw = index.read_bytes()
+    h = hashlib.sha256(raw)
+    n = 0
+    for line in raw.decode("utf-8", "replace").splitlines():
+        cols = line.split()
+        if not cols or cols[0].startswith("#"):
+            continue
+        for c in cols[:2]:
+            p = Path(c) if os.path.isabs(c) else index.parent / c
+            try:
+                st = os.stat(p)
+                h.update(f"{c}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{c}\0missing\n".encode())
+            n += 1
+    man = _manifest(index.resolve())
+    if man is not None:
+        h.update(man.read_bytes())
+    return {"fingerprint": h.hexdigest()[:SHORT], "files": n, **dataset_identity(index)}
+
+
+# ---- code ------------------------------------------------------------------------------------------------
+
+def source_hash() -> str:
+    """sha256 over the cepr package's Python source (relative path and bytes of every file), once per process."""
+    pkg = Path(__file__).resolve().parent.parent
+    if "src" not in _SOURCE:
+        h = hashlib.sha256()
+        for p in sorted(pkg.rglob("*.py")):
+            if "__pycache__" in p.parts:
+                continue
+            h.update(str(p.relative_to(pkg)).encode() + b"\0")
+            h.update(p.read_bytes())
+        _SOURCE["src"] = h.hexdigest()[:SHORT]
+    return _SOURCE["src"]
+
+
+def git_commit() -> str | None:
+    """The git commit of the checkout cepr's source sits in (None outside git); recorded, not in the id."""
+    if "git" not in _SOURCE:
+        try:
+            r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=10, check=False)
+            _SOURCE["git"] = r.stdout.strip() if r.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            _SOURCE["git"] = ""
+    return _SOURCE["git"] or None
+
+
+def code_fingerprint(files: list[Path]) -> dict:
+    """cepr's version and source hash, and a hash of the job's own module/metric files (``files``)."""
+    h = hashlib.sha256()
+    for p in sorted({str(Path(f).resolve()) for f in files}):
+        h.update(p.encode() + b"\0" + (file_sha256(p).encode() if Path(p).is_file() else b"missing"))
+    return {"cepr": __version__, "source": source_hash(), "job_files": h.hexdigest()[:SHORT]}
+
+
+# ---- comparison ------------------------------------------------------------------------------------------
+
+PARTS = {"models": "models", "data": "data", "code": "code", "concurrency": "concurrency"}
+
+
+def in_id(fp: dict) -> dict:
+    """The part of a case's fingerprints that goes into its id (everything but informational fields)."""
+    data = {k: v for k, v in (fp.get("data") or {}).items() if k in ("fingerprint", "name")}
+    code = {k: v for k, v in (fp.get("code") or {}).items() if k != "git_commit"}
+    return {"models": fp.get("models"), "data": data, "code": code, "concurrency": fp.get("concurrency")}
+
+
+def changed_parts(old: dict | None, new: dict) -> list[str]:
+    """Which of models / data / code / concurrency differ between two cases' fingerprints (all, for a record
+    written before fingerprints were recorded)."""
+    if not old:
+        return list(PARTS)
+    a, b = in_id(old), in_id(new)
+    return [p for p in PARTS if a.get(p) != b.get(p)]
