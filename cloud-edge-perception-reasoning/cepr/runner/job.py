@@ -31,6 +31,7 @@ from cepr.metrics.joint import get_metric
 from cepr.report.rank import build_rank, case_url, format_table
 from cepr.runner.config import BenchmarkingJob, parse_job
 from cepr.runner.dataset import IndexDataset, load_index
+from cepr.runner.fingerprint import changed_parts
 from cepr.runner.paradigm import JointInferenceJob, import_module_file, instantiate, run_samples
 from cepr.runner.records import SampleRecord
 from cepr.runner.testcase import TestCase, build_test_cases, check_test_cases
@@ -247,18 +248,62 @@ def _short(hps: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in hps.items())
 
 
+def _earlier_results(tc: TestCase) -> list[tuple[str, list[str]]]:
+    """Finished results of this same case (algorithm, modules, hyperparameters, mining mode, limit) in other case
+    folders, made with other models / data / code / concurrency: ``[(case id, what changed)]``."""
+    out = []
+    mine = tc.describe()
+    for p in sorted(tc.output_dir.parent.glob(f"*/{RECORD}")):
+        if p.parent.name == tc.id:
+            continue
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        te = rec.get("testenv") or {}
+        if (rec.get("status") != "ok" or rec.get("modules") != mine["modules"]
+                or te.get("mining_mode", tc.context.get("mining_mode")) != tc.context.get("mining_mode")
+                or rec.get("limit") != tc.context.get("limit")):
+            continue
+        out.append((p.parent.name, changed_parts(rec.get("fingerprints"), tc.fingerprints)))
+    return out
+
+
 def _finished_record(tc: TestCase) -> dict | None:
+    """The record ``--resume`` may reuse: finished ("ok"), not degraded, with this id and these fingerprints.
+    A failed, unfinished or degraded case is run again (logged with the reason); a record in this case's folder
+    made with other fingerprints stops the job (CeprError saying what changed); earlier results of the same case
+    made with other models / data / code / concurrency live in other folders and are named in a warning."""
     p = tc.output_dir / RECORD
     if not p.is_file():
+        earlier = _earlier_results(tc)
+        if earlier:
+            what = sorted({w for _, ws in earlier for w in ws})
+            log.warning("resume: found %d earlier result(s) of test case %s made with other %s (%s): not reused; "
+                        "running it now", len(earlier), tc.id, "/".join(what), ", ".join(i for i, _ in earlier))
         return None
     try:
         rec = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("resume: %s is unreadable (%s): running test case %s again", p, e, tc.id)
         return None
-    if rec.get("status") == "ok" and rec.get("id") == tc.id:
-        rec["metrics"] = {k: (float("nan") if v is None else v) for k, v in rec["metrics"].items()}
-        return rec
-    return None
+    if rec.get("id") != tc.id:
+        return None
+    if rec.get("status") != "ok":
+        log.info("resume: test case %s ended %r earlier%s: running it again", tc.id, rec.get("status"),
+                 f" ({rec['error']})" if rec.get("error") else "")
+        return None
+    changed = changed_parts(rec.get("fingerprints"), tc.fingerprints)
+    if changed:
+        raise CeprError(f"--resume: {p} was made with other {', '.join(changed)} than this run (its fingerprints "
+                        "differ), so its results cannot be reused. Run into a new workspace (--workspace DIR), or "
+                        f"delete {tc.output_dir} to run this case again")
+    if rec.get("degraded"):
+        why = (rec.get("cloud") or {}).get("why") or "its cloud calls failed too often"
+        log.warning("resume: test case %s finished degraded earlier (%s): running it again", tc.id, why)
+        return None
+    rec["metrics"] = {k: (float("nan") if v is None else v) for k, v in rec["metrics"].items()}
+    return rec
 
 
 def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
