@@ -85,3 +85,36 @@ def test_a_file_in_another_format_is_replaced_not_misread(tmp_path, caplog):
 def test_case_url_keeps_the_workspace_as_written():
     assert case_url("./workspace", "cepr-default", "oracle", "abc") == "./workspace/cepr-default/oracle/abc"
     assert case_url("/tmp/w", "j", "a", "c") == "/tmp/w/j/a/c"
+
+
+def test_dataset_columns_are_written_and_printed_like_any_metric(tmp_path):
+    """``dataset`` (a string) and ``synthetic`` (1.0/0.0) are testenv metrics, so both runners put them in every
+    row; a string metric is a plain cell in the CSV and the table, and never breaks the sort."""
+    from cepr.report.rank import format_table
+
+    recs = [record(0.6, 0.7, case="a"), record(0.8, 0.9, case="b")]
+    for r, name in zip(recs, ("synth-bench/640x480", "Cloud-Robotics/640x480")):
+        r["metrics"].update(dataset=name, synthetic=1.0 if "synth" in name else 0.0)
+    rank = RankSpec([("accuracy", "descend")], hyperparameters=["all"], metrics=["all"], modules=["all"])
+    sel = build_rank(recs, rank, tmp_path, ["accuracy", "dataset", "synthetic"])
+    head, *body = rows(tmp_path / "all_rank.csv")
+    got = [dict(zip(head, b)) for b in body]
+    assert [(g["dataset"], g["synthetic"]) for g in got] == [("Cloud-Robotics/640x480", "0.0"),
+                                                             ("synth-bench/640x480", "1.0")]
+    table = format_table(sel["header"], sel["rows"])
+    assert "Cloud-Robotics/640x480" in table and "synth-bench/640x480" in table
+
+
+def test_dataset_metrics_read_the_set_from_the_label_paths(tmp_path):
+    import json
+    import math
+
+    from cepr.metrics.dataset_info import dataset, synthetic
+
+    res = tmp_path / "my-synth" / "640x480" / "gtFine" / "test"
+    res.mkdir(parents=True)
+    labels = [str(res / f"l{i}.png") for i in range(3)]
+    assert dataset(labels, []) == "my-synth/640x480" and synthetic(labels, []) == 0.0  # no manifest: not synthetic
+    (tmp_path / "my-synth" / "dataset.json").write_text(json.dumps({"synthetic": True}))
+    assert synthetic(labels, []) == 1.0
+    assert dataset([], []) == "" and math.isnan(synthetic([], []))

@@ -129,19 +129,24 @@ def _manifest(index: Path) -> Path | None:
     return None
 
 
-def dataset_identity(index: str | Path) -> dict:
-    """``{"name", "synthetic"}`` of the set an index belongs to: from its ``dataset.json`` manifest (written by
-    the synthetic generator) where there is one, else from the folders (``<root>/<resolution>``, not synthetic)."""
-    index = Path(index).resolve()
-    man = _manifest(index)
+def dataset_identity(path: str | Path) -> dict:
+    """``{"name", "synthetic"}`` of the set a file belongs to (its test index, or any frame or label it lists).
+
+    The name is ``<root>/<resolution>`` for the Cloud-Robotics layout (``<root>/<W>x<H>/...``, e.g.
+    ``cloud-robotics-synth-bench/640x480``), else the file's folder name. ``synthetic`` comes from the set's
+    ``dataset.json`` manifest (written by the synthetic generator); a set without one is not synthetic."""
+    p = Path(path).resolve()
+    res = next((d for d in p.parents if re.fullmatch(r"\d+x\d+", d.name)), None)
+    name = f"{res.parent.name}/{res.name}" if res is not None else p.parent.name
     synthetic = False
-    if man is not None:
-        try:
-            synthetic = bool(json.loads(man.read_text()).get("synthetic", False))
-        except (OSError, ValueError, AttributeError):
-            synthetic = False
-    res = index.parent
-    name = f"{res.parent.name}/{res.name}" if re.fullmatch(r"\d+x\d+", res.name) else res.name
+    for d in ((res, res.parent) if res is not None else (p.parent, p.parent.parent)):
+        man = d / "dataset.json"
+        if man.is_file():
+            try:
+                synthetic = bool(json.loads(man.read_text()).get("synthetic", False))
+            except (OSError, ValueError, AttributeError):
+                synthetic = False
+            break
     return {"name": name, "synthetic": synthetic}
 
 
