@@ -21,6 +21,10 @@ def add_parser(sub) -> None:
     c.add_argument("--min-object-confidence", type=float, default=None,
                    help="drop objects of the expert's segmentation with a lower mean class probability "
                         "(default: cepr.cloud.expert.MIN_OBJECT_CONFIDENCE, chosen on val frames)")
+    c.add_argument("--max-body-mb", type=float, default=20.0, help="larger request bodies are refused (413)")
+    c.add_argument("--max-image-pixels", type=int, default=4096 * 4096,
+                   help="larger images (width x height, read from the header) are refused (400)")
+    c.add_argument("--max-question-chars", type=int, default=4000, help="longer questions are refused (400)")
     c.add_argument("--fault-delay-ms", type=float, default=0.0, help="testing: delay every answer")
     c.add_argument("--fault-garbage-rate", type=float, default=0.0, help="testing: share of non-JSON answers")
     c.add_argument("--fault-error-rate", type=float, default=0.0,
@@ -46,12 +50,13 @@ def cmd_cloud(a) -> int:
         from cepr.errors import CeprError
 
         raise CeprError("serving needs the serve extra: pip install -e '.[serve]'") from None
-    from cepr.serve.cloud_server import FaultConfig, serve
+    from cepr.serve.cloud_server import FaultConfig, Limits, serve
 
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
           FaultConfig(delay_ms=a.fault_delay_ms, garbage_rate=a.fault_garbage_rate, error_rate=a.fault_error_rate,
                       no_stream_options=a.fault_no_stream_options, error_status=a.fault_error_status,
                       fail_first=a.fault_fail_first, retry_after_s=a.fault_retry_after),
-          a.log_level, a.min_object_confidence)
+          a.log_level, a.min_object_confidence,
+          Limits(a.max_body_mb, a.max_image_pixels, a.max_question_chars))
     return 0

@@ -34,6 +34,10 @@ EXPERT_MODEL_NAME = "cepr-reference-expert-not-an-llm"
 # the model leaves small, unsure blobs (a few "wall" pixels on the road) that the planner would take for
 # obstacles. Chosen on 100 val frames (docs/cloud.md: benchmarks/cloud_expert_accuracy.py --split val).
 MIN_OBJECT_CONFIDENCE = 0.8
+# what one request may ask of the server (``cepr serve cloud`` flags override them): an image's pixels (read from the
+# file's header, before anything is decoded: a small PNG can inflate to gigabytes) and the question's characters
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_QUESTION_CHARS = 4000
 _SUMMARY_TAG = "Scene summary from the robot's edge perception (JSON): "
 _CAMERA_TAG = "Camera (JSON): "
 
@@ -67,20 +71,72 @@ def identify_task(question: str) -> str:
     return best
 
 
-def _decode_image(url: str) -> np.ndarray:
+def image_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or WebP header, without decoding the pixels; None for other formats."""
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) >= 24 and raw[12:16] == b"IHDR":
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if raw[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(raw):
+            if raw[i] != 0xFF:
+                return None
+            marker = raw[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+                i += 2
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(raw[i + 7:i + 9], "big"), int.from_bytes(raw[i + 5:i + 7], "big")
+            i += 2 + int.from_bytes(raw[i + 2:i + 4], "big")
+        return None
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP" and len(raw) >= 30:
+        kind = raw[12:16]
+        if kind == b"VP8 ":
+            return (int.from_bytes(raw[26:28], "little") & 0x3FFF, int.from_bytes(raw[28:30], "little") & 0x3FFF)
+        if kind == b"VP8L":
+            b = int.from_bytes(raw[21:25], "little")
+            return (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+        if kind == b"VP8X":
+            return int.from_bytes(raw[24:27], "little") + 1, int.from_bytes(raw[27:30], "little") + 1
+    return None
+
+
+def _decode_image(url: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     if not url.startswith("data:image/"):
         raise RequestError("only base64 data URLs are accepted for image_url (no network access here)")
     try:
         raw = base64.b64decode(url.split(",", 1)[1], validate=False)
     except (IndexError, ValueError) as e:
         raise RequestError(f"bad base64 image: {e}") from None
+    size = image_size(raw)
+    if size is None:
+        raise RequestError("the image is not a PNG, JPEG or WebP file (or its header is cut off)")
+    if size[0] * size[1] > max_pixels:
+        raise RequestError(f"the image is {size[0]}x{size[1]} pixels, more than this server accepts "
+                           f"({max_pixels} pixels, --max-image-pixels)")
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise RequestError("the image could not be decoded")
+    if img.shape[0] * img.shape[1] > max_pixels:  # the header lied
+        raise RequestError(f"the image has more than {max_pixels} pixels (--max-image-pixels)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def parse_messages(messages: list[dict]) -> tuple[str, dict | None, dict | None, np.ndarray | None, str]:
+def _json_block(text: str, what: str) -> dict:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RequestError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise RequestError(f"{what} must be a JSON object")
+    return d
+
+
+def parse_messages(messages: list[dict], max_pixels: int = MAX_IMAGE_PIXELS,
+                   max_question_chars: int = MAX_QUESTION_CHARS
+                   ) -> tuple[str, dict | None, dict | None, np.ndarray | None, str]:
     """(question, summary dict, camera dict, image, all text) from OpenAI chat messages."""
     texts, summary, camera, image, question = [], None, None, None, None
     for msg in messages:
@@ -88,6 +144,8 @@ def parse_messages(messages: list[dict]) -> tuple[str, dict | None, dict | None,
             raise RequestError("every message must be an object")
         content = msg.get("content")
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
+        if not isinstance(parts, list):
+            raise RequestError("a message's content must be a string or a list of parts")
         for part in parts:
             if not isinstance(part, dict):
                 raise RequestError("content parts must be objects")
@@ -97,19 +155,36 @@ def parse_messages(messages: list[dict]) -> tuple[str, dict | None, dict | None,
                 if msg.get("role") != "user":
                     continue
                 if t.startswith(_SUMMARY_TAG):
-                    try:
-                        summary = json.loads(t[len(_SUMMARY_TAG):])
-                    except json.JSONDecodeError as e:
-                        raise RequestError(f"scene summary is not valid JSON: {e}") from None
+                    summary = _json_block(t[len(_SUMMARY_TAG):], "scene summary")
                 elif t.startswith(_CAMERA_TAG):
-                    camera = json.loads(t[len(_CAMERA_TAG):])
+                    camera = _json_block(t[len(_CAMERA_TAG):], "camera block")
                 elif question is None:
                     question = t
             elif part.get("type") == "image_url":
-                image = _decode_image(str((part.get("image_url") or {}).get("url", "")))
+                url = part.get("image_url")
+                image = _decode_image(str((url if isinstance(url, dict) else {}).get("url", "")), max_pixels)
     if not question:
         raise RequestError("no question in the user message")
+    if len(question) > max_question_chars:
+        raise RequestError(f"the question has {len(question)} characters, more than this server accepts "
+                           f"({max_question_chars}, --max-question-chars)")
     return question, summary, camera, image, "\n".join(texts)
+
+
+def _camera(camera: dict, w: int, h: int) -> Camera:
+    try:
+        return Camera.from_dict(camera).scaled(w, h)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, AttributeError) as e:
+        raise RequestError(f"bad camera block: {e}") from None
+
+
+def _summary(summary: dict):
+    from cepr.edge.summary import summary_from_dict
+
+    try:
+        return summary_from_dict(summary)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        raise RequestError(f"bad scene summary: {type(e).__name__}: {e}") from None
 
 
 def image_tokens(width: int, height: int) -> int:
@@ -119,24 +194,27 @@ def image_tokens(width: int, height: int) -> int:
 
 class ReferenceExpert:
     def __init__(self, model: str = "cloud", params: TaskParams | None = None, threads: int = 1,
-                 min_object_confidence: float = MIN_OBJECT_CONFIDENCE):
+                 min_object_confidence: float = MIN_OBJECT_CONFIDENCE, max_image_pixels: int = MAX_IMAGE_PIXELS,
+                 max_question_chars: int = MAX_QUESTION_CHARS):
         from cepr.edge.models import model_path
         from cepr.edge.planner import Planner
         from cepr.edge.runtime import SegmentationModel
 
         self.params = params or TaskParams()
         self.min_object_confidence = min_object_confidence
+        self.max_image_pixels, self.max_question_chars = int(max_image_pixels), int(max_question_chars)
         self.model = SegmentationModel(model_path(model), threads=threads)
         self.planner = Planner(self.params)
 
     def answer(self, messages: list[dict]) -> ExpertReply:
-        from cepr.edge.summary import borrow_distances, summarize, summary_from_dict
+        from cepr.edge.summary import borrow_distances, summarize
 
-        question, summary, camera, image, all_text = parse_messages(messages)
+        question, summary, camera, image, all_text = parse_messages(messages, self.max_image_pixels,
+                                                                    self.max_question_chars)
         task = identify_task(question)
         if image is not None:
             h, w = image.shape[:2]
-            cam = Camera.from_dict(camera).scaled(w, h) if camera else Camera.assumed(w, h)
+            cam = _camera(camera, w, h) if camera else Camera.assumed(w, h)
             depth = None
             if self.model.use_depth:
                 raise RequestError("the expert's model needs depth, which an image cannot carry")
@@ -146,10 +224,10 @@ class ReferenceExpert:
             source, extra_tokens = "image", image_tokens(w, h)
             if summary is not None and summary.get("distance_source") == "depth":
                 # what is there from our segmentation, where it is from the edge's depth measurements
-                s = borrow_distances(s, summary_from_dict(summary), self.params)
+                s = borrow_distances(s, _summary(summary), self.params)
                 source = "image+summary"
         elif summary is not None:
-            s = summary_from_dict(summary)
+            s = _summary(summary)
             source, extra_tokens = "summary", 0
         else:
             raise RequestError("the request carries neither an image nor a scene summary")

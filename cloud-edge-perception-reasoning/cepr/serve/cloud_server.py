@@ -4,11 +4,14 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (plain, or streamed
 ``stream_options.include_usage``), ``GET /health`` and ``GET /metrics`` (Prometheus, through ``prometheus_client``
 with one registry per app). Its model id says plainly that it is not an LLM. ``FaultConfig`` injects delays,
 garbage answers, HTTP errors (500, 503, 429, with or without ``Retry-After``) and a refused ``stream_options``, so
-the client's fault handling is tested against a real server.
+the client's fault handling is tested against a real server. ``Limits`` bounds what one request may ask: a body
+over ``max_body_mb`` gets 413 (read no further), an image over ``max_image_pixels`` (from its header, before
+decoding) or a question over ``max_question_chars`` gets 400, as does a malformed camera block or scene summary.
 """
 
 import asyncio
 import json
+import logging
 import random
 import threading
 import time
@@ -21,7 +24,28 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from cepr.cloud.expert import EXPERT_MODEL_NAME, ReferenceExpert, RequestError
+from cepr.cloud.expert import (
+    EXPERT_MODEL_NAME,
+    MAX_IMAGE_PIXELS,
+    MAX_QUESTION_CHARS,
+    ReferenceExpert,
+    RequestError,
+)
+
+log = logging.getLogger(__name__)
+MAX_BODY_MB = 20.0  # a 640x480 PNG is under 1 MB in base64; a 4096x4096 one about 30 MB at worst
+
+
+@dataclass
+class Limits:
+    """What one request may ask: larger bodies get 413; larger images and longer questions get 400."""
+    max_body_mb: float = MAX_BODY_MB
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_question_chars: int = MAX_QUESTION_CHARS
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
 
 
 @dataclass
@@ -46,6 +70,8 @@ class ServerMetrics:
         self.image_requests = Counter("cepr_image_requests", "requests that carried an image", registry=r)
         self.prompt_tokens = Counter("cepr_prompt_tokens", "prompt tokens (estimated)", registry=r)
         self.completion_tokens = Counter("cepr_completion_tokens", "completion tokens (estimated)", registry=r)
+        self.body_bytes = Counter("cepr_request_body_bytes", "bytes of chat request bodies received in full",
+                                  registry=r)
         self.seconds = Histogram("cepr_request_seconds", "time to answer a request, body read to answer ready",
                                  registry=r)
 
@@ -99,15 +125,31 @@ class FaultInjector:
 
 
 def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | None = None, expert=None,
-               min_object_confidence: float | None = None) -> FastAPI:
+               min_object_confidence: float | None = None, limits: Limits | None = None) -> FastAPI:
+    limits = limits or Limits()
     if expert is None:
         kw = {} if min_object_confidence is None else {"min_object_confidence": min_object_confidence}
-        expert = ReferenceExpert(model, threads=threads, **kw)
+        expert = ReferenceExpert(model, threads=threads, max_image_pixels=limits.max_image_pixels,
+                                 max_question_chars=limits.max_question_chars, **kw)
     app = FastAPI(title="cepr reference cloud expert (not an LLM)")
     app.state.metrics = metrics = ServerMetrics()
     _add_info_routes(app, metrics)
-    _add_chat_route(app, expert, FaultInjector(faults or FaultConfig()), metrics)
+    _add_chat_route(app, expert, FaultInjector(faults or FaultConfig()), metrics, limits)
     return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed ``limit`` bytes (the rest is never read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _add_info_routes(app: FastAPI, metrics: ServerMetrics) -> None:
@@ -125,7 +167,7 @@ def _add_info_routes(app: FastAPI, metrics: ServerMetrics) -> None:
                                             "owned_by": "cepr"}]}
 
 
-def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: ServerMetrics) -> None:
+def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: ServerMetrics, limits: Limits) -> None:
     def err(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
         metrics.errors.inc()
         return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
@@ -133,8 +175,12 @@ def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: Server
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         t0 = time.perf_counter()
+        raw = await _read_body(request, limits.max_body_bytes)
+        if raw is None:
+            return err(413, f"request body larger than {limits.max_body_mb:g} MB (--max-body-mb)")
+        metrics.body_bytes.inc(len(raw))
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return err(400, "request body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
@@ -150,6 +196,9 @@ def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: Server
             reply = await run_in_threadpool(expert.answer, body["messages"])
         except RequestError as e:
             return err(400, str(e))
+        except Exception as e:  # a bug answers one request with 500, with its name, not a crash
+            log.exception("the expert failed on a request")
+            return err(500, f"internal error: {type(e).__name__}: {e}", "server_error")
         text = faults.garble(reply.text) if garble else reply.text
         metrics.answered(reply, time.perf_counter() - t0)
         return _completion(body, text, reply)
@@ -190,6 +239,6 @@ def _events(cid: str, created: int, text: str, usage: dict | None):
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
           faults: FaultConfig | None = None, log_level: str = "warning",
-          min_object_confidence: float | None = None) -> None:
-    uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence), host=host,
-                port=port, log_level=log_level)
+          min_object_confidence: float | None = None, limits: Limits | None = None) -> None:
+    uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits),
+                host=host, port=port, log_level=log_level)
