@@ -8,6 +8,7 @@ calls it when the job ends; an ``atexit`` hook covers Ianvs).
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import socket
 import subprocess
@@ -42,20 +43,40 @@ class ReferenceServer:
         cmd = [sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port), "--model", str(model),
                "--threads", str(threads), *map(str, extra_args)]
         log.info("starting the reference cloud expert: %s", " ".join(cmd))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     errors="replace")
+        # a thread drains the server's output for as long as it runs (a full pipe would block the server),
+        # keeping the last lines for error messages
+        self.output: collections.deque[str] = collections.deque(maxlen=self.KEEP_LINES)
+        self._drain = threading.Thread(target=self._read_output, name=f"cepr-expert-{self.port}-output", daemon=True)
+        self._drain.start()
         deadline = time.time() + startup_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read() if self.proc.stdout else ""
+                self._drain.join(5)
                 raise CeprError(f"the reference cloud expert exited at start-up (code {self.proc.returncode}):\n"
-                                f"{out.strip()}")
+                                f"{self.last_output()}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1).read()
                 return
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise CeprError(f"the reference cloud expert did not answer /health within {startup_s:.0f} s")
+        raise CeprError(f"the reference cloud expert did not answer /health within {startup_s:.0f} s; its last "
+                        f"output:\n{self.last_output()}")
+
+    KEEP_LINES = 50
+
+    def _read_output(self) -> None:
+        try:
+            for line in self.proc.stdout:
+                self.output.append(line.rstrip("\n"))
+        except (OSError, ValueError):  # the pipe was closed under us by stop()
+            pass
+
+    def last_output(self) -> str:
+        """The server's last lines of output (stdout and stderr), for error messages."""
+        return "\n".join(self.output).strip()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -65,6 +86,7 @@ class ReferenceServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._drain.join(5)  # the pipe ends when the process does
         if self.proc.stdout:
             self.proc.stdout.close()
 
@@ -75,8 +97,8 @@ def reference_server_url(model: str = "cloud", threads: int = 1) -> str:
     with _lock:
         srv = _servers.get(key)
         if srv is not None and srv.proc.poll() is not None:
-            log.warning("the reference cloud expert on port %d died (code %s); starting a new one", srv.port,
-                        srv.proc.returncode)
+            log.warning("the reference cloud expert on port %d died (code %s); starting a new one. Its last "
+                        "output:\n%s", srv.port, srv.proc.returncode, srv.last_output())
             srv = None
         if srv is None:
             srv = _servers[key] = ReferenceServer(model, threads)
