@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path):
     p = Path(path)
     if not p.is_file():
         raise CeprError(f"checkpoint {p} not found")
-    ck = torch.load(p, map_location="cpu", weights_only=False)
+    ck = torch.load(p, map_location="cpu", weights_only=True)
     cfg = RFNetConfig.from_dict(ck["model_config"])
     if "input_size" in ck:  # a model trained on crops runs on whole frames of its input size
         cfg = RFNetConfig.from_dict({**cfg.to_dict(), "input_size": ck["input_size"]})
@@ -48,7 +48,7 @@ def load_checkpoint(path: str | Path):
 def save_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """The checkpoint without optimizer state: what ships as the PyTorch form of a model."""
     torch = _require("torch", "train")
-    ck = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+    ck = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
     keep = {k: ck[k] for k in ("model", "model_config", "input_size", "train_config", "step", "best_miou") if k in ck}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     torch.save(keep, out)

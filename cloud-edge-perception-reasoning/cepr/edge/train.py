@@ -222,7 +222,7 @@ def _resume(last: Path, model, opt, sched, device: str) -> tuple[int, float]:
 
     if not last.exists():
         return 0, -1.0
-    ck = torch.load(last, map_location=device, weights_only=False)
+    ck = torch.load(last, map_location=device, weights_only=True)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])

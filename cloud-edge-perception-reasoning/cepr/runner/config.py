@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cepr.errors import CeprError, did_you_mean
+from cepr.runner.names import check_path_name
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +432,9 @@ def check_rank_names(rank: RankSpec, te: TestEnv, algos: list[AlgorithmSpec], pa
 def parse_job(path: str | Path, workspace: str | None = None) -> BenchmarkingJob:
     path = Path(path)
     b = load_doc(path, JobDoc, "benchmarking job file").benchmarkingjob
+    check_path_name(b.name, "benchmarkingjob name", path)  # names become folders: {workspace}/{job}/{algorithm}
+    for a in b.test_object.algorithms:
+        check_path_name(a.name, "algorithm name", path)
     te = parse_testenv(resolve_path(b.testenv, path, "testenv"))
     algos = []
     for a in b.test_object.algorithms:
