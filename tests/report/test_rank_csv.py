@@ -4,6 +4,9 @@ how earlier runs' files are merged."""
 import csv
 import logging
 
+import pytest
+
+from cepr.errors import CeprError
 from cepr.report.rank import build_rank, case_hyperparameters, case_url, read_rank_csv
 from cepr.runner.config import RankSpec
 
@@ -114,7 +117,11 @@ def test_dataset_metrics_read_the_set_from_the_label_paths(tmp_path):
     res = tmp_path / "my-synth" / "640x480" / "gtFine" / "test"
     res.mkdir(parents=True)
     labels = [str(res / f"l{i}.png") for i in range(3)]
-    assert dataset(labels, []) == "my-synth/640x480" and synthetic(labels, []) == 0.0  # no manifest: not synthetic
+    preds = [None] * 3
+    assert dataset(labels, preds) == "my-synth/640x480" and synthetic(labels, preds) == 0.0  # no manifest
     (tmp_path / "my-synth" / "dataset.json").write_text(json.dumps({"synthetic": True}))
-    assert synthetic(labels, []) == 1.0
-    assert dataset([], []) == "" and math.isnan(synthetic([], []))
+    assert synthetic(labels, preds) == 1.0
+    with pytest.warns(RuntimeWarning):
+        assert math.isnan(dataset([], [])) and math.isnan(synthetic([], []))
+    with pytest.raises(CeprError, match="y_true has 3 entries but y_pred has 1"):
+        dataset(labels, [None])

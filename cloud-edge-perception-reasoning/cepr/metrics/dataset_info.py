@@ -13,13 +13,24 @@ it can be sorted or filtered like any metric.
 from __future__ import annotations
 
 import math
+import warnings
 
+from cepr.errors import CeprError
 from cepr.runner.fingerprint import dataset_identity
 
 
-def _identities(y_true) -> list[dict]:
+def _identities(y_true, y_pred) -> list[dict]:
+    """The distinct (name, synthetic) of the label paths, in order (stops at the second); [] with a warning for
+    no samples. Checked like every metric: y_true and y_pred pair up one to one."""
+    labels = [] if y_true is None else list(y_true)
+    n_pred = 0 if y_pred is None else len(y_pred)
+    if len(labels) != n_pred:
+        raise CeprError(f"y_true has {len(labels)} entries but y_pred has {n_pred}: they must pair up one to one")
+    if not labels:
+        warnings.warn("no samples: returning NaN", RuntimeWarning, stacklevel=3)
+        return []
     seen, out = set(), []
-    for y in list(y_true):
+    for y in labels:
         d = dataset_identity(str(y))
         key = (d["name"], d["synthetic"])
         if key not in seen:
@@ -30,14 +41,15 @@ def _identities(y_true) -> list[dict]:
     return out
 
 
-def dataset(y_true, y_pred) -> str:
-    """The data set's name ('a+b' if the labels come from more than one; '' for no samples)."""
-    return "+".join(d["name"] for d in _identities(y_true))
+def dataset(y_true, y_pred) -> str | float:
+    """The data set's name ('a+b' if the labels come from more than one); NaN (an empty cell) for no samples."""
+    ids = _identities(y_true, y_pred)
+    return "+".join(d["name"] for d in ids) if ids else math.nan
 
 
 def synthetic(y_true, y_pred) -> float:
     """1.0 when the data set is synthetic (its manifest says so), 0.0 when not, NaN for no samples."""
-    ids = _identities(y_true)
+    ids = _identities(y_true, y_pred)
     if not ids:
         return math.nan
     return 1.0 if all(d["synthetic"] for d in ids) else 0.0
