@@ -74,3 +74,21 @@ def test_int8_agrees_with_fp32_and_pipeline_uses_the_calibration(tiny_data):
 def test_unknown_model_name_gets_a_hint():
     with pytest.raises(CeprError, match="did you mean the shipped model 'edge-int8'"):
         model_path("edge-int")
+
+
+def test_checkpoints_load_as_weights_only():
+    """Every ``torch.load`` in cepr refuses pickled code (``weights_only=True``), and the shipped weights load so."""
+    import re
+    from pathlib import Path
+
+    import cepr
+
+    calls = [(f.name, line.strip()) for f in Path(cepr.__file__).parent.rglob("*.py")
+             for line in f.read_text().splitlines() if re.search(r"\btorch\.load\(", line)]
+    assert calls and all("weights_only=True" in c for _, c in calls), calls
+    pytest.importorskip("torch")
+    from cepr.edge.export import load_checkpoint
+
+    for name in ("edge-torch", "edge-rgb-torch"):
+        _model, ck = load_checkpoint(model_path(name))
+        assert ck["step"] > 0 and ck["model_config"]["width"] == 16
