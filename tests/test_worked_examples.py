@@ -53,7 +53,7 @@ def test_the_three_worked_examples_run_in_the_default_job(job):
     proc = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "6",
                            "--no-progress"], cwd=job, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "11 test case(s) ok, 0 failed" in proc.stdout
+    assert "11 test case(s) ok, 0 degraded, 0 failed" in proc.stdout
     recs = _records(job / "workspace" / "cepr-default")
     margin = {r["hyperparameters"]["margin"]: r for (a, _), r in recs.items() if a == "margin"}
     assert set(margin) == {0.0, 1.0}

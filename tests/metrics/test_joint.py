@@ -173,9 +173,35 @@ def test_safety_recall_missing_answer_is_unsafe_and_no_hazard_is_nan(gt):
 
 # ---- routing, latency, throughput ----------------------------------------------------------------------------
 
-def test_edge_ratio(gt):
+def test_edge_ratio_counts_where_answers_came_from(gt):
     y_true, y_pred = run_set()
-    assert joint.edge_ratio(y_true, y_pred) == pytest.approx(3 / 6)
+    # kept on the edge: samples 1, 2, 5; sample 4 went to the cloud, which failed, so the edge answer stood
+    assert joint.edge_ratio(y_true, y_pred) == pytest.approx(4 / 6)
+    assert joint.n(y_true, y_pred) == 6.0
+    assert (joint.cloud_ok(y_true, y_pred), joint.cloud_fallback(y_true, y_pred),
+            joint.cloud_error(y_true, y_pred)) == (2.0, 0.0, 1.0)
+
+
+def test_accuracy_comes_with_a_wilson_interval(gt):
+    y_true, y_pred = run_set()
+    lo, hi = joint.accuracy_ci_low(y_true, y_pred), joint.accuracy_ci_high(y_true, y_pred)
+    assert (lo, hi) == pytest.approx(joint.wilson_interval(3, 6))
+    assert lo < joint.accuracy(y_true, y_pred) < hi
+    assert joint.n_action(y_true, y_pred) == 3.0
+    assert joint.accuracy_traversable_ci_low(y_true, y_pred) == 0.0 < joint.accuracy_traversable_ci_high(y_true, y_pred)
+    # textbook values: 116/150 -> [0.700, 0.833]; 0/30 -> [0, 0.114]; never outside [0, 1]
+    assert joint.wilson_interval(116, 150) == pytest.approx((0.70000, 0.83302), abs=1e-5)
+    assert joint.wilson_interval(0, 30) == pytest.approx((0.0, 0.11351), abs=1e-5)
+    assert all(np.isnan(joint.wilson_interval(0, 0)))
+
+
+@pytest.mark.parametrize("field, metric", [("latency_ms", "latency_mean"), ("bytes_up", "uplink_bytes"),
+                                           ("prompt_tokens", "cloud_tokens")])
+def test_a_missing_field_is_an_error_naming_the_sample_not_zero(gt, field, metric):
+    y_true, y_pred = run_set()
+    del y_pred[0][3][field]
+    with pytest.raises(CeprError, match=f"y_pred\\[0\\]: the cloud result has no '{field}'"):
+        getattr(joint, metric)(y_true, y_pred)
 
 
 def test_latency_stats():
@@ -339,7 +365,7 @@ def test_one_sample(gt, tmp_path):
 def test_results_are_python_floats(gt):
     y_true, y_pred = run_set()
     for name in ALL:
-        if name in ("miou", "pixel_accuracy", "bandwidth_saving", "accuracy_nearest_obstacle"):
+        if name in ("miou", "pixel_accuracy", "bandwidth_saving") or name.startswith("accuracy_nearest_obstacle"):
             continue  # need files / have no sample here
         v = METRICS[name](y_true, y_pred)
         assert type(v) is float and not math.isnan(v), name
@@ -348,9 +374,11 @@ def test_results_are_python_floats(gt):
 # ---- registry ------------------------------------------------------------------------------------------------
 
 def test_registry_names():
-    per_task = {f"accuracy_{t}" for t in TASK_NAMES}
-    assert per_task <= set(METRICS) and len(per_task) == 5
-    assert {"accuracy", "edge_accuracy", "cloud_accuracy", "safety_recall", "miou", "pixel_accuracy", "edge_ratio",
+    per_task = {f"{m}_{t}{x}" for t in TASK_NAMES for m, x in (("accuracy", ""), ("accuracy", "_ci_low"),
+                                                                ("accuracy", "_ci_high"))} | {f"n_{t}" for t in TASK_NAMES}
+    assert per_task <= set(METRICS) and len(per_task) == 20
+    assert {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "edge_accuracy", "cloud_accuracy",
+            "safety_recall", "miou", "pixel_accuracy", "edge_ratio", "cloud_ok", "cloud_fallback", "cloud_error",
             "latency_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_mean", "throughput", "uplink_bytes",
             "downlink_bytes", "bandwidth_saving", "cloud_tokens"} | per_task == set(METRICS)
     for name, fn in METRICS.items():

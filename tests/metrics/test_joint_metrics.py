@@ -59,7 +59,8 @@ def test_accuracy_family():
     assert joint.cloud_accuracy(y_true, y_pred) == 1.0  # one ok cloud answer, right
     # hazardous: a (yes), c (yes), d (avoid_left); answered safely: a, c; d answered "go"
     assert joint.safety_recall(y_true, y_pred) == pytest.approx(2 / 3)
-    assert joint.edge_ratio(y_true, y_pred) == 0.5
+    # two samples kept on the edge, and d's cloud call fell back, so its edge answer stood: 3 of 4
+    assert joint.edge_ratio(y_true, y_pred) == 0.75
 
 
 def test_latency_throughput_bytes_tokens():

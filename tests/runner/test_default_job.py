@@ -99,7 +99,7 @@ def test_default_job_end_to_end_through_the_cli(job_copy):
                            "--no-progress"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "9 test case(s) ok, 0 failed" in out
+    assert "9 test case(s) ok, 0 degraded, 0 failed" in out
     assert "upper bound" in out  # the Oracle is marked in the printed table
     rank = job_copy / "workspace" / "cepr-default" / "rank"
     with open(rank / "all_rank.csv") as f:
@@ -179,3 +179,28 @@ def test_cloud_module_bad_hyperparameters(kwargs, message):
 
     with pytest.raises(CeprError, match=message):
         CloudModule(**kwargs)
+
+
+def test_a_dead_cloud_shows_on_the_leaderboard(job_copy):
+    """Drill: the cloud is unreachable. Every sample still gets an answer (the edge's), but the rows say so:
+    fallback counts, an edge ratio from where answers came from, DEGRADED cases and exit code 3."""
+    from helpers import free_port
+
+    cloud = job_copy / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml"
+    doc = yaml.safe_load(cloud.read_text())
+    doc.update(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody-home", timeout_s=0.5, retries=0)
+    cloud.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
+                           "--no-progress"], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "DEGRADED test case" in proc.stdout and " degraded, 0 failed" in proc.stdout
+    rows = list(csv.DictReader((job_copy / "workspace" / "cepr-default" / "rank" / "all_rank.csv").open()))
+    cloud_only = next(r for r in rows if r["algorithm"] == "cloud-only")
+    assert float(cloud_only["cloud_fallback"]) == 3.0 and float(cloud_only["cloud_ok"]) == 0.0
+    assert float(cloud_only["edge_ratio"]) == 1.0  # every answer came from the edge
+    recs = [json.loads(p.read_text()) for p in (job_copy / "workspace").rglob("record.json")]
+    co = next(r for r in recs if r["algorithm"] == "cloud-only")
+    assert co["degraded"] and co["cloud"]["fallback"] == 3 and "failed on 3 of 3" in co["cloud"]["why"]
+    assert not next(r for r in recs if r["algorithm"] == "edge-only")["degraded"]  # nothing sent, nothing failed
+    lines = [json.loads(x) for x in Path(co["output_dir"], "samples.jsonl").read_text().splitlines()]
+    assert all(x["source"] == "edge" and x["cloud"]["status"] == "fallback" for x in lines)

@@ -75,7 +75,7 @@ def _run(cwd: Path) -> subprocess.CompletedProcess:
 
 def _check_results(cwd: Path, proc: subprocess.CompletedProcess, model_file: str, calibration: str | None) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "9 test case(s) ok, 0 failed" in proc.stdout
+    assert "9 test case(s) ok, 0 degraded, 0 failed" in proc.stdout
     rank = cwd / "workspace" / "cepr-real" / "rank"
     assert (rank / "selected_rank.csv").is_file()
     with open(rank / "all_rank.csv", newline="") as f:
@@ -118,6 +118,6 @@ def test_real_job_with_the_rgbd_model_fails_naming_the_rgb_model(real_root, tmp_
     proc = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-real.yaml", "--limit", "1",
                            "--no-progress"], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 1
-    assert "0 test case(s) ok, 9 failed" in proc.stdout
+    assert "0 test case(s) ok, 0 degraded, 9 failed" in proc.stdout
     out = proc.stdout + proc.stderr
     assert "is an RGB-D model: this frame has no depth" in out and "model: edge-rgb-int8" in out

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="K", help="run only the first K test samples")
     p.add_argument("--workspace", default=None, help="override the job's workspace folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--max-cloud-failures", type=float, default=0.05, metavar="SHARE",
+                   help="a case whose cloud calls fall back or fail on more than this share of the samples sent "
+                        "is marked DEGRADED (record, table, exit code 3)")
     p.set_defaults(func=cmd_run)
 
 
@@ -31,14 +34,18 @@ def cmd_run(a) -> int:
     from cepr.runner.job import RunOptions, run_job
 
     r = run_job(a.file, RunOptions(resume=a.resume, concurrency=a.concurrency, limit=a.limit,
-                                   progress=not a.no_progress, workspace=a.workspace))
+                                   progress=not a.no_progress, workspace=a.workspace,
+                                   max_cloud_failures=a.max_cloud_failures))
     if r.table:
         print(r.table)
     if r.skipped:
         print(f"resumed: {r.skipped} finished test case(s) reused")
     for rec in r.failed:
         print(f"FAILED test case {rec['id']} ({rec['output_dir']}): {rec.get('error')}")
+    for rec in r.degraded:
+        print(f"DEGRADED test case {rec['id']} ({rec['algorithm']} {rec['hyperparameters']}): {rec['cloud']['why']}")
     if r.rank_dir is not None and r.records:
         print(f"leaderboard: {r.rank_dir / 'selected_rank.csv'} (all: {r.rank_dir / 'all_rank.csv'})")
-    print(f"{len(r.records)} test case(s) ok, {len(r.failed)} failed in {r.seconds:.1f} s")
-    return 1 if r.failed else 0
+    print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(r.failed)} failed "
+          f"in {r.seconds:.1f} s")
+    return 1 if r.failed else 3 if r.degraded else 0

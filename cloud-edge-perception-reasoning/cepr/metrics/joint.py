@@ -13,6 +13,7 @@ and the testenv adapter registers every name with Ianvs. ``METRICS`` is a read-o
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -121,12 +122,23 @@ class _Truth:
         return answers[task]
 
 
-def _num(d: dict | None, key: str) -> float:
-    """A numeric field of a result dict; absent or None reads 0 (a sample not sent used no bytes)."""
+def _num(d: dict | None, key: str, s: _Sample | None = None) -> float:
+    """A numeric field of a result dict. A side that did not run on the sample costs 0 (a sample not sent used no
+    bytes); a side that ran and did not report the field is an error naming the sample, never a 0."""
     if d is None:
         return 0.0
     v = d.get(key)
-    return 0.0 if v is None else float(v)
+    if v is None:
+        where = f"y_pred[{s.index}]" if s is not None else "a result"
+        raise CeprError(f"{where}: the {d.get('source') or 'module'} result has no {key!r}; a side that handled "
+                        "a sample must report it (it is never counted as 0)")
+    return float(v)
+
+
+def answered_by_edge(s: _Sample) -> bool:
+    """Where the final answer really came from: the edge unless the cloud ran and answered (status ok); a
+    fallback or an unusable cloud reply leaves the edge's answer standing."""
+    return s.cloud is None or s.cloud.get("status", "ok") != "ok"
 
 
 # ---- answer accuracy -----------------------------------------------------------------------------------------
@@ -135,35 +147,80 @@ def _correct(answer, truth: str) -> bool:
     return answer is not None and answer == truth
 
 
-@register_metric("accuracy")
-def accuracy(y_true, y_pred) -> float:
-    """Exact-match share of the final answers, the benchmark's headline; a missing answer counts wrong."""
-    samples = _samples(y_true, y_pred)
-    if not samples:
-        return _nan("accuracy over no samples is undefined")
+def _hits(y_true, y_pred, task: str | None = None) -> list[bool]:
+    """Per sample (of ``task``, or all): whether the final answer equals the ground truth; a missing answer is
+    wrong."""
+    samples = [s for s in _samples(y_true, y_pred) if task is None or s.task == task]
     truth = _Truth()
-    hits = [s.task is not None and _correct(s.answer, truth(s, s.task)) for s in samples]
-    return float(np.mean(hits))
+    return [s.task is not None and _correct(s.answer, truth(s, s.task)) for s in samples]
 
 
-def _task_accuracy(task: str) -> Metric:
-    def metric(y_true, y_pred) -> float:
-        samples = [s for s in _samples(y_true, y_pred) if s.task == task]
-        if not samples:
-            return _nan(f"accuracy_{task}: no sample asks {task}")
-        truth = _Truth()
-        return float(np.mean([_correct(s.answer, truth(s, task)) for s in samples]))
-
-    metric.__name__ = metric.__qualname__ = f"accuracy_{task}"
-    metric.__doc__ = (f"Accuracy of the final answers on the {task} questions only, since tasks differ a lot "
-                      "in difficulty and the mix hides it.")
-    return register_metric(f"accuracy_{task}")(metric)
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95% by default) of a share k/n: sound at small n and at 0 or 1, where the normal
+    approximation is not."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _accuracy_metrics(task: str | None) -> list[Metric]:
+    """accuracy[_task], its 95% interval bounds and (per task) its n, registered together."""
+    suffix = f"_{task}" if task else ""
+    what = f"the {task} questions" if task else "all questions"
+
+    def acc(y_true, y_pred) -> float:
+        hits = _hits(y_true, y_pred, task)
+        return float(np.mean(hits)) if hits else _nan(f"accuracy{suffix}: no sample to score")
+
+    def low(y_true, y_pred) -> float:
+        hits = _hits(y_true, y_pred, task)
+        return wilson_interval(sum(hits), len(hits))[0] if hits else _nan(f"accuracy{suffix}_ci_low: no sample")
+
+    def high(y_true, y_pred) -> float:
+        hits = _hits(y_true, y_pred, task)
+        return wilson_interval(sum(hits), len(hits))[1] if hits else _nan(f"accuracy{suffix}_ci_high: no sample")
+
+    out = []
+    for fn, name, doc in ((acc, f"accuracy{suffix}", (f"Exact-match share of the final answers on {what}; a "
+                           "missing answer counts wrong.")),
+                          (low, f"accuracy{suffix}_ci_low", (f"Lower bound of the 95% Wilson interval of the "
+                           f"accuracy on {what}: differences inside the interval are noise.")),
+                          (high, f"accuracy{suffix}_ci_high", (f"Upper bound of the 95% Wilson interval of the "
+                           f"accuracy on {what}."))):
+        fn.__name__ = fn.__qualname__ = name
+        fn.__doc__ = doc
+        out.append(register_metric(name)(fn))
+    if task:
+        def n_task(y_true, y_pred) -> float:
+            if not _samples(y_true, y_pred):
+                return _nan(f"n_{task}: no samples")
+            return float(len(_hits(y_true, y_pred, task)))
+
+        n_task.__name__ = n_task.__qualname__ = f"n_{task}"
+        n_task.__doc__ = f"Number of {task} questions scored: the n behind accuracy_{task}."
+        out.append(register_metric(f"n_{task}")(n_task))
+    return out
+
+
+accuracy, accuracy_ci_low, accuracy_ci_high = _accuracy_metrics(None)
 for _t in TASK_NAMES:
-    globals()[f"accuracy_{_t}"] = _task_accuracy(_t)
-    __all__.append(f"accuracy_{_t}")
-del _t
+    for _m in _accuracy_metrics(_t):
+        globals()[_m.__name__] = _m
+        __all__.append(_m.__name__)
+del _t, _m
+__all__ += [
+    "accuracy_ci_high",
+    "accuracy_ci_low",
+    "answered_by_edge",
+    "cloud_error",
+    "cloud_fallback",
+    "cloud_ok",
+    "n",
+    "wilson_interval",
+]
 
 
 @register_metric("edge_accuracy")
@@ -248,16 +305,43 @@ def pixel_accuracy(y_true, y_pred) -> float:
 
 @register_metric("edge_ratio")
 def edge_ratio(y_true, y_pred) -> float:
-    """Share of samples the dispatcher kept on the edge (is_hard False): how much the cloud is spared."""
+    """Share of final answers that came from the edge: samples kept on the edge, plus hard samples whose cloud
+    call fell back or failed (the edge answer stood). Equals the dispatcher's keep share when the cloud is healthy."""
     samples = _samples(y_true, y_pred)
     if not samples:
         return _nan("edge_ratio over no samples is undefined")
-    return float(np.mean([not s.is_hard for s in samples]))
+    return float(np.mean([answered_by_edge(s) for s in samples]))
+
+
+def _cloud_count(status: str) -> Metric:
+    def metric(y_true, y_pred) -> float:
+        samples = _samples(y_true, y_pred)
+        if not samples:
+            return _nan(f"cloud_{status} over no samples is undefined")
+        return float(sum(1 for s in samples if s.cloud is not None and s.cloud.get("status", "ok") == status))
+
+    name = f"cloud_{status}"
+    metric.__name__ = metric.__qualname__ = name
+    metric.__doc__ = (f"Number of samples whose cloud call ended {status!r} (ok: a parsed answer; fallback: no "
+                      "answer in time, the edge answer stands; error: an unusable reply): faults show on the row.")
+    return register_metric(name)(metric)
+
+
+cloud_ok = _cloud_count("ok")
+cloud_fallback = _cloud_count("fallback")
+cloud_error = _cloud_count("error")
+
+
+@register_metric("n")
+def n(y_true, y_pred) -> float:
+    """Number of samples scored: the n behind every share on the row."""
+    samples = _samples(y_true, y_pred)
+    return float(len(samples)) if samples else _nan("n: no samples (an empty run is not a result)")
 
 
 def _latencies(samples: list[_Sample]) -> np.ndarray:
     """Per-sample end to end (ms): edge compute, then the cloud round trip with modelled transfer, if each ran."""
-    return np.array([_num(s.edge, "latency_ms") + _num(s.cloud, "latency_ms") for s in samples], np.float64)
+    return np.array([_num(s.edge, "latency_ms", s) + _num(s.cloud, "latency_ms", s) for s in samples], np.float64)
 
 
 def _latency_metric(name: str, stat: Callable[[np.ndarray], float], what: str) -> Metric:
@@ -309,7 +393,7 @@ def throughput(y_true, y_pred) -> float:
 
 def _per_sample(samples: list[_Sample], *keys: str) -> float:
     """Mean over all samples of the cloud result's fields summed; a sample never sent counts 0."""
-    return float(np.mean([sum(_num(s.cloud, k) for k in keys) for s in samples]))
+    return float(np.mean([sum(_num(s.cloud, k, s) for k in keys) for s in samples]))
 
 
 @register_metric("uplink_bytes")
@@ -391,7 +475,7 @@ def bandwidth_saving(y_true, y_pred) -> float:
         full += full_resolution_bytes(s.label, rgb)
     if full <= 0:
         return _nan("bandwidth_saving: the full-resolution RGB files are empty")
-    return 1.0 - sum(_num(s.cloud, "bytes_up") for s in samples) / full
+    return 1.0 - sum(_num(s.cloud, "bytes_up", s) for s in samples) / full
 
 
 # ---- lookup ---------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class RunOptions:
     limit: int | None = None
     progress: bool = True
     workspace: str | None = None
+    max_cloud_failures: float = 0.05  # a case whose cloud calls fail (fallback or error) more often is degraded
 
 
 @dataclass
@@ -55,6 +56,7 @@ class JobResult:
     job: BenchmarkingJob
     records: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    degraded: list[dict] = field(default_factory=list)  # finished, but the cloud failed too often: see record
     skipped: int = 0
     table: str = ""
     rank_dir: Path | None = None
@@ -196,6 +198,20 @@ def _cleanup(jobobj, instances: dict, case_id: str) -> None:
             log.warning("cleanup of test case %s (%s) failed: %s", case_id, type(t).__name__, e)
 
 
+def cloud_health(y_pred: list, max_failures: float) -> dict:
+    """How the cloud calls of a case ended, and whether the case is degraded: more than ``max_failures`` of the
+    samples sent to the cloud fell back or got an unusable reply, so its row measures the edge more than the
+    policy (it is still scored, and marked)."""
+    statuses = [c.get("status", "ok") for _, _, _, c in y_pred if isinstance(c, dict)]
+    counts = {k: statuses.count(k) for k in ("ok", "fallback", "error")}
+    sent = len(statuses)
+    failed = counts["fallback"] + counts["error"]
+    degraded = sent > 0 and failed / sent > max_failures
+    why = (f"the cloud failed on {failed} of {sent} samples sent ({counts['fallback']} fallback, {counts['error']} "
+           f"error; more than {max_failures:.0%})") if degraded else ""
+    return {"sent": sent, **counts, "degraded": bool(degraded), "why": why}
+
+
 def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict, y_true: np.ndarray,
              x: np.ndarray, index: int, total: int) -> dict:
     """One test case: build the modules, run every sample (each line saved as it finishes), score, and save
@@ -229,7 +245,11 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
                                  _sample_writer(fh, samples, y_true))
             wall = time.perf_counter() - t0
         values, errors = _score(metrics, y_true, y_pred, tc.id)
-        record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3))
+        record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
+                      cloud=cloud_health(y_pred, opts.max_cloud_failures))
+        record["degraded"] = record["cloud"]["degraded"]
+        if record["degraded"]:
+            log.warning("test case %s is DEGRADED: %s", tc.id, record["cloud"]["why"])
         if errors:
             record["metric_errors"] = errors
     except Exception as e:  # noqa: BLE001 - fault isolation: record the failure, keep the job going
@@ -335,6 +355,8 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
             else:
                 rec = run_case(tc, job, opts, metrics, data.y, data.x, i, len(cases))
             (result.records if rec["status"] == "ok" else result.failed).append(rec)
+            if rec.get("degraded"):
+                result.degraded.append(rec)
     finally:
         shutdown_all()
     rank_dir = job.workspace / job.name / "rank"

@@ -393,6 +393,7 @@ class CloudModule:
         r = self.client.infer(req)
         ok = r.status == "ok"
         out = CloudRecord(
+            source="cloud" if ok else "edge",  # a fallback or an unusable reply leaves the edge's answer standing
             key=s["key"], task=task.name, answer=r.answer if ok else (edge.answer if edge else None),
             cloud_answer=r.answer if ok else None, status=r.status, reason=r.reason, confidence=r.confidence,
             latency_ms=round(self.client.latency_ms(r), 3), server_ms=round(r.timings.total_ms, 3),

@@ -93,7 +93,7 @@ class EdgeResult(_Result):
 
 
 class CloudRecord(_Result):
-    source: Literal["cloud"] | None = "cloud"
+    source: Literal["cloud", "edge"] | None = "cloud"  # who answered: "edge" when the cloud fell back or failed
     cloud_answer: str | None = None
     status: Literal["ok", "error", "fallback"] | None = None
     reason: str | None = None
