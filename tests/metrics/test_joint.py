@@ -365,7 +365,8 @@ def test_one_sample(gt, tmp_path):
 def test_results_are_python_floats(gt):
     y_true, y_pred = run_set()
     for name in ALL:
-        if name in ("miou", "pixel_accuracy", "bandwidth_saving") or name.startswith("accuracy_nearest_obstacle"):
+        if name in ("miou", "pixel_accuracy", "bandwidth_saving", "dataset", "synthetic") or \
+                name.startswith("accuracy_nearest_obstacle"):
             continue  # need files / have no sample here
         v = METRICS[name](y_true, y_pred)
         assert type(v) is float and not math.isnan(v), name
@@ -380,7 +381,7 @@ def test_registry_names():
     assert {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "edge_accuracy", "cloud_accuracy",
             "safety_recall", "miou", "pixel_accuracy", "edge_ratio", "cloud_ok", "cloud_fallback", "cloud_error",
             "latency_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_mean", "throughput", "uplink_bytes",
-            "downlink_bytes", "bandwidth_saving", "cloud_tokens"} | per_task == set(METRICS)
+            "downlink_bytes", "bandwidth_saving", "cloud_tokens", "dataset", "synthetic"} | per_task == set(METRICS)
     for name, fn in METRICS.items():
         assert fn.__name__ == name and getattr(joint, name) is fn and fn.__doc__
 

@@ -34,10 +34,12 @@ def test_empty_gives_nan_with_warning():
         assert np.isnan(cm.pixel_accuracy())
 
 
-def test_false_positive_class_lowers_nothing_absent_from_truth():
+def test_a_class_predicted_but_absent_from_the_truth_counts_with_iou_0():
+    """mmsegmentation's convention: IoU over classes with a non-empty union (the old rule, classes present in the
+    truth only, gave 0.75 here and hid the false positive)."""
     cm = ConfusionMatrix(3)
     cm.update(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 2]))
-    assert cm.miou() == pytest.approx(0.75)  # class 2 is not in the truth: excluded from the mean
+    assert cm.miou() == pytest.approx((0.75 + 0.0) / 2)  # class 0: 3/4; class 2: 0/1; class 1: no union, skipped
 
 
 def test_ece():

@@ -483,3 +483,11 @@ def bandwidth_saving(y_true, y_pred) -> float:
 def get_metric(name: str) -> Metric:
     """The metric called ``name``; a misspelt name in testenv.yaml gets a "did you mean" instead of a KeyError."""
     return METRIC_REGISTRY.get(name)
+
+
+# the data set a row was scored on (name, synthetic or not), as rank columns under both runners
+from cepr.metrics import dataset_info as _dataset_info
+
+dataset = register_metric("dataset")(_dataset_info.dataset)
+synthetic = register_metric("synthetic")(_dataset_info.synthetic)
+__all__ += ["dataset", "synthetic"]

@@ -37,12 +37,12 @@ class ConfusionMatrix:
             return np.where(union > 0, tp / union, np.nan)
 
     def miou(self) -> float:
-        """Mean IoU over classes present in the truth (the usual Cityscapes convention)."""
-        present = self.matrix.sum(1) > 0
-        if not present.any():
+        """Mean IoU over the classes whose union is non-empty, from one confusion matrix over the whole data set
+        (mmsegmentation's convention): a class predicted but absent from the truth counts, with IoU 0."""
+        if self.pixels == 0:
             warnings.warn("mIoU of no labelled pixels is undefined: returning NaN", RuntimeWarning, stacklevel=2)
             return float("nan")
-        return float(np.nanmean(self.iou()[present]))
+        return float(np.nanmean(self.iou()))
 
     def pixel_accuracy(self) -> float:
         if self.pixels == 0:

@@ -177,7 +177,7 @@ def _score(metrics: dict, y_true, y_pred, case_id: str) -> tuple[dict, dict]:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 v = fn(y_true[:len(y_pred)], y_pred)
-            values[name] = float(v) if v is not None else float("nan")
+            values[name] = v if isinstance(v, str) else (float(v) if v is not None else float("nan"))
         except Exception as e:  # noqa: BLE001 - one broken metric must not lose the case's results
             values[name] = float("nan")
             errors[name] = f"{type(e).__name__}: {e}"
@@ -336,7 +336,7 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     t_start = time.perf_counter()
     job = parse_job(path, opts.workspace)
     context = {"test_index": str(job.testenv.test_index), "mining_mode": job.testenv.mining_mode,
-               "limit": opts.limit}
+               "limit": opts.limit, "concurrency": opts.concurrency}
     cases = build_test_cases(job, context)
     check_test_cases(cases, job.testenv.mining_mode)  # every case's modules, before any data is made or read
     ensure_dataset(job, opts.progress)
