@@ -194,10 +194,10 @@ class OpenAIBackend:
         if self._circuit_open():
             return CloudResult("fallback", reason="circuit open: cloud skipped after repeated failures",
                                model=self.cfg.model, attempts=0)
+        started = time.time()
+        t0 = time.perf_counter()  # the cloud's latency and deadline start before the payload is built and encoded
         msgs = self.messages(req)
         rid = uuid.uuid4().hex  # one id for every attempt: the transport adds up the bytes of all of them
-        started = time.time()
-        t0 = time.perf_counter()
         retrying = self._retrying()
         try:
             text, usage, timings = retrying(self._call, msgs, rid, t0)
