@@ -50,3 +50,22 @@ def test_inprocess_backend_latency_includes_encoding(slow_encoding, tiny_rgb_mod
     b = create_backend("inprocess", {"expert_model": str(tiny_rgb_model), "payload": {"mode": "image"}})
     r = b.infer(_request())
     assert r.status == "ok" and r.timings.total_ms >= SLOW_MS
+
+
+def test_the_link_time_is_waited_out_unless_asked_not_to():
+    """The modelled transfer is slept, so wall clock and throughput pay for the link (issue 11)."""
+    from cepr.cloud.client import CloudClient
+    from cepr.cloud.result import CloudResult
+    from cepr.link.network import Link
+
+    class Instant:
+        def infer(self, req):
+            return CloudResult("ok", "go", bytes_up=200_000, bytes_down=100)
+
+    for emulate in (True, False):
+        client = CloudClient(Instant(), Link("congested", seed=0), emulate=emulate)
+        t0 = time.perf_counter()
+        r = client.infer(_request())
+        waited = 1e3 * (time.perf_counter() - t0)
+        assert r.timings.transfer_ms > 1000  # 200 KB over a 1 Mbps uplink
+        assert (waited >= r.timings.transfer_ms) is emulate

@@ -99,12 +99,11 @@ def test_uplink_bytes_are_the_request_bodies_that_arrived(run):
     assert float(row["EdgeOnly"]["uplink_bytes"]) == 0.0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 11 §1: throughput vs modelled link time (latency adds a modelled transfer that "
-                          "nothing waits for, throughput is wall-clock)")
 def test_throughput_is_at_most_concurrency_over_mean_latency(run):
+    """The link time is waited out (CloudClient emulates it), so wall-clock throughput can never beat what the
+    latency allows (issue 11: it did while the link time was only added on paper)."""
     _, cases, _ = run
     for rec, _samples in cases.values():
         m = rec["metrics"]
         bound = rec["concurrency"] / (m["latency_mean"] / 1e3)
-        assert m["throughput"] <= bound * 1.05, (rec["algorithm"], m["throughput"], bound)
+        assert m["throughput"] <= bound, (rec["algorithm"], m["throughput"], bound)

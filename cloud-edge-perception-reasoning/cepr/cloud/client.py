@@ -10,6 +10,7 @@ group ``cepr.backends`` of another package.
 from __future__ import annotations
 
 import json
+import time
 
 from cepr.cloud.base import CloudRequest
 from cepr.cloud.result import CloudResult, Timings, Usage
@@ -81,16 +82,21 @@ class InProcessExpert:
 
 
 class CloudClient:
-    """A backend plus an optional link model: the modelled transfer time of the counted bytes is added."""
+    """A backend plus an optional link model: the modelled transfer time of the bytes that crossed is added to
+    the result, and (``emulate``, the default) waited out, so the run's wall clock, and so its throughput, pays
+    for the link as the robot would. ``emulate=False`` only adds it to the latency, for quick runs."""
 
-    def __init__(self, backend, link=None):
+    def __init__(self, backend, link=None, emulate: bool = True):
         self.backend = backend
         self.link = link
+        self.emulate = emulate
 
     def infer(self, req: CloudRequest) -> CloudResult:
         r = self.backend.infer(req)
         if self.link is not None and (r.bytes_up or r.bytes_down):
             r.timings.transfer_ms = self.link.transfer(r.bytes_up, r.bytes_down, key=req.key).total_ms
+            if self.emulate:
+                time.sleep(r.timings.transfer_ms / 1e3)
         return r
 
     def latency_ms(self, r: CloudResult) -> float:

@@ -279,7 +279,7 @@ class EdgeModule:
 
 # ---- cloud --------------------------------------------------------------------------------------------------
 
-CLOUD_OWN_HPS = ("backend", "plugins", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
+CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads")
 
 
@@ -354,7 +354,8 @@ class CloudModule:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")
         self.link_name = link if isinstance(link, str) else "custom"
-        self.client = CloudClient(backend_obj, link_obj)
+        self.client = CloudClient(backend_obj, link_obj,
+                                  emulate=_flag("cloudmodel", "emulate_link", hps.get("emulate_link", True)))
         self.payload = payload
 
     def _image(self, s: SampleRef) -> np.ndarray:
