@@ -173,6 +173,13 @@ def test_safety_recall_missing_answer_is_unsafe_and_no_hazard_is_nan(gt):
 
 # ---- routing, latency, throughput ----------------------------------------------------------------------------
 
+def test_deadline_shares(gt):
+    y_true, y_pred = run_set()
+    # end to end: 210, 20, 30, 400, 1040, 0 ms
+    assert joint.within_150ms(y_true, y_pred) == pytest.approx(3 / 6)
+    assert joint.within_300ms(y_true, y_pred) == pytest.approx(4 / 6)
+
+
 def test_edge_ratio_counts_where_answers_came_from(gt):
     y_true, y_pred = run_set()
     # kept on the edge: samples 1, 2, 5; sample 4 went to the cloud, which failed, so the edge answer stood
@@ -381,7 +388,8 @@ def test_registry_names():
     assert {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "edge_accuracy", "cloud_accuracy",
             "safety_recall", "miou", "pixel_accuracy", "edge_ratio", "cloud_ok", "cloud_fallback", "cloud_error",
             "latency_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_mean", "throughput", "uplink_bytes",
-            "downlink_bytes", "bandwidth_saving", "cloud_tokens", "dataset", "synthetic"} | per_task == set(METRICS)
+            "downlink_bytes", "bandwidth_saving", "cloud_tokens", "dataset", "synthetic", "within_150ms",
+            "within_300ms"} | per_task == set(METRICS)
     for name, fn in METRICS.items():
         assert fn.__name__ == name and getattr(joint, name) is fn and fn.__doc__
 

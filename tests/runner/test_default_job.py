@@ -131,6 +131,12 @@ def test_default_job_end_to_end_through_the_cli(job_copy):
     assert len(lines) == 3 and all(x["cloud"]["status"] == "ok" for x in lines)
     assert all(x["cloud"]["model"] == "cepr-reference-expert-not-an-llm" for x in lines)
     assert all(r["git"] is not None and r["versions"]["cepr"] for r in recs)
+    # resources per case: the runner's CPU per sample and peak memory, and the cloud server's
+    res = cloud_only["resources"]
+    runner = res["runner (edge, dispatch, metrics)"]
+    assert runner["cpu_s_per_sample"] > 0 and runner["peak_rss_mb"] > 50
+    server = [v for k, v in res.items() if k.startswith("cloud server pid")]
+    assert len(server) == 1 and server[0]["cpu_s_per_sample"] > 0 and server[0]["peak_rss_mb"] > 20
     # resume: nothing runs again
     proc2 = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
                             "--no-progress", "--resume"], capture_output=True, text=True, timeout=600, check=False)

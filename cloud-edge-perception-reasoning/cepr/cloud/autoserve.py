@@ -91,6 +91,12 @@ class ReferenceServer:
             self.proc.stdout.close()
 
 
+def server_pids() -> list[int]:
+    """Process ids of the reference servers this process started and that still run (for resource figures)."""
+    with _lock:
+        return [srv.proc.pid for srv in _servers.values() if srv.proc.poll() is None]
+
+
 def reference_server_url(model: str = "cloud", threads: int = 1) -> str:
     """The base URL of a running reference expert, started on first use."""
     key = (str(model), int(threads))

@@ -363,6 +363,24 @@ latency_p95 = _latency_metric("latency_p95", lambda a: np.percentile(a, 95), "95
 latency_p99 = _latency_metric("latency_p99", lambda a: np.percentile(a, 99), "99th-percentile")
 
 
+def _deadline_metric(ms: int) -> Metric:
+    def metric(y_true, y_pred) -> float:
+        lat = _latencies(_samples(y_true, y_pred))
+        if lat.size == 0:
+            return _nan(f"within_{ms}ms over no samples is undefined")
+        return float(np.mean(lat <= ms))
+
+    name = f"within_{ms}ms"
+    metric.__name__ = metric.__qualname__ = name
+    metric.__doc__ = (f"Share of samples answered end to end within {ms} ms (edge + cloud + link), what a control "
+                      "loop with that deadline can use.")
+    return register_metric(name)(metric)
+
+
+within_150ms = _deadline_metric(150)
+within_300ms = _deadline_metric(300)
+
+
 @register_metric("ttft_mean")
 def ttft_mean(y_true, y_pred) -> float:
     """Mean time to first token (ms) of the cloud answers that report one (streamed), how soon a reply starts."""
@@ -490,4 +508,4 @@ from cepr.metrics import dataset_info as _dataset_info
 
 dataset = register_metric("dataset")(_dataset_info.dataset)
 synthetic = register_metric("synthetic")(_dataset_info.synthetic)
-__all__ += ["dataset", "synthetic"]
+__all__ += ["dataset", "synthetic", "within_150ms", "within_300ms"]

@@ -161,7 +161,7 @@ def build_rank(records: list[dict], rank, rank_dir: Path, metric_names: list[str
     return {"header": sel_header, "rows": sel_rows}
 
 
-def format_table(header: list[str], rows: list[dict], drop=FIXED_BACK, digits: int = 4) -> str:
+def format_table(header: list[str], rows: list[dict], drop=FIXED_BACK, digits: int = 4, numbered: bool = True) -> str:
     """A plain-text table of the selected leaderboard (numbers rounded for reading; the CSVs keep them whole)."""
     cols = [h for h in header if h not in drop]
 
@@ -176,7 +176,7 @@ def format_table(header: list[str], rows: list[dict], drop=FIXED_BACK, digits: i
             return ""
         return f"{f:.0f}" if abs(f) >= 1000 else f"{f:.{digits}g}"
 
-    body = [[str(i)] + [cell(r.get(c)) for c in cols] for i, r in enumerate(rows, 1)]
+    body = [[str(i) if numbered else "-"] + [cell(r.get(c)) for c in cols] for i, r in enumerate(rows, 1)]
     head = ["rank", *cols]
     widths = [max(len(h), *(len(b[j]) for b in body)) if body else len(h) for j, h in enumerate(head)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
