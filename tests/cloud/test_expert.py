@@ -37,7 +37,7 @@ def test_source_follows_what_the_request_carries(expert, tiny_data):
 
 
 def test_image_plus_summary_answers_from_own_objects_at_the_edges_distances(expert, tiny_data):
-    from cepr.edge.summary import borrow_distances
+    from cepr.edge.summary import borrow_distances, summary_from_dict
 
     for s in list(CloudRoboticsDataset(find_index(tiny_data, split="test")))[:4]:
         for task in ("action", "nearest_obstacle"):
@@ -45,7 +45,8 @@ def test_image_plus_summary_answers_from_own_objects_at_the_edges_distances(expe
             seg = expert.model(s.rgb)
             own = summarize(seg.label, None, cam, probs=seg.probs, mask_size=None,
                             min_confidence=expert.min_object_confidence)
-            want = expert.planner.answer(borrow_distances(own, summ), (task,))[task].answer
+            sent = summary_from_dict(summ.to_dict())  # what crossed the wire: the text form
+            want = expert.planner.answer(borrow_distances(own, sent), (task,))[task].answer
             assert json.loads(expert.answer(msgs).text)["answer"] == want
 
 

@@ -75,7 +75,7 @@ def test_free_space_and_risk_follow_an_obstacle():
     near = summarize(label, None, cam)
     assert abs(near.free_space[1] - 3.0) < 0.2 and near.free_space[0] == 20.0
     assert near.risk > 0.3
-    assert near.to_dict()["objects"][0]["class"] == "person"
+    assert near.to_dict()["objects"][0][0] == "person" and near.to_dict()["object_fields"][0] == "class"
 
 
 def test_risk_weights_people_above_things():
@@ -160,3 +160,24 @@ def test_min_confidence_drops_unsure_objects(frames):
     kept = summarize(s.label, None, cam, probs=probs, min_confidence=0.8)
     assert summarize(s.label, None, cam, probs=probs).objects  # nothing dropped by default
     assert {o.class_id for o in kept.objects} == {o.class_id for o in full.objects} - {unsure}
+
+
+def test_text_form_round_trips_what_the_tasks_need_and_is_compact(frames):
+    """The text form (what goes to a cloud model) keeps every object a task can depend on, with its band
+    profile exactly, so the tasks answered from it equal those from the full summary; it is a fraction of the
+    earlier per-object-dict form."""
+    import json
+
+    from cepr.edge.summary import summary_from_dict
+
+    for s in frames:
+        cam = camera_for(s.sidecar, *s.label.shape[::-1])
+        for depth in (s.depth, None):
+            full = summarize(s.label, depth, cam)
+            text = full.to_dict()
+            back = summary_from_dict(json.loads(json.dumps(text)))
+            assert answer_tasks(list(back.objects)) == answer_tasks(list(full.objects))
+            assert len(back.objects) + text["objects_omitted"] == len(full.objects)
+            assert back.free_space == full.free_space and back.distance_source == full.distance_source
+    with pytest.raises(ValueError, match="text form"):
+        summary_from_dict({"objects": [["person"]]})

@@ -34,7 +34,9 @@ def bench_edge(data: str, int8: str, fp32: str | None, checkpoint: str | None, c
     planner = Planner.from_file(calibration) if calibration else None
     pipe = EdgePipeline(int8, planner=planner, threads=threads)
     pipe.run_sample(samples[0])  # warm-up
-    stages, sizes = {}, {"summary": [], "png": [], "jpeg90": [], "jpeg75": []}
+    # summary: the binary form (msgpack + RLE mask, what the edge service streams); summary_text: the compact
+    # JSON text form, what a request to a cloud model carries
+    stages, sizes = {}, {"summary": [], "summary_text": [], "png": [], "jpeg90": [], "jpeg75": []}
     for s in samples:
         r = pipe.run_sample(s)
         for k, v in r.timings_ms.items():
@@ -42,6 +44,7 @@ def bench_edge(data: str, int8: str, fp32: str | None, checkpoint: str | None, c
         stages.setdefault("total", []).append(r.total_ms)
         bgr = cv2.cvtColor(s.rgb, cv2.COLOR_RGB2BGR)
         sizes["summary"].append(len(r.summary_bytes))
+        sizes["summary_text"].append(len(json.dumps(r.summary.to_dict(), separators=(",", ":"), allow_nan=False)))
         sizes["png"].append(len(cv2.imencode(".png", bgr)[1]))
         sizes["jpeg90"].append(len(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]))
         sizes["jpeg75"].append(len(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 75])[1]))

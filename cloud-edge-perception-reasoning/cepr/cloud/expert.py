@@ -222,7 +222,7 @@ class ReferenceExpert:
             s = summarize(seg.label, None, cam, probs=seg.probs, params=self.params, mask_size=None,
                           min_confidence=self.min_object_confidence)
             source, extra_tokens = "image", image_tokens(w, h)
-            if summary is not None and summary.get("distance_source") == "depth":
+            if summary is not None and summary.get("distances") == "depth":
                 # what is there from our segmentation, where it is from the edge's depth measurements
                 s = borrow_distances(s, _summary(summary), self.params)
                 source = "image+summary"

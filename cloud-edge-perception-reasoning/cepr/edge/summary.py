@@ -163,18 +163,27 @@ class SceneSummary:
                    (mw, mh), bytes(rle))
 
     def to_dict(self) -> dict:
-        """Readable form (for prompts, logs and JSON records)."""
+        """The text form, what goes on the wire to a cloud model (as compact JSON) and what a language model reads.
+
+        Compact: objects are rows under one list of field names, and only the objects a task can depend on are
+        listed (those in or beside the robot's path, and people, whom people_count counts anywhere); the others
+        are counted in ``objects_omitted``. Distances in metres (cm precision), null where there is none. About
+        a quarter of the earlier per-object-dict form; ``summary_from_dict`` reads it back."""
         def m(x):
             return None if not math.isfinite(x) else x
 
-        return {"image_size": [self.width, self.height], "distance_source": self.distance_source,
-                "risk": self.risk, "uncertainty": round(self.uncertainty, 3), "corridor_m": list(self.corridor),
-                "free_space_m": dict(zip(("left", "centre", "right"), map(m, self.free_space))),
-                "objects": [{"class": o.name, "distance_m": m(o.distance), "bearing_deg": o.bearing_deg,
-                             "in_path_m": m(o.band.centre), "left_m": m(o.band.left), "right_m": m(o.band.right),
-                             "in_path_x_m": o.band.centre_x,
-                             "confidence": round(o.confidence, 3), "bbox": list(o.bbox), "area_px": o.area}
-                            for o in self.objects]}
+        listed = [o for o in self.objects if math.isfinite(o.band.nearest) or o.class_id in HUMAN_IDS]
+        return {"image": [self.width, self.height], "distances": self.distance_source, "risk": self.risk,
+                "uncertainty": round(self.uncertainty, 3), "corridor_m": list(self.corridor),
+                "free_m": [m(x) for x in self.free_space], "object_fields": list(OBJECT_FIELDS),
+                "objects": [[o.name, m(o.distance), o.bearing_deg, m(o.band.left), m(o.band.centre),
+                             m(o.band.right), o.band.centre_x, round(o.confidence, 2), list(o.bbox)] for o in listed],
+                "objects_omitted": len(self.objects) - len(listed)}
+
+
+# the columns of a text-form object row (SceneSummary.to_dict): what a cloud prompt explains
+OBJECT_FIELDS = ("class", "distance_m", "bearing_deg", "left_m", "path_m", "right_m", "path_x_m", "confidence",
+                 "bbox_xywh")
 
 
 def risk_score(objects, params: TaskParams) -> float:
@@ -260,21 +269,29 @@ def summarize(label: np.ndarray, depth: np.ndarray | None, camera: Camera, probs
 
 
 def summary_from_dict(d: dict) -> SceneSummary:
-    """Inverse of ``SceneSummary.to_dict`` (what a cloud model receives as JSON); the mask is not included."""
+    """Inverse of ``SceneSummary.to_dict`` (the text form a cloud model receives); the mask and the omitted
+    objects are not included, and an object's pixel area is its box's. A malformed summary raises ValueError."""
+    from cepr.data.classes import class_id
+
     def f(x):
         return INF if x is None else float(x)
 
-    from cepr.data.classes import class_id
-
-    objs = tuple(SummaryObject(class_id(o["class"]), int(o["area_px"]), tuple(o["bbox"]), f(o["distance_m"]),
-                               float(o["bearing_deg"]), float(o["confidence"]),
-                               BandProfile(f(o["left_m"]), f(o["in_path_m"]), f(o["right_m"]),
-                                           float(o.get("in_path_x_m", 0.0))))
-                 for o in d["objects"])
-    fs = d["free_space_m"]
-    return SceneSummary(int(d["image_size"][0]), int(d["image_size"][1]), objs,
-                        (f(fs["left"]), f(fs["centre"]), f(fs["right"])), float(d["risk"]), float(d["uncertainty"]),
-                        tuple(d.get("corridor_m", (0.6, 1.2))), d["distance_source"])
+    try:
+        fields = list(d["object_fields"])
+        objs = []
+        for row in d["objects"]:
+            o = dict(zip(fields, row))
+            x, y, w, h = (int(v) for v in o["bbox_xywh"])
+            objs.append(SummaryObject(class_id(o["class"]), w * h, (x, y, w, h), f(o["distance_m"]),
+                                      float(o["bearing_deg"]), float(o["confidence"]),
+                                      BandProfile(f(o["left_m"]), f(o["path_m"]), f(o["right_m"]),
+                                                  float(o.get("path_x_m") or 0.0))))
+        fs = d["free_m"]
+        return SceneSummary(int(d["image"][0]), int(d["image"][1]), tuple(objs), (f(fs[0]), f(fs[1]), f(fs[2])),
+                            float(d["risk"]), float(d["uncertainty"]), tuple(d.get("corridor_m", (0.6, 1.2))),
+                            d["distances"])
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"not a scene summary in cepr's text form: {type(e).__name__}: {e}") from None
 
 
 def _bbox_iou(a, b) -> float:

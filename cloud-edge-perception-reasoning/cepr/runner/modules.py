@@ -13,6 +13,7 @@ under ``ianvs -f`` and ``cepr run``. How they talk:
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -267,6 +268,7 @@ class EdgeModule:
         result = EdgeResult(key=s["key"], task=task.name, answer=local.answer, confidence=local.confidence,
                             distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
                             latency_ms=round(compute_ms, 3), timings_ms=timings, summary_bytes=len(r.summary_bytes),
+                            summary_text_bytes=len(json.dumps(state.summary, separators=(",", ":"))),
                             model=pipe.model.path.name, calibration=cal.name if cal is not None else None,
                             distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
                             started_at=started, finished_at=time.time())

@@ -86,7 +86,8 @@ class EdgeResult(_Result):
     source: Literal["edge"] | None = "edge"
     distribution: dict[str, float] | None = None
     timings_ms: dict[str, float] | None = None
-    summary_bytes: int | None = None
+    summary_bytes: int | None = None  # the binary form (msgpack + RLE mask), what the edge service streams
+    summary_text_bytes: int | None = None  # the compact JSON text form, what a cloud request carries
     model: str | None = None
     calibration: str | None = None
     distances: Literal["depth", "ground_plane"] | None = None
