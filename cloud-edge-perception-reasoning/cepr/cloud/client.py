@@ -66,7 +66,7 @@ class InProcessExpert:
         body = json.dumps({"model": self.cfg.model, "messages": msgs, "max_tokens": self.cfg.max_tokens})
         reply = self.expert.answer(msgs)
         total = 1e3 * (time.perf_counter() - t0)
-        usage = Usage(reply.prompt_tokens, reply.completion_tokens)
+        usage = Usage(reply.prompt_tokens, reply.completion_tokens, counted="estimate")  # the expert's own count
         down = len(json.dumps({"choices": [{"message": {"role": "assistant", "content": reply.text}}]}))
         try:
             answer, reason, conf = parse_answer(reply.text, req.answers)

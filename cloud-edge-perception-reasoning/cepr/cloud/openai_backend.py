@@ -64,6 +64,14 @@ def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
             {"role": "user", "content": build_user_content(req.user_prompt(), summary, image, req.camera)}]
 
 
+def _server_usage(u) -> Usage:
+    """Token counts a server reported: "server" when it counted them, "server-estimate" when it says (an extra
+    ``estimated: true`` in usage, as cepr's reference expert does) that they are estimates."""
+    extra = getattr(u, "model_extra", None) or {}
+    return Usage(u.prompt_tokens, u.completion_tokens,
+                 counted="server-estimate" if extra.get("estimated") else "server")
+
+
 def estimate_tokens(text: str) -> int:
     """A rough count (words and punctuation marks) for servers that report no usage."""
     return len(re.findall(r"\w+|[^\w\s]", text))
@@ -263,8 +271,7 @@ class OpenAIBackend:
             resp = self.client.chat.completions.create(**kw)
             text = resp.choices[0].message.content or ""
             u = resp.usage
-            usage = (Usage(u.prompt_tokens, u.completion_tokens) if u is not None
-                     else Usage(0, estimate_tokens(text), counted="estimate"))
+            usage = (_server_usage(u) if u is not None else Usage(0, estimate_tokens(text), counted="estimate"))
             return text, usage, Timings(total_ms=1e3 * (time.perf_counter() - t0))
         try:
             stream = self.client.chat.completions.create(
@@ -282,7 +289,7 @@ class OpenAIBackend:
                 if now > deadline:
                     raise _Deadline()
                 if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    usage = _server_usage(chunk.usage)
                 for choice in chunk.choices or ():
                     piece = choice.delta.content if choice.delta else None
                     if piece:

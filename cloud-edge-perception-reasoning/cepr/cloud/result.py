@@ -11,7 +11,9 @@ STATUSES = ("ok", "fallback", "error")
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    counted: str = "server"  # "server" (reported by the API) or "estimate" (counted here when it reports none)
+    # "server": counted by the server; "server-estimate": reported by a server that says they are estimates
+    # (cepr's reference expert); "estimate": counted here (words and punctuation) when nothing was reported
+    counted: str = "server"
 
     @property
     def total_tokens(self) -> int:

@@ -207,8 +207,10 @@ def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: Server
 def _completion(body: dict, text: str, reply):
     """The answer as one chat.completion, or as a stream of chat.completion.chunk events."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    # our counts are estimates (words and punctuation, plus image patches), not a tokenizer's: say so, in an
+    # extra usage field that OpenAI-compatible clients pass through
     usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+             "total_tokens": reply.prompt_tokens + reply.completion_tokens, "estimated": True}
     if not body.get("stream"):
         return {"id": cid, "object": "chat.completion", "created": created, "model": EXPERT_MODEL_NAME,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
