@@ -276,7 +276,7 @@ def _write_frame(root: Path, res: str, stem: str, label: np.ndarray, rgb_size: t
     return lab, rgb
 
 
-def test_bandwidth_saving_against_largest_resolution(tmp_path):
+def test_bandwidth_saving_vs_png_against_largest_resolution(tmp_path):
     label = np.zeros((4, 4), np.uint8)
     lab_a, rgb_a = _write_frame(tmp_path, "640x480", "a", label, (16, 12), seed=1)
     _, rgb_a_big = _write_frame(tmp_path, "1280x760", "a", label, (32, 19), seed=2)
@@ -292,19 +292,58 @@ def test_bandwidth_saving_against_largest_resolution(tmp_path):
     y_pred = [hard(edge("action", "go"), cloud("action", "go", up=500)), easy(edge("action", "go")),
               [True, cloud("action", "go", up=700), None, cloud("action", "go", up=700)]]
     assert joint.full_resolution_path(lab_a) == rgb_a_big
-    assert joint.bandwidth_saving(y_true, y_pred) == pytest.approx(1.0 - 1200 / full)
+    assert joint.bandwidth_saving_vs_png(y_true, y_pred) == pytest.approx(1.0 - 1200 / full)
 
 
-def test_bandwidth_saving_outside_the_layout(tmp_path):
+def test_bandwidth_saving_vs_png_outside_the_layout(tmp_path):
     lab = tmp_path / "loose_TrainIds.png"
     rgb = tmp_path / "loose.png"
     assert cv2.imwrite(str(lab), np.zeros((4, 4), np.uint8))
     assert cv2.imwrite(str(rgb), np.full((8, 8, 3), 9, np.uint8))
     e = edge("action", "go", rgb_path=str(rgb))
     c = cloud("action", "go", up=10, rgb_path=str(rgb))
-    assert joint.bandwidth_saving([str(lab)], [hard(e, c)]) == pytest.approx(1.0 - 10 / rgb.stat().st_size)
+    assert joint.bandwidth_saving_vs_png([str(lab)], [hard(e, c)]) == pytest.approx(1.0 - 10 / rgb.stat().st_size)
     with pytest.raises(ValueError, match="rgb_path"):
-        joint.bandwidth_saving([str(lab)], [easy(edge("action", "go"))])
+        joint.bandwidth_saving_vs_png([str(lab)], [easy(edge("action", "go"))])
+
+
+def test_bandwidth_saving_against_sending_everything_with_the_same_payload(tmp_path):
+    """The baseline prices each sample not sent as its own request: its image (encoded as the payload says)
+    and its summary, plus the other bytes of a request measured on the samples that were sent."""
+    import json
+
+    from cepr.cloud.payload import PayloadConfig, encode_image
+    from cepr.runner.records import EDGE_STATE_KEY, EdgeState
+
+    label = np.zeros((4, 4), np.uint8)
+    frames = [_write_frame(tmp_path, "640x480", k, label, (16, 12), seed=i) for i, k in enumerate("abc")]
+    payload = PayloadConfig(mode="summary+image", codec="jpeg", quality=80)
+
+    def state(n):
+        return EdgeState(summary={"objects": [["person", 1.5]] * n}, answer="go", camera={})
+
+    def parts(rgb, n):
+        img = len(encode_image(cv2.cvtColor(cv2.imread(str(rgb)), cv2.COLOR_BGR2RGB), payload).data_url())
+        return img + len(json.dumps(json.dumps(state(n).summary, separators=(",", ":"))))
+
+    overhead = 300
+    sent_up = [parts(frames[0][1], 1) + overhead, parts(frames[1][1], 2) + overhead]
+    y_true = [str(f[0]) for f in frames]
+
+    def e(i, n):
+        return {**edge("action", "go", rgb_path=str(frames[i][1])), EDGE_STATE_KEY: state(n)}
+
+    def c(i):
+        return cloud("action", "go", up=sent_up[i], rgb_path=str(frames[i][1]), payload=payload.model_dump())
+
+    y_pred = [hard(e(0, 1), c(0)), hard(e(1, 2), c(1)), easy(e(2, 3))]
+    baseline = sum(sent_up) + parts(frames[2][1], 3) + overhead
+    assert joint.bandwidth_saving(y_true, y_pred) == pytest.approx(1 - sum(sent_up) / baseline)
+    assert joint.bandwidth_saving(y_true[:2], y_pred[:2]) == 0.0  # everything was sent
+    assert joint.bandwidth_saving(y_true, [easy(e(i, 1)) for i in range(3)]) == 1.0  # nothing was
+    no_settings = [hard(e(0, 1), cloud("action", "go", up=10)), easy(e(2, 3))]
+    with pytest.warns(RuntimeWarning, match="payload settings"):
+        assert math.isnan(joint.bandwidth_saving(y_true[::2], no_settings))
 
 
 # ---- segmentation --------------------------------------------------------------------------------------------
@@ -372,7 +411,8 @@ def test_one_sample(gt, tmp_path):
 def test_results_are_python_floats(gt):
     y_true, y_pred = run_set()
     for name in ALL:
-        if name in ("miou", "pixel_accuracy", "bandwidth_saving", "dataset", "synthetic") or \
+        if name in ("miou", "pixel_accuracy", "bandwidth_saving", "bandwidth_saving_vs_png", "dataset",
+                    "synthetic") or \
                 name.startswith("accuracy_nearest_obstacle"):
             continue  # need files / have no sample here
         v = METRICS[name](y_true, y_pred)
@@ -388,7 +428,8 @@ def test_registry_names():
     assert {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "edge_accuracy", "cloud_accuracy",
             "safety_recall", "miou", "pixel_accuracy", "edge_ratio", "cloud_ok", "cloud_fallback", "cloud_error",
             "latency_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_mean", "throughput", "uplink_bytes",
-            "downlink_bytes", "bandwidth_saving", "cloud_tokens", "dataset", "synthetic", "within_150ms",
+            "downlink_bytes", "bandwidth_saving", "bandwidth_saving_vs_png", "cloud_tokens", "dataset", "synthetic",
+            "within_150ms",
             "within_300ms"} | per_task == set(METRICS)
     for name, fn in METRICS.items():
         assert fn.__name__ == name and getattr(joint, name) is fn and fn.__doc__

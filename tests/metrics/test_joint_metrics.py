@@ -81,7 +81,7 @@ def test_one_sample_and_empty_inputs():
     e = edge("path_hazard", "yes")
     assert joint.accuracy(["a"], [[False, e, e, None]]) == 1.0
     for name, fn in joint.METRICS.items():
-        if name in ("miou", "pixel_accuracy", "bandwidth_saving"):
+        if name in ("miou", "pixel_accuracy", "bandwidth_saving_vs_png"):
             continue
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
@@ -130,6 +130,6 @@ def test_miou_and_bandwidth_saving_from_files(tmp_path, monkeypatch):
     assert joint.pixel_accuracy(y_true, [[True, c, e, c]]) == pytest.approx(100 * 20 / 24)
     full = big_rgb.stat().st_size  # the largest resolution's RGB file, not the 640x480 one
     assert full != rgb.stat().st_size
-    assert joint.bandwidth_saving(y_true, [[True, c, e, c]]) == pytest.approx(1 - 100 / full)
+    assert joint.bandwidth_saving_vs_png(y_true, [[True, c, e, c]]) == pytest.approx(1 - 100 / full)
     with pytest.warns(RuntimeWarning):
         assert math.isnan(joint.miou(y_true, [[True, c, None, c]]))  # no edge mask

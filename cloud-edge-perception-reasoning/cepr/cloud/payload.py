@@ -112,3 +112,21 @@ def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | 
     if image is not None:
         parts.append({"type": "image_url", "image_url": {"url": image.data_url()}})
     return parts
+
+
+def payload_frame_path(rgb_path: str, label_path: str | None, resolution: str | None) -> str:
+    """The RGB file a payload sends for a frame: the dataset's own copy at ``resolution`` when it has one (no
+    resize then), else the frame itself (``encode_image`` resizes it)."""
+    from pathlib import Path
+
+    from cepr.data.cloud_robotics import Frame
+    from cepr.errors import DatasetError
+
+    if resolution:
+        try:
+            other = Frame(rgb_path, label_path or rgb_path).at_resolution(resolution)
+        except DatasetError:  # no copy at that resolution: the payload resizes instead
+            other = None
+        if other is not None and Path(other.rgb_path).is_file():
+            return str(other.rgb_path)
+    return str(rgb_path)

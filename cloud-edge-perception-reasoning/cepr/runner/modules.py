@@ -21,7 +21,7 @@ import numpy as np
 
 from cepr.cloud.base import CloudRequest
 from cepr.cloud.client import CloudClient, backend_config_model, create_backend
-from cepr.cloud.payload import PayloadConfig
+from cepr.cloud.payload import PayloadConfig, payload_frame_path
 from cepr.compat import prepare_sedna_env
 from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
 from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
@@ -38,7 +38,7 @@ from cepr.edge.models import (
     rgbd_without_depth_message,
 )
 from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY, create_reasoner
-from cepr.errors import CeprError, DatasetError, unknown
+from cepr.errors import CeprError, unknown
 from cepr.link.network import Link
 from cepr.runner.paradigm import import_module_file
 from cepr.runner.records import EDGE_HANDOFF, EDGE_STATE_KEY, CloudRecord, EdgeResult, EdgeState, handoff_key
@@ -362,16 +362,7 @@ class CloudModule:
 
     def _image(self, s: SampleRef) -> np.ndarray:
         """The frame to send: the dataset's own copy at the requested resolution when it has one."""
-
-        path = s["rgb"]
-        if self.payload.resolution:
-            try:
-                other = Frame(s["rgb"], s["label"] or s["rgb"]).at_resolution(self.payload.resolution)
-            except DatasetError:  # no copy at that resolution: the payload resizes instead
-                other = None
-            if other is not None and Path(other.rgb_path).is_file():
-                path = other.rgb_path
-        return load_rgb(path)
+        return load_rgb(payload_frame_path(s["rgb"], s["label"], self.payload.resolution))
 
     def inference(self, data=None, post_process=None, edge_state: EdgeState | None = None, **kwargs) -> dict:
         """``edge_state``: what the edge saw, handed over by ``cepr run``; under Ianvs, which passes only the
@@ -403,7 +394,8 @@ class CloudModule:
             ttft_ms=r.timings.ttft_ms, transfer_ms=round(r.timings.transfer_ms, 3), bytes_up=r.bytes_up,
             bytes_down=r.bytes_down, prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
             tokens_counted=r.usage.counted, model=r.model, attempts=r.attempts, label_path=s["label"],
-            rgb_path=s["rgb"], started_at=started, finished_at=time.time()).as_result()
+            rgb_path=s["rgb"], started_at=started, finished_at=time.time(),
+            payload=self.payload.model_dump()).as_result()
         if callable(post_process):
             out = post_process(out)
         return out

@@ -108,6 +108,7 @@ class CloudRecord(_Result):
     tokens_counted: str | None = None
     model: str | None = None
     attempts: int | None = None
+    payload: dict | None = None  # the payload settings (mode, resolution, codec, quality) the request used
 
 
 class SampleRecord(BaseModel):
