@@ -26,7 +26,7 @@ def read_lines(out_dir) -> list[dict]:
 
 def run(path, **kw):
     sys.modules.get("tiny_ji_modules") and calls().clear()
-    return run_job(path, RunOptions(progress=False, **kw))
+    return run_job(path, RunOptions(progress=False, check_frames=False, **kw))  # fake frames: no pre-flight
 
 
 def test_hyperparameter_product_in_ianvs_order(tiny_job):
@@ -192,24 +192,31 @@ def test_selected_hyperparameters_take_ianvs_column_names(tiny_job):
         parse_job(path)
 
 
-def test_failing_case_is_recorded_and_job_goes_on(tiny_job):
+def test_a_failing_sample_is_recorded_and_the_case_scored_on_the_others(tiny_job):
+    """A sample whose inference raises is a failed sample (file and reason in samples.jsonl and record.json),
+    not a failed case: the other samples are run and scored (issue 11 section 2; the whole case failed before)."""
     r = run(tiny_job(hem_hps={"threshold": [0.5]}, edge_hps={"quality": [1.0], "crash_at": [2, -1]}))
-    assert len(r.records) == 1 and len(r.failed) == 1
-    bad = r.failed[0]
-    assert "edge exploded on purpose" in bad["error"]
+    assert len(r.records) == 2 and not r.failed
+    bad = next(rec for rec in r.records if rec["n_failed"])
+    assert bad["n_ok"] == 5 and bad["n_failed"] == 1 and r.samples_failed == 1
+    assert bad["failed_samples"][0]["index"] == 2 and "edge exploded on purpose" in bad["failed_samples"][0]["reason"]
+    assert bad["failed_samples"][0]["rgb"].endswith("img2.png")
     rec = json.loads(Path(bad["output_dir"], "record.json").read_text())
-    assert rec["status"] == "failed" and "Traceback" in rec["traceback"]
-    # samples finished before the crash are on disk
-    assert [x["index"] for x in read_lines(bad["output_dir"])] == [0, 1]
+    assert rec["status"] == "ok" and rec["n_failed"] == 1 and rec["failed_samples"] == bad["failed_samples"]
+    lines = read_lines(bad["output_dir"])
+    assert [x["index"] for x in lines] == [0, 1, 2, 3, 4, 5]  # every sample ran: the failure stopped nothing
+    assert lines[2]["status"] == "failed" and "edge exploded" in lines[2]["error"]
 
 
 def test_resume_skips_finished_cases_after_a_crash(tiny_job):
-    path = tiny_job(hem_hps={"threshold": [0.5]}, edge_hps={"quality": [1.0], "crash_at": [-1, 3]})
-    r1 = run(path)
+    """A case where every sample failed is a failed case; --resume runs only it again."""
+    path = tiny_job(hem_hps={"threshold": [0.5]}, edge_hps={"quality": [1.0], "crash_at": [-1, 0]})
+    r1 = run(path, limit=1)
     assert len(r1.records) == 1 and len(r1.failed) == 1
-    r2 = run(path, resume=True)
+    assert "every sample failed" in r1.failed[0]["error"] and "edge exploded" in r1.failed[0]["error"]
+    r2 = run(path, resume=True, limit=1)
     assert r2.skipped == 1  # the finished case is reused ...
-    assert [x[1] for x in calls() if x[0] == "edge"] == [0, 1, 2, 3]  # ... only the failed one ran again
+    assert [x[1] for x in calls() if x[0] == "edge"] == [0]  # ... only the failed one ran again
     assert r2.records[0]["id"] == r1.records[0]["id"]
     assert r2.records[0]["metrics"] == r1.records[0]["metrics"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(sub) -> None:
@@ -27,25 +28,52 @@ def add_parser(sub) -> None:
     p.add_argument("--max-cloud-failures", type=float, default=0.05, metavar="SHARE",
                    help="a case whose cloud calls fall back or fail on more than this share of the samples sent "
                         "is marked DEGRADED (record, table, exit code 3)")
+    p.add_argument("--check-data", action="store_true",
+                   help="only the pre-flight: read every test frame and list those a case could not score (missing "
+                        "or corrupt RGB or label, label ids outside the class set, size mismatch); run no model. "
+                        "Exit code 0 when every frame is good, 4 otherwise. (cepr run always does this check first "
+                        "and records the bad frames as failed samples.)")
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(a) -> int:
+    """Exit codes: 0 all good; 1 a test case failed; 3 a case is degraded; 4 samples failed (bad frames, or
+    samples that raised) while every case finished; 2 a configuration error or an unwritable workspace; 130
+    Ctrl-C (finished cases kept)."""
     from cepr.runner.job import RunOptions, run_job
 
     r = run_job(a.file, RunOptions(resume=a.resume, concurrency=a.concurrency, limit=a.limit,
                                    progress=not a.no_progress, workspace=a.workspace,
-                                   max_cloud_failures=a.max_cloud_failures))
+                                   max_cloud_failures=a.max_cloud_failures, check_data=a.check_data))
+    if a.check_data:
+        n = len(r.data) if r.data is not None else 0
+        print(f"check-data: {n - len(r.bad_frames)} of {n} frame(s) good, {len(r.bad_frames)} bad")
+        return 4 if r.bad_frames else 0
     if r.table:
         print(r.table)
     if r.skipped:
         print(f"resumed: {r.skipped} finished test case(s) reused")
     for rec in r.failed:
-        print(f"FAILED test case {rec['id']} ({rec['output_dir']}): {rec.get('error')}")
+        if rec.get("status") == "interrupted":
+            print(f"INTERRUPTED test case {rec['id']} ({rec['output_dir']}): {rec.get('n_ok', 0)} sample(s) "
+                  "finished and saved in samples.jsonl")
+        else:
+            print(f"FAILED test case {rec['id']} ({rec['output_dir']}): {rec.get('error')}")
     for rec in r.degraded:
         print(f"DEGRADED test case {rec['id']} ({rec['algorithm']} {rec['hyperparameters']}): {rec['cloud']['why']}")
+    for rec in r.records:
+        if rec.get("n_failed"):
+            print(f"SAMPLES FAILED in test case {rec['id']}: {rec['n_failed']} of {rec['n_failed'] + rec['n_ok']} "
+                  f"not scored (see failed_samples in {rec['output_dir']}/record.json)")
     if r.rank_dir is not None and r.records:
         print(f"leaderboard: {r.rank_dir / 'selected_rank.csv'} (all: {r.rank_dir / 'all_rank.csv'})")
-    print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(r.failed)} failed "
-          f"in {r.seconds:.1f} s")
-    return 1 if r.failed else 3 if r.degraded else 0
+    failed = [rec for rec in r.failed if rec.get("status") != "interrupted"]
+    print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(failed)} failed; "
+          f"{r.samples_failed} sample(s) failed in {r.seconds:.1f} s")
+    if r.aborted:
+        print(f"cepr run: error: {r.aborted}; the {len(r.records)} finished test case(s) are kept", file=sys.stderr)
+        return 2
+    if r.interrupted:
+        print(f"cepr run: interrupted; the {len(r.records)} finished test case(s) are kept", file=sys.stderr)
+        return 130
+    return 1 if failed else 3 if r.degraded else 4 if r.samples_failed else 0

@@ -31,15 +31,33 @@ from cepr.metrics.joint import get_metric
 from cepr.report.rank import build_rank, case_url, format_table
 from cepr.runner import resources
 from cepr.runner.config import BenchmarkingJob, parse_job
-from cepr.runner.dataset import IndexDataset, load_index
+from cepr.runner.dataset import IndexDataset, frame_problems, load_index
 from cepr.runner.fingerprint import changed_parts
-from cepr.runner.paradigm import JointInferenceJob, import_module_file, instantiate, run_samples
+from cepr.runner.paradigm import (
+    Interrupted,
+    JointInferenceJob,
+    SampleFailure,
+    import_module_file,
+    instantiate,
+    run_samples,
+)
 from cepr.runner.records import SampleRecord
 from cepr.runner.testcase import TestCase, build_test_cases, check_test_cases
 
 log = logging.getLogger(__name__)
 RECORD = "record.json"
 SAMPLES = "samples.jsonl"
+MAX_LISTED = 20  # bad frames / failed samples listed on the terminal (all of them are in the record)
+
+
+class WorkspaceError(CeprError):
+    """The workspace cannot be written (read-only, full, a file where a folder should be): the job stops, what
+    finished stays."""
+
+    @classmethod
+    def of(cls, path, e: OSError) -> WorkspaceError:
+        return cls(f"cannot write the workspace: {path}: {e.strerror or type(e).__name__}"
+                   f"{' (the disk is full)' if getattr(e, 'errno', None) == 28 else ''}")
 
 
 @dataclass
@@ -50,6 +68,8 @@ class RunOptions:
     progress: bool = True
     workspace: str | None = None
     max_cloud_failures: float = 0.05  # a case whose cloud calls fail (fallback or error) more often is degraded
+    check_data: bool = False  # only the pre-flight: list the bad frames, run no model
+    check_frames: bool = True  # the pre-flight (read every frame first); off for a set whose files are no images
 
 
 @dataclass
@@ -62,6 +82,11 @@ class JobResult:
     table: str = ""
     rank_dir: Path | None = None
     seconds: float = 0.0
+    bad_frames: dict[int, str] = field(default_factory=dict)  # position -> reason, from the pre-flight
+    samples_failed: int = 0  # over every case run: samples that produced no result (bad frames included)
+    interrupted: bool = False  # Ctrl-C: the case in flight is recorded "interrupted", finished ones kept
+    aborted: str = ""  # the workspace could not be written: the one-line reason
+    data: IndexDataset | None = None
 
 
 def versions() -> dict:
@@ -105,9 +130,18 @@ def _jsonable(v):
 
 
 def _write_json(path: Path, doc: dict) -> None:
+    """Atomically (a temporary file, then a rename): a full disk leaves the previous version, never half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
-    tmp.replace(path)
+    text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise WorkspaceError.of(path, e) from None
 
 
 def ensure_dataset(job: BenchmarkingJob, progress: bool) -> None:
@@ -155,19 +189,35 @@ def _start_record(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, started:
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))}
 
 
-def _sample_writer(fh, samples: list, y_true):
+def _sample_writer(fh, samples: list, y_true, x=None):
     """``on_result(i, result)`` for the paradigm: one samples.jsonl line per finished sample, flushed at once."""
 
     def write(i, r):
         label = y_true[i] if i < len(y_true) else None
+        if isinstance(r, SampleFailure):
+            line = {"index": i, "key": str(samples[i].get("key") if isinstance(samples[i], dict) else samples[i]),
+                    "status": "failed", "rgb": _at(x, i), "label": label, "error": r.reason}
+            _write_line(fh, line)
+            return
         try:
             truth = ground_truth(label) if label is not None else None
         except Exception:  # noqa: BLE001 - truth in samples.jsonl is a convenience; metrics decide
             truth = None
-        line = SampleRecord.build(i, samples[i], r, truth).to_line()
+        _write_line(fh, SampleRecord.build(i, samples[i], r, truth).to_line())
+    return write
+
+
+def _at(arr, i: int):
+    return str(arr[i]) if arr is not None and i < len(arr) else None
+
+
+def _write_line(fh, line: dict) -> None:
+    """One whole samples.jsonl line, flushed at once (a full disk is a WorkspaceError, not half a line)."""
+    try:
         fh.write(json.dumps(_jsonable(line), allow_nan=False) + "\n")
         fh.flush()
-    return write
+    except OSError as e:
+        raise WorkspaceError.of(fh.name, e) from None
 
 
 def _score(metrics: dict, y_true, y_pred, case_id: str) -> tuple[dict, dict]:
@@ -213,13 +263,32 @@ def cloud_health(y_pred: list, max_failures: float) -> dict:
     return {"sent": sent, **counts, "degraded": bool(degraded), "why": why}
 
 
+def _split_failures(y_pred: list, y_true, x) -> tuple[list[int], list[dict]]:
+    """(positions with a result, failed samples with their files and reasons) of a finished run."""
+    ok, failed = [], []
+    for i, r in enumerate(y_pred):
+        if isinstance(r, SampleFailure):
+            failed.append({"index": i, "rgb": _at(x, i), "label": _at(y_true, i), "reason": r.reason})
+        elif r is not None:
+            ok.append(i)
+    return ok, failed
+
+
 def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict, y_true: np.ndarray,
-             x: np.ndarray, index: int, total: int) -> dict:
+             x: np.ndarray, index: int, total: int, bad: dict | None = None) -> dict:
     """One test case: build the modules, run every sample (each line saved as it finishes), score, and save
-    record.json; a failure is recorded with its traceback and returned, never raised."""
+    record.json; a failure is recorded with its traceback and returned, never raised.
+
+    ``bad`` (position -> reason, from the pre-flight) are not run; they and any sample that raises are recorded
+    with file and reason (samples.jsonl, record.json ``failed_samples``), the metrics come from the others
+    (``n_ok``, ``n_failed``). Ctrl-C records the case "interrupted" with what finished and re-raises; a workspace
+    that cannot be written raises :class:`WorkspaceError`."""
 
     out_dir = tc.output_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkspaceError.of(out_dir, e) from None
     started = time.time()
     record = _start_record(tc, job, opts, started)
     _write_json(out_dir / RECORD, record)
@@ -238,33 +307,69 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
         if jobobj.upper_bound:
             log.warning("test case %s uses %s, which reads the labels: an upper bound, not a deployable policy",
                         tc.id, tc.modules["hard_example_mining"].name)
-        with (out_dir / SAMPLES).open("w") as fh:
+        try:
+            fh = (out_dir / SAMPLES).open("w")
+        except OSError as e:
+            raise WorkspaceError.of(out_dir / SAMPLES, e) from None
+        with fh:
             hem = tc.modules["hard_example_mining"]
             desc = f"[{index}/{total}] {tc.algorithm.name} {hem.name} {_short(hem.hyperparameters)}"
             t0 = time.perf_counter()
             usage0 = resources.snapshot()
-            y_pred = run_samples(jobobj, samples, opts.concurrency, opts.progress, desc,
-                                 _sample_writer(fh, samples, y_true))
+            try:
+                y_pred = run_samples(jobobj, samples, opts.concurrency, opts.progress, desc,
+                                     _sample_writer(fh, samples, y_true, x), skip=bad)
+            except Interrupted as e:
+                ok, failed = _split_failures(e.results, y_true, x)
+                record.update(status="interrupted", error="interrupted (Ctrl-C)", samples=e.finished,
+                              n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
+                raise
             wall = time.perf_counter() - t0
             record["resources"] = resources.per_case(usage0, resources.snapshot(), len(y_pred))
-        values, errors = _score(metrics, y_true, y_pred, tc.id)
+        ok, failed = _split_failures(y_pred, y_true, x)
+        record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
+        if failed:
+            log.warning("test case %s: %d of %d samples failed and are not scored (first: sample %d, %s)", tc.id,
+                        len(failed), len(y_pred), failed[0]["index"], failed[0]["reason"])
+        if not ok:
+            raise CeprError(f"every sample failed (first: sample {failed[0]['index']}: {failed[0]['reason']})")
+        good_pred = [y_pred[i] for i in ok]
+        values, errors = _score(metrics, np.asarray(y_true)[ok], good_pred, tc.id)
         record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
-                      cloud=cloud_health(y_pred, opts.max_cloud_failures))
+                      cloud=cloud_health(good_pred, opts.max_cloud_failures))
         record["degraded"] = record["cloud"]["degraded"]
         if record["degraded"]:
             log.warning("test case %s is DEGRADED: %s", tc.id, record["cloud"]["why"])
         if errors:
             record["metric_errors"] = errors
+    except WorkspaceError:
+        record.update(status="failed", error="the workspace could not be written")
+        _finish(record, started, out_dir, quiet=True)
+        raise
+    except KeyboardInterrupt:
+        if record["status"] != "interrupted":
+            record.update(status="interrupted", error="interrupted (Ctrl-C)")
+        _finish(record, started, out_dir, quiet=True)
+        raise
     except Exception as e:  # noqa: BLE001 - fault isolation: record the failure, keep the job going
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         log.error("test case %s failed: %s", tc.id, record["error"])
     finally:
         _cleanup(jobobj, instances, tc.id)
+    _finish(record, started, out_dir)
+    return record
+
+
+def _finish(record: dict, started: float, out_dir: Path, quiet: bool = False) -> None:
+    """Stamp the end time and save record.json (``quiet``: on the way out of an error, a failed write is let go)."""
     finished = time.time()
     record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished)),
                   seconds=round(finished - started, 3))
-    _write_json(out_dir / RECORD, record)
-    return record
+    try:
+        _write_json(out_dir / RECORD, record)
+    except WorkspaceError:
+        if not quiet:
+            raise
 
 
 def _short(hps: dict) -> str:
@@ -360,8 +465,13 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     check_test_cases(cases, job.testenv.mining_mode)  # every case's modules, before any data is made or read
     ensure_dataset(job, opts.progress)
     data = load_index(job.testenv.test_index, opts.limit)
+    result = JobResult(job, data=data)
+    result.bad_frames = bad = frame_problems(data, opts.progress) if opts.check_frames or opts.check_data else {}
+    _list_bad_frames(data, bad)
+    if opts.check_data:
+        result.seconds = time.perf_counter() - t_start
+        return result
     metrics = load_metrics(job)
-    result = JobResult(job)
     print(f"cepr run: {job.name}: {len(cases)} test case(s), {len(data)} sample(s) each, mining mode "
           f"{job.testenv.mining_mode}, concurrency {opts.concurrency}; results in {job.workspace / job.name}",
           flush=True)
@@ -372,10 +482,15 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
                 result.skipped += 1
                 log.info("resume: test case %s already finished", tc.id)
             else:
-                rec = run_case(tc, job, opts, metrics, data.y, data.x, i, len(cases))
+                rec = run_case(tc, job, opts, metrics, data.y, data.x, i, len(cases), bad)
+                result.samples_failed += int(rec.get("n_failed") or 0)
             (result.records if rec["status"] == "ok" else result.failed).append(rec)
             if rec.get("degraded"):
                 result.degraded.append(rec)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except WorkspaceError as e:
+        result.aborted = str(e)
     finally:
         shutdown_all()
     rank_dir = job.workspace / job.name / "rank"
@@ -383,7 +498,25 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     if result.records:
         for rec in result.records:  # Ianvs's url: the case folder under the workspace as the YAML spells it
             rec["url"] = case_url(job.workspace_text, job.name, rec["algorithm"], rec["id"])
-        sel = build_rank(result.records, job.rank, rank_dir, [m.name for m in job.testenv.metrics])
-        result.table = ranked_table(sel["header"], sel["rows"], result.records)
+        try:
+            sel = build_rank(result.records, job.rank, rank_dir, [m.name for m in job.testenv.metrics])
+        except OSError as e:
+            result.rank_dir = None
+            result.aborted = result.aborted or str(WorkspaceError.of(getattr(e, "filename", None) or rank_dir, e))
+        else:
+            result.table = ranked_table(sel["header"], sel["rows"], result.records)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _list_bad_frames(data: IndexDataset, bad: dict[int, str]) -> None:
+    """The pre-flight's findings, before any model runs (all of them go into each case's record)."""
+    if not bad:
+        return
+    print(f"cepr run: {len(bad)} of {len(data)} frame(s) in {data.index_file} cannot be scored; they are recorded "
+          "as failed samples and the metrics come from the others:", flush=True)
+    for i, why in sorted(bad.items())[:MAX_LISTED]:
+        print(f"  bad frame {i}: {data.x[i]}: {why}", flush=True)
+    if len(bad) > MAX_LISTED:
+        print(f"  ... and {len(bad) - MAX_LISTED} more (cepr datasets check {data.index_file.parent} lists all)",
+              flush=True)

@@ -188,35 +188,87 @@ class JointInferenceJob:
                 m.cleanup()
 
 
+class SampleFailure:
+    """A sample that produced no result: its position and why (a bad frame found before it ran, or the exception
+    it raised). It stands in the results where ``[is_hard, final, edge, cloud]`` would, and is never scored."""
+
+    __slots__ = ("index", "reason")
+
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+
+    def __repr__(self) -> str:
+        return f"SampleFailure({self.index}, {self.reason!r})"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_samples`: ``results`` holds what finished (None where nothing ran)."""
+
+    def __init__(self, results: list, finished: int):
+        super().__init__(f"interrupted after {finished} of {len(results)} samples")
+        self.results, self.finished = results, finished
+
+
 def run_samples(job: JointInferenceJob, samples: list, concurrency: int = 1, progress: bool = True,
-                desc: str = "", on_result=None) -> list:
+                desc: str = "", on_result=None, skip: dict | None = None) -> list:
     """Run every sample, ``concurrency`` in flight, results in dataset order. ``on_result(i, result)`` is called
-    as each finishes (from one thread at a time)."""
+    as each finishes (from one thread at a time).
+
+    A sample whose inference raises becomes a :class:`SampleFailure` with the exception as its reason (the other
+    samples go on); ``skip`` maps positions not to run (bad frames) to the reason. Ctrl-C (KeyboardInterrupt)
+    cancels every sample not yet started, lets the ones in flight end (each bounded by its own timeouts) and
+    raises :class:`Interrupted` with what finished."""
     from tqdm import tqdm
 
+    skip = skip or {}
     results: list = [None] * len(samples)
     lock = threading.Lock()
-    counts = {"edge": 0, "cloud": 0}
+    stop = threading.Event()
+    counts = {"edge": 0, "cloud": 0, "failed": 0}
     bar = tqdm(total=len(samples), desc=desc, unit="sample", disable=not progress, leave=True, dynamic_ncols=True)
 
+    def one(i, s):
+        if stop.is_set():  # cancelled before it started
+            return None
+        try:
+            return job.inference(s)
+        except Exception as e:  # noqa: BLE001 - one bad sample must not lose the others
+            log.warning("sample %d failed: %s: %s", i, type(e).__name__, e)
+            return SampleFailure(i, f"{type(e).__name__}: {e}")
+
     def done(i, r):
+        if r is None:
+            return
         with lock:
             results[i] = r
-            counts["cloud" if r[0] else "edge"] += 1
+            counts["failed" if isinstance(r, SampleFailure) else "cloud" if r[0] else "edge"] += 1
             bar.update()
             bar.set_postfix(counts, refresh=False)
             if on_result is not None:
                 on_result(i, r)
 
+    todo = [(i, s) for i, s in enumerate(samples) if i not in skip]
     try:
+        for i, why in sorted(skip.items()):
+            if 0 <= i < len(samples):
+                done(i, SampleFailure(i, why))
         if concurrency <= 1:
-            for i, s in enumerate(samples):
-                done(i, job.inference(s))
+            for i, s in todo:
+                done(i, one(i, s))
         else:
-            with ThreadPoolExecutor(max_workers=concurrency) as ex:
-                futures = [ex.submit(job.inference, s) for s in samples]
-                for i, f in enumerate(futures):
+            ex = ThreadPoolExecutor(max_workers=concurrency)
+            try:
+                futures = [(i, ex.submit(one, i, s)) for i, s in todo]
+                for i, f in futures:
                     done(i, f.result())
+            except BaseException:
+                stop.set()  # queued samples return at once; cancel_futures drops those not yet picked up
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown(wait=True)
+    except KeyboardInterrupt:
+        stop.set()
+        raise Interrupted(results, sum(r is not None for r in results)) from None
     finally:
         bar.close()
     return results
