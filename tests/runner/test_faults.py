@@ -84,3 +84,145 @@ def test_bad_frames_are_failed_samples_and_the_good_ones_are_scored(tmp_path):
         assert [x["index"] for x in lines] == [0, 1, 2, 3, 4]
         assert [x.get("status") for x in lines if x.get("status") == "failed"] == ["failed"] * 3
         assert all(why in lines[i]["error"] and lines[i]["rgb"] == rgbs[i] for i, why in reasons.items())
+
+
+class _SlowJob:
+    """A stand-in JointInferenceJob whose samples take ``seconds`` each; counts the samples started."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.started = seconds, []
+
+    def inference(self, s):
+        import time
+
+        self.started.append(s)
+        time.sleep(self.seconds)
+        return [False, {"answer": s}, None, None]
+
+
+def test_ctrl_c_with_concurrency_cancels_what_has_not_started():
+    """Before: Ctrl-C (a KeyboardInterrupt in the main thread) left every queued sample to run (150 sent, 12
+    saved). Now the queued ones are cancelled, those in flight end, and what finished is handed back."""
+    import time
+
+    from cepr.runner.paradigm import Interrupted, run_samples
+
+    job, seen = _SlowJob(0.2), []
+
+    def on_result(i, r):
+        seen.append(i)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    t0 = time.perf_counter()
+    with pytest.raises(Interrupted) as exc:
+        run_samples(job, list(range(40)), concurrency=2, progress=False, on_result=on_result)
+    took = time.perf_counter() - t0
+    assert len(job.started) <= 6, job.started  # 2 in flight at most, never the 40 queued
+    assert took < 2.0
+    assert exc.value.finished == 2 and [i for i, r in enumerate(exc.value.results) if r is not None] == [0, 1]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        out += [int(x) for x in task.read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_default_job(tiny_data: Path, cwd: Path, *args: str) -> subprocess.Popen:
+    from helpers import copy_default_job
+
+    te = copy_default_job(cwd, tiny_data)
+    te["testenv"]["dataset"]["test_index"] = te["testenv"]["dataset"]["train_index"]
+    import yaml
+
+    (cwd / "testenv" / "testenv.yaml").write_text(yaml.safe_dump(te))
+    return subprocess.Popen([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--no-progress",
+                             *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, timeout: float, what: str):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_ctrl_c_of_cepr_run_exits_130_and_keeps_what_finished(tiny_data, tmp_path):
+    """SIGINT while the cloud-only case runs with --concurrency 2: exit 130 within seconds, the case recorded
+    "interrupted" with its finished samples, the finished cases in the rank, and the auto-started server gone."""
+    import signal
+    import time
+
+    pytest.importorskip("fastapi")
+    proc = _start_default_job(tiny_data, tmp_path, "--concurrency", "2")
+    try:
+        ws = tmp_path / "workspace" / "cepr-default"
+
+        def cloud_only_running():
+            for p in ws.glob("cloud-only/*/samples.jsonl"):
+                if p.read_text().count("\n") >= 1:
+                    return p
+            return None
+        samples = _wait_for(cloud_only_running, 120, "the cloud-only case to finish a sample")
+        server = [c for c in _children(proc.pid) if _alive(c)]
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert took < 15, took
+    assert "interrupted" in err and "Traceback" not in err, err[-2000:]
+    rec = json.loads((samples.parent / "record.json").read_text())
+    assert rec["status"] == "interrupted" and rec["n_ok"] >= 1
+    lines = samples.read_text().splitlines()
+    assert len(lines) < 16 and all(json.loads(x) for x in lines)  # whole lines only, not every sample
+    assert (ws / "rank" / "all_rank.csv").is_file()  # the edge-only case, finished before, is ranked
+    assert "edge-only" in (ws / "rank" / "all_rank.csv").read_text()
+    _wait_for(lambda: not any(_alive(c) for c in server), 5, "the auto-started server to stop")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_a_killed_runner_leaves_no_cloud_server(tiny_data, tmp_path):
+    """Before: SIGKILL of `cepr run` (no atexit) left its auto-started `cepr serve cloud` running for good."""
+    import signal
+
+    pytest.importorskip("fastapi")
+    proc = _start_default_job(tiny_data, tmp_path)
+    try:
+        def server_started():
+            return [c for c in _children(proc.pid) if _alive(c)
+                    and b"serve" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        server = _wait_for(server_started, 120, "the runner to start its cloud server")
+        _wait_for(lambda: list((tmp_path / "workspace").rglob("cloud-only/*/record.json")), 120, "cloud-only")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    try:
+        _wait_for(lambda: not any(_alive(c) for c in server), 5, "the orphaned server to exit")
+    finally:
+        for c in server:
+            if _alive(c):
+                import os
+
+                os.kill(c, signal.SIGKILL)

@@ -2,7 +2,9 @@
 
 ``base_url: auto`` in a cloud module asks for this: one ``cepr serve cloud`` subprocess per (model, threads) for
 the whole process, on a free local port, shared by every test case, stopped by :func:`shutdown_all` (the runner
-calls it when the job ends; an ``atexit`` hook covers Ianvs).
+calls it when the job ends; an ``atexit`` hook covers Ianvs). The server never outlives the process that
+started it: it is told that process's id (``CEPR_PARENT_PID``) and exits when its parent changes, so a runner
+killed with SIGKILL (no atexit) leaves no server behind.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +26,30 @@ from cepr.errors import CeprError
 log = logging.getLogger(__name__)
 _servers: dict[tuple, ReferenceServer] = {}
 _lock = threading.Lock()
+PARENT_ENV = "CEPR_PARENT_PID"
+PARENT_POLL_S = 0.5
+
+
+def watch_parent_from_env(poll_s: float = PARENT_POLL_S) -> threading.Thread | None:
+    """In a server started by :class:`ReferenceServer`: a daemon thread that ends this process when the parent
+    named by ``CEPR_PARENT_PID`` is gone (the parent changes when it dies: the orphan is re-parented). SIGTERM
+    first (uvicorn shuts down), a hard exit 3 s later. Does nothing when the variable is unset."""
+    want = os.environ.get(PARENT_ENV)
+    if not want or not want.isdigit():
+        return None
+    want_pid = int(want)
+
+    def watch():
+        while os.getppid() == want_pid:
+            time.sleep(poll_s)
+        log.warning("cepr serve: the process that started this server (pid %d) is gone: exiting", want_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(3)
+        os._exit(0)
+
+    t = threading.Thread(target=watch, name="cepr-parent-watch", daemon=True)
+    t.start()
+    return t
 
 
 def _free_port() -> int:
@@ -43,8 +71,9 @@ class ReferenceServer:
         cmd = [sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port), "--model", str(model),
                "--threads", str(threads), *map(str, extra_args)]
         log.info("starting the reference cloud expert: %s", " ".join(cmd))
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the server exits when this process is gone
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     errors="replace")
+                                     errors="replace", env=env)
         # a thread drains the server's output for as long as it runs (a full pipe would block the server),
         # keeping the last lines for error messages
         self.output: collections.deque[str] = collections.deque(maxlen=self.KEEP_LINES)

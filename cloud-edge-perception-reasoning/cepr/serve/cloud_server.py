@@ -242,5 +242,8 @@ def _events(cid: str, created: int, text: str, usage: dict | None):
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
           faults: FaultConfig | None = None, log_level: str = "warning",
           min_object_confidence: float | None = None, limits: Limits | None = None) -> None:
+    from cepr.cloud.autoserve import watch_parent_from_env
+
+    watch_parent_from_env()  # started by a runner (base_url: auto): exit when it is gone
     uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits),
                 host=host, port=port, log_level=log_level)
