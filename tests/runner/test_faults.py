@@ -226,3 +226,44 @@ def test_a_killed_runner_leaves_no_cloud_server(tiny_data, tmp_path):
                 import os
 
                 os.kill(c, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fault", ["disk-full", "not-a-folder"])
+def test_an_unwritable_workspace_fails_with_one_line_and_keeps_what_finished(tmp_path, monkeypatch, fault):
+    """Before: a 30-line traceback, a record.json stuck at "running" and no rank for the cases that finished.
+    The second case cannot be written (its samples.jsonl on a full disk, /dev/full; or a file where its folder
+    goes): one line naming the path, exit 2, the first case's record and its rank row kept."""
+    import os
+
+    from cepr.runner.config import parse_job
+    from cepr.runner.testcase import build_test_cases
+
+    pytest.importorskip("fastapi")
+    if fault == "disk-full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    cwd, _, _ = _real_job(tmp_path)
+    monkeypatch.chdir(cwd)
+    job = parse_job("benchmarkingjob-real.yaml")
+    context = {"test_index": str(job.testenv.test_index), "mining_mode": job.testenv.mining_mode, "limit": None,
+               "concurrency": 1}
+    first, second = build_test_cases(job, context)[:2]
+    if fault == "disk-full":
+        second.output_dir.mkdir(parents=True)
+        (second.output_dir / "samples.jsonl").symlink_to("/dev/full")
+        where, why = second.output_dir / "samples.jsonl", "No space left on device (the disk is full)"
+    else:
+        second.output_dir.parent.mkdir(parents=True)
+        second.output_dir.write_text("in the way")
+        where, why = second.output_dir, "File exists"
+    proc = _cepr(cwd)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = f"cepr run: error: cannot write the workspace: {where}: {why}; the 1 finished test case(s) are kept"
+    assert line in proc.stderr.splitlines(), proc.stderr[-3000:]
+    rec = json.loads((first.output_dir / "record.json").read_text())
+    assert rec["status"] == "ok"
+    rank = (cwd / "workspace" / "cepr-real" / "rank" / "all_rank.csv").read_text()
+    assert first.id in rank and second.id not in rank
+    if fault == "disk-full":
+        rec2 = json.loads((second.output_dir / "record.json").read_text())
+        assert rec2["status"] == "failed" and "workspace could not be written" in rec2["error"]  # not "running"

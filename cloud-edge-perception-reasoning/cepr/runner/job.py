@@ -9,6 +9,7 @@ are written and the selected leaderboard printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -207,6 +208,24 @@ def _sample_writer(fh, samples: list, y_true, x=None):
     return write
 
 
+@contextlib.contextmanager
+def _closing(fh):
+    """Close samples.jsonl; a close that fails (a full disk refuses the buffered rest) is a WorkspaceError, and
+    never hides the error that is already on its way out."""
+    try:
+        yield fh
+    except BaseException:
+        try:
+            fh.close()
+        except OSError:
+            pass
+        raise
+    try:
+        fh.close()
+    except OSError as e:
+        raise WorkspaceError.of(fh.name, e) from None
+
+
 def _at(arr, i: int):
     return str(arr[i]) if arr is not None and i < len(arr) else None
 
@@ -311,7 +330,7 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
             fh = (out_dir / SAMPLES).open("w")
         except OSError as e:
             raise WorkspaceError.of(out_dir / SAMPLES, e) from None
-        with fh:
+        with _closing(fh):
             hem = tc.modules["hard_example_mining"]
             desc = f"[{index}/{total}] {tc.algorithm.name} {hem.name} {_short(hem.hyperparameters)}"
             t0 = time.perf_counter()
