@@ -258,7 +258,8 @@ def test_an_unwritable_workspace_fails_with_one_line_and_keeps_what_finished(tmp
     proc = _cepr(cwd)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    line = f"cepr run: error: cannot write the workspace: {where}: {why}; the 1 finished test case(s) are kept"
+    line = (f"cepr run: error: cannot write the workspace: {where}: {why}; the 1 finished test case(s) are kept: "
+            "make room (or fix the permissions) and run again with --resume")
     assert line in proc.stderr.splitlines(), proc.stderr[-3000:]
     rec = json.loads((first.output_dir / "record.json").read_text())
     assert rec["status"] == "ok"

@@ -70,8 +70,11 @@ def cmd_run(a) -> int:
     failed = [rec for rec in r.failed if rec.get("status") != "interrupted"]
     print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(failed)} failed; "
           f"{r.samples_failed} sample(s) failed in {r.seconds:.1f} s")
-    if r.aborted:
-        print(f"cepr run: error: {r.aborted}; the {len(r.records)} finished test case(s) are kept", file=sys.stderr)
+    if r.aborted or r.rank_error:  # one line: what could not be written, what is kept, what to do
+        kept = f"the {len(r.records)} finished test case(s) are kept"
+        kept += "" if r.rank_dir is not None else ", but not ranked"
+        print(f"cepr run: error: {r.aborted or r.rank_error}; {kept}: make room (or fix the permissions) and run "
+              "again with --resume", file=sys.stderr)
         return 2
     if r.interrupted:
         print(f"cepr run: interrupted; the {len(r.records)} finished test case(s) are kept", file=sys.stderr)

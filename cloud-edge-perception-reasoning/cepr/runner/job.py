@@ -87,6 +87,7 @@ class JobResult:
     samples_failed: int = 0  # over every case run: samples that produced no result (bad frames included)
     interrupted: bool = False  # Ctrl-C: the case in flight is recorded "interrupted", finished ones kept
     aborted: str = ""  # the workspace could not be written: the one-line reason
+    rank_error: str = ""  # the rank files could not be written: the one-line reason
     data: IndexDataset | None = None
 
 
@@ -521,7 +522,10 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
             sel = build_rank(result.records, job.rank, rank_dir, [m.name for m in job.testenv.metrics])
         except OSError as e:
             result.rank_dir = None
-            result.aborted = result.aborted or str(WorkspaceError.of(getattr(e, "filename", None) or rank_dir, e))
+            result.rank_error = str(WorkspaceError.of(getattr(e, "filename", None) or rank_dir, e))
+            for tmp in rank_dir.glob("*.tmp"):  # a half-written rank file (build_rank writes, then renames)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         else:
             result.table = ranked_table(sel["header"], sel["rows"], result.records)
     result.seconds = time.perf_counter() - t_start
