@@ -60,7 +60,9 @@ def cmd_run(a) -> int:
         else:
             print(f"FAILED test case {rec['id']} ({rec['output_dir']}): {rec.get('error')}")
     for rec in r.degraded:
-        print(f"DEGRADED test case {rec['id']} ({rec['algorithm']} {rec['hyperparameters']}): {rec['cloud']['why']}")
+        hem = (rec.get("modules") or {}).get("hard_example_mining") or {}
+        policy = f"{hem.get('name', '')} {hem.get('hyperparameters') or ''}".strip()
+        print(f"DEGRADED test case {rec['id']} ({rec['algorithm']}: {policy}): {rec['cloud']['why']}")
     for rec in r.records:
         if rec.get("n_failed"):
             print(f"SAMPLES FAILED in test case {rec['id']}: {rec['n_failed']} of {rec['n_failed'] + rec['n_ok']} "
