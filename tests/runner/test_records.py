@@ -71,3 +71,15 @@ def test_handoff_is_keyed_bounded_and_taken_once():
     for t in threads:
         t.join()
     assert len(h) == 3
+
+
+def test_a_side_that_ran_without_its_figures_is_flagged_on_the_sample():
+    """Missing is not zero: the samples.jsonl line says what the cloud did not report."""
+    edge = EdgeResult(answer="go", latency_ms=3.0).as_result()
+    cloud = CloudRecord(answer="stop", status="ok", latency_ms=90.0, bytes_up=10).as_result()
+    line = SampleRecord.build(0, {"key": "k"}, [True, cloud, edge, cloud], None).to_line()
+    assert line["problems"] == ["cloud result has no 'bytes_down'", "cloud result has no 'prompt_tokens'",
+                                "cloud result has no 'completion_tokens'"]
+    full = CloudRecord(answer="stop", status="ok", latency_ms=90.0, bytes_up=10, bytes_down=5, prompt_tokens=3,
+                       completion_tokens=1).as_result()
+    assert "problems" not in SampleRecord.build(0, {"key": "k"}, [True, full, edge, full], None).to_line()

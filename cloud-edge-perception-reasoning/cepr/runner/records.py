@@ -27,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cepr.errors import CeprError
 
+# what a cloud result must report for the latency, byte and token metrics (a missing one is an error on that
+# sample, recorded in its samples.jsonl line, and in the metric, never a 0)
+REPORTED_BY_CLOUD = ("latency_ms", "bytes_up", "bytes_down", "prompt_tokens", "completion_tokens")
 EDGE_STATE_KEY = "edge_state"  # the edge result entry that carries the EdgeState (never written to JSONL)
 MASK_KEY = "mask"  # the edge result entry that carries the predicted class map (in memory, for mIoU)
 _IN_MEMORY = (EDGE_STATE_KEY, MASK_KEY)
@@ -124,6 +127,7 @@ class SampleRecord(BaseModel):
     correct: bool | None = None
     edge: dict | None = None
     cloud: dict | None = None
+    problems: list[str] | None = None  # what a side that ran did not report (never counted as 0 by the metrics)
 
     @classmethod
     def build(cls, index: int, sample, result: list, truth: dict | None) -> SampleRecord:
@@ -138,11 +142,17 @@ class SampleRecord(BaseModel):
         if truth is not None and rec.task in truth:
             rec.truth = truth[rec.task]
             rec.correct = rec.answer == rec.truth
+        problems = [f"{side} result has no {f!r}" for side, d, fields in (
+            ("edge", rec.edge, ("latency_ms",)), ("cloud", rec.cloud, REPORTED_BY_CLOUD))
+            if d is not None for f in fields if d.get(f) is None]
+        rec.problems = problems or None
         return rec
 
     def to_line(self) -> dict:
-        """The samples.jsonl line (truth and correct only where the ground truth is known)."""
-        return self.model_dump(exclude={"truth", "correct"} if self.truth is None else None)
+        """The samples.jsonl line (truth and correct only where the ground truth is known, problems only where
+        there are some)."""
+        drop = ({"truth", "correct"} if self.truth is None else set()) | ({"problems"} if not self.problems else set())
+        return self.model_dump(exclude=drop or None)
 
 
 def handoff_key(sample: dict) -> str:
