@@ -169,14 +169,12 @@ def ensure_dataset(job: BenchmarkingJob, progress: bool) -> None:
 
 def load_metrics(job: BenchmarkingJob) -> dict:
     """Metric functions by name: from each metric's url file (ClassFactory GENERAL), else cepr's own."""
-
     out = {}
     for m in job.testenv.metrics:
         if m.url is not None:
             import_module_file(m.url)
             out[m.name] = lookup(ClassType.GENERAL, m.name)
         else:
-
             out[m.name] = get_metric(m.name)
     return out
 

@@ -105,7 +105,6 @@ class TaskDatasetProcessor:
     "all"; frame i is asked ``tasks[i % len(tasks)]``, so every task gets an equal share of the frames."""
 
     def __init__(self, tasks="all", **kwargs):
-
         _check_hps("dataset_processor", kwargs, [])
         if tasks in ("all", None):
             tasks = list(TASK_NAMES)
@@ -174,7 +173,6 @@ class EdgeModule:
     TORCH backend and its others call them differently); the model always comes from ``model``."""
 
     def __init__(self, **hps):
-
         _check_hps("edgemodel", hps, EDGE_HPS)
         load_plugins("edgemodel", hps.get("plugins"))
         self.model = str(hps.get("model", AUTO))
@@ -238,7 +236,6 @@ class EdgeModule:
         return self
 
     def predict(self, data=None, **kwargs) -> dict:
-
         if kwargs.get("mining_mode") == "self-design":
             raise CeprError("mining mode self-design hands the whole sample to the edge model, which must then "
                             "return [is_hard, final, edge, cloud] itself; cepr's edge model does not route. Use "
@@ -293,8 +290,8 @@ class CloudModule:
     @staticmethod
     def _settings(hps: dict):
         """(backend name, backend config, payload, link) from the hyperparameters, validated with no side effects
-        (nothing is started): ``check_hyperparameters`` runs this for every test case before the first one."""
-
+        (nothing is started): ``check_hyperparameters`` runs this for every test case before the first one. The
+        backend config holds the payload when the backend's settings model takes one."""
         load_plugins("cloudmodel", hps.get("plugins"))
         backend = hps.get("backend", "openai")
         config_model = backend_config_model(backend)  # an unknown backend gets a "did you mean" here
@@ -317,7 +314,7 @@ class CloudModule:
         if auto:
             args["base_url"] = stand_ins["base_url"]
         if "payload" in fields:
-            args["payload"] = payload
+            cfg["payload"] = args["payload"] = payload
         try:  # the backend's own config model, with stand-ins for what base_url: auto fills in at start
             config_model(**args)
         except ValueError as e:
@@ -327,7 +324,8 @@ class CloudModule:
             link_obj = None if link in (None, "none") else Link(link, seed=int(hps.get("link_seed", 0)))
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad link: {e}") from None
-        return backend, cfg, payload, link_obj
+        emulate = _flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
+        return backend, cfg, payload, link_obj, emulate
 
     @classmethod
     def check_hyperparameters(cls, **hps) -> None:
@@ -335,8 +333,7 @@ class CloudModule:
         cls._settings(hps)
 
     def __init__(self, **hps):
-
-        backend, cfg, payload, link_obj = self._settings(hps)
+        backend, cfg, payload, link_obj, emulate = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
         if backend == "openai":
             if cfg.get("base_url", "auto") == "auto":
@@ -348,16 +345,13 @@ class CloudModule:
         elif backend == "inprocess":
             cfg["expert_model"] = self.expert_model
             cfg["threads"] = int(hps.get("server_threads", 1))
-        if "payload" in backend_config_model(backend).model_fields:
-            cfg["payload"] = payload
         try:
             backend_obj = create_backend(backend, cfg)
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         link = hps.get("link", "4g")
         self.link_name = link if isinstance(link, str) else "custom"
-        self.client = CloudClient(backend_obj, link_obj,
-                                  emulate=_flag("cloudmodel", "emulate_link", hps.get("emulate_link", True)))
+        self.client = CloudClient(backend_obj, link_obj, emulate=emulate)
         self.payload = payload
 
     def _image(self, s: SampleRef) -> np.ndarray:
@@ -367,7 +361,6 @@ class CloudModule:
     def inference(self, data=None, post_process=None, edge_state: EdgeState | None = None, **kwargs) -> dict:
         """``edge_state``: what the edge saw, handed over by ``cepr run``; under Ianvs, which passes only the
         sample, it comes from ``EDGE_HANDOFF`` (cepr.runner.records)."""
-
         s = as_sample(data)
         task = get_task(s["task"])
         stored = EDGE_HANDOFF.take(handoff_key(s))

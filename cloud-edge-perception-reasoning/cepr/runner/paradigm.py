@@ -115,7 +115,6 @@ def check_mining_mode(method: str, caps: dict, mining_mode: str) -> None:
 
 class JointInferenceJob:
     def __init__(self, edge, cloud, hem: dict, mining_mode: str):
-
         self.edge = EdgeBackend(edge)
         model_file = os.environ.get("model_path")
         if not model_file or not os.path.exists(model_file):
