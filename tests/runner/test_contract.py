@@ -286,6 +286,7 @@ def test_every_case_is_validated_before_the_first_runs(tiny_job, tmp_path):
     ("edgemodel", "CeprEdgeModel", {"model": "edge-in8"}, "did you mean the shipped model 'edge-int8'"),
     ("cloudmodel", "CeprCloudModel", {"link": "5h"}, "bad link"),
     ("cloudmodel", "CeprCloudModel", {"quality": 500}, "bad payload settings"),
+    ("cloudmodel", "CeprCloudModel", {"emulate_link": "maybe"}, "emulate_link must be true or false"),
     ("cloudmodel", "CeprCloudModel", {"base_url": "http://127.0.0.1:9/v1"}, "needs `model`"),
     ("hard_example_mining", "Threshold", {"threshold": "high"}, "threshold"),
 ])
