@@ -22,10 +22,14 @@ class Segmentation:
 class SegmentationModel:
     """A cepr ONNX model (FP32 or INT8); reads its input size and depth use from the file's metadata."""
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, providers="cpu"):
+        """``providers``: the execution provider(s), by name (``cpu``, ``cuda``, ``tensorrt``...) or a list tried
+        in order (``[cuda, cpu]`` opts into falling back); see :mod:`cepr.edge.providers`. ``self.provider`` is
+        the one that runs, ``self.providers`` the session's whole list."""
         import onnxruntime as ort
 
         from cepr.edge.export import read_meta
+        from cepr.edge.providers import check_session, resolve_providers
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -39,7 +43,10 @@ class SegmentationModel:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        plan = resolve_providers(providers)
+        self.session = ort.InferenceSession(str(self.path), opts, **plan.session_kwargs())
+        self.providers = list(self.session.get_providers())
+        self.provider = check_session(plan, self.providers, f"model {self.path.name}")
 
     @property
     def precision(self) -> str:
