@@ -93,6 +93,18 @@ class Camera:
         v, u = np.mgrid[0:self.height, 0:self.width]
         return self.pixel_rays(u, v)
 
+    def axis_rays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``grid_rays`` factored, as float32: (x of each column (W,), y of each row (H,), z of each row (H,)).
+
+        The camera only pitches, so a pixel ray's lateral component depends on its column alone and the other
+        two on its row alone: O(W + H) instead of O(W * H) per camera, and equal bit for bit to
+        ``grid_rays().astype(float32)`` (a test checks)."""
+        p = math.radians(self.pitch_deg)
+        c, s = math.cos(p), math.sin(p)
+        dx = (np.arange(self.width, dtype=np.float64) + 0.5 - self.cx) / self.fx
+        dy = (np.arange(self.height, dtype=np.float64) + 0.5 - self.cy) / self.fy
+        return dx.astype(np.float32), (dy * -c + -s).astype(np.float32), (dy * -s + c).astype(np.float32)
+
     def ground_points(self, u, v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where pixel rays meet the ground: (lateral x, forward z, camera z-depth); NaN above the horizon."""
         rays = self.pixel_rays(u, v)

@@ -85,9 +85,9 @@ class SceneObject:
         return self._profiles[key]
 
 
-@functools.lru_cache(maxsize=8)
-def _grid_rays(camera: Camera) -> np.ndarray:
-    return camera.grid_rays().astype(np.float32)
+@functools.lru_cache(maxsize=64)
+def _axis_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return camera.axis_rays()
 
 
 def min_object_area(width: int, height: int, fraction: float = 5e-5) -> int:
@@ -95,9 +95,18 @@ def min_object_area(width: int, height: int, fraction: float = 5e-5) -> int:
     return max(8, round(fraction * width * height))
 
 
+def _class_lut(class_ids) -> np.ndarray:
+    lut = np.zeros(256, bool)
+    lut[list(class_ids)] = True
+    return lut
+
+
 def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera, clearance: float = 1.2,
                     min_area: int | None = None, class_ids=OBJECT_CLASS_IDS) -> list[SceneObject]:
-    """Connected components of ``class_ids`` in ``label`` with their ground footprint, nearest first."""
+    """Connected components of ``class_ids`` in ``label`` with their ground footprint, nearest first.
+
+    Each class is labelled within its own bounding box: the same components, in the same order, as over the
+    whole frame, at a fraction of the cost (most classes cover a small part of it)."""
     h, w = label.shape
     if (camera.width, camera.height) != (w, h):
         camera = camera.scaled(w, h)
@@ -105,20 +114,27 @@ def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera,
         raise ValueError(f"depth shape {depth.shape} differs from label shape {label.shape}")
     if min_area is None:
         min_area = min_object_area(w, h)
-    rays = _grid_rays(camera) if depth is not None else None
-    stack_bottom = _stack_bottom(np.isin(label, class_ids)) if depth is None else None
     present = np.bincount(label.ravel(), minlength=256)
+    wanted = [cid for cid in class_ids if present[cid] >= min_area]
+    if not wanted:
+        return []
+    rays = _axis_rays(camera) if depth is not None else None
+    stack_bottom = _stack_bottom(_class_lut(class_ids)[label]) if depth is None else None
     objects: list[SceneObject] = []
-    for cid in class_ids:
-        if present[cid] < min_area:
-            continue
-        mask = (label == cid).astype(np.uint8)
-        n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    for cid in wanted:
+        mask = label == cid
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        # from even coordinates: OpenCV labels in 2x2 blocks, so an aligned box numbers the components (and
+        # orders equally distant objects) exactly as the whole frame does
+        cy, cx = int(rows[0]) & ~1, int(cols[0]) & ~1
+        crop = mask[cy:int(rows[-1]) + 1, cx:int(cols[-1]) + 1].view(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
         for k in range(1, n):
             x0, y0, bw, bh, area = (int(s) for s in stats[k])
             if area < min_area:
                 continue
             sub = comp[y0:y0 + bh, x0:x0 + bw] == k
+            x0, y0 = x0 + cx, y0 + cy
             if depth is not None:
                 fp = _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance)
             else:
@@ -138,29 +154,36 @@ def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera,
 
 
 def _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance) -> np.ndarray:
-    vs, us = np.nonzero(sub)
-    vs += y0
-    us += x0
-    d = depth[vs, us]
+    bh, bw = sub.shape
+    d = depth[y0:y0 + bh, x0:x0 + bw][sub]  # the object's pixels in row-major order
     ok = d > 0
     if not ok.any():
         return np.zeros((0, 2))
-    r = rays[vs[ok], us[ok]]
+    rx, ry, rz = rays
+    ok2 = np.zeros(sub.shape, bool)
+    ok2[sub] = ok
     d = d[ok].astype(np.float32)
-    height = camera.mount_height + r[:, 1] * d
+    height = camera.mount_height + np.broadcast_to(ry[y0:y0 + bh, None], sub.shape)[ok2] * d
     keep = height <= clearance
-    return np.stack([r[keep, 0] * d[keep], r[keep, 2] * d[keep]], axis=1).astype(np.float64)
+    d = d[keep]
+    ok2[ok2] = keep
+    x = np.broadcast_to(rx[x0:x0 + bw], sub.shape)[ok2] * d
+    z = np.broadcast_to(rz[y0:y0 + bh, None], sub.shape)[ok2] * d
+    return np.stack([x, z], axis=1).astype(np.float64)
 
 
 def _stack_bottom(is_object: np.ndarray) -> np.ndarray:
-    """For each pixel, the last row of the unbroken run of object pixels going down from it."""
+    """For each pixel, the last row of the unbroken run of object pixels going down from it.
+
+    That is one less than the first non-object row below it (the image height if none): a running minimum,
+    from the bottom up, of each row's index where it is not an object and of the height where it is."""
     h = is_object.shape[0]
-    out = np.empty(is_object.shape, np.int32)
-    out[h - 1] = h - 1
-    rows = np.arange(h, dtype=np.int32)
-    for v in range(h - 2, -1, -1):
-        out[v] = np.where(is_object[v + 1], out[v + 1], rows[v])
-    return out
+    below = np.empty(is_object.shape, np.int32)
+    below[-1] = h
+    below[:-1] = np.where(is_object[1:], np.int32(h), np.arange(1, h, dtype=np.int32)[:, None])
+    np.minimum.accumulate(below[::-1], axis=0, out=below[::-1])
+    below -= 1
+    return below
 
 
 def _footprint_from_ground_plane(sub, x0, y0, camera, stack_bottom) -> np.ndarray:
