@@ -26,6 +26,30 @@ def add_parser(sub) -> None:
     e.add_argument("--json", dest="json_out", help="also write the figures as JSON")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_edge)
+    c = bsub.add_parser("cloud", help="cloud server: throughput and latency against request concurrency",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Send the default job's cloud requests (question, camera, scene summary and a "
+                                    "640x480 JPEG) to the reference cloud server from several threads at once and "
+                                    "print requests/s and p50/p95 latency per concurrency level. Without --base-url "
+                                    "it starts `cepr serve cloud` on a free loopback port and stops it afterwards.")
+    c.add_argument("--base-url", default=None, help="an OpenAI-compatible server already running "
+                                                     "(e.g. http://127.0.0.1:8000/v1); default: start one")
+    c.add_argument("--data", default="datasets/cloud-robotics-synth-bench")
+    c.add_argument("--split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--frames", type=int, default=16, help="distinct request bodies (frames), sent in turn")
+    c.add_argument("--requests", type=int, default=64, help="requests per concurrency level and repeat")
+    c.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels")
+    c.add_argument("--repeat", type=int, default=1, help="sweeps, interleaved; req/s is the median over them")
+    c.add_argument("--warmup", type=int, default=None, help="requests sent first, not counted (default: "
+                                                            "twice the highest level)")
+    c.add_argument("--model", default="cloud", help="started server: shipped model name or ONNX path")
+    c.add_argument("--threads", type=int, default=1, help="started server: intra-op threads per model session")
+    c.add_argument("--sessions", type=int, default=None,
+                   help="started server: model sessions answering at once (default: the server's)")
+    c.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    c.add_argument("--json", dest="json_out", help="also write the figures as JSON")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_cloud)
 
 
 def cmd_edge(a) -> int:
@@ -48,3 +72,23 @@ def cmd_edge(a) -> int:
     if a.json_out:
         write_json(r, a.json_out)
     return 0
+
+
+def cmd_cloud(a) -> int:
+    from cepr.bench.cloud import bench_cloud, format_bench_cloud, write_json
+    from cepr.errors import CeprError
+
+    try:
+        levels = [int(x) for x in str(a.concurrency).split(",") if x.strip()]
+    except ValueError:
+        raise CeprError(f"--concurrency: comma-separated integers, got {a.concurrency!r}") from None
+    if not levels or min(levels) < 1 or a.requests < 1 or a.repeat < 1 or a.frames < 1:
+        raise CeprError("--concurrency levels, --requests, --repeat and --frames must be >= 1")
+    if a.base_url and a.sessions is not None:
+        print("note: --sessions applies to a server started here; it is ignored with --base-url")
+    r = bench_cloud(a.base_url, a.data, a.split, a.frames, a.requests, levels, a.repeat, a.model, a.threads,
+                    a.sessions, a.warmup, a.timeout, progress=not a.no_progress)
+    print(format_bench_cloud(r))
+    if a.json_out:
+        write_json(r, a.json_out)
+    return 0 if all(lv["errors"] == 0 for lv in r["levels"]) else 1

@@ -1,7 +1,7 @@
 """Start the reference cloud expert server for a benchmark and stop it afterwards.
 
-``base_url: auto`` in a cloud module asks for this: one ``cepr serve cloud`` subprocess per (model, threads) for
-the whole process, on a free local port, shared by every test case, stopped by :func:`shutdown_all` (the runner
+``base_url: auto`` in a cloud module asks for this: one ``cepr serve cloud`` subprocess per (model, threads,
+sessions) for the whole process, on a free local port, shared by every test case, stopped by :func:`shutdown_all` (the runner
 calls it when the job ends; an ``atexit`` hook covers Ianvs). The server never outlives the process that
 started it: it is told that process's id (``CEPR_PARENT_PID``) and exits when its parent changes, so a runner
 killed with SIGKILL (no atexit) leaves no server behind.
@@ -59,7 +59,8 @@ def _free_port() -> int:
 
 
 class ReferenceServer:
-    def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0, extra_args=()):
+    def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0, extra_args=(),
+                 sessions: int | None = None):
         try:
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401
@@ -70,6 +71,8 @@ class ReferenceServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cmd = [sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port), "--model", str(model),
                "--threads", str(threads), *map(str, extra_args)]
+        if sessions is not None:  # model sessions answering at once (None: the server's default)
+            cmd += ["--sessions", str(int(sessions))]
         log.info("starting the reference cloud expert: %s", " ".join(cmd))
         env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the server exits when this process is gone
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -126,9 +129,10 @@ def server_pids() -> list[int]:
         return [srv.proc.pid for srv in _servers.values() if srv.proc.poll() is None]
 
 
-def reference_server_url(model: str = "cloud", threads: int = 1) -> str:
-    """The base URL of a running reference expert, started on first use."""
-    key = (str(model), int(threads))
+def reference_server_url(model: str = "cloud", threads: int = 1, sessions: int | None = None) -> str:
+    """The base URL of a running reference expert, started on first use (one per model, threads and sessions;
+    ``sessions`` None: the server's default)."""
+    key = (str(model), int(threads), None if sessions is None else int(sessions))
     with _lock:
         srv = _servers.get(key)
         if srv is not None and srv.proc.poll() is not None:
@@ -136,7 +140,7 @@ def reference_server_url(model: str = "cloud", threads: int = 1) -> str:
                         "output:\n%s", srv.port, srv.proc.returncode, srv.last_output())
             srv = None
         if srv is None:
-            srv = _servers[key] = ReferenceServer(model, threads)
+            srv = _servers[key] = ReferenceServer(model, threads, sessions=sessions)
         return srv.url
 
 
