@@ -17,7 +17,10 @@ def add_parser(sub) -> None:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=8000)
     c.add_argument("--model", default="cloud", help="shipped model name or ONNX path (RGB-only)")
-    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--threads", type=int, default=1, help="intra-op threads per model session")
+    c.add_argument("--sessions", type=int, default=None,
+                   help="model sessions segmenting concurrent requests at once (default: one per core this "
+                        "process may use, divided by --threads, at most 4)")
     c.add_argument("--min-object-confidence", type=float, default=None,
                    help="drop objects of the expert's segmentation with a lower mean class probability "
                         "(default: cepr.cloud.expert.MIN_OBJECT_CONFIDENCE, chosen on val frames)")
@@ -52,11 +55,15 @@ def cmd_cloud(a) -> int:
         raise CeprError("serving needs the serve extra: pip install -e '.[serve]'") from None
     from cepr.serve.cloud_server import FaultConfig, Limits, serve
 
+    if a.sessions is not None and a.sessions < 1:
+        from cepr.errors import CeprError
+
+        raise CeprError(f"--sessions must be >= 1, got {a.sessions}")
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
           FaultConfig(delay_ms=a.fault_delay_ms, garbage_rate=a.fault_garbage_rate, error_rate=a.fault_error_rate,
                       no_stream_options=a.fault_no_stream_options, error_status=a.fault_error_status,
                       fail_first=a.fault_fail_first, retry_after_s=a.fault_retry_after),
           a.log_level, a.min_object_confidence,
-          Limits(a.max_body_mb, a.max_image_pixels, a.max_question_chars))
+          Limits(a.max_body_mb, a.max_image_pixels, a.max_question_chars), sessions=a.sessions)
     return 0

@@ -36,7 +36,7 @@ def create_backend(name: str, config: dict):
     return BACKEND_REGISTRY.get(name)(config)
 
 
-# the reference expert in this process, no HTTP; it takes the openai backend's settings (plus its own two)
+# the reference expert in this process, no HTTP; it takes the openai backend's settings (plus its own three)
 @register_backend("inprocess", config_model=_OPENAI_CONFIG)
 class InProcessExpert:
     """The reference expert called directly. Byte counts are those of the JSON request and reply bodies the
@@ -51,9 +51,10 @@ class InProcessExpert:
         cfg = dict(config)
         model = cfg.pop("expert_model", "cloud")
         threads = cfg.pop("threads", 1)
+        sessions = cfg.pop("sessions", None)  # model sessions for concurrent samples (None: one per core)
         cfg.setdefault("model", EXPERT_MODEL_NAME)
         self.cfg = OpenAIBackendConfig(**cfg)
-        self.expert = ReferenceExpert(model, threads=threads)
+        self.expert = ReferenceExpert(model, threads=threads, sessions=sessions)
 
     def infer(self, req: CloudRequest) -> CloudResult:
         import time

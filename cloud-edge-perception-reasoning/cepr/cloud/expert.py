@@ -19,6 +19,8 @@ import base64
 import difflib
 import json
 import math
+import os
+import queue
 import re
 from dataclasses import dataclass
 
@@ -38,6 +40,9 @@ MIN_OBJECT_CONFIDENCE = 0.8
 # file's header, before anything is decoded: a small PNG can inflate to gigabytes) and the question's characters
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_QUESTION_CHARS = 4000
+# model sessions by default: one per core (each of ``threads`` threads), at most this many (each holds its own copy
+# of the weights and its own memory arena)
+MAX_DEFAULT_SESSIONS = 4
 _SUMMARY_TAG = "Scene summary from the robot's edge perception (JSON): "
 _CAMERA_TAG = "Camera (JSON): "
 
@@ -192,19 +197,51 @@ def image_tokens(width: int, height: int) -> int:
     return math.ceil(width / 32) * math.ceil(height / 32)
 
 
+def default_sessions(threads: int = 1) -> int:
+    """Model sessions of a :class:`ReferenceExpert` by default: the cores this process may use divided by
+    ``threads``, at least 1, at most ``MAX_DEFAULT_SESSIONS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_DEFAULT_SESSIONS, cores // max(1, int(threads))))
+
+
 class ReferenceExpert:
+    """``answer`` may be called from several threads at once. ``sessions`` model sessions (of ``threads`` intra-op
+    threads each; None: :func:`default_sessions`) segment images at once; a request takes a free one for its
+    segmentation only (decoding, the summary and the planner run outside it) and waits for one when all are busy.
+    Sessions are copies of one model: which one answers does not change the answer."""
+
     def __init__(self, model: str = "cloud", params: TaskParams | None = None, threads: int = 1,
                  min_object_confidence: float = MIN_OBJECT_CONFIDENCE, max_image_pixels: int = MAX_IMAGE_PIXELS,
-                 max_question_chars: int = MAX_QUESTION_CHARS):
+                 max_question_chars: int = MAX_QUESTION_CHARS, sessions: int | None = None):
         from cepr.edge.models import model_path
         from cepr.edge.planner import Planner
         from cepr.edge.runtime import SegmentationModel
 
+        sessions = default_sessions(threads) if sessions is None else sessions
+        if int(sessions) < 1:
+            raise ValueError(f"sessions must be >= 1, got {sessions}")
         self.params = params or TaskParams()
         self.min_object_confidence = min_object_confidence
         self.max_image_pixels, self.max_question_chars = int(max_image_pixels), int(max_question_chars)
-        self.model = SegmentationModel(model_path(model), threads=threads)
+        self.threads = int(threads)
+        self.models = [SegmentationModel(model_path(model), threads=threads) for _ in range(int(sessions))]
+        self.model = self.models[0]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # sessions not in use
+        for m in self.models:
+            self._free.put(m)
         self.planner = Planner(self.params)
+
+    @property
+    def sessions(self) -> int:
+        return len(self.models)
+
+    def _segment(self, image: np.ndarray):
+        """The segmentation of ``image`` by a free session (waits for one)."""
+        m = self._free.get()
+        try:
+            return m(image, None)
+        finally:
+            self._free.put(m)
 
     def answer(self, messages: list[dict]) -> ExpertReply:
         from cepr.edge.summary import borrow_distances, summarize
@@ -215,10 +252,9 @@ class ReferenceExpert:
         if image is not None:
             h, w = image.shape[:2]
             cam = _camera(camera, w, h) if camera else Camera.assumed(w, h)
-            depth = None
             if self.model.use_depth:
                 raise RequestError("the expert's model needs depth, which an image cannot carry")
-            seg = self.model(image, depth)
+            seg = self._segment(image)
             s = summarize(seg.label, None, cam, probs=seg.probs, params=self.params, mask_size=None,
                           min_confidence=self.min_object_confidence)
             source, extra_tokens = "image", image_tokens(w, h)

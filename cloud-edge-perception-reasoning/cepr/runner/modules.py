@@ -279,7 +279,18 @@ class EdgeModule:
 # ---- cloud --------------------------------------------------------------------------------------------------
 
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
-                 "expert_model", "server_threads")
+                 "expert_model", "server_threads", "server_sessions")
+
+
+def _server_sessions(hps: dict) -> int | None:
+    """``server_sessions``: model sessions of the reference expert answering at once (None: the server's default,
+    one per core); an integer >= 1."""
+    v = hps.get("server_sessions")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise CeprError(f"cloudmodel: server_sessions must be an integer >= 1, got {v!r}")
+    return v
 
 
 class CloudModule:
@@ -325,6 +336,7 @@ class CloudModule:
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad link: {e}") from None
         emulate = _flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
+        _server_sessions(hps)
         return backend, cfg, payload, link_obj, emulate
 
     @classmethod
@@ -340,11 +352,13 @@ class CloudModule:
                 from cepr.cloud.autoserve import reference_server_url
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
 
-                cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)))
+                cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)),
+                                                       _server_sessions(hps))
                 cfg.setdefault("model", EXPERT_MODEL_NAME)
         elif backend == "inprocess":
             cfg["expert_model"] = self.expert_model
             cfg["threads"] = int(hps.get("server_threads", 1))
+            cfg["sessions"] = _server_sessions(hps)
         try:
             backend_obj = create_backend(backend, cfg)
         except ValueError as e:

@@ -125,15 +125,19 @@ class FaultInjector:
 
 
 def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | None = None, expert=None,
-               min_object_confidence: float | None = None, limits: Limits | None = None) -> FastAPI:
+               min_object_confidence: float | None = None, limits: Limits | None = None,
+               sessions: int | None = None) -> FastAPI:
+    """``sessions``: model sessions segmenting at once (None: ``cepr.cloud.expert.default_sessions``), ``threads``
+    intra-op threads each."""
     limits = limits or Limits()
     if expert is None:
         kw = {} if min_object_confidence is None else {"min_object_confidence": min_object_confidence}
         expert = ReferenceExpert(model, threads=threads, max_image_pixels=limits.max_image_pixels,
-                                 max_question_chars=limits.max_question_chars, **kw)
+                                 max_question_chars=limits.max_question_chars,
+                                 sessions=sessions, **kw)
     app = FastAPI(title="cepr reference cloud expert (not an LLM)")
     app.state.metrics = metrics = ServerMetrics()
-    _add_info_routes(app, metrics)
+    _add_info_routes(app, metrics, expert)
     _add_chat_route(app, expert, FaultInjector(faults or FaultConfig()), metrics, limits)
     return app
 
@@ -152,10 +156,11 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _add_info_routes(app: FastAPI, metrics: ServerMetrics) -> None:
+def _add_info_routes(app: FastAPI, metrics: ServerMetrics, expert) -> None:
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": EXPERT_MODEL_NAME}
+        return {"status": "ok", "model": EXPERT_MODEL_NAME, "sessions": getattr(expert, "sessions", None),
+                "threads": getattr(expert, "threads", None)}
 
     @app.get("/metrics")
     def prometheus():
@@ -241,9 +246,11 @@ def _events(cid: str, created: int, text: str, usage: dict | None):
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
           faults: FaultConfig | None = None, log_level: str = "warning",
-          min_object_confidence: float | None = None, limits: Limits | None = None) -> None:
+          min_object_confidence: float | None = None, limits: Limits | None = None,
+          sessions: int | None = None) -> None:
     from cepr.cloud.autoserve import watch_parent_from_env
 
     watch_parent_from_env()  # started by a runner (base_url: auto): exit when it is gone
-    uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits),
+    uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits,
+                           sessions=sessions),
                 host=host, port=port, log_level=log_level)
