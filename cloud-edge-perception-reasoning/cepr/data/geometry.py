@@ -90,6 +90,17 @@ def _axis_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return camera.axis_rays()
 
 
+@functools.lru_cache(maxsize=64)
+def _ground_rows(camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the bottom edge of each pixel row meets the ground, for ground-plane footprints: (ray x per
+    column, ray length per row, forward distance per row), NaN above the horizon. A pixel's ground point is
+    (x[u] * t[v], z[v]); the camera only pitches, so that is exactly ``camera.ground_points(u, v + 0.5)``."""
+    rows = np.arange(camera.height) + 0.5
+    _, z, t = camera.ground_points(np.zeros(camera.height), rows)
+    dx = (np.arange(camera.width) + 0.5 - camera.cx) / camera.fx
+    return dx, t, z
+
+
 def min_object_area(width: int, height: int, fraction: float = 5e-5) -> int:
     """Smallest component kept as an object: 15 px at 640x480, 105 px at 2048x1024."""
     return max(8, round(fraction * width * height))
@@ -101,12 +112,59 @@ def _class_lut(class_ids) -> np.ndarray:
     return lut
 
 
+def _components(label: np.ndarray, cid: int):
+    """(row, column, stats, component map) of class ``cid``'s 8-connected components, labelled within the
+    class's bounding box from even coordinates: OpenCV labels in 2x2 blocks, so an aligned box numbers the
+    components (and so orders equally distant objects) exactly as the whole frame does, at a fraction of the
+    cost (most classes cover a small part of the frame)."""
+    mask = label == cid
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    cy, cx = int(rows[0]) & ~1, int(cols[0]) & ~1
+    crop = mask[cy:int(rows[-1]) + 1, cx:int(cols[-1]) + 1].view(np.uint8)
+    # 16-bit labels where they cannot overflow (at most one component per 2x2 block): less to write
+    ltype = cv2.CV_16U if ((crop.shape[0] + 1) // 2) * ((crop.shape[1] + 1) // 2) < 2 ** 16 - 1 else cv2.CV_32S
+    _, comp, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8, ltype=ltype)
+    return cy, cx, stats, comp
+
+
+class _DepthGround:
+    """Each pixel's ground point (x, z) from depth, and whether it is a footprint point: a return (depth > 0)
+    no higher than ``clearance``. Computed once per frame; objects take their pixels from it."""
+
+    def __init__(self, depth: np.ndarray, camera: Camera, clearance: float):
+        rx, ry, rz = _axis_rays(camera)
+        d = depth.astype(np.float32, copy=False)
+        self.ok = (d > 0) & (camera.mount_height + ry[:, None] * d <= clearance)
+        self.x = rx[None, :] * d
+        self.z = rz[:, None] * d
+
+    def footprint(self, sub: np.ndarray, x0: int, y0: int) -> np.ndarray:
+        box = np.s_[y0:y0 + sub.shape[0], x0:x0 + sub.shape[1]]
+        sel = sub & self.ok[box]
+        return np.stack([self.x[box][sel], self.z[box][sel]], axis=1).astype(np.float64)
+
+
+class _PlaneGround:
+    """Ground-plane footprints: each column's lowest object pixel, followed down through the objects stacked
+    below it (``_stack_bottom``), placed where that contact row meets the ground."""
+
+    def __init__(self, label: np.ndarray, camera: Camera, class_ids):
+        self.stack_bottom = _stack_bottom(_class_lut(class_ids)[label])
+        self.dx, self.t, self.z = _ground_rows(camera)
+
+    def footprint(self, sub: np.ndarray, x0: int, y0: int) -> np.ndarray:
+        cols = np.nonzero(sub.any(axis=0))[0]
+        bottom = sub.shape[0] - 1 - np.argmax(sub[::-1, cols], axis=0) + y0
+        u = cols + x0
+        contact = self.stack_bottom[bottom, u]
+        x, z = self.dx[u] * self.t[contact], self.z[contact]
+        ok = np.isfinite(z)
+        return np.stack([x[ok], z[ok]], axis=1)
+
+
 def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera, clearance: float = 1.2,
                     min_area: int | None = None, class_ids=OBJECT_CLASS_IDS) -> list[SceneObject]:
-    """Connected components of ``class_ids`` in ``label`` with their ground footprint, nearest first.
-
-    Each class is labelled within its own bounding box: the same components, in the same order, as over the
-    whole frame, at a fraction of the cost (most classes cover a small part of it)."""
+    """Connected components of ``class_ids`` in ``label`` with their ground footprint, nearest first."""
     h, w = label.shape
     if (camera.width, camera.height) != (w, h):
         camera = camera.scaled(w, h)
@@ -114,83 +172,41 @@ def extract_objects(label: np.ndarray, depth: np.ndarray | None, camera: Camera,
         raise ValueError(f"depth shape {depth.shape} differs from label shape {label.shape}")
     if min_area is None:
         min_area = min_object_area(w, h)
-    present = np.bincount(label.ravel(), minlength=256)
+    present = cv2.calcHist([np.ascontiguousarray(label, np.uint8)], [0], None, [256], [0, 256]).ravel()
     wanted = [cid for cid in class_ids if present[cid] >= min_area]
     if not wanted:
         return []
-    rays = _axis_rays(camera) if depth is not None else None
-    stack_bottom = _stack_bottom(_class_lut(class_ids)[label]) if depth is None else None
+    ground = _DepthGround(depth, camera, clearance) if depth is not None else _PlaneGround(label, camera, class_ids)
     objects: list[SceneObject] = []
     for cid in wanted:
-        mask = label == cid
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        # from even coordinates: OpenCV labels in 2x2 blocks, so an aligned box numbers the components (and
-        # orders equally distant objects) exactly as the whole frame does
-        cy, cx = int(rows[0]) & ~1, int(cols[0]) & ~1
-        crop = mask[cy:int(rows[-1]) + 1, cx:int(cols[-1]) + 1].view(np.uint8)
-        n, comp, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
-        for k in range(1, n):
-            x0, y0, bw, bh, area = (int(s) for s in stats[k])
-            if area < min_area:
+        cy, cx, stats, comp = _components(label, cid)
+        for k in np.flatnonzero(stats[:, 4] >= min_area):
+            if k == 0:
                 continue
-            sub = comp[y0:y0 + bh, x0:x0 + bw] == k
+            x0, y0, bw, bh, area = (int(s) for s in stats[k])
+            fp = ground.footprint(comp[y0:y0 + bh, x0:x0 + bw] == k, x0 + cx, y0 + cy)
             x0, y0 = x0 + cx, y0 + cy
-            if depth is not None:
-                fp = _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance)
-            else:
-                fp = _footprint_from_ground_plane(sub, x0, y0, camera, stack_bottom)
             if len(fp):
-                rng = np.hypot(fp[:, 0], fp[:, 1])
-                dist = float(rng.min())
+                dist = float(np.hypot(fp[:, 0], fp[:, 1]).min())
                 cxz = fp.mean(axis=0)
                 bearing = float(np.degrees(np.arctan2(cxz[0], cxz[1])))
             else:
                 dist = float("inf")
-                u_mid = x0 + bw / 2.0
-                bearing = float(np.degrees(np.arctan2(u_mid - camera.cx, camera.fx)))
+                bearing = float(np.degrees(np.arctan2(x0 + bw / 2.0 - camera.cx, camera.fx)))
             objects.append(SceneObject(cid, area, (x0, y0, bw, bh), dist, bearing, fp))
     objects.sort(key=lambda o: (o.distance, -o.area))
     return objects
-
-
-def _footprint_from_depth(sub, x0, y0, depth, rays, camera, clearance) -> np.ndarray:
-    bh, bw = sub.shape
-    d = depth[y0:y0 + bh, x0:x0 + bw][sub]  # the object's pixels in row-major order
-    ok = d > 0
-    if not ok.any():
-        return np.zeros((0, 2))
-    rx, ry, rz = rays
-    ok2 = np.zeros(sub.shape, bool)
-    ok2[sub] = ok
-    d = d[ok].astype(np.float32)
-    height = camera.mount_height + np.broadcast_to(ry[y0:y0 + bh, None], sub.shape)[ok2] * d
-    keep = height <= clearance
-    d = d[keep]
-    ok2[ok2] = keep
-    x = np.broadcast_to(rx[x0:x0 + bw], sub.shape)[ok2] * d
-    z = np.broadcast_to(rz[y0:y0 + bh, None], sub.shape)[ok2] * d
-    return np.stack([x, z], axis=1).astype(np.float64)
 
 
 def _stack_bottom(is_object: np.ndarray) -> np.ndarray:
     """For each pixel, the last row of the unbroken run of object pixels going down from it.
 
     That is one less than the first non-object row below it (the image height if none): a running minimum,
-    from the bottom up, of each row's index where it is not an object and of the height where it is."""
+    from the bottom row up, of each row's index where it is not an object and of the height where it is."""
     h = is_object.shape[0]
-    below = np.empty(is_object.shape, np.int32)
-    below[-1] = h
-    below[:-1] = np.where(is_object[1:], np.int32(h), np.arange(1, h, dtype=np.int32)[:, None])
-    np.minimum.accumulate(below[::-1], axis=0, out=below[::-1])
-    below -= 1
-    return below
-
-
-def _footprint_from_ground_plane(sub, x0, y0, camera, stack_bottom) -> np.ndarray:
-    cols = np.nonzero(sub.any(axis=0))[0]
-    # lowest pixel of the object in each column, then down through whatever object it rests on
-    bottom = sub.shape[0] - 1 - np.argmax(sub[::-1, cols], axis=0) + y0
-    contact = stack_bottom[bottom, cols + x0]
-    x, z, _ = camera.ground_points(cols + x0, contact + 0.5)  # the contact pixel's bottom edge
-    ok = np.isfinite(z)
-    return np.stack([x[ok], z[ok]], axis=1)
+    dtype = np.int16 if h < 2 ** 15 else np.int32
+    up = np.empty(is_object.shape, dtype)  # row r of ``up`` is row h - 1 - r of the image
+    up[0] = h
+    up[1:] = np.where(is_object[:0:-1], dtype(h), np.arange(h - 1, 0, -1, dtype=dtype)[:, None])
+    np.minimum.accumulate(up, axis=0, out=up)
+    return up[::-1] - dtype(1)
