@@ -15,14 +15,15 @@ def add_parser(sub) -> None:
                         description="Per-stage latency of the INT8 edge pipeline on full-size frames, the "
                                     "network's latency and mIoU as PyTorch / ONNX FP32 / ONNX INT8 on the same "
                                     "frames, and the scene summary's bytes against the frame as PNG and JPEG.")
-    e.add_argument("--data", default="datasets/cloud-robotics-synth")
+    e.add_argument("--data", default="datasets/cloud-robotics-synth-bench",
+                   help="a data set with depth (the default job renders this one; or `cepr datasets synth`)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--frames", type=int, default=50)
     e.add_argument("--int8", default="edge-int8", help="INT8 model: shipped name or path")
     e.add_argument("--fp32", default="edge-fp32", help="FP32 model: shipped name or path ('' to skip)")
     e.add_argument("--checkpoint", default="edge-torch", help="PyTorch weights: shipped name or path ('' to skip)")
     e.add_argument("--calibration", default="edge-calibration", help="planner calibration ('' for none)")
-    e.add_argument("--threads", type=int, default=1, help="1 = one core")
+    e.add_argument("--threads", type=int, default=1, help="onnxruntime and OpenCV threads; 1 = one core")
     e.add_argument("--json", dest="json_out", help="also write the figures as JSON")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_edge)
