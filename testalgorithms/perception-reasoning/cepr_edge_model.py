@@ -15,4 +15,5 @@ from cepr.runner.modules import EdgeModule
 
 @ClassFactory.register(ClassType.GENERAL, alias="CeprEdgeModel")
 class CeprEdgeModel(EdgeModule):
-    """Hyperparameters: model, calibration, threads, use_depth, depth_for_distance, keep_mask."""
+    """Hyperparameters: model, calibration, reasoner, plugins, threads, providers, use_depth, depth_for_distance,
+    keep_mask."""

@@ -167,8 +167,10 @@ def resolve_providers(spec=DEFAULT, available: list[str] | None = None, warn: bo
     """The plan for a setting (see the module's docstring). ``available`` defaults to
     ``onnxruntime.get_available_providers()``; ``warn=False`` keeps a fallback quiet (an up-front check)."""
     parsed = parse_providers(spec)
-    available = _available() if available is None else list(available)
     requested = [n for n, _ in parsed]
+    if available is None:  # every build has the CPU: the default needs no import of onnxruntime
+        available = [CPU] if requested == [CPU] else _available()
+    available = list(available)
     fallback = len(parsed) > 1
     kept = [(n, o) for n, o in parsed if n in available]
     if not kept or (not fallback and len(kept) < len(parsed)):

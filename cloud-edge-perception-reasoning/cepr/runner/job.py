@@ -352,6 +352,9 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
         if not ok:
             raise CeprError(f"every sample failed (first: sample {failed[0]['index']}: {failed[0]['reason']})")
         good_pred = [y_pred[i] for i in ok]
+        # which ONNX Runtime execution provider ran the edge model (each sample's edge result says it too)
+        record["edge_providers"] = sorted({str(r[2]["provider"]) for r in good_pred
+                                           if isinstance(r[2], dict) and r[2].get("provider")})
         values, errors = _score(metrics, np.asarray(y_true)[ok], good_pred, tc.id)
         record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
                       cloud=cloud_health(good_pred, opts.max_cloud_failures))

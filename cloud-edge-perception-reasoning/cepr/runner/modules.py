@@ -37,6 +37,8 @@ from cepr.edge.models import (
     model_path,
     rgbd_without_depth_message,
 )
+from cepr.edge.providers import DEFAULT as DEFAULT_PROVIDERS
+from cepr.edge.providers import resolve_providers
 from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY, create_reasoner
 from cepr.errors import CeprError, unknown
 from cepr.link.network import Link
@@ -137,7 +139,8 @@ class TaskDatasetProcessor:
 
 # ---- edge ---------------------------------------------------------------------------------------------------
 
-EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "use_depth", "depth_for_distance", "keep_mask")
+EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
+            "keep_mask")
 
 
 def _flag(kind: str, name: str, value) -> bool:
@@ -163,6 +166,10 @@ class EdgeModule:
     * ``reasoner``: what answers from the scene summary, by its name in ``cepr.edge.reasoners`` (``planner``,
       the calibrated rule planner, by default); it gets the calibration above;
     * ``threads``: ONNX Runtime intra-op threads (1);
+    * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
+      tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
+      build lacks is an error, found before any case runs); see ``cepr.edge.providers``. Each edge result says
+      which one ran (``provider``);
     * ``use_depth`` (true): read the frame's depth where it has one. False ignores the depth camera: ``auto``
       picks the RGB-only model and distances come from the ground plane; naming an RGB-D model is an error;
     * ``depth_for_distance`` (true): measure distances with the depth that was read; false measures them on the
@@ -191,6 +198,11 @@ class EdgeModule:
             raise CeprError(f"edgemodel: threads must be an integer, got {hps.get('threads')!r}") from None
         if self.threads < 1:
             raise CeprError(f"edgemodel: threads must be >= 1, got {self.threads}")
+        self.providers = hps.get("providers", DEFAULT_PROVIDERS)
+        try:  # names, options and this onnxruntime build's providers, checked before any case runs
+            resolve_providers(self.providers, warn=False)
+        except CeprError as e:
+            raise CeprError(f"edgemodel: providers: {e}") from None
         self.use_depth = _flag("edgemodel", "use_depth", hps.get("use_depth", True))
         self.depth_for_distance = _flag("edgemodel", "depth_for_distance", hps.get("depth_for_distance", True))
         self.keep_mask = _flag("edgemodel", "keep_mask", hps.get("keep_mask", True))
@@ -214,6 +226,7 @@ class EdgeModule:
 
     def _pipeline(self, name: str):
         from cepr.edge.pipeline import EdgePipeline  # onnxruntime: only when an edge model is built
+        from cepr.edge.runtime import SegmentationModel
 
         pipe = self.pipelines.get(name)
         if pipe is None:
@@ -223,7 +236,8 @@ class EdgeModule:
             else:
                 cal = self.calibration_file
             reasoner = create_reasoner(self.reasoner, cal)
-            pipe = EdgePipeline(path, reasoner, threads=self.threads, depth_for_distance=self.depth_for_distance)
+            seg = SegmentationModel(path, threads=self.threads, providers=self.providers)
+            pipe = EdgePipeline(seg, reasoner, depth_for_distance=self.depth_for_distance)
             if pipe.model.use_depth and not self.use_depth:
                 raise CeprError(f"edgemodel: use_depth is false, but {rgbd_without_depth_message(path.name)}")
             self.pipelines[name] = pipe
@@ -266,7 +280,8 @@ class EdgeModule:
                             distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
                             latency_ms=round(compute_ms, 3), timings_ms=timings, summary_bytes=len(r.summary_bytes),
                             summary_text_bytes=len(json.dumps(state.summary, separators=(",", ":"))),
-                            model=pipe.model.path.name, calibration=cal.name if cal is not None else None,
+                            model=pipe.model.path.name, provider=pipe.model.provider,
+                            calibration=cal.name if cal is not None else None,
                             distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
                             started_at=started, finished_at=time.time())
         return result.as_result(mask=r.label if self.keep_mask else None, **{EDGE_STATE_KEY: state})
