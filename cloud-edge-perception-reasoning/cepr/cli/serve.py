@@ -21,6 +21,10 @@ def add_parser(sub) -> None:
     c.add_argument("--sessions", type=int, default=None,
                    help="model sessions segmenting concurrent requests at once (default: one per core this "
                         "process may use, divided by --threads, at most 4)")
+    c.add_argument("--providers", default="cpu",
+                   help="ONNX Runtime execution provider(s), tried in order: cpu, cuda, tensorrt, or a list such as "
+                        "cuda,cpu (falls back with a warning); JSON for provider options: "
+                        "'[{\"cuda\": {\"device_id\": 1}}, \"cpu\"]'")
     c.add_argument("--min-object-confidence", type=float, default=None,
                    help="drop objects of the expert's segmentation with a lower mean class probability "
                         "(default: cepr.cloud.expert.MIN_OBJECT_CONFIDENCE, chosen on val frames)")
@@ -59,11 +63,34 @@ def cmd_cloud(a) -> int:
         from cepr.errors import CeprError
 
         raise CeprError(f"--sessions must be >= 1, got {a.sessions}")
+    providers = cli_providers(a.providers)
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
           FaultConfig(delay_ms=a.fault_delay_ms, garbage_rate=a.fault_garbage_rate, error_rate=a.fault_error_rate,
                       no_stream_options=a.fault_no_stream_options, error_status=a.fault_error_status,
                       fail_first=a.fault_fail_first, retry_after_s=a.fault_retry_after),
           a.log_level, a.min_object_confidence,
-          Limits(a.max_body_mb, a.max_image_pixels, a.max_question_chars), sessions=a.sessions)
+          Limits(a.max_body_mb, a.max_image_pixels, a.max_question_chars), sessions=a.sessions,
+          providers=providers)
     return 0
+
+
+def cli_providers(text: str):
+    """``--providers``: a name, a comma-separated list, or JSON (a list or mapping, for provider options); checked
+    here, so a bad name is one line before anything starts."""
+    from cepr.edge.providers import parse_providers
+    from cepr.errors import CeprError
+
+    spec = text
+    if text.strip()[:1] in "[{":
+        import json
+
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CeprError(f"--providers: not valid JSON ({e}): {text}") from None
+    try:
+        parse_providers(spec)
+    except CeprError as e:
+        raise CeprError(f"--providers: {e}") from None
+    return spec

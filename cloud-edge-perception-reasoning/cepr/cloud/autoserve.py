@@ -1,7 +1,7 @@
 """Start the reference cloud expert server for a benchmark and stop it afterwards.
 
 ``base_url: auto`` in a cloud module asks for this: one ``cepr serve cloud`` subprocess per (model, threads,
-sessions) for the whole process, on a free local port, shared by every test case, stopped by :func:`shutdown_all` (the runner
+sessions, execution providers) for the whole process, on a free local port, shared by every test case, stopped by :func:`shutdown_all` (the runner
 calls it when the job ends; an ``atexit`` hook covers Ianvs). The server never outlives the process that
 started it: it is told that process's id (``CEPR_PARENT_PID``) and exits when its parent changes, so a runner
 killed with SIGKILL (no atexit) leaves no server behind.
@@ -60,7 +60,7 @@ def _free_port() -> int:
 
 class ReferenceServer:
     def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0, extra_args=(),
-                 sessions: int | None = None):
+                 sessions: int | None = None, providers="cpu"):
         try:
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401
@@ -73,6 +73,8 @@ class ReferenceServer:
                "--threads", str(threads), *map(str, extra_args)]
         if sessions is not None:  # model sessions answering at once (None: the server's default)
             cmd += ["--sessions", str(int(sessions))]
+        if providers_arg(providers) != "cpu":  # the default adds nothing to the command line
+            cmd += ["--providers", providers_arg(providers)]
         log.info("starting the reference cloud expert: %s", " ".join(cmd))
         env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the server exits when this process is gone
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -129,10 +131,23 @@ def server_pids() -> list[int]:
         return [srv.proc.pid for srv in _servers.values() if srv.proc.poll() is None]
 
 
-def reference_server_url(model: str = "cloud", threads: int = 1, sessions: int | None = None) -> str:
+def providers_arg(providers) -> str:
+    """``cepr serve cloud --providers``'s value for a providers setting: a name or a comma-separated list as it is,
+    JSON for anything else (provider options)."""
+    if isinstance(providers, str):
+        return providers
+    if isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers):
+        return ",".join(providers)
+    import json
+
+    return json.dumps(providers, sort_keys=True)
+
+
+def reference_server_url(model: str = "cloud", threads: int = 1, sessions: int | None = None,
+                         providers="cpu") -> str:
     """The base URL of a running reference expert, started on first use (one per model, threads and sessions;
     ``sessions`` None: the server's default)."""
-    key = (str(model), int(threads), None if sessions is None else int(sessions))
+    key = (str(model), int(threads), None if sessions is None else int(sessions), providers_arg(providers))
     with _lock:
         srv = _servers.get(key)
         if srv is not None and srv.proc.poll() is not None:
@@ -140,7 +155,8 @@ def reference_server_url(model: str = "cloud", threads: int = 1, sessions: int |
                         "output:\n%s", srv.port, srv.proc.returncode, srv.last_output())
             srv = None
         if srv is None:
-            srv = _servers[key] = ReferenceServer(model, threads, sessions=sessions)
+            kw = {} if key[-1] == "cpu" else {"providers": providers}  # the default: as before, no flag
+            srv = _servers[key] = ReferenceServer(model, threads, sessions=sessions, **kw)
         return srv.url
 
 

@@ -52,9 +52,10 @@ class InProcessExpert:
         model = cfg.pop("expert_model", "cloud")
         threads = cfg.pop("threads", 1)
         sessions = cfg.pop("sessions", None)  # model sessions for concurrent samples (None: one per core)
+        providers = cfg.pop("providers", "cpu")  # ONNX Runtime execution provider(s) of the expert's model
         cfg.setdefault("model", EXPERT_MODEL_NAME)
         self.cfg = OpenAIBackendConfig(**cfg)
-        self.expert = ReferenceExpert(model, threads=threads, sessions=sessions)
+        self.expert = ReferenceExpert(model, threads=threads, sessions=sessions, providers=providers)
 
     def infer(self, req: CloudRequest) -> CloudResult:
         import time

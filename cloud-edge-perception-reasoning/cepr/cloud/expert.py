@@ -212,7 +212,9 @@ class ReferenceExpert:
 
     def __init__(self, model: str = "cloud", params: TaskParams | None = None, threads: int = 1,
                  min_object_confidence: float = MIN_OBJECT_CONFIDENCE, max_image_pixels: int = MAX_IMAGE_PIXELS,
-                 max_question_chars: int = MAX_QUESTION_CHARS, sessions: int | None = None):
+                 max_question_chars: int = MAX_QUESTION_CHARS, sessions: int | None = None, providers="cpu"):
+        """``providers``: the ONNX Runtime execution provider(s) of the model sessions (``cpu``, ``cuda``,
+        ``[cuda, cpu]``...: :mod:`cepr.edge.providers`); ``self.provider`` is the one that runs."""
         from cepr.edge.models import model_path
         from cepr.edge.planner import Planner
         from cepr.edge.runtime import SegmentationModel
@@ -224,8 +226,10 @@ class ReferenceExpert:
         self.min_object_confidence = min_object_confidence
         self.max_image_pixels, self.max_question_chars = int(max_image_pixels), int(max_question_chars)
         self.threads = int(threads)
-        self.models = [SegmentationModel(model_path(model), threads=threads) for _ in range(int(sessions))]
+        self.models = [SegmentationModel(model_path(model), threads=threads, providers=providers)
+                       for _ in range(int(sessions))]
         self.model = self.models[0]
+        self.provider = self.model.provider
         self._free: queue.SimpleQueue = queue.SimpleQueue()  # sessions not in use
         for m in self.models:
             self._free.put(m)

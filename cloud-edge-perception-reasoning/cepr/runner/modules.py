@@ -294,7 +294,7 @@ class EdgeModule:
 # ---- cloud --------------------------------------------------------------------------------------------------
 
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
-                 "expert_model", "server_threads", "server_sessions")
+                 "expert_model", "server_threads", "server_sessions", "expert_providers")
 
 
 def _server_sessions(hps: dict) -> int | None:
@@ -305,6 +305,17 @@ def _server_sessions(hps: dict) -> int | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise CeprError(f"cloudmodel: server_sessions must be an integer >= 1, got {v!r}")
+    return v
+
+
+def _expert_providers(hps: dict):
+    """``expert_providers``: the ONNX Runtime execution provider(s) of the reference expert that cepr serves
+    (``cpu`` by default; as the edge module's ``providers``), checked against this onnxruntime build."""
+    v = hps.get("expert_providers", DEFAULT_PROVIDERS)
+    try:
+        resolve_providers(v, warn=False)
+    except CeprError as e:
+        raise CeprError(f"cloudmodel: expert_providers: {e}") from None
     return v
 
 
@@ -352,6 +363,7 @@ class CloudModule:
             raise CeprError(f"cloudmodel: bad link: {e}") from None
         emulate = _flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
         _server_sessions(hps)
+        _expert_providers(hps)
         return backend, cfg, payload, link_obj, emulate
 
     @classmethod
@@ -368,12 +380,13 @@ class CloudModule:
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
 
                 cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)),
-                                                       _server_sessions(hps))
+                                                       _server_sessions(hps), providers=_expert_providers(hps))
                 cfg.setdefault("model", EXPERT_MODEL_NAME)
         elif backend == "inprocess":
             cfg["expert_model"] = self.expert_model
             cfg["threads"] = int(hps.get("server_threads", 1))
             cfg["sessions"] = _server_sessions(hps)
+            cfg["providers"] = _expert_providers(hps)
         try:
             backend_obj = create_backend(backend, cfg)
         except ValueError as e:

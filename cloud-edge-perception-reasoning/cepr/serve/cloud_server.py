@@ -126,7 +126,7 @@ class FaultInjector:
 
 def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | None = None, expert=None,
                min_object_confidence: float | None = None, limits: Limits | None = None,
-               sessions: int | None = None) -> FastAPI:
+               sessions: int | None = None, providers="cpu") -> FastAPI:
     """``sessions``: model sessions segmenting at once (None: ``cepr.cloud.expert.default_sessions``), ``threads``
     intra-op threads each."""
     limits = limits or Limits()
@@ -134,7 +134,7 @@ def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | Non
         kw = {} if min_object_confidence is None else {"min_object_confidence": min_object_confidence}
         expert = ReferenceExpert(model, threads=threads, max_image_pixels=limits.max_image_pixels,
                                  max_question_chars=limits.max_question_chars,
-                                 sessions=sessions, **kw)
+                                 sessions=sessions, providers=providers, **kw)
     app = FastAPI(title="cepr reference cloud expert (not an LLM)")
     app.state.metrics = metrics = ServerMetrics()
     _add_info_routes(app, metrics, expert)
@@ -160,7 +160,7 @@ def _add_info_routes(app: FastAPI, metrics: ServerMetrics, expert) -> None:
     @app.get("/health")
     def health():
         return {"status": "ok", "model": EXPERT_MODEL_NAME, "sessions": getattr(expert, "sessions", None),
-                "threads": getattr(expert, "threads", None)}
+                "threads": getattr(expert, "threads", None), "provider": getattr(expert, "provider", None)}
 
     @app.get("/metrics")
     def prometheus():
@@ -169,7 +169,7 @@ def _add_info_routes(app: FastAPI, metrics: ServerMetrics, expert) -> None:
     @app.get("/v1/models")
     def models():
         return {"object": "list", "data": [{"id": EXPERT_MODEL_NAME, "object": "model", "created": 0,
-                                            "owned_by": "cepr"}]}
+                                            "owned_by": "cepr", "provider": getattr(expert, "provider", None)}]}
 
 
 def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: ServerMetrics, limits: Limits) -> None:
@@ -247,10 +247,10 @@ def _events(cid: str, created: int, text: str, usage: dict | None):
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
           faults: FaultConfig | None = None, log_level: str = "warning",
           min_object_confidence: float | None = None, limits: Limits | None = None,
-          sessions: int | None = None) -> None:
+          sessions: int | None = None, providers="cpu") -> None:
     from cepr.cloud.autoserve import watch_parent_from_env
 
     watch_parent_from_env()  # started by a runner (base_url: auto): exit when it is gone
     uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits,
-                           sessions=sessions),
+                           sessions=sessions, providers=providers),
                 host=host, port=port, log_level=log_level)
