@@ -49,10 +49,13 @@ def band_profile(footprint: np.ndarray, half_width: float, side_width: float) ->
     if footprint.size == 0:
         return BandProfile()
     x, z = footprint[:, 0], footprint[:, 1]
-    ahead = z > 0
+    near = (z > 0) & (np.abs(x) <= half_width + side_width)  # ahead and in one of the three bands
+    if not near.any():
+        return BandProfile()
+    x, z = x[near], z[near]
 
     def nearest(lo, hi):
-        m = ahead & (x >= lo) & (x <= hi)
+        m = (x >= lo) & (x <= hi)
         return (float(z[m].min()), m) if m.any() else (INF, m)
 
     left, _ = nearest(-(half_width + side_width), -half_width)
