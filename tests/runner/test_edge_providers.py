@@ -97,3 +97,27 @@ def test_cepr_run_with_a_listed_fallback_records_the_cpu(tmp_path, tiny_data, mo
     assert rec["edge_providers"] == [CPU]
     lines = [json.loads(x) for x in (rec_path.parent / "samples.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(x["edge"]["provider"] == CPU for x in lines)
+
+
+def _gpu() -> bool:
+    import shutil
+
+    smi = shutil.which("nvidia-smi")
+    return not _cpu_build() and bool(smi) and subprocess.run([smi, "-L"], capture_output=True,
+                                                             check=False).returncode == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu(), reason="not run: no CUDA provider in this onnxruntime build / no GPU")
+def test_edge_module_on_cuda_records_it_and_answers_as_on_cpu(tiny_data, monkeypatch):
+    from cepr.runner.dataset import load_index
+    from cepr.runner.modules import TaskDatasetProcessor
+
+    monkeypatch.setenv("BACKEND_TYPE", "ONNX")
+    samples = TaskDatasetProcessor()(load_index(tiny_data / "160x120" / "test-index.txt")).x[:5]
+    cpu = EdgeModule(model="edge-int8").load()
+    gpu = EdgeModule(model="edge-int8", providers="cuda").load()
+    a = [cpu.predict(s) for s in samples]
+    b = [gpu.predict(s) for s in samples]
+    assert all(r["provider"] == "CUDAExecutionProvider" for r in b)
+    assert sum(x["answer"] == y["answer"] for x, y in zip(a, b)) >= len(samples) - 1

@@ -3,7 +3,8 @@
 A setting is one name, or a list tried in order, each item a name or ``{name: {provider options}}`` (such as
 ``{cuda: {device_id: 1}}``). Short names and ONNX Runtime's own names (``CUDAExecutionProvider``) are both
 accepted, in any case. :func:`resolve_providers` turns a setting into ONNX Runtime's ``providers`` list, with
-``CPUExecutionProvider`` appended as the fallback for the operators a GPU provider does not take:
+``CPUExecutionProvider`` appended as the fallback for the operators a GPU provider does not take (and CUDA after
+TensorRT, as ONNX Runtime advises, when the build has it):
 
 * one provider (``cuda``) that this onnxruntime build lacks is an error naming what was asked for, what the build
   has and what to install: a CUDA run is never quietly measured on the CPU;
@@ -179,6 +180,10 @@ def resolve_providers(spec=DEFAULT, available: list[str] | None = None, warn: bo
     if skipped and warn:
         log.warning("execution provider %s not in this onnxruntime build (it has %s): falling back to %s",
                     ", ".join(short_name(s) for s in skipped), ", ".join(available), short_name(kept[0][0]))
+    names = [n for n, _ in kept]
+    trt, cuda = ALIASES["tensorrt"], ALIASES["cuda"]
+    if trt in names and cuda not in names and cuda in available:  # ONNX Runtime's advice: TensorRT, CUDA, CPU
+        kept.insert(names.index(trt) + 1, (cuda, {}))
     if CPU not in (n for n, _ in kept) and CPU in available:
         kept.append((CPU, {}))  # the operators a GPU provider does not take
     return ProviderPlan(requested, [n for n, _ in kept], [o for _, o in kept], fallback)
