@@ -77,8 +77,8 @@ def cmd_cloud(a) -> int:
 
 def cli_providers(text: str):
     """``--providers``: a name, a comma-separated list, or JSON (a list or mapping, for provider options); checked
-    here, so a bad name is one line before anything starts."""
-    from cepr.edge.providers import parse_providers
+    here, so a bad name or a provider this build lacks is one line before anything starts."""
+    from cepr.edge.providers import resolve_providers
     from cepr.errors import CeprError
 
     spec = text
@@ -90,7 +90,7 @@ def cli_providers(text: str):
         except json.JSONDecodeError as e:
             raise CeprError(f"--providers: not valid JSON ({e}): {text}") from None
     try:
-        parse_providers(spec)
+        resolve_providers(spec, warn=False)  # names, and what this onnxruntime build has
     except CeprError as e:
         raise CeprError(f"--providers: {e}") from None
     return spec
