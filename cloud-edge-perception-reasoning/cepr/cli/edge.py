@@ -70,7 +70,15 @@ def _add_quantize(esub, fmt) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--keep-fp32", nargs="*", default=["stem", "attention", "head"], metavar="GROUP",
                    help="node groups left in FP32: stem (the encoders' first convolutions), attention (SE gates), "
-                        "head (30-class logits); give none to quantise everything")
+                        "head (30-class logits); finer: gate (the gates' pooling, 1x1 convolutions and sigmoid), "
+                        "scale (their broadcast multiplies), fuse0 (the first fusion, at half resolution); "
+                        "give none to quantise everything")
+    q.add_argument("--quant-format", default="qdq", choices=["qdq", "qoperator"],
+                   help="QuantizeLinear/DequantizeLinear pairs (fused by ONNX Runtime) or QLinear* operators")
+    q.add_argument("--activation-type", default="u8", choices=["u8", "s8"],
+                   help="activation type; weights are always s8")
+    q.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                   help="one weight scale per tensor instead of per output channel")
     q.set_defaults(func=cmd_quantize)
 
 
@@ -170,7 +178,8 @@ def cmd_quantize(a) -> int:
     from cepr.edge.export import quantize_int8
 
     out = quantize_int8(a.model, a.out, a.data, frames=a.calib_frames, seed=a.seed, method=a.method,
-                        keep_fp32=tuple(a.keep_fp32))
+                        keep_fp32=tuple(a.keep_fp32), quant_format=a.quant_format, activation_type=a.activation_type,
+                        per_channel=a.per_channel)
     print(f"quantized {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -129,19 +129,35 @@ KEEP_FP32 = {
     # over 27 or 9 inputs per output is a poor fit for the INT8 GEMM)
     "stem": lambda n: n.name.startswith("/stem"),
     # squeeze-excitation gates: tiny 1x1 convolutions on 1x1 maps, a sigmoid and a broadcast multiply; in INT8
-    # each carries more requantisation overhead than arithmetic (measured: the whole model got slower)
+    # each carries more requantisation overhead than arithmetic (measured: the whole model got slower, on the first
+    # machine, without VNNI; on the avx512_vnni machine the model is faster with them quantised: docs/edge.md)
     "attention": lambda n: n.op_type in ("Mul", "Sigmoid", "GlobalAveragePool")
     or (n.op_type == "Conv" and ("/fc1/" in n.name or "/fc2/" in n.name)),
     # the 30-class head: keeps the logits, and so the argmax and the planner's probabilities, exact
     "head": lambda n: n.op_type == "Conv" and n.name.startswith("/head"),
+    # finer parts of "attention", for recipes measured by benchmarks/quant_recipe.py: the gates' small ops
+    # (pooling, the two 1x1 convolutions, the sigmoid) and the broadcast multiply that applies a gate
+    "gate": lambda n: n.op_type in ("Sigmoid", "GlobalAveragePool")
+    or (n.op_type == "Conv" and ("/fc1/" in n.name or "/fc2/" in n.name)),
+    "scale": lambda n: n.op_type == "Mul",
+    # the first fusion (gates, multiplies and the sum, at the stems' half resolution): its broadcast multiplies
+    # are the costliest in INT8
+    "fuse0": lambda n: n.name.startswith("/fuse.0/"),
 }
 
 
-def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64, seed: int = 0,
-                  method: str = "minmax", keep_fp32: tuple[str, ...] = ("stem", "attention", "head")) -> Path:
-    """Static INT8 (QDQ, per-channel weights) calibrated on ``frames`` training frames of ``data``.
+QUANT_FORMATS = ("qdq", "qoperator")  # QuantizeLinear/DequantizeLinear pairs ORT fuses, or QLinear* operators
+ACTIVATION_TYPES = ("u8", "s8")  # activations (and so Q/DQ tensors) as uint8 or int8; weights are always int8
 
-    ``keep_fp32`` names groups of nodes left in floating point (see ``KEEP_FP32``)."""
+
+def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64, seed: int = 0,
+                  method: str = "minmax", keep_fp32: tuple[str, ...] = ("stem", "attention", "head"),
+                  quant_format: str = "qdq", activation_type: str = "u8", per_channel: bool = True) -> Path:
+    """Static INT8 calibrated on ``frames`` training frames of ``data``; int8 weights.
+
+    ``keep_fp32`` names groups of nodes left in floating point (see ``KEEP_FP32``); ``quant_format`` is
+    ``qdq`` or ``qoperator``; ``activation_type`` ``u8`` or ``s8``; ``per_channel`` quantises weights per
+    output channel (else per tensor). The recipe is recorded under ``calibration`` in the file's metadata."""
     _require("onnx", "train")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -161,6 +177,10 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise CeprError(f"unknown calibration method {method!r}; choose from {sorted(methods)}")
+    if quant_format not in QUANT_FORMATS:
+        raise CeprError(f"unknown quant format {quant_format!r}; choose from {list(QUANT_FORMATS)}")
+    if activation_type not in ACTIVATION_TYPES:
+        raise CeprError(f"unknown activation type {activation_type!r}; choose from {list(ACTIVATION_TYPES)}")
     unknown = set(keep_fp32) - set(KEEP_FP32)
     if unknown:
         raise CeprError(f"unknown --keep-fp32 group(s) {sorted(unknown)}; choose from {sorted(KEEP_FP32)}")
@@ -168,12 +188,17 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
 
     graph = onnx.load(str(pre)).graph
     exclude = [n.name for n in graph.node if any(KEEP_FP32[g](n) for g in keep_fp32)]
-    quantize_static(str(pre), str(out), calib, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[quant_format]
+    act = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[activation_type]
+    quantize_static(str(pre), str(out), calib, quant_format=fmt, per_channel=bool(per_channel),
+                    activation_type=act, weight_type=QuantType.QInt8,
                     calibrate_method=methods[method], nodes_to_exclude=exclude)
     pre.unlink(missing_ok=True)
     m = onnx.load(str(out))
     _set_meta(m, {**meta, "precision": "int8", "calibration": {"frames": len(idx), "seed": seed, "method": method,
-                                                              "data": str(data), "keep_fp32": list(keep_fp32)}})
+                                                              "data": str(data), "keep_fp32": list(keep_fp32),
+                                                              "quant_format": quant_format,
+                                                              "activation_type": activation_type,
+                                                              "weight_type": "s8", "per_channel": bool(per_channel)}})
     onnx.save(m, str(out))
     return out
