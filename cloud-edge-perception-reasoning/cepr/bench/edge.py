@@ -36,12 +36,13 @@ def opencv_threads(n: int):
 
 
 def bench_edge(data: str, int8: str, fp32: str | None, checkpoint: str | None, calibration: str | None,
-               split: str = "test", frames: int = 50, threads: int = 1, progress: bool = True) -> dict:
+               split: str = "test", frames: int = 50, threads: int = 1, progress: bool = True,
+               providers="cpu") -> dict:
     with opencv_threads(threads):
-        return _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress)
+        return _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers)
 
 
-def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress) -> dict:
+def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers) -> dict:
     from cepr.edge.evaluate import evaluate
     from cepr.edge.pipeline import EdgePipeline
     from cepr.edge.planner import Planner
@@ -53,9 +54,9 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
         models["onnx-fp32"] = ("onnx", fp32)
     if checkpoint:
         models["pytorch"] = ("torch", checkpoint)
-    reports = {r.name: r for r in evaluate(samples, models, threads=threads, progress=progress)}
+    reports = {r.name: r for r in evaluate(samples, models, threads=threads, progress=progress, providers=providers)}
     planner = Planner.from_file(calibration) if calibration else None
-    pipe = EdgePipeline(int8, planner=planner, threads=threads)
+    pipe = EdgePipeline(int8, planner=planner, threads=threads, providers=providers)
     pipe.run_sample(samples[0])  # warm-up
     # summary: the binary form (msgpack + RLE mask, what the edge service streams); summary_text: the compact
     # JSON text form, what a request to a cloud model carries
@@ -73,7 +74,8 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
         sizes["jpeg75"].append(len(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 75])[1]))
     h, w = samples[0].label.shape
     out = {
-        "frames": len(samples), "frame_size": [w, h], "threads": threads, "split": split, "data": str(data),
+        "frames": len(samples), "frame_size": [w, h], "threads": threads, "provider": pipe.model.provider,
+        "split": split, "data": str(data),
         "machine": machine_info(), "targets_ms": TARGETS_MS, "target_int8_speedup": TARGET_INT8_SPEEDUP,
         "models": {n: {"miou": r.miou, "pixel_accuracy": r.pixel_accuracy, "net_ms": r.latency("infer"),
                        "frame_ms": r.latency("total")} for n, r in reports.items()},
@@ -96,7 +98,7 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
 def format_bench_edge(r: dict) -> str:
     w, h = r["frame_size"]
     L = [f"edge benchmark: {r['frames']} {r['split']} frames at {w}x{h}, {r['threads']} thread(s) "
-         "(onnxruntime and OpenCV)", "machine: " + format_machine(r["machine"]),
+         f"(onnxruntime and OpenCV), {r.get('provider', 'CPUExecutionProvider')}", "machine: " + format_machine(r["machine"]),
          "", f"{'model':<10} {'mIoU':>7} {'net ms median':>14} {'p90':>7} {'frame ms':>9}"]
     for n, m in r["models"].items():
         L.append(f"{n:<10} {100 * m['miou']:>6.2f}% {m['net_ms']['median']:>14.2f} {m['net_ms']['p90']:>7.2f} "

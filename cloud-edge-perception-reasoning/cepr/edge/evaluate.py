@@ -52,10 +52,10 @@ class _TorchRunner:
 
 
 class _OnnxRunner:
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, providers="cpu"):
         from cepr.edge.runtime import SegmentationModel
 
-        self.m = SegmentationModel(path, threads=threads)
+        self.m = SegmentationModel(path, threads=threads, providers=providers)
         self.name = self.m.path.name
         self.needs_depth = self.m.use_depth
 
@@ -64,11 +64,12 @@ class _OnnxRunner:
 
 
 def evaluate(samples, models: dict[str, tuple[str, str]], threads: int = 1, warmup: int = 2,
-             progress: bool = True) -> list[ModelReport]:
-    """``models``: name -> ("torch", checkpoint) or ("onnx", path). Every model sees the same frames."""
+             progress: bool = True, providers="cpu") -> list[ModelReport]:
+    """``models``: name -> ("torch", checkpoint) or ("onnx", path). Every model sees the same frames; the ONNX
+    ones run on ``providers`` (cepr.edge.providers)."""
     from tqdm import tqdm
 
-    runners = {n: (_TorchRunner(p, threads) if kind == "torch" else _OnnxRunner(p, threads))
+    runners = {n: (_TorchRunner(p, threads) if kind == "torch" else _OnnxRunner(p, threads, providers))
                for n, (kind, p) in models.items()}
     cms = {n: ConfusionMatrix() for n in runners}
     infer = {n: [] for n in runners}

@@ -33,8 +33,9 @@ class EdgePipeline:
 
     def __init__(self, model: str | Path | SegmentationModel, planner: Planner | None = None,
                  params: TaskParams | None = None, threads: int = 1, mask_size=(80, 60),
-                 tasks: tuple[str, ...] = TASK_NAMES, depth_for_distance: bool = True):
-        self.model = model if isinstance(model, SegmentationModel) else SegmentationModel(model, threads=threads)
+                 tasks: tuple[str, ...] = TASK_NAMES, depth_for_distance: bool = True, providers="cpu"):
+        self.model = (model if isinstance(model, SegmentationModel)
+                      else SegmentationModel(model, threads=threads, providers=providers))
         self.params = params or (planner.params if planner else TaskParams())
         self.planner = planner or Planner(self.params)
         self.mask_size = mask_size
