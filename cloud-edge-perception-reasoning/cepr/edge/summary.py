@@ -211,7 +211,8 @@ def _object_confidence(probs, lowres, cls, bbox, width, height) -> float:
     x1, y1 = max(x0 + 1, math.ceil((x + w) * pw / width)), max(y0 + 1, math.ceil((y + h) * ph / height))
     region = probs[cls, y0:y1, x0:x1]
     own = lowres[y0:y1, x0:x1] == cls
-    return float(region[own].mean()) if own.any() else float(region.max())
+    mine = region[own]
+    return float(mine.sum() / mine.size) if mine.size else float(region.max())  # the mean, bit for bit
 
 
 def ahead_uncertainty(probs: np.ndarray | None) -> float:
