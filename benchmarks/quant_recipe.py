@@ -20,8 +20,9 @@ the medians to load spikes. Run it twice and compare before trusting a second de
     python benchmarks/quant_recipe.py --profile --recipes best     # + per-operator profile, FP32 and INT8
     python benchmarks/quant_recipe.py --list                       # the recipes and what they set
 
-Needs the train extra (onnx, for quantisation). ``--calib-data`` defaults to /work/data/synth2000, the
-2,000-frame synthetic set the shipped models were calibrated on (``datasets/cloud-robotics-synth`` in the docs).
+Needs the train extra (onnx, for quantisation). ``--calib-data`` defaults to the 2,000-frame synthetic set the
+shipped models were calibrated on: ``datasets/cloud-robotics-synth`` (as in the docs) or, where that is missing, this
+project's copy at /work/data/synth2000.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def _grid() -> list[Recipe]:
 
 
 RECIPES = {x.name: x for x in _grid()}
+# the 2,000-frame synthetic set the shipped models were calibrated on: its name in the docs, then this project's copy
+CALIB_DATA = ("datasets/cloud-robotics-synth", "/work/data/synth2000")
 
 
 def cpu_flags() -> list[str]:
@@ -300,14 +303,15 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="datasets/cloud-robotics-synth-bench", help="set whose test split is scored")
     ap.add_argument("--split", default="test")
     ap.add_argument("--frames", type=int, default=None, help="test frames scored for mIoU (default: all)")
-    ap.add_argument("--calib-data", default="/work/data/synth2000", help="calibration set (its train split)")
+    ap.add_argument("--calib-data", default=None,
+                    help="calibration set, its train split (default: the first of " + ", ".join(CALIB_DATA) + " that exists)")
     ap.add_argument("--calib-frames", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", nargs="*", help="recipe names (default: all); see --list")
-    ap.add_argument("--reps", type=int, default=300, help="timed runs of each session per recipe")
+    ap.add_argument("--reps", type=int, default=400, help="timed runs of each session per recipe")
     ap.add_argument("--time-frames", type=int, default=8, help="distinct test frames cycled through when timing")
     ap.add_argument("--profile", action="store_true", help="also profile FP32 and each INT8 recipe per operator")
-    ap.add_argument("--profile-runs", type=int, default=200)
+    ap.add_argument("--profile-runs", type=int, default=400)
     ap.add_argument("--save-dir", help="keep the quantised models here (default: a temporary directory)")
     ap.add_argument("--json", dest="json_out", help="write results (and the environment) as JSON")
     ap.add_argument("--list", action="store_true", help="list the recipes and exit")
@@ -327,6 +331,8 @@ def main(argv=None) -> int:
     from cepr.edge.export import quantize_int8, read_meta
     from cepr.edge.models import model_path
 
+    if a.calib_data is None:
+        a.calib_data = next((d for d in CALIB_DATA if Path(d).is_dir()), CALIB_DATA[0])
     fp32 = model_path(a.model)
     cfg = read_meta(fp32)["model_config"]
     flags = cpu_flags()
