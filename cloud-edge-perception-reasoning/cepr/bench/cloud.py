@@ -18,38 +18,61 @@ another, so ``n_i`` of them take at least ``n_i * min latency``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import http.client
 import json
 import os
-import platform
 import threading
 import time
 import urllib.parse
 
 import numpy as np
 
+from cepr.bench.machine import machine_info
+
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
 
 
-def machine_info() -> dict:
-    """CPU model name (from lscpu's source, /proc/cpuinfo), core count, load averages, date (UTC)."""
-    model = platform.processor() or platform.machine()
+def _jiffies(pids=()) -> tuple[int, int] | None:
+    """(CPU time the whole machine was busy, CPU time of this process and of ``pids``), in clock ticks, from /proc;
+    None where /proc is not there."""
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:]]
+        busy = sum(cpu) - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)  # all but idle and iowait
+        ours = 0
+        for pid in ("self", *map(str, pids)):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ours += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+            except (OSError, IndexError, ValueError):
+                pass
+        return busy, ours
+    except (OSError, ValueError):
+        return None
+
+
+def _tick() -> float:
     try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": cores, "loadavg": load, "python": platform.python_version(),
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0
+
+
+def wait_for_idle(min_idle: float, max_wait_s: float = 60.0, window_s: float = 1.0) -> tuple[float, float]:
+    """Wait until the machine's CPUs were at least ``min_idle`` idle (0..1) over ``window_s``, at most
+    ``max_wait_s``. Returns (idle share last seen, seconds waited)."""
+    t0, idle = time.monotonic(), 1.0
+    cores = os.cpu_count() or 1
+    while True:
+        a = _jiffies()
+        time.sleep(window_s)
+        b = _jiffies()
+        if a is None or b is None:
+            return 1.0, 0.0
+        idle = max(0.0, 1.0 - (b[0] - a[0]) / _tick() / window_s / cores)
+        if idle >= min_idle or time.monotonic() - t0 >= max_wait_s:
+            return idle, time.monotonic() - t0
 
 
 def build_bodies(data: str, split: str = "test", frames: int = 16, payload=None, edge_model: str = "edge-int8",
@@ -129,9 +152,11 @@ def _answer_text(status: int, raw: bytes) -> str | None:
 
 
 def run_level(base_url: str, bodies: list[bytes], concurrency: int, requests: int, timeout_s: float = 120.0,
-              start: int = 0) -> dict:
+              start: int = 0, server_pids=()) -> dict:
     """``requests`` requests from ``concurrency`` threads at once (closed loop). Request ``k`` sends body
-    ``(start + k) % len(bodies)``. Returns the wall time, every request's latency, status and answer."""
+    ``(start + k) % len(bodies)``. Returns the wall time, every request's latency, status and answer, and
+    ``other_cores``: the CPU the rest of the machine used meanwhile (cores, on average; not this process nor
+    ``server_pids``), None where /proc is missing."""
     lock = threading.Lock()
     nxt = [0]
     lat = [None] * requests
@@ -166,13 +191,17 @@ def run_level(base_url: str, bodies: list[bytes], concurrency: int, requests: in
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
+    j0 = _jiffies(server_pids)
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    j1 = _jiffies(server_pids)
+    other = (None if j0 is None or j1 is None
+             else max(0.0, ((j1[0] - j0[0]) - (j1[1] - j0[1])) / _tick() / wall))
     return {"concurrency": concurrency, "requests": requests, "wall_s": wall, "latency_s": lat,
-            "status": status, "answers": answers, "errors": errors[:5], "start": start}
+            "status": status, "answers": answers, "errors": errors[:5], "start": start, "other_cores": other}
 
 
 def _summarise(concurrency: int, runs: list[dict]) -> dict:
@@ -184,9 +213,10 @@ def _summarise(concurrency: int, runs: list[dict]) -> dict:
     return {
         "concurrency": concurrency, "requests": n, "ok": ok, "errors": n - ok, "repeats": len(runs),
         "throughput_rps": round(float(np.median(rps)), 3), "throughput_rps_runs": [round(x, 3) for x in rps],
-        "latency_ms": {"p50": ms(50), "p95": ms(95), "min": round(float(lat.min()) * 1e3, 1) if lat.size else None,
+        "latency_ms": {"p50": ms(50), "p95": ms(95), "min": round(float(lat.min()) * 1e3, 3) if lat.size else None,
                        "max": round(float(lat.max()) * 1e3, 1) if lat.size else None},
         "wall_s_runs": [round(r["wall_s"], 3) for r in runs],
+        "other_cores_runs": [None if r.get("other_cores") is None else round(r["other_cores"], 2) for r in runs],
         "error_examples": sorted({e for r in runs for e in r["errors"]})[:5],
     }
 
@@ -194,9 +224,11 @@ def _summarise(concurrency: int, runs: list[dict]) -> dict:
 def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotics-synth-bench", split: str = "test",
                 frames: int = 16, requests: int = 32, concurrency=DEFAULT_CONCURRENCY, repeat: int = 1,
                 model: str = "cloud", threads: int = 1, sessions: int | None = None, warmup: int | None = None,
-                timeout_s: float = 120.0, progress: bool = True, server_args=()) -> dict:
+                timeout_s: float = 120.0, progress: bool = True, server_args=(), wait_idle: float | None = None
+                ) -> dict:
     """Run the sweep against ``base_url`` or, when None, against a ``cepr serve cloud`` started here on a free
-    loopback port (``model``, ``threads``, ``sessions``) and stopped afterwards."""
+    loopback port (``model``, ``threads``, ``sessions``) and stopped afterwards. ``wait_idle`` (0..1): before
+    each run, wait (up to a minute) until the machine's CPUs were that idle for a second (a shared machine)."""
     concurrency = [int(c) for c in concurrency]
     if not concurrency or min(concurrency) < 1 or requests < 1 or repeat < 1:
         raise ValueError("concurrency levels, requests and repeat must be >= 1")
@@ -212,6 +244,8 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
         server = ReferenceServer(model, threads, sessions=sessions, extra_args=server_args)
         base_url = server.url
     info = machine_info()
+    pids = [server.proc.pid] if server is not None else []
+    waits = []
     try:
         warm = max(concurrency) * 2 if warmup is None else warmup
         if warm:
@@ -219,11 +253,14 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
         runs: dict[int, list[dict]] = {c: [] for c in concurrency}
         for rep in range(repeat):
             for c in concurrency:
-                r = run_level(base_url, bodies, c, requests, timeout_s, start=0)
+                if wait_idle:
+                    waits.append(wait_for_idle(wait_idle))
+                r = run_level(base_url, bodies, c, requests, timeout_s, start=0, server_pids=pids)
                 runs[c].append(r)
                 s = _summarise(c, [r])
+                other = "" if r["other_cores"] is None else f", other load {r['other_cores']:.2f} cores"
                 say(f"  repeat {rep + 1}/{repeat} concurrency {c}: {s['throughput_rps']:.2f} req/s, "
-                    f"p50 {s['latency_ms']['p50']} ms, {s['errors']} errors", flush=True)
+                    f"p50 {s['latency_ms']['p50']} ms, {s['errors']} errors{other}", flush=True)
         health = _health(base_url)
     finally:
         if server is not None:
@@ -243,6 +280,8 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
         "body_bytes_median": int(np.median([len(b) for b in bodies])),
         "payload": "summary + 640x480 JPEG q85 (the default job's)", "requests": requests, "repeat": repeat,
         "warmup": warm, "machine": {**info, "loadavg_after": info_after["loadavg"]},
+        "wait_idle": wait_idle, "idle_before_runs": [round(i, 2) for i, _ in waits],
+        "waited_s": round(sum(w for _, w in waits), 1),
         "levels": [_summarise(c, runs[c]) for c in concurrency],
         "answers_consistent": all(len(v) == 1 for v in per_body.values()),
         "answers": {str(k): sorted(v) for k, v in sorted(per_body.items())},
@@ -273,13 +312,18 @@ def format_bench_cloud(r: dict) -> str:
          f"{r['requests']} requests per level, {r['repeat']} repeat(s)"),
         f"machine: {m['cpu']}, {m['cores']} cores, load {m['loadavg']} -> {m['loadavg_after']}, {m['date']}",
         "",
-        "| concurrency | req/s | p50 ms | p95 ms | errors |",
-        "|---|---|---|---|---|",
+        "| concurrency | req/s | req/s of each repeat | p50 ms | p95 ms | errors | other load (cores) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for lv in r["levels"]:
-        lines.append(f"| {lv['concurrency']} | {lv['throughput_rps']:.2f} | {lv['latency_ms']['p50']} | "
-                     f"{lv['latency_ms']['p95']} | {lv['errors']} |")
+        each = ", ".join(f"{x:.1f}" for x in lv["throughput_rps_runs"])
+        other = [x for x in lv["other_cores_runs"] if x is not None]
+        other = f"{float(np.median(other)):.2f}" if other else "?"
+        lines.append(f"| {lv['concurrency']} | {lv['throughput_rps']:.2f} | {each} | {lv['latency_ms']['p50']} | "
+                     f"{lv['latency_ms']['p95']} | {lv['errors']} | {other} |")
     lines.append("")
+    lines.append("req/s: median over the repeats; p50/p95: over every request of the level; other load: CPU used "
+                 "meanwhile by the rest of the machine (median over the repeats)")
     lines.append("same answer for each request body at every level: " + ("yes" if r["answers_consistent"] else "NO"))
     return "\n".join(lines)
 

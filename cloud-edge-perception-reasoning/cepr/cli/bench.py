@@ -88,7 +88,7 @@ def cmd_cloud(a) -> int:
     if a.base_url and a.sessions is not None:
         print("note: --sessions applies to a server started here; it is ignored with --base-url")
     r = bench_cloud(a.base_url, a.data, a.split, a.frames, a.requests, levels, a.repeat, a.model, a.threads,
-                    a.sessions, a.warmup, a.timeout, progress=not a.no_progress)
+                    a.sessions, a.warmup, a.timeout, progress=not a.no_progress, wait_idle=a.wait_idle)
     print(format_bench_cloud(r))
     if a.json_out:
         write_json(r, a.json_out)

@@ -16,12 +16,13 @@ honest and fast; real vision-language models plug in through the same OpenAI-com
 from __future__ import annotations
 
 import base64
+import collections
 import difflib
 import json
 import math
 import os
-import queue
 import re
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -204,6 +205,39 @@ def default_sessions(threads: int = 1) -> int:
     return max(1, min(MAX_DEFAULT_SESSIONS, cores // max(1, int(threads))))
 
 
+class SessionPool:
+    """Model sessions handed out first come, first served: a released session goes to the request that has waited
+    longest (a plain queue wakes waiters in no set order, and under load some requests waited many turns)."""
+
+    def __init__(self, items):
+        self._lock = threading.Lock()
+        self._free = list(items)
+        self._waiting: collections.deque = collections.deque()  # [session or None, Event] per waiting caller
+
+    def acquire(self):
+        with self._lock:
+            if self._free and not self._waiting:
+                return self._free.pop()
+            slot = [None, threading.Event()]
+            self._waiting.append(slot)
+        slot[1].wait()
+        return slot[0]
+
+    def release(self, item) -> None:
+        with self._lock:
+            if self._waiting:
+                slot = self._waiting.popleft()
+                slot[0] = item
+                slot[1].set()
+            else:
+                self._free.append(item)
+
+    @property
+    def free(self) -> int:
+        with self._lock:
+            return len(self._free)
+
+
 class ReferenceExpert:
     """``answer`` may be called from several threads at once. ``sessions`` model sessions (of ``threads`` intra-op
     threads each; None: :func:`default_sessions`) segment images at once; a request takes a free one for its
@@ -230,9 +264,7 @@ class ReferenceExpert:
                        for _ in range(int(sessions))]
         self.model = self.models[0]
         self.provider = self.model.provider
-        self._free: queue.SimpleQueue = queue.SimpleQueue()  # sessions not in use
-        for m in self.models:
-            self._free.put(m)
+        self._pool = SessionPool(self.models)
         self.planner = Planner(self.params)
 
     @property
@@ -241,11 +273,11 @@ class ReferenceExpert:
 
     def _segment(self, image: np.ndarray):
         """The segmentation of ``image`` by a free session (waits for one)."""
-        m = self._free.get()
+        m = self._pool.acquire()
         try:
             return m(image, None)
         finally:
-            self._free.put(m)
+            self._pool.release(m)
 
     def answer(self, messages: list[dict]) -> ExpertReply:
         from cepr.edge.summary import borrow_distances, summarize
