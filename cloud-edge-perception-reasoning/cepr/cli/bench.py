@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
     c.add_argument("--sessions", type=int, default=None,
                    help="started server: model sessions answering at once (default: the server's)")
     c.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    c.add_argument("--wait-idle", type=float, default=None, metavar="SHARE",
+                   help="on a shared machine: before each run wait (up to a minute) until the CPUs were this idle "
+                        "(0..1) for a second")
     c.add_argument("--json", dest="json_out", help="also write the figures as JSON")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_cloud)
