@@ -152,11 +152,11 @@ def _answer_text(status: int, raw: bytes) -> str | None:
 
 
 def run_level(base_url: str, bodies: list[bytes], concurrency: int, requests: int, timeout_s: float = 120.0,
-              start: int = 0, server_pids=()) -> dict:
+              start: int = 0, server_pids=None) -> dict:
     """``requests`` requests from ``concurrency`` threads at once (closed loop). Request ``k`` sends body
     ``(start + k) % len(bodies)``. Returns the wall time, every request's latency, status and answer, and
     ``other_cores``: the CPU the rest of the machine used meanwhile (cores, on average; not this process nor
-    ``server_pids``), None where /proc is missing."""
+    ``server_pids``), None where /proc is missing or ``server_pids`` is None (the server's processes unknown)."""
     lock = threading.Lock()
     nxt = [0]
     lat = [None] * requests
@@ -191,13 +191,13 @@ def run_level(base_url: str, bodies: list[bytes], concurrency: int, requests: in
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
-    j0 = _jiffies(server_pids)
+    j0 = None if server_pids is None else _jiffies(server_pids)
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    j1 = _jiffies(server_pids)
+    j1 = None if server_pids is None else _jiffies(server_pids)
     other = (None if j0 is None or j1 is None
              else max(0.0, ((j1[0] - j0[0]) - (j1[1] - j0[1])) / _tick() / wall))
     return {"concurrency": concurrency, "requests": requests, "wall_s": wall, "latency_s": lat,
@@ -244,7 +244,7 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
         server = ReferenceServer(model, threads, sessions=sessions, extra_args=server_args)
         base_url = server.url
     info = machine_info()
-    pids = [server.proc.pid] if server is not None else []
+    pids = [server.proc.pid] if server is not None else None  # a server elsewhere: its CPU is not known
     waits = []
     try:
         warm = max(concurrency) * 2 if warmup is None else warmup
@@ -323,7 +323,8 @@ def format_bench_cloud(r: dict) -> str:
                      f"{lv['latency_ms']['p95']} | {lv['errors']} | {other} |")
     lines.append("")
     lines.append("req/s: median over the repeats; p50/p95: over every request of the level; other load: CPU used "
-                 "meanwhile by the rest of the machine (median over the repeats)")
+                 "meanwhile by the rest of the machine (median over the repeats; ? with --base-url, whose server's "
+                 "CPU is not known here)")
     lines.append("same answer for each request body at every level: " + ("yes" if r["answers_consistent"] else "NO"))
     return "\n".join(lines)
 
