@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     e.add_argument("--checkpoint", default="edge-torch", help="PyTorch weights: shipped name or path ('' to skip)")
     e.add_argument("--calibration", default="edge-calibration", help="planner calibration ('' for none)")
     e.add_argument("--threads", type=int, default=1, help="onnxruntime and OpenCV threads; 1 = one core")
+    e.add_argument("--providers", default="cpu",
+                   help="ONNX Runtime execution provider(s) for the ONNX models: cpu, cuda, tensorrt, or a "
+                        "comma-separated list tried in order (docs/edge.md)")
     e.add_argument("--json", dest="json_out", help="also write the figures as JSON")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_edge)
@@ -56,6 +59,11 @@ def add_parser(sub) -> None:
     c.set_defaults(func=cmd_cloud)
 
 
+def _providers(text: str):
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    return items[0] if len(items) == 1 else items
+
+
 def cmd_edge(a) -> int:
     from cepr.bench.edge import bench_edge, format_bench_edge, write_json
     from cepr.edge.models import model_path
@@ -71,7 +79,7 @@ def cmd_edge(a) -> int:
         except ImportError:
             print("note: torch not installed (pip install -e '.[train]'): skipping the PyTorch column")
     r = bench_edge(a.data, opt(a.int8), opt(a.fp32), ckpt, opt(a.calibration), split=a.split, frames=a.frames,
-                   threads=a.threads, progress=not a.no_progress)
+                   threads=a.threads, progress=not a.no_progress, providers=_providers(a.providers))
     print(format_bench_edge(r))
     if a.json_out:
         write_json(r, a.json_out)
