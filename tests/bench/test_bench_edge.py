@@ -29,3 +29,14 @@ def test_bench_edge_prints_stages_ratio_and_cpu_flags(tiny_models, tiny_data, tm
     assert r["ratios"]["fp32_over_int8"] == r["models"]["onnx-fp32"]["net_ms"]["median"] / \
         r["models"]["onnx-int8"]["net_ms"]["median"]
     assert r["threads"] == 1 and "summary" in r["targets_ms"]
+
+
+def test_bench_edge_ground_plane_distances(tiny_models, tiny_data, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "edge", "--data", tiny_data, "--frames", 2, "--int8", tiny_models["int8"], "--fp32", "",
+            "--checkpoint", "", "--calibration", "", "--distances", "ground-plane", "--json", out, "--no-progress"]
+    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert r["distances"] == "ground-plane" and "distances from ground-plane" in p.stdout
+    assert "fp32_over_int8" not in r["ratios"] and r["stages_ms"]["summary"]["median"] > 0

@@ -37,12 +37,18 @@ def opencv_threads(n: int):
 
 def bench_edge(data: str, int8: str, fp32: str | None, checkpoint: str | None, calibration: str | None,
                split: str = "test", frames: int = 50, threads: int = 1, progress: bool = True,
-               providers="cpu") -> dict:
+               providers="cpu", distances: str = "depth") -> dict:
+    """``distances``: "depth" (the frames' depth maps) or "ground-plane" (as on data without depth, the real
+    Cloud-Robotics set: the summary's other code path)."""
+    if distances not in ("depth", "ground-plane"):
+        raise ValueError(f"distances must be depth or ground-plane, not {distances!r}")
     with opencv_threads(threads):
-        return _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers)
+        return _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers,
+                           distances)
 
 
-def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers) -> dict:
+def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers,
+                distances) -> dict:
     from cepr.edge.evaluate import evaluate
     from cepr.edge.pipeline import EdgePipeline
     from cepr.edge.planner import Planner
@@ -56,7 +62,8 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
         models["pytorch"] = ("torch", checkpoint)
     reports = {r.name: r for r in evaluate(samples, models, threads=threads, progress=progress, providers=providers)}
     planner = Planner.from_file(calibration) if calibration else None
-    pipe = EdgePipeline(int8, planner=planner, threads=threads, providers=providers)
+    pipe = EdgePipeline(int8, planner=planner, threads=threads, providers=providers,
+                        depth_for_distance=distances == "depth")
     pipe.run_sample(samples[0])  # warm-up
     # summary: the binary form (msgpack + RLE mask, what the edge service streams); summary_text: the compact
     # JSON text form, what a request to a cloud model carries
@@ -75,7 +82,7 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
     h, w = samples[0].label.shape
     out = {
         "frames": len(samples), "frame_size": [w, h], "threads": threads, "provider": pipe.model.provider,
-        "split": split, "data": str(data),
+        "split": split, "data": str(data), "distances": distances,
         "machine": machine_info(), "targets_ms": TARGETS_MS, "target_int8_speedup": TARGET_INT8_SPEEDUP,
         "models": {n: {"miou": r.miou, "pixel_accuracy": r.pixel_accuracy, "net_ms": r.latency("infer"),
                        "frame_ms": r.latency("total")} for n, r in reports.items()},
@@ -98,7 +105,8 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
 def format_bench_edge(r: dict) -> str:
     w, h = r["frame_size"]
     L = [f"edge benchmark: {r['frames']} {r['split']} frames at {w}x{h}, {r['threads']} thread(s) "
-         f"(onnxruntime and OpenCV), {r.get('provider', 'CPUExecutionProvider')}", "machine: " + format_machine(r["machine"]),
+         f"(onnxruntime and OpenCV), {r.get('provider', 'CPUExecutionProvider')}, "
+         f"distances from {r.get('distances', 'depth')}", "machine: " + format_machine(r["machine"]),
          "", f"{'model':<10} {'mIoU':>7} {'net ms median':>14} {'p90':>7} {'frame ms':>9}"]
     for n, m in r["models"].items():
         L.append(f"{n:<10} {100 * m['miou']:>6.2f}% {m['net_ms']['median']:>14.2f} {m['net_ms']['p90']:>7.2f} "

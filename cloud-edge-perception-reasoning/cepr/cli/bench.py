@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     e.add_argument("--providers", default="cpu",
                    help="ONNX Runtime execution provider(s) for the ONNX models: cpu, cuda, tensorrt, or a "
                         "comma-separated list tried in order (docs/edge.md)")
+    e.add_argument("--distances", default="depth", choices=["depth", "ground-plane"],
+                   help="where the summary's distances come from: the depth maps, or the ground plane as on data "
+                        "without depth (the real Cloud-Robotics set)")
     e.add_argument("--json", dest="json_out", help="also write the figures as JSON")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_edge)
@@ -79,7 +82,7 @@ def cmd_edge(a) -> int:
         except ImportError:
             print("note: torch not installed (pip install -e '.[train]'): skipping the PyTorch column")
     r = bench_edge(a.data, opt(a.int8), opt(a.fp32), ckpt, opt(a.calibration), split=a.split, frames=a.frames,
-                   threads=a.threads, progress=not a.no_progress, providers=_providers(a.providers))
+                   threads=a.threads, progress=not a.no_progress, providers=_providers(a.providers), distances=a.distances)
     print(format_bench_edge(r))
     if a.json_out:
         write_json(r, a.json_out)
