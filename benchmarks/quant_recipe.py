@@ -21,8 +21,8 @@ the medians to load spikes. Run it twice and compare before trusting a second de
     python benchmarks/quant_recipe.py --list                       # the recipes and what they set
 
 Needs the train extra (onnx, for quantisation). ``--calib-data`` defaults to the 2,000-frame synthetic set the
-shipped models were calibrated on: ``datasets/cloud-robotics-synth`` (as in the docs) or, where that is missing, this
-project's copy at /work/data/synth2000.
+shipped models were calibrated on, ``datasets/cloud-robotics-synth`` (render it with ``cepr datasets synth --out
+datasets/cloud-robotics-synth --frames 2000 --seed 0``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -108,19 +107,8 @@ def _grid() -> list[Recipe]:
 
 
 RECIPES = {x.name: x for x in _grid()}
-# the 2,000-frame synthetic set the shipped models were calibrated on: its name in the docs, then this project's copy
-CALIB_DATA = ("datasets/cloud-robotics-synth", "/work/data/synth2000")
-
-
-def cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
+# the 2,000-frame synthetic set the shipped models were calibrated on (`cepr datasets synth --frames 2000 --seed 0`)
+CALIB_DATA = ("datasets/cloud-robotics-synth",)
 
 
 def session(path, opt_level="all", config=(), threads=1, profile_prefix=None):
@@ -335,14 +323,12 @@ def main(argv=None) -> int:
         a.calib_data = next((d for d in CALIB_DATA if Path(d).is_dir()), CALIB_DATA[0])
     fp32 = model_path(a.model)
     cfg = read_meta(fp32)["model_config"]
-    flags = cpu_flags()
-    env = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "onnxruntime": ort.__version__, "numpy": np.__version__,
-           "flags": [f for f in ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags],
-           "vnni": "avx512_vnni" in flags or "avx_vnni" in flags, "model": str(fp32), "data": a.data,
+    from cepr.bench.machine import format_machine, machine_info
+
+    m = machine_info()
+    env = {**m, "onnxruntime": ort.__version__, "numpy": np.__version__, "model": str(fp32), "data": a.data,
            "calib_data": a.calib_data, "reps": a.reps}
-    print(f"cpu {env['cpu']}; flags: {' '.join(env['flags']) or '-'} (VNNI: {'yes' if env['vnni'] else 'no'}); "
-          f"onnxruntime {env['onnxruntime']}, numpy {env['numpy']}, python {env['python']}")
+    print("machine: " + format_machine(m))
     print(f"model {fp32.name}; scoring {a.data} {a.split}; calibration {a.calib_data} train, "
           f"{a.calib_frames} frames, seed {a.seed}", flush=True)
 

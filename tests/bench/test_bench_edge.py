@@ -11,7 +11,8 @@ def test_bench_edge_prints_stages_ratio_and_cpu_flags(tiny_models, tiny_data, tm
     out = tmp_path / "bench.json"
     args = ["bench", "edge", "--data", tiny_data, "--frames", 3, "--int8", tiny_models["int8"], "--fp32",
             tiny_models["fp32"], "--checkpoint", "", "--calibration", "", "--json", out, "--no-progress"]
-    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], capture_output=True, text=True, timeout=300,
+                       check=False)
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text())
     m = r["machine"]
@@ -35,7 +36,8 @@ def test_bench_edge_ground_plane_distances(tiny_models, tiny_data, tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "edge", "--data", tiny_data, "--frames", 2, "--int8", tiny_models["int8"], "--fp32", "",
             "--checkpoint", "", "--calibration", "", "--distances", "ground-plane", "--json", out, "--no-progress"]
-    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-m", "cepr", *map(str, args)], capture_output=True, text=True, timeout=300,
+                       check=False)
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text())
     assert r["distances"] == "ground-plane" and "distances from ground-plane" in p.stdout

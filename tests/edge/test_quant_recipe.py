@@ -36,11 +36,11 @@ def test_quantize_options_are_recorded_and_stay_close_to_fp32(tiny_models, tiny_
     assert np.abs(q - ref).mean() < 0.1 * np.abs(ref).mean() + 0.05
 
 
-def test_default_recipe_is_unchanged(tiny_models):
+def test_default_recipe_is_the_one_measured_best(tiny_models):
     from cepr.edge.export import read_meta
 
     cal = read_meta(tiny_models["int8"])["calibration"]
-    assert cal["keep_fp32"] == ["stem", "attention", "head"]
+    assert cal["keep_fp32"] == ["stem"]  # benchmarks/quant_recipe.py on a VNNI CPU; the shipped edge-int8's
     assert (cal["quant_format"], cal["activation_type"], cal["per_channel"]) == ("qdq", "u8", True)
 
 

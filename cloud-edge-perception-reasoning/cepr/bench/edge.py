@@ -104,9 +104,10 @@ def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, thread
 
 def format_bench_edge(r: dict) -> str:
     w, h = r["frame_size"]
-    L = [f"edge benchmark: {r['frames']} {r['split']} frames at {w}x{h}, {r['threads']} thread(s) "
-         f"(onnxruntime and OpenCV), {r.get('provider', 'CPUExecutionProvider')}, "
-         f"distances from {r.get('distances', 'depth')}", "machine: " + format_machine(r["machine"]),
+    title = (f"edge benchmark: {r['frames']} {r['split']} frames at {w}x{h}, {r['threads']} thread(s) "
+             f"(onnxruntime and OpenCV), {r.get('provider', 'CPUExecutionProvider')}, "
+             f"distances from {r.get('distances', 'depth')}")
+    L = [title, "machine: " + format_machine(r["machine"]),
          "", f"{'model':<10} {'mIoU':>7} {'net ms median':>14} {'p90':>7} {'frame ms':>9}"]
     for n, m in r["models"].items():
         L.append(f"{n:<10} {100 * m['miou']:>6.2f}% {m['net_ms']['median']:>14.2f} {m['net_ms']['p90']:>7.2f} "

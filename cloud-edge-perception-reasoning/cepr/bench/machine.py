@@ -29,11 +29,11 @@ def _cpuinfo() -> tuple[str, set[str]]:
 
 
 def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version(module)
-    except Exception:  # not installed, or installed without metadata
+    except PackageNotFoundError:
         return None
 
 

@@ -151,7 +151,7 @@ ACTIVATION_TYPES = ("u8", "s8")  # activations (and so Q/DQ tensors) as uint8 or
 
 
 def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64, seed: int = 0,
-                  method: str = "minmax", keep_fp32: tuple[str, ...] = ("stem", "attention", "head"),
+                  method: str = "minmax", keep_fp32: tuple[str, ...] = ("stem",),
                   quant_format: str = "qdq", activation_type: str = "u8", per_channel: bool = True) -> Path:
     """Static INT8 calibrated on ``frames`` training frames of ``data``; int8 weights.
 
