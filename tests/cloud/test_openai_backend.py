@@ -151,7 +151,9 @@ def test_backoff_retries_stop_at_the_deadline(start_server, requests_):
     b = backend(srv.url, retries=50, backoff_s=0.2, backoff_max_s=0.2, timeout_s=1.0)
     r = b.infer(requests_[0][0])
     assert r.status == "fallback" and 2 <= r.attempts < 50
-    assert r.timings.total_ms < 1000
+    # 50 retries 0.2 s apart would take 10 s; the deadline is 1 s. The 0.5 s of slack is for a loaded machine
+    # (the last attempt's timeout fires late when the CPU is busy), not for another retry.
+    assert r.timings.total_ms < 1500
 
 
 def test_killed_server_every_sample_gets_a_result_and_the_circuit_opens(start_server, requests_):
