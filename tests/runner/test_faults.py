@@ -146,8 +146,17 @@ def _start_default_job(tiny_data: Path, cwd: Path, *args: str) -> subprocess.Pop
     import yaml
 
     (cwd / "testenv" / "testenv.yaml").write_text(yaml.safe_dump(te))
+    # SIGINT as a terminal delivers it: a shell without job control starts background commands (CI scripts run
+    # with `&`) with SIGINT ignored, and Python then keeps ignoring it instead of raising KeyboardInterrupt
     return subprocess.Popen([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--no-progress",
-                             *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(cond, timeout: float, what: str):
