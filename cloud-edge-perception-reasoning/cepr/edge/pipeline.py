@@ -42,7 +42,9 @@ class EdgePipeline:
         self.tasks = tasks
         self.depth_for_distance = depth_for_distance  # False: ground-plane distances, as from an image alone
 
-    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None, camera: Camera) -> EdgeResult:
+    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None, camera: Camera,
+                 tasks: tuple[str, ...] | None = None) -> EdgeResult:
+        """One frame; ``tasks`` (default: the pipeline's) are the ones the reasoner answers."""
         seg = self.model(rgb, depth if self.model.use_depth else None)
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
@@ -51,7 +53,7 @@ class EdgePipeline:
                             params=self.params, mask_size=self.mask_size)
         blob = summary.to_bytes()
         t1 = time.perf_counter()
-        answers = self.planner.answer(summary, self.tasks)
+        answers = self.planner.answer(summary, self.tasks if tasks is None else tasks)
         t2 = time.perf_counter()
         timings = {f"perception.{k}": v for k, v in seg.timings_ms.items()}
         timings.update({"summary": 1e3 * (t1 - t0), "planner": 1e3 * (t2 - t1)})

@@ -35,6 +35,7 @@ class LocalAnswer:
     answer: str
     confidence: float
     features: dict
+    distribution: dict | None = None  # over the task's answers, where the reasoner has one (a language model)
 
 
 def _closest_gap(values, thresholds) -> float:

@@ -32,6 +32,18 @@ def planner(calibration: str | Path | None = None):
     return Planner.from_file(calibration) if calibration is not None else Planner()
 
 
-def create_reasoner(name: str, calibration: str | Path | None = None):
-    """Reasoner ``name`` for a model with this calibration; an unknown name gets a "did you mean"."""
-    return REASONER_REGISTRY.get(name)(calibration=calibration)
+@register_reasoner("llamacpp")
+def llamacpp(calibration: str | Path | None = None, llm_model: str = "gemma3-270m", llm_threads: int = 1,
+             llm_ctx: int = 2048):
+    """A GGUF language model run in-process by llama.cpp (``cepr.llm.reasoner``), answering from the summary's
+    text form with log-probability confidences. ``calibration`` (the segmentation model's planner fit) does not
+    apply to it. Needs the llm extra."""
+    from cepr.llm.reasoner import LlmReasoner
+
+    return LlmReasoner(llm_model, threads=int(llm_threads), n_ctx=int(llm_ctx))
+
+
+def create_reasoner(name: str, calibration: str | Path | None = None, **options):
+    """Reasoner ``name`` for a model with this calibration, with the reasoner's own ``options``; an unknown name
+    gets a "did you mean"."""
+    return REASONER_REGISTRY.get(name)(calibration=calibration, **options)

@@ -140,7 +140,9 @@ class TaskDatasetProcessor:
 # ---- edge ---------------------------------------------------------------------------------------------------
 
 EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
-            "keep_mask")
+            "keep_mask", "llm_model", "llm_threads", "llm_ctx")
+# the language-model reasoner's own settings (cepr.edge.reasoners.llamacpp): only with reasoner: llamacpp
+LLM_HPS = ("llm_model", "llm_threads", "llm_ctx")
 
 
 def _flag(kind: str, name: str, value) -> bool:
@@ -150,6 +152,30 @@ def _flag(kind: str, name: str, value) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
         return value.strip().lower() in ("true", "yes")
     raise CeprError(f"{kind}: {name} must be true or false, got {value!r}")
+
+
+def _llm_options(reasoner: str, hps: dict) -> dict:
+    """The llamacpp reasoner's settings from the hyperparameters, checked before any case runs."""
+    given = {k: hps[k] for k in LLM_HPS if k in hps}
+    if reasoner != "llamacpp":
+        if given:
+            raise CeprError(f"edgemodel: {', '.join(sorted(given))} only apply to reasoner: llamacpp "
+                            f"(this module's reasoner is {reasoner})")
+        return {}
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise CeprError("edgemodel: reasoner llamacpp needs llama-cpp-python: pip install -e '.[llm]'")
+    out = {"llm_model": str(given.get("llm_model", "gemma3-270m"))}
+    for k, lo in (("llm_threads", 1), ("llm_ctx", 256)):
+        if k in given:
+            try:
+                out[k] = int(given[k])
+            except (TypeError, ValueError):
+                raise CeprError(f"edgemodel: {k} must be an integer, got {given[k]!r}") from None
+            if out[k] < lo:
+                raise CeprError(f"edgemodel: {k} must be >= {lo}, got {out[k]}")
+    return out
 
 
 class EdgeModule:
@@ -164,7 +190,9 @@ class EdgeModule:
       ``<model>.calibration.json`` beside an ONNX path, else none); a shipped name or a path; ``none`` for the
       planner's uncalibrated confidence;
     * ``reasoner``: what answers from the scene summary, by its name in ``cepr.edge.reasoners`` (``planner``,
-      the calibrated rule planner, by default); it gets the calibration above;
+      the calibrated rule planner, by default; it gets the calibration above); ``llamacpp`` is a GGUF language
+      model in-process, set by ``llm_model`` (``gemma3-270m``, the shipped name, or a GGUF path), ``llm_threads``
+      (1) and ``llm_ctx`` (2048 tokens); it answers only the task asked;
     * ``threads``: ONNX Runtime intra-op threads (1);
     * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
       tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
@@ -192,6 +220,7 @@ class EdgeModule:
             REASONER_REGISTRY.get(self.reasoner)
         except CeprError as e:
             raise CeprError(f"edgemodel: {e}") from None
+        self.reasoner_options = _llm_options(self.reasoner, hps)
         try:
             self.threads = int(hps.get("threads", 1))
         except (TypeError, ValueError):
@@ -235,7 +264,7 @@ class EdgeModule:
                 cal = calibration_for(name)
             else:
                 cal = self.calibration_file
-            reasoner = create_reasoner(self.reasoner, cal)
+            reasoner = create_reasoner(self.reasoner, cal, **self.reasoner_options)
             seg = SegmentationModel(path, threads=self.threads, providers=self.providers)
             pipe = EdgePipeline(seg, reasoner, depth_for_distance=self.depth_for_distance)
             if pipe.model.use_depth and not self.use_depth:
@@ -266,12 +295,15 @@ class EdgeModule:
         sp = frame.sidecar_path
         camera = camera_for(load_sidecar(sp) if sp is not None else None, rgb.shape[1], rgb.shape[0])
         load_ms = 1e3 * (time.perf_counter() - t0)
-        r = pipe(rgb, depth, camera)
         task = get_task(s["task"])
+        r = pipe(rgb, depth, camera, tasks=(task.name,))  # only the task asked (a language model is not free)
         local = r.answers[task.name]
-        others = [a for a in task.answers if a != local.answer]
-        rest = (1.0 - local.confidence) / len(others) if others else 0.0
-        dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
+        if local.distribution is not None:
+            dist = {a: float(local.distribution.get(a, 0.0)) for a in task.answers}
+        else:  # the planner's: its confidence on its answer, the rest spread evenly
+            others = [a for a in task.answers if a != local.answer]
+            rest = (1.0 - local.confidence) / len(others) if others else 0.0
+            dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
         timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()}}
         compute_ms = r.total_ms
         state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict())
