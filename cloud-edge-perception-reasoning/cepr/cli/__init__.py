@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, edge, run, serve
+    from cepr.cli import bench, datasets, edge, models, run, serve
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  cepr datasets synth --out datasets/cloud-robotics-synth --frames 200\n"
                "  cepr datasets check datasets/cloud-robotics-synth\n"
                "  cepr datasets stats datasets/cloud-robotics-synth --split test\n"
-               "  cepr run -f benchmarkingjob.yaml\n",
+               "  cepr run -f benchmarkingjob.yaml\n"
+               "  cepr models tiny --out models/tiny\n",
     )
     p.add_argument("--version", action="version", version=f"cepr {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_parser(sub)
     bench.add_parser(sub)
     serve.add_parser(sub)
+    models.add_parser(sub)
     run.add_parser(sub)
     return p
 
