@@ -46,6 +46,35 @@ def add_parser(sub) -> None:
                    help="testing: refuse stream_options like servers that do not support it")
     c.add_argument("--log-level", default="warning")
     c.set_defaults(func=cmd_cloud)
+    lc = ssub.add_parser(
+        "llamacpp", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="a GGUF language model behind llama.cpp's OpenAI-compatible server",
+        description="Serve a GGUF model (the shipped Gemma 3 270M by default) with llama-cpp-python's "
+                    "OpenAI-compatible server on loopback: /v1/models, /v1/completions, /v1/chat/completions "
+                    "(streaming, usage, logprobs, JSON-schema and grammar constraints). Needs the llm and serve "
+                    "extras. Example: cepr serve llamacpp --model gemma3-270m --port 8001 --speculative "
+                    "prompt-lookup")
+    lc.add_argument("--host", default="127.0.0.1")
+    lc.add_argument("--port", type=int, default=8001)
+    lc.add_argument("--model", default="gemma3-270m", help="shipped name (gemma3-270m) or a GGUF path")
+    lc.add_argument("--alias", default=None, help="the model id clients send (default: the GGUF file's name)")
+    lc.add_argument("--n-ctx", type=int, default=4096, help="context length in tokens")
+    lc.add_argument("--threads", type=int, default=1)
+    lc.add_argument("--speculative", default="none", choices=["none", "prompt-lookup"],
+                    help="speculative decoding: prompt lookup (n-gram drafts from the prompt)")
+    lc.add_argument("--draft-tokens", type=int, default=10, help="draft tokens per step (with --speculative)")
+    lc.add_argument("--chat-format", default=None, help="llama-cpp-python chat format (default: the GGUF's template)")
+    lc.add_argument("--log-level", default="warning")
+    lc.set_defaults(func=cmd_llamacpp)
+
+
+def cmd_llamacpp(a) -> int:
+    from cepr.serve.llamacpp_server import LlamaCppServerConfig, serve
+
+    serve(LlamaCppServerConfig(model=a.model, host=a.host, port=a.port, n_ctx=a.n_ctx, threads=a.threads,
+                               speculative=a.speculative, draft_tokens=a.draft_tokens, chat_format=a.chat_format,
+                               alias=a.alias), log_level=a.log_level)
+    return 0
 
 
 def cmd_cloud(a) -> int:
