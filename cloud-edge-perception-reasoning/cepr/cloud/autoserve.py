@@ -75,7 +75,11 @@ class ReferenceServer:
             cmd += ["--sessions", str(int(sessions))]
         if providers_arg(providers) != "cpu":  # the default adds nothing to the command line
             cmd += ["--providers", providers_arg(providers)]
-        log.info("starting the reference cloud expert: %s", " ".join(cmd))
+        self._launch(cmd, "/health", "the reference cloud expert", startup_s)
+
+    def _launch(self, cmd: list[str], health: str, what: str, startup_s: float) -> None:
+        """Start ``cmd`` and wait until ``health`` (a path on this server) answers; ``what`` names it in errors."""
+        log.info("starting %s: %s", what, " ".join(cmd))
         env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the server exits when this process is gone
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      errors="replace", env=env)
@@ -88,16 +92,15 @@ class ReferenceServer:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 self._drain.join(5)
-                raise CeprError(f"the reference cloud expert exited at start-up (code {self.proc.returncode}):\n"
-                                f"{self.last_output()}")
+                raise CeprError(f"{what} exited at start-up (code {self.proc.returncode}):\n{self.last_output()}")
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1).read()
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{health}", timeout=1).read()
                 return
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise CeprError(f"the reference cloud expert did not answer /health within {startup_s:.0f} s; its last "
-                        f"output:\n{self.last_output()}")
+        raise CeprError(f"{what} did not answer {health} within {startup_s:.0f} s; its last output:\n"
+                        f"{self.last_output()}")
 
     KEEP_LINES = 50
 
@@ -123,6 +126,45 @@ class ReferenceServer:
         self._drain.join(5)  # the pipe ends when the process does
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+class LlamaCppServer(ReferenceServer):
+    """``cepr serve llamacpp`` on a free loopback port: a GGUF model behind llama.cpp's OpenAI-compatible server."""
+
+    def __init__(self, model: str = "gemma3-270m", threads: int = 1, speculative: str = "none",
+                 draft_tokens: int = 10, n_ctx: int = 4096, startup_s: float = 120.0):
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise CeprError("server: llamacpp needs the llm extra: pip install -e '.[llm,serve]'") from None
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [sys.executable, "-m", "cepr", "serve", "llamacpp", "--port", str(self.port), "--model", str(model),
+               "--threads", str(threads), "--n-ctx", str(n_ctx), "--speculative", speculative,
+               "--draft-tokens", str(draft_tokens)]
+        self._launch(cmd, "/v1/models", f"the llama.cpp server ({model})", startup_s)
+
+    def model_id(self) -> str:
+        import json
+
+        with urllib.request.urlopen(f"{self.url}/models", timeout=5) as r:
+            return json.loads(r.read())["data"][0]["id"]
+
+
+def llamacpp_server(model: str = "gemma3-270m", threads: int = 1, speculative: str = "none",
+                    draft_tokens: int = 10, n_ctx: int = 4096) -> LlamaCppServer:
+    """A running llama.cpp server for these settings, started on first use and shared (stopped by
+    :func:`shutdown_all`, like the reference expert)."""
+    key = ("llamacpp", str(model), int(threads), str(speculative), int(draft_tokens), int(n_ctx))
+    with _lock:
+        srv = _servers.get(key)
+        if srv is not None and srv.proc.poll() is not None:
+            log.warning("the llama.cpp server on port %d died (code %s); starting a new one", srv.port,
+                        srv.proc.returncode)
+            srv = None
+        if srv is None:
+            srv = _servers[key] = LlamaCppServer(model, threads, speculative, draft_tokens, n_ctx)
+        return srv
 
 
 def server_pids() -> list[int]:

@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import uuid
+from typing import Literal
 
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,6 +48,9 @@ class OpenAIBackendConfig(BaseModel):
     max_tokens: int = Field(128, gt=0)
     temperature: float = 0.0
     extra_body: dict = Field(default_factory=dict, description="passed through to the server (e.g. vLLM options)")
+    answer_format: Literal["none", "json_schema", "json_object"] = Field(
+        "none", description="constrain the reply to the answer JSON with the task's answers as an enum: json_schema "
+                            "is the OpenAI API's (vLLM, OpenAI), json_object with a schema is llama-cpp-python's")
     retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx, within the deadline")
     backoff_s: float = Field(0.05, ge=0, description="longest wait before the first retry; doubles per retry")
     backoff_max_s: float = Field(2.0, ge=0, description="cap on the backoff wait (a server's Retry-After wins)")
@@ -62,6 +66,24 @@ def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
     summary = req.summary if p.sends_summary else None
     return [{"role": "system", "content": cfg.system_prompt},
             {"role": "user", "content": build_user_content(req.user_prompt(), summary, image, req.camera)}]
+
+
+def answer_schema(answers) -> dict:
+    """The JSON schema of a reply: the answer (one of ``answers``), a confidence in [0, 1], a short reason."""
+    return {"type": "object",
+            "properties": {"answer": {"type": "string", "enum": list(answers)},
+                           "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                           "reason": {"type": "string", "maxLength": 160}},
+            "required": ["answer", "confidence"], "additionalProperties": False}
+
+
+def response_format(kind: str, answers) -> dict:
+    """``response_format`` for a constrained reply: the OpenAI API's ``json_schema`` form, or the ``json_object``
+    form with a ``schema`` that llama-cpp-python's server reads."""
+    if kind == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": answer_schema(answers),
+                                                        "strict": True}}
+    return {"type": "json_object", "schema": answer_schema(answers)}
 
 
 def _server_usage(u) -> Usage:
@@ -208,7 +230,7 @@ class OpenAIBackend:
         rid = uuid.uuid4().hex  # one id for every attempt: the transport adds up the bytes of all of them
         retrying = self._retrying()
         try:
-            text, usage, timings = retrying(self._call, msgs, rid, t0)
+            text, usage, timings = retrying(self._call, msgs, rid, t0, req.answers)
         except Exception as e:  # noqa: BLE001 - a server that returns garbage must not crash the run
             up, down = self.counter.pop(rid)
             self._record(False)
@@ -262,11 +284,13 @@ class OpenAIBackend:
             return "error", f"HTTP {e.status_code}: {e.message}"
         return "error", f"{type(e).__name__}: {e}"
 
-    def _call(self, msgs, rid, t0):
+    def _call(self, msgs, rid, t0, answers=None):
         cfg = self.cfg
         kw = {"model": cfg.model, "messages": msgs, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
               "extra_headers": {_ID_HEADER: rid}, "extra_body": dict(cfg.extra_body) or None,
               "timeout": max(1e-3, cfg.timeout_s - (time.perf_counter() - t0))}
+        if cfg.answer_format != "none" and answers:
+            kw["response_format"] = response_format(cfg.answer_format, answers)
         if not cfg.stream:
             resp = self.client.chat.completions.create(**kw)
             text = resp.choices[0].message.content or ""

