@@ -22,10 +22,10 @@ from cepr.llm.speculative import generate, make_generator
 
 # completions a robot's cloud model writes: prose about the scene, and structured text that repeats the prompt
 PROMPTS = [
-    "Objects in the robot's path: person at 3.2 m, car at 7.5 m, pole at 9.1 m. Objects in the robot's path: person "
-    "at 3.2 m, car at 7.5 m,",
-    'Scene summary: {"objects": [["person", 3.2, -4.1], ["car", 7.5, 10.2], ["pole", 9.1, 1.5]]}. Repeat the '
-    'objects as JSON: {"objects": [["person",',
+    ("Objects in the robot's path: person at 3.2 m, car at 7.5 m, pole at 9.1 m. Objects in the robot's path: "
+     "person at 3.2 m, car at 7.5 m,"),
+    ('Scene summary: {"objects": [["person", 3.2, -4.1], ["car", 7.5, 10.2], ["pole", 9.1, 1.5]]}. Repeat the '
+     'objects as JSON: {"objects": [["person",'),
     "The robot walks through an industrial park. Ahead of it there is",
 ]
 
