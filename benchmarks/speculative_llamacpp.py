@@ -43,9 +43,10 @@ def main() -> None:
     a = ap.parse_args()
 
     ks = [int(x) for x in a.k.split(",")]
-    settings = [("none", 0)] + [(m, k) for m in ("prompt-lookup", "draft") for k in ks]
-    gens = {s: make_generator(a.model, s[0], a.draft, k=max(s[1], 1), n_ctx=a.n_ctx, threads=a.threads)
-            for s in settings}
+    # "none, all logits": plain decoding that keeps every position's logits, as verification must: its cost alone
+    settings = [("none", 0), ("none, all logits", 0)] + [(m, k) for m in ("prompt-lookup", "draft") for k in ks]
+    gens = {s: make_generator(a.model, s[0].split(",")[0], a.draft, k=max(s[1], 1), n_ctx=a.n_ctx,
+                              threads=a.threads, logits_all=s[0] == "none, all logits") for s in settings}
     rows = {s: {"tokens": 0, "seconds": 0.0, "proposed": 0, "accepted": 0, "same": 0, "runs": 0} for s in settings}
     for _ in range(a.repeat):
         for p in PROMPTS:
@@ -65,12 +66,12 @@ def main() -> None:
     print("machine: " + format_machine(machine_info()))
     print(f"target {a.model}, draft {a.draft or 'the target itself'}; {len(PROMPTS)} prompts x {a.repeat}, "
           f"{a.max_tokens} tokens each, greedy, {a.threads} thread(s)\n")
-    print(f"{'method':<14} {'k':>3} {'tokens/s':>9} {'speed-up':>9} {'acceptance':>11} {'= plain greedy':>15}")
+    print(f"{'method':<17} {'k':>3} {'tokens/s':>9} {'speed-up':>9} {'acceptance':>11} {'= plain greedy':>15}")
     out = []
     for (m, k), r in rows.items():
         tps = r["tokens"] / r["seconds"]
         acc = r["accepted"] / r["proposed"] if r["proposed"] else float("nan")
-        print(f"{m:<14} {k or '-':>3} {tps:>9.1f} {tps / plain_tps:>8.2f}x {acc:>11.2f} {r['same']:>9}/{r['runs']}")
+        print(f"{m:<17} {k or '-':>3} {tps:>9.1f} {tps / plain_tps:>8.2f}x {acc:>11.2f} {r['same']:>9}/{r['runs']}")
         out.append({"method": m, "k": k, "tokens_per_s": tps, "speedup": tps / plain_tps,
                     "acceptance": None if np.isnan(acc) else acc, "same_as_plain": r["same"], "runs": r["runs"]})
     if a.json_out:

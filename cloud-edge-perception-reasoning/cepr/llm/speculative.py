@@ -122,12 +122,13 @@ class Generation:
 
 
 def make_generator(model: str | Path, speculative: str = "none", draft: str | Path | None = None, k: int = 4,
-                   n_ctx: int = 1024, threads: int = 1):
+                   n_ctx: int = 1024, threads: int = 1, logits_all: bool = False):
     """(Llama, Counting or None): the target with ``speculative`` = none, prompt-lookup (k tokens from n-gram
     matches in the prompt) or draft (greedy drafts of k tokens from the GGUF ``draft``; the target itself if None).
-    Speculation needs the logits of every verified position, so the target keeps them all (``logits_all``)."""
+    Speculation needs the logits of every verified position, so the target keeps them all (``logits_all``);
+    plain decoding keeps them only when asked, to measure what that costs."""
     if speculative == "none":
-        return _llama(model, n_ctx, threads, logits_all=False), None
+        return _llama(model, n_ctx, threads, logits_all=logits_all), None
     if speculative == "prompt-lookup":
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
