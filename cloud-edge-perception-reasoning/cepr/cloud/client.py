@@ -22,6 +22,9 @@ BACKEND_REGISTRY: Registry[type] = Registry("backends", "cloud backend", capabil
 register_backend = BACKEND_REGISTRY.register
 # any OpenAI-compatible server; imported only when chosen (it brings the openai SDK)
 BACKEND_REGISTRY.add_lazy("openai", "cepr.cloud.openai_backend:OpenAIBackend", config_model=_OPENAI_CONFIG)
+# a Hugging Face causal LM in this process (the llm extra: transformers and torch, imported when built)
+BACKEND_REGISTRY.add_lazy("transformers", "cepr.cloud.transformers_backend:TransformersBackend",
+                          config_model="cepr.cloud.transformers_backend:TransformersConfig")
 BACKENDS = BACKEND_REGISTRY.view()
 
 
