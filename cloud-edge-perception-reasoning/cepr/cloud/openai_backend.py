@@ -48,6 +48,10 @@ class OpenAIBackendConfig(BaseModel):
     max_tokens: int = Field(128, gt=0)
     temperature: float = 0.0
     extra_body: dict = Field(default_factory=dict, description="passed through to the server (e.g. vLLM options)")
+    content_format: Literal["parts", "string"] = Field(
+        "parts", description="the user turn as a list of content parts (OpenAI's form, needed for images) or, "
+                             "without an image, as one string: llama-cpp-python's server drops text parts it "
+                             "is given as a list for models without a multimodal chat handler")
     answer_format: Literal["none", "json_schema", "json_object"] = Field(
         "none", description="constrain the reply to the answer JSON with the task's answers as an enum: json_schema "
                             "is the OpenAI API's (vLLM, OpenAI), json_object with a schema is llama-cpp-python's")
@@ -64,8 +68,10 @@ def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
     p = cfg.payload
     image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None
     summary = req.summary if p.sends_summary else None
-    return [{"role": "system", "content": cfg.system_prompt},
-            {"role": "user", "content": build_user_content(req.user_prompt(), summary, image, req.camera)}]
+    content = build_user_content(req.user_prompt(), summary, image, req.camera)
+    if cfg.content_format == "string" and all(p["type"] == "text" for p in content):
+        content = "\n".join(p["text"] for p in content)
+    return [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": content}]
 
 
 def answer_schema(answers) -> dict:

@@ -449,6 +449,7 @@ class CloudModule:
                 cfg["base_url"] = srv.url
                 cfg.setdefault("model", srv.model_id())
                 cfg.setdefault("answer_format", "json_object")  # the reply constrained to the answer JSON
+                cfg.setdefault("content_format", "string")  # its server drops text given as a list of parts
             elif cfg.get("base_url", "auto") == "auto":
                 from cepr.cloud.autoserve import reference_server_url
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from cepr.errors import CeprError
 
 SPECULATIVE = ("none", "prompt-lookup")
+# chat formats of the shipped models whose GGUF carries no chat template (llama-cpp-python would use llama-2's)
+CHAT_FORMATS = {"gemma3-270m": "gemma"}
 SERVER_EXTRA = "pip install -e '.[llm,serve]' (llama-cpp-python's server needs sse-starlette, starlette-context, " \
                "pydantic-settings)"
 
@@ -54,8 +56,9 @@ def create_app(cfg: LlamaCppServerConfig):
     path = llm_path(cfg.model)
     ms = {"model": str(path), "model_alias": cfg.alias or path.name, "n_ctx": int(cfg.n_ctx),
           "n_threads": int(cfg.threads), "n_threads_batch": int(cfg.threads), "verbose": False}
-    if cfg.chat_format:
-        ms["chat_format"] = cfg.chat_format
+    chat_format = cfg.chat_format or CHAT_FORMATS.get(str(cfg.model))
+    if chat_format:
+        ms["chat_format"] = chat_format
     if cfg.speculative == "prompt-lookup":
         ms.update(draft_model="prompt-lookup-decoding", draft_model_num_pred_tokens=int(cfg.draft_tokens))
     return llama_app(server_settings=ServerSettings(host=cfg.host, port=int(cfg.port)),
