@@ -69,7 +69,7 @@ def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
     image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None
     summary = req.summary if p.sends_summary else None
     content = build_user_content(req.user_prompt(), summary, image, req.camera)
-    if cfg.content_format == "string" and all(p["type"] == "text" for p in content):
+    if getattr(cfg, "content_format", "parts") == "string" and all(p["type"] == "text" for p in content):
         content = "\n".join(p["text"] for p in content)
     return [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": content}]
 
