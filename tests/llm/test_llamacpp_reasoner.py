@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -86,25 +83,10 @@ def test_bad_settings_are_clear_errors():
 def test_edge_only_job_with_the_language_model(tiny_data, tmp_path):
     """`cepr run` with reasoner: llamacpp in settings/edge.yaml: every answer is allowed, and samples.jsonl keeps
     the model's own distribution (not the planner's spread)."""
-    import yaml
 
-    from helpers import copy_default_job
+    from helpers import run_one_algorithm
 
-    copy_default_job(tmp_path, tiny_data)
-    edge = tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "edge.yaml"
-    doc = yaml.safe_load(edge.read_text())
-    doc.update(reasoner="llamacpp", llm_model="gemma3-270m")
-    edge.write_text(yaml.safe_dump(doc))
-    job = tmp_path / "benchmarkingjob.yaml"
-    j = yaml.safe_load(job.read_text())
-    algos = j["benchmarkingjob"]["test_object"]["algorithms"]
-    j["benchmarkingjob"]["test_object"]["algorithms"] = [a for a in algos if a["name"] == "edge-only"]
-    j["benchmarkingjob"]["rank"]["selected_dataitem"]["hyperparameters"] = []  # EdgeOnly has none
-    job.write_text(yaml.safe_dump(j))
-    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
-                        "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
-    assert p.returncode == 0, p.stderr[-3000:]
-    lines = [json.loads(x) for f in (tmp_path / "workspace").rglob("samples.jsonl") for x in f.read_text().splitlines()]
+    lines = run_one_algorithm(tmp_path, tiny_data, "edge-only", edge={"reasoner": "llamacpp", "llm_model": "gemma3-270m"})
     assert len(lines) == 3
     for rec in lines:
         e = rec["edge"]

@@ -75,29 +75,14 @@ def test_bad_settings(tiny_llm, tmp_path):
 
 
 def test_cloud_only_job_on_the_transformers_backend(tiny_llm, tiny_data, tmp_path):
-    import json
-    import subprocess
-    import sys
 
-    import yaml
 
     from cepr.data.tasks import get_task
-    from helpers import copy_default_job
+    from helpers import run_one_algorithm
 
-    copy_default_job(tmp_path, tiny_data)
-    cloud = tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml"
-    cloud.write_text(yaml.safe_dump({"backend": "transformers", "model": str(tiny_llm["dir"] / "hf"),
-                                     "payload": "summary", "link": "4g"}))
-    job = tmp_path / "benchmarkingjob.yaml"
-    j = yaml.safe_load(job.read_text())
-    algos = j["benchmarkingjob"]["test_object"]["algorithms"]
-    j["benchmarkingjob"]["test_object"]["algorithms"] = [a for a in algos if a["name"] == "cloud-only"]
-    j["benchmarkingjob"]["rank"]["selected_dataitem"]["hyperparameters"] = []
-    job.write_text(yaml.safe_dump(j))
-    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--limit", "3",
-                        "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
-    assert p.returncode == 0, p.stderr[-3000:]
-    lines = [json.loads(x) for f in (tmp_path / "workspace").rglob("samples.jsonl") for x in f.read_text().splitlines()]
+    lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only", replace_cloud=True,
+                              cloud={"backend": "transformers", "model": str(tiny_llm["dir"] / "hf"),
+                                     "payload": "summary", "link": "4g"})
     assert len(lines) == 3
     for rec in lines:
         assert rec["cloud"]["status"] == "ok" and rec["cloud"]["cloud_answer"] in get_task(rec["task"]).answers

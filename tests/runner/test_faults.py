@@ -150,7 +150,7 @@ def _start_default_job(tiny_data: Path, cwd: Path, *args: str) -> subprocess.Pop
     # with `&`) with SIGINT ignored, and Python then keeps ignoring it instead of raising KeyboardInterrupt
     return subprocess.Popen([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml", "--no-progress",
                              *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 - it only resets one disposition
 
 
 def _default_sigint() -> None:
