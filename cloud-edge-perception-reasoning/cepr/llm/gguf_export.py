@@ -1,5 +1,8 @@
 """Hugging Face Llama folder -> GGUF (F32 or Q8_0), written with the ``gguf`` package's ``GGUFWriter``.
 
+A LLaVA folder converts too: its decoder (``text_config``, ``model.language_model.*`` and ``lm_head``); its
+vision tower and projector go to a separate llama.cpp clip GGUF (``cepr.llm.vlm.export_mmproj``).
+
 Covers what ``cepr models tiny`` builds: a ``LlamaForCausalLM`` in safetensors (no biases, default RoPE) with a
 byte-level BPE ``tokenizer.json``. Reads the weights with ``safetensors.numpy``, so torch is not needed.
 
@@ -123,6 +126,9 @@ def export_gguf(hf_dir: str | Path, out: str | Path, quant: str = "f32", name: s
     if quant not in QUANTS:
         raise CeprError(f"unknown GGUF quantization {quant!r}; choose from {', '.join(QUANTS)}")
     cfg = json.loads((hf_dir / "config.json").read_text())
+    llava = cfg.get("model_type") == "llava"
+    if llava:  # a LLaVA folder: its decoder (the vision part is export_mmproj's, in cepr.llm.vlm)
+        cfg = dict(cfg["text_config"])
     if cfg.get("model_type") != "llama":
         raise CeprError(f"{hf_dir}: model_type {cfg.get('model_type')!r}, this converter writes llama only")
     rope = cfg.get("rope_parameters") or {}
@@ -138,6 +144,8 @@ def export_gguf(hf_dir: str | Path, out: str | Path, quant: str = "f32", name: s
     theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
     tok = _read_tokenizer(hf_dir)
     weights = _load_weights(hf_dir)
+    if llava:
+        weights = _llava_text_weights(weights)
     vocab = int(cfg["vocab_size"])
     if len(tok["tokens"]) != vocab:
         raise CeprError(f"{hf_dir}: tokenizer has {len(tok['tokens'])} tokens, the model {vocab}")
@@ -200,3 +208,18 @@ def _tensor_order(hf_name: str):
                 hf_name)
     return ({"model.embed_tokens.weight": 0, "model.norm.weight": 2, "lm_head.weight": 3}.get(hf_name, 4), 0, 0,
             hf_name)
+
+
+_LLAVA_TEXT = (("model.language_model.", "model."), ("language_model.model.", "model."),
+               ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."))
+
+
+def _llava_text_weights(weights: dict) -> dict:
+    """A LLaVA checkpoint's decoder weights under plain Llama names (both transformers layouts)."""
+    out = {}
+    for name, t in weights.items():
+        for src, dst in _LLAVA_TEXT:
+            if name.startswith(src):
+                out[dst + name[len(src):]] = t
+                break
+    return out

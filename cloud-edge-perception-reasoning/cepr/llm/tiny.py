@@ -165,6 +165,12 @@ def build_tiny(out: str | Path, seed: int = 0, quant: tuple[str, ...] = ("f32", 
             export_gguf(out / sub, out / name, q, name=f"cepr-tiny-{role}")
             files[f"{role}_{q}"] = name
         models[role] = asdict(spec)
+    from cepr.llm.vlm import build_tiny_vlm
+
+    # the tiny vision-language model (vlm/): its own seed, so the files above keep their bytes
+    vlm = build_tiny_vlm(out / "vlm", tok, TARGET, seed + 2_000_003, quant)
+    files.update(vlm["files"])
+    models["vlm"] = vlm["model"]
     manifest = {"seed": seed, "vocab_size": vocab, "special_tokens": list(SPECIAL_TOKENS),
                 "chat_template": CHAT_TEMPLATE, "models": models, "files": files,
                 "sha256": {p: _sha256(out / p) for p in sorted(set(files.values())) if (out / p).is_file()}}
