@@ -167,6 +167,20 @@ def llamacpp_server(model: str = "gemma3-270m", threads: int = 1, speculative: s
         return srv
 
 
+def shared_server(key: tuple, start, what: str):
+    """The running server stored under ``key``, or ``start()``'s, stored there (and stopped by :func:`shutdown_all`);
+    one that died is replaced, with a warning naming ``what``."""
+    with _lock:
+        srv = _servers.get(key)
+        if srv is not None and srv.proc.poll() is not None:
+            log.warning("%s on port %d died (code %s); starting a new one. Its last output:\n%s", what, srv.port,
+                        srv.proc.returncode, srv.last_output())
+            srv = None
+        if srv is None:
+            srv = _servers[key] = start()
+        return srv
+
+
 def server_pids() -> list[int]:
     """Process ids of the reference servers this process started and that still run (for resource figures)."""
     with _lock:

@@ -2,7 +2,9 @@
 reference expert), through the official ``openai`` SDK.
 
 * the API key is read from the environment variable named by ``api_key_env``, never from YAML;
-* streaming (default) measures time to first token and inter-token gaps; usage comes from
+* streaming (default) measures time to first token, the gaps between text chunks and, per token, the inter-token
+  latency (first to last text chunk over completion tokens - 1: a chunk may carry several tokens, as vLLM's do under
+  speculative decoding) and tokens/s; usage comes from
   ``stream_options.include_usage`` where the server supports it, else it is counted here (marked estimate);
 * request and response *bodies* are counted at the HTTP transport, per request, over every attempt that went on
   the wire (retries included; an attempt that found no connection sent nothing and counts nothing);
@@ -302,7 +304,7 @@ class OpenAIBackend:
             text = resp.choices[0].message.content or ""
             u = resp.usage
             usage = (_server_usage(u) if u is not None else Usage(0, estimate_tokens(text), counted="estimate"))
-            return text, usage, Timings(total_ms=1e3 * (time.perf_counter() - t0))
+            return text, usage, Timings(total_ms=1e3 * (time.perf_counter() - t0)).per_token(usage.completion_tokens)
         try:
             stream = self.client.chat.completions.create(
                 stream=True, **kw, **({"stream_options": {"include_usage": True}} if self._usage_in_stream else {}))
@@ -311,7 +313,7 @@ class OpenAIBackend:
                 raise
             self._usage_in_stream = False  # this server does not know stream_options: count tokens ourselves
             stream = self.client.chat.completions.create(stream=True, **kw)
-        parts, usage, ttft, last, gaps = [], None, None, None, []
+        parts, usage, ttft, first, last, gaps = [], None, None, None, None, []
         deadline = t0 + cfg.timeout_s
         try:
             for chunk in stream:
@@ -324,7 +326,7 @@ class OpenAIBackend:
                     piece = choice.delta.content if choice.delta else None
                     if piece:
                         if ttft is None:
-                            ttft = 1e3 * (now - t0)
+                            ttft, first = 1e3 * (now - t0), now
                         elif last is not None:
                             gaps.append(1e3 * (now - last))
                         last = now
@@ -334,7 +336,9 @@ class OpenAIBackend:
         text = "".join(parts)
         if usage is None:
             usage = Usage(0, estimate_tokens(text), counted="estimate")
-        return text, usage, Timings(ttft_ms=ttft, total_ms=1e3 * (time.perf_counter() - t0), inter_token_ms=gaps)
+        decode = 1e3 * (last - first) if first is not None else None
+        return text, usage, Timings(ttft_ms=ttft, total_ms=1e3 * (time.perf_counter() - t0), inter_chunk_ms=gaps,
+                                    decode_ms=decode).per_token(usage.completion_tokens)
 
     def close(self) -> None:
         self.client.close()

@@ -25,8 +25,23 @@ class Timings:
     sent_at: float = 0.0  # wall-clock time the request left (time.time())
     ttft_ms: float | None = None  # time to first token, streaming only
     total_ms: float = 0.0  # request sent -> response complete
-    inter_token_ms: list[float] = field(default_factory=list)
+    # gaps between streamed chunks that carry text: one token each on a plain server, several under speculative
+    # decoding (vLLM sends every token a step accepted in one chunk), so these are NOT inter-token latencies
+    inter_chunk_ms: list[float] = field(default_factory=list)
+    decode_ms: float | None = None  # first text chunk -> last text chunk (streaming only)
+    inter_token_ms: float | None = None  # decode_ms / (completion tokens - 1): mean time per token after the first
+    tokens_per_s: float | None = None  # completion tokens / total_ms (the whole request, first token included)
     transfer_ms: float = 0.0  # modelled edge<->cloud link time for the counted bytes (0 without a link model)
+
+    def per_token(self, completion_tokens: int) -> Timings:
+        """Fill ``inter_token_ms`` and ``tokens_per_s`` from the token count (the server's, where it reports
+        one); left None where undefined (no stream, fewer than two tokens)."""
+        n = int(completion_tokens or 0)
+        if self.decode_ms is not None and n >= 2:
+            self.inter_token_ms = self.decode_ms / (n - 1)
+        if n > 0 and self.total_ms > 0:
+            self.tokens_per_s = n / (self.total_ms / 1e3)
+        return self
 
 
 @dataclass

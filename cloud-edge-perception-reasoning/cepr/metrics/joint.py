@@ -27,9 +27,9 @@ from cepr.errors import CeprError
 from cepr.registry import Registry
 
 __all__ = ["METRICS", "METRIC_REGISTRY", "accuracy", "bandwidth_saving", "cloud_accuracy", "cloud_tokens",
-           "downlink_bytes", "edge_accuracy", "edge_ratio", "full_resolution_bytes", "get_metric", "latency_mean",
-           "latency_p50", "latency_p95", "latency_p99", "miou", "pixel_accuracy", "register_metric", "safety_recall",
-           "throughput", "ttft_mean", "uplink_bytes"]  # and accuracy_<task>, added below
+           "downlink_bytes", "edge_accuracy", "edge_ratio", "full_resolution_bytes", "get_metric", "inter_token_mean",
+           "latency_mean", "latency_p50", "latency_p95", "latency_p99", "miou", "pixel_accuracy", "register_metric",
+           "safety_recall", "spec_acceptance", "throughput", "ttft_mean", "uplink_bytes"]  # and accuracy_<task>, added below
 
 Metric = Callable[[object, object], float]
 METRIC_REGISTRY: Registry[Metric] = Registry("metrics", "metric")
@@ -387,6 +387,34 @@ def ttft_mean(y_true, y_pred) -> float:
     v = [float(s.cloud["ttft_ms"]) for s in _samples(y_true, y_pred)
          if s.cloud is not None and s.cloud.get("ttft_ms") is not None]
     return float(np.mean(v)) if v else _nan("ttft_mean: no cloud result reports a time to first token")
+
+
+@register_metric("inter_token_mean")
+def inter_token_mean(y_true, y_pred) -> float:
+    """Mean inter-token latency (ms per token after the first) of the streamed cloud answers that report one. Per
+    token, not per streamed chunk: under speculative decoding a chunk carries several tokens."""
+    v = [float(s.cloud["inter_token_ms"]) for s in _samples(y_true, y_pred)
+         if s.cloud is not None and s.cloud.get("inter_token_ms") is not None]
+    return float(np.mean(v)) if v else _nan("inter_token_mean: no cloud result reports an inter-token latency")
+
+
+@register_metric("spec_acceptance")
+def spec_acceptance(y_true, y_pred) -> float:
+    """Speculative decoding's acceptance rate over the run, from the serving engine's own counters (vLLM's
+    /metrics, read before and after every request: ``spec_before``/``spec_after``): accepted draft tokens / draft
+    tokens between the first reading and the last, so overlapping requests are counted once. NaN when the server
+    does not report them or nothing was drafted."""
+    before = [s.cloud["spec_before"] for s in _samples(y_true, y_pred)
+              if s.cloud is not None and isinstance(s.cloud.get("spec_before"), dict)]
+    after = [s.cloud["spec_after"] for s in _samples(y_true, y_pred)
+             if s.cloud is not None and isinstance(s.cloud.get("spec_after"), dict)]
+    if not before or not after:
+        return _nan("spec_acceptance: no cloud result carries speculative-decoding counters (server: vllm)")
+    drafted = max(int(a["draft_tokens"]) for a in after) - min(int(b["draft_tokens"]) for b in before)
+    accepted = max(int(a["accepted_tokens"]) for a in after) - min(int(b["accepted_tokens"]) for b in before)
+    if drafted <= 0:
+        return _nan("spec_acceptance: no draft tokens were proposed (no speculative decoding)")
+    return accepted / drafted
 
 
 @register_metric("throughput")

@@ -344,6 +344,9 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
                 raise
             wall = time.perf_counter() - t0
             record["resources"] = resources.per_case(usage0, resources.snapshot(), len(y_pred))
+            stats = getattr(instances["cloudmodel"], "server_stats", None)  # server: vllm's speculative counters
+            if callable(stats) and (server := stats()) is not None:
+                record["cloud_server"] = server
         ok, failed = _split_failures(y_pred, y_true, x)
         record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
         if failed:

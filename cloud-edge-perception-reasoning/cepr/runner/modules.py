@@ -327,10 +327,15 @@ class EdgeModule:
 
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
-                 "server_speculative", "server_draft_tokens", "server_ctx")
-# what base_url: auto starts: the reference expert, or a GGUF model behind llama.cpp's server (cepr serve llamacpp)
-AUTO_SERVERS = ("reference", "llamacpp")
+                 "server_speculative", "server_draft_tokens", "server_ctx", "server_max_model_len", "server_dtype",
+                 "server_kv_cache_gib", "vllm_python")
+# what base_url: auto starts: the reference expert, a GGUF model behind llama.cpp's server (cepr serve llamacpp), or
+# an HF model folder behind vLLM's (cepr serve vllm)
+AUTO_SERVERS = ("reference", "llamacpp", "vllm")
 LLAMACPP_HPS = ("server_model", "server_speculative", "server_draft_tokens", "server_ctx")
+VLLM_HPS = ("server_model", "server_speculative", "server_max_model_len", "server_dtype", "server_kv_cache_gib",
+            "vllm_python")
+SERVER_HPS = {"reference": (), "llamacpp": LLAMACPP_HPS, "vllm": VLLM_HPS}
 
 
 def _server_sessions(hps: dict) -> int | None:
@@ -364,14 +369,18 @@ def _auto_server(hps: dict, auto: bool) -> dict:
 
         raise CeprError(f"cloudmodel: server must be one of {', '.join(AUTO_SERVERS)}, not {server!r}"
                         f"{did_you_mean(server, AUTO_SERVERS)}")
-    given = [k for k in LLAMACPP_HPS if k in hps]
-    if server != "llamacpp":
-        if given:
-            raise CeprError(f"cloudmodel: {', '.join(given)} only apply to server: llamacpp")
+    foreign = [k for k in sorted(set(LLAMACPP_HPS) | set(VLLM_HPS)) if k in hps and k not in SERVER_HPS[server]]
+    if foreign:
+        owners = [name for name, keys in SERVER_HPS.items() if set(foreign) <= set(keys)]
+        raise CeprError(f"cloudmodel: {', '.join(foreign)} only apply to server: {' or '.join(owners) or 'llamacpp'}"
+                        + (f" (this one is server: {server})" if "server" in hps else ""))
+    if server == "reference":
         return {"server": server}
     if not auto:
-        raise CeprError("cloudmodel: server: llamacpp is what base_url: auto starts (with backend: openai); "
+        raise CeprError(f"cloudmodel: server: {server} is what base_url: auto starts (with backend: openai); "
                         "with a base_url of your own, drop it")
+    if server == "vllm":
+        return _vllm_settings(hps)
     from cepr.serve.llamacpp_server import LlamaCppServerConfig
 
     cfg = LlamaCppServerConfig(model=str(hps.get("server_model", "gemma3-270m")),
@@ -381,6 +390,28 @@ def _auto_server(hps: dict, auto: bool) -> dict:
     cfg.check()
     return {"server": server, "model": cfg.model, "speculative": cfg.speculative, "draft_tokens": cfg.draft_tokens,
             "ctx": cfg.n_ctx}
+
+
+def _vllm_settings(hps: dict) -> dict:
+    """``server: vllm``'s settings, checked (the model folder and the speculative config; not vLLM's python, which
+    is looked up when the server starts)."""
+    from cepr.llm.spec_config import parse_speculative
+    from cepr.serve.vllm_server import check_model
+
+    if "server_model" not in hps:
+        raise CeprError("cloudmodel: server: vllm needs server_model (a Hugging Face model folder, e.g. what "
+                        "`cepr models tiny --out DIR` writes to DIR/hf)")
+    spec = parse_speculative(hps.get("server_speculative"), where="cloudmodel: server_speculative")
+    try:
+        max_len, kv = int(hps.get("server_max_model_len", 1024)), float(hps.get("server_kv_cache_gib", 1.0))
+    except (TypeError, ValueError) as e:
+        raise CeprError(f"cloudmodel: server_max_model_len / server_kv_cache_gib must be numbers: {e}") from None
+    if max_len < 16 or kv <= 0:
+        raise CeprError(f"cloudmodel: server_max_model_len must be >= 16 and server_kv_cache_gib > 0, got {max_len} "
+                        f"and {kv}")
+    return {"server": "vllm", "model": check_model(hps["server_model"]), "speculative": spec,
+            "dtype": str(hps.get("server_dtype", "float32")), "max_model_len": max_len, "kv_cache_gib": kv,
+            "python": hps.get("vllm_python")}
 
 
 class CloudModule:
@@ -439,8 +470,21 @@ class CloudModule:
     def __init__(self, **hps):
         backend, cfg, payload, link_obj, emulate = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
+        self.vllm = None  # the vLLM server behind this module (server: vllm): its counters are read per request
         if backend == "openai":
-            if cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "llamacpp":
+            if cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "vllm":
+                from cepr.serve.vllm_server import vllm_server
+
+                s = _auto_server(hps, True)
+                self.vllm = vllm_server(s["model"], speculative=s["speculative"], dtype=s["dtype"],
+                                        max_model_len=s["max_model_len"], python=s["python"],
+                                        kv_cache_gib=s["kv_cache_gib"])
+                self.vllm_spec = s["speculative"]
+                self.vllm_start = self.vllm.spec_counters()  # this test case's baseline
+                cfg["base_url"] = self.vllm.url
+                cfg.setdefault("model", self.vllm.model_id())
+                cfg.setdefault("answer_format", "json_schema")  # vLLM's structured output: the answer JSON's schema
+            elif cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "llamacpp":
                 from cepr.cloud.autoserve import llamacpp_server
 
                 s = _auto_server(hps, True)
@@ -494,21 +538,61 @@ class CloudModule:
         req = CloudRequest(task.name, task.render_prompt(TaskParams()), task.answers,
                            summary=edge.summary if edge and self.payload.sends_summary else None,
                            image=image, camera=camera, key=s["key"])
+        spec0 = self._spec_reading()
         r = self.client.infer(req)
+        spec = self._spec_fields(spec0) if spec0 is not None else {}
         ok = r.status == "ok"
         out = CloudRecord(
             source="cloud" if ok else "edge",  # a fallback or an unusable reply leaves the edge's answer standing
             key=s["key"], task=task.name, answer=r.answer if ok else (edge.answer if edge else None),
             cloud_answer=r.answer if ok else None, status=r.status, reason=r.reason, confidence=r.confidence,
             latency_ms=round(self.client.latency_ms(r), 3), server_ms=round(r.timings.total_ms, 3),
-            ttft_ms=r.timings.ttft_ms, transfer_ms=round(r.timings.transfer_ms, 3), bytes_up=r.bytes_up,
+            ttft_ms=r.timings.ttft_ms, inter_token_ms=r.timings.inter_token_ms, tokens_per_s=r.timings.tokens_per_s,
+            transfer_ms=round(r.timings.transfer_ms, 3), bytes_up=r.bytes_up,
             bytes_down=r.bytes_down, prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
             tokens_counted=r.usage.counted, model=r.model, attempts=r.attempts, label_path=s["label"],
             rgb_path=s["rgb"], started_at=started, finished_at=time.time(),
-            payload=self.payload.model_dump()).as_result()
+            payload=self.payload.model_dump(), **spec).as_result()
         if callable(post_process):
             out = post_process(out)
         return out
+
+    def _spec_reading(self) -> dict | None:
+        """vLLM's speculative counters now; None without speculation or when /metrics does not answer (logged:
+        the sample goes on without them)."""
+        if self.vllm is None or self.vllm_spec is None:
+            return None
+        try:
+            return self.vllm.spec_counters()
+        except CeprError as e:
+            import logging
+
+            logging.getLogger(__name__).warning("speculative-decoding counters not read: %s", e)
+            return None
+
+    def _spec_fields(self, before: dict) -> dict:
+        """vLLM's speculative counters around one request: the readings (``spec_before``/``spec_after``, from which
+        the ``spec_acceptance`` metric takes the whole run's totals whatever the concurrency) and this request's
+        acceptance (exact when requests run one at a time; overlapping requests share their steps' counts)."""
+        from cepr.serve.vllm_server import acceptance_rate
+
+        after = self._spec_reading()
+        if after is None:
+            return {}
+        return {"spec_before": before, "spec_after": after, "spec_acceptance": acceptance_rate(before, after)}
+
+    def server_stats(self) -> dict | None:
+        """For the test case's record: the speculative-decoding counters of vLLM since this module started (None
+        without server: vllm)."""
+        if self.vllm is None:
+            return None
+        from cepr.serve.vllm_server import counter_delta
+
+        return {"server": "vllm", "model": self.vllm.model,
+                "speculative": self.vllm_spec.vllm_config() if self.vllm_spec else None,
+                "speculative_note": self.vllm_spec.note if self.vllm_spec else None,
+                "counted_by": "vLLM /metrics (vllm:spec_decode_*_total), before and after the test case",
+                **counter_delta(self.vllm_start, self.vllm.spec_counters())}
 
     def cleanup(self):
         self.client.close()

@@ -104,6 +104,8 @@ class CloudRecord(_Result):
     reason: str | None = None
     server_ms: float | None = None
     ttft_ms: float | None = None
+    inter_token_ms: float | None = None  # per token (a streamed chunk may carry several), see cepr.cloud.result
+    tokens_per_s: float | None = None  # completion tokens over the whole request
     transfer_ms: float | None = None
     bytes_up: int | None = None
     bytes_down: int | None = None
@@ -113,6 +115,11 @@ class CloudRecord(_Result):
     model: str | None = None
     attempts: int | None = None
     payload: dict | None = None  # the payload settings (mode, resolution, codec, quality) the request used
+    # server: vllm: its speculative-decoding counters (drafts, draft_tokens, accepted_tokens) before and after the
+    # request, and the request's acceptance rate (None when nothing was drafted)
+    spec_before: dict[str, int] | None = None
+    spec_after: dict[str, int] | None = None
+    spec_acceptance: float | None = None
 
 
 class SampleRecord(BaseModel):

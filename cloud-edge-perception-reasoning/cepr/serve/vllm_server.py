@@ -327,3 +327,18 @@ class VllmServer(ReferenceServer):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def vllm_server(model, *, speculative=None, dtype: str = "float32", max_model_len: int = 1024,
+                python: str | None = None, kv_cache_gib: float = 1.0) -> VllmServer:
+    """A running :class:`VllmServer` for these settings, started on first use and shared by every test case that
+    asks for the same ones (``server: vllm`` with ``base_url: auto``); the job's ``shutdown_all`` stops it."""
+    from cepr.cloud.autoserve import shared_server
+    from cepr.llm.spec_config import parse_speculative
+
+    spec = parse_speculative(speculative)
+    key = ("vllm", check_model(model), spec.vllm_json() if spec else None, dtype, int(max_model_len), python,
+           float(kv_cache_gib))
+    return shared_server(key, lambda: VllmServer(model, speculative=spec.vllm_config() if spec else None,
+                                                 dtype=dtype, max_model_len=max_model_len, python=python,
+                                                 kv_cache_gib=kv_cache_gib), f"vLLM ({model})")
