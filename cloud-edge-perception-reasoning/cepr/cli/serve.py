@@ -64,6 +64,8 @@ def add_parser(sub) -> None:
                     help="speculative decoding: prompt lookup (n-gram drafts from the prompt)")
     lc.add_argument("--draft-tokens", type=int, default=10, help="draft tokens per step (with --speculative)")
     lc.add_argument("--chat-format", default=None, help="llama-cpp-python chat format (default: the GGUF's template)")
+    lc.add_argument("--mmproj", default=None,
+                    help="a vision projector GGUF for the model: the server then takes OpenAI image_url parts")
     lc.add_argument("--log-level", default="warning")
     lc.set_defaults(func=cmd_llamacpp)
     add_vllm_parser(ssub)
@@ -115,7 +117,7 @@ def cmd_llamacpp(a) -> int:
 
     serve(LlamaCppServerConfig(model=a.model, host=a.host, port=a.port, n_ctx=a.n_ctx, threads=a.threads,
                                speculative=a.speculative, draft_tokens=a.draft_tokens, chat_format=a.chat_format,
-                               alias=a.alias), log_level=a.log_level)
+                               alias=a.alias, mmproj=a.mmproj), log_level=a.log_level)
     return 0
 
 

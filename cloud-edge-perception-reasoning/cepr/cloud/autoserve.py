@@ -132,7 +132,7 @@ class LlamaCppServer(ReferenceServer):
     """``cepr serve llamacpp`` on a free loopback port: a GGUF model behind llama.cpp's OpenAI-compatible server."""
 
     def __init__(self, model: str = "gemma3-270m", threads: int = 1, speculative: str = "none",
-                 draft_tokens: int = 10, n_ctx: int = 4096, startup_s: float = 120.0):
+                 draft_tokens: int = 10, n_ctx: int = 4096, startup_s: float = 120.0, mmproj: str | None = None):
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
@@ -141,7 +141,7 @@ class LlamaCppServer(ReferenceServer):
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cmd = [sys.executable, "-m", "cepr", "serve", "llamacpp", "--port", str(self.port), "--model", str(model),
                "--threads", str(threads), "--n-ctx", str(n_ctx), "--speculative", speculative,
-               "--draft-tokens", str(draft_tokens)]
+               "--draft-tokens", str(draft_tokens)] + (["--mmproj", str(mmproj)] if mmproj else [])
         self._launch(cmd, "/v1/models", f"the llama.cpp server ({model})", startup_s)
 
     def model_id(self) -> str:
@@ -152,10 +152,10 @@ class LlamaCppServer(ReferenceServer):
 
 
 def llamacpp_server(model: str = "gemma3-270m", threads: int = 1, speculative: str = "none",
-                    draft_tokens: int = 10, n_ctx: int = 4096) -> LlamaCppServer:
+                    draft_tokens: int = 10, n_ctx: int = 4096, mmproj: str | None = None) -> LlamaCppServer:
     """A running llama.cpp server for these settings, started on first use and shared (stopped by
     :func:`shutdown_all`, like the reference expert)."""
-    key = ("llamacpp", str(model), int(threads), str(speculative), int(draft_tokens), int(n_ctx))
+    key = ("llamacpp", str(model), int(threads), str(speculative), int(draft_tokens), int(n_ctx), mmproj)
     with _lock:
         srv = _servers.get(key)
         if srv is not None and srv.proc.poll() is not None:
@@ -163,7 +163,7 @@ def llamacpp_server(model: str = "gemma3-270m", threads: int = 1, speculative: s
                         srv.proc.returncode)
             srv = None
         if srv is None:
-            srv = _servers[key] = LlamaCppServer(model, threads, speculative, draft_tokens, n_ctx)
+            srv = _servers[key] = LlamaCppServer(model, threads, speculative, draft_tokens, n_ctx, mmproj=mmproj)
         return srv
 
 

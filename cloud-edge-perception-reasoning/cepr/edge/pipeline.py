@@ -53,7 +53,10 @@ class EdgePipeline:
                             params=self.params, mask_size=self.mask_size)
         blob = summary.to_bytes()
         t1 = time.perf_counter()
-        answers = self.planner.answer(summary, self.tasks if tasks is None else tasks)
+        if getattr(self.planner, "wants_image", False):  # a reasoner that reads the frame (a vision projector)
+            answers = self.planner.answer(summary, self.tasks if tasks is None else tasks, image=rgb)
+        else:
+            answers = self.planner.answer(summary, self.tasks if tasks is None else tasks)
         t2 = time.perf_counter()
         timings = {f"perception.{k}": v for k, v in seg.timings_ms.items()}
         timings.update({"summary": 1e3 * (t1 - t0), "planner": 1e3 * (t2 - t1)})

@@ -59,9 +59,11 @@ class _Node:
 
 
 class LlamaCppScorer:
-    """One llama.cpp context with ``threads`` threads. A lock serialises callers."""
+    """One llama.cpp context with ``threads`` threads. A lock serialises callers. With ``mmproj`` (a vision
+    projector GGUF, ``cepr.llm.mtmd``) the frame part can carry an image, evaluated in front of its text."""
 
-    def __init__(self, model: str | Path, n_ctx: int = 2048, threads: int = 1, seed: int = 0):
+    def __init__(self, model: str | Path, n_ctx: int = 2048, threads: int = 1, seed: int = 0,
+                 mmproj: str | Path | None = None):
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -72,7 +74,13 @@ class LlamaCppScorer:
         self.n_vocab = self.llm.n_vocab()
         self._lock = threading.Lock()
         self._tries: dict[tuple[str, ...], _Node] = {}
-        self._frame: list[int] | None = None  # the frame part in the cache, if any
+        self._frame = None  # the frame part in the cache (its tokens, or its text and image digest), if any
+        self._frame_len = 0  # its length in positions
+        self.vision = None
+        if mmproj is not None:
+            from cepr.llm.mtmd import VisionProjector
+
+            self.vision = VisionProjector(self.llm, mmproj, threads=threads)
 
     # ---- tokens and logits ------------------------------------------------------------------------------
     def tokenize(self, text: str, bos: bool) -> list[int]:
@@ -86,22 +94,37 @@ class LlamaCppScorer:
         m = z.max()
         return z - (m + math.log(np.exp(z - m).sum()))
 
-    def _eval(self, frame: str, task: str) -> int:
+    def _eval(self, frame: str, task: str, image: bytes | None = None) -> int:
         """The frame part (from the cache when it is the one there), then the task part, each as one evaluation
-        from a fixed position: the logits never depend on what was evaluated before. Returns the prompt length."""
-        f = self.tokenize(frame, bos=True)
+        from a fixed position: the logits never depend on what was evaluated before. Returns the prompt length.
+        An ``image`` (encoded bytes; needs ``mmproj``) goes in front of the frame's text."""
         t = self.tokenize(task, bos=False)
-        if len(f) + len(t) + 8 >= self.llm.n_ctx():
-            raise CeprError(f"prompt of {len(f) + len(t)} tokens does not fit the context of {self.llm.n_ctx()} "
-                            "(set llm_ctx)")
-        if self._frame != f:
+        if image is None:
+            f = self.tokenize(frame, bos=True)
+            key, n_frame = f, len(f)
+        else:
+            if self.vision is None:
+                raise CeprError("an image was given but this model has no vision projector (set llm_mmproj)")
+            import hashlib
+
+            key, n_frame = (frame, hashlib.sha256(image).digest()), None
+        if self._frame != key:
             self._frame = None
             self.llm.n_tokens = 0  # eval drops the cache past n_tokens
-            self.llm.eval(f)
-            self._frame = f
-        self.llm.n_tokens = len(f)
+            if image is None:
+                if n_frame + len(t) + 8 >= self.llm.n_ctx():
+                    raise CeprError(f"prompt of {n_frame + len(t)} tokens does not fit the context of "
+                                    f"{self.llm.n_ctx()} (set llm_ctx)")
+                self.llm.eval(f)
+            else:
+                self.vision.eval(f"{self.vision.marker}\n{frame}", [image])
+            self._frame, self._frame_len = key, self.llm.n_tokens
+        if self._frame_len + len(t) + 8 >= self.llm.n_ctx():
+            raise CeprError(f"prompt of {self._frame_len + len(t)} positions does not fit the context of "
+                            f"{self.llm.n_ctx()} (set llm_ctx)")
+        self.llm.n_tokens = self._frame_len
         self.llm.eval(t)
-        return len(f) + len(t)
+        return self._frame_len + len(t)
 
     def _trie(self, continuations: tuple[str, ...]) -> _Node:
         root = self._tries.get(continuations)
@@ -119,12 +142,12 @@ class LlamaCppScorer:
         return root
 
     # ---- scoring ------------------------------------------------------------------------------------------
-    def option_logprobs(self, frame: str, task: str, continuations) -> list[float]:
-        """Teacher-forced log P(continuation | frame + task prompt) for each continuation, in order."""
+    def option_logprobs(self, frame: str, task: str, continuations, image: bytes | None = None) -> list[float]:
+        """Teacher-forced log P(continuation | [image +] frame + task prompt) for each continuation, in order."""
         continuations = tuple(continuations)
         with self._lock:
             root = self._trie(continuations)
-            n = self._eval(frame, task)
+            n = self._eval(frame, task, image)
             out: dict[int, float] = {}
             self._walk(root, self._log_softmax(), n, 0.0, out)
         return [out[i] for i in range(len(continuations))]
@@ -139,12 +162,12 @@ class LlamaCppScorer:
             self.llm.eval([tok])
             self._walk(child, self._log_softmax(), depth + 1, lp, out)
 
-    def greedy_option(self, frame: str, task: str, continuations) -> int:
+    def greedy_option(self, frame: str, task: str, continuations, image: bytes | None = None) -> int:
         """The option greedy decoding reaches when only tokens that continue an option are allowed."""
         continuations = tuple(continuations)
         with self._lock:
             node = self._trie(continuations)
-            depth = self._eval(frame, task)
+            depth = self._eval(frame, task, image)
             logp = self._log_softmax()
             while True:
                 tok = max(node.children, key=lambda t: logp[t])

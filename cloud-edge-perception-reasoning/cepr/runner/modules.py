@@ -140,9 +140,9 @@ class TaskDatasetProcessor:
 # ---- edge ---------------------------------------------------------------------------------------------------
 
 EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
-            "keep_mask", "llm_model", "llm_threads", "llm_ctx")
+            "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj")
 # the language-model reasoner's own settings (cepr.edge.reasoners.llamacpp): only with reasoner: llamacpp
-LLM_HPS = ("llm_model", "llm_threads", "llm_ctx")
+LLM_HPS = ("llm_model", "llm_threads", "llm_ctx", "llm_mmproj")
 
 
 def _flag(kind: str, name: str, value) -> bool:
@@ -175,6 +175,13 @@ def _llm_options(reasoner: str, hps: dict) -> dict:
                 raise CeprError(f"edgemodel: {k} must be an integer, got {given[k]!r}") from None
             if out[k] < lo:
                 raise CeprError(f"edgemodel: {k} must be >= {lo}, got {out[k]}")
+    if given.get("llm_mmproj") not in (None, "none"):
+        from cepr.llm.mtmd import mmproj_path
+
+        try:
+            out["llm_mmproj"] = str(mmproj_path(given["llm_mmproj"]))
+        except CeprError as e:
+            raise CeprError(f"edgemodel: llm_mmproj: {e}") from None
     return out
 
 
@@ -192,7 +199,8 @@ class EdgeModule:
     * ``reasoner``: what answers from the scene summary, by its name in ``cepr.edge.reasoners`` (``planner``,
       the calibrated rule planner, by default; it gets the calibration above); ``llamacpp`` is a GGUF language
       model in-process, set by ``llm_model`` (``gemma3-270m``, the shipped name, or a GGUF path), ``llm_threads``
-      (1) and ``llm_ctx`` (2048 tokens); it answers only the task asked;
+      (1) and ``llm_ctx`` (2048 tokens); it answers only the task asked; ``llm_mmproj``, the model's vision
+      projector GGUF, makes it read the frame too;
     * ``threads``: ONNX Runtime intra-op threads (1);
     * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
       tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
@@ -328,11 +336,11 @@ class EdgeModule:
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
                  "server_speculative", "server_draft_tokens", "server_ctx", "server_max_model_len", "server_dtype",
-                 "server_kv_cache_gib", "vllm_python")
+                 "server_kv_cache_gib", "vllm_python", "server_mmproj")
 # what base_url: auto starts: the reference expert, a GGUF model behind llama.cpp's server (cepr serve llamacpp), or
 # an HF model folder behind vLLM's (cepr serve vllm)
 AUTO_SERVERS = ("reference", "llamacpp", "vllm")
-LLAMACPP_HPS = ("server_model", "server_speculative", "server_draft_tokens", "server_ctx")
+LLAMACPP_HPS = ("server_model", "server_speculative", "server_draft_tokens", "server_ctx", "server_mmproj")
 VLLM_HPS = ("server_model", "server_speculative", "server_max_model_len", "server_dtype", "server_kv_cache_gib",
             "vllm_python")
 SERVER_HPS = {"reference": (), "llamacpp": LLAMACPP_HPS, "vllm": VLLM_HPS}
@@ -386,10 +394,14 @@ def _auto_server(hps: dict, auto: bool) -> dict:
     cfg = LlamaCppServerConfig(model=str(hps.get("server_model", "gemma3-270m")),
                                speculative=str(hps.get("server_speculative", "none")),
                                draft_tokens=int(hps.get("server_draft_tokens", 10)),
-                               n_ctx=int(hps.get("server_ctx", 4096)))
-    cfg.check()
+                               n_ctx=int(hps.get("server_ctx", 4096)),
+                               mmproj=None if hps.get("server_mmproj") in (None, "none") else str(hps["server_mmproj"]))
+    try:
+        cfg.check()
+    except CeprError as e:
+        raise CeprError(f"cloudmodel: {e}") from None
     return {"server": server, "model": cfg.model, "speculative": cfg.speculative, "draft_tokens": cfg.draft_tokens,
-            "ctx": cfg.n_ctx}
+            "ctx": cfg.n_ctx, "mmproj": cfg.mmproj}
 
 
 def _vllm_settings(hps: dict) -> dict:
@@ -489,11 +501,13 @@ class CloudModule:
 
                 s = _auto_server(hps, True)
                 srv = llamacpp_server(s["model"], int(hps.get("server_threads", 1)), s["speculative"],
-                                      s["draft_tokens"], s["ctx"])
+                                      s["draft_tokens"], s["ctx"], mmproj=s["mmproj"])
                 cfg["base_url"] = srv.url
                 cfg.setdefault("model", srv.model_id())
                 cfg.setdefault("answer_format", "json_object")  # the reply constrained to the answer JSON
-                cfg.setdefault("content_format", "string")  # its server drops text given as a list of parts
+                # without a projector its server drops text given as a list of parts; with one (its multimodal
+                # chat handler) parts are how the image travels
+                cfg.setdefault("content_format", "parts" if s["mmproj"] else "string")
             elif cfg.get("base_url", "auto") == "auto":
                 from cepr.cloud.autoserve import reference_server_url
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
