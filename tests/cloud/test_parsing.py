@@ -74,3 +74,9 @@ def test_result_status_is_checked():
     assert CloudResult("fallback", reason="timeout").answer is None
     with pytest.raises(ValueError, match="status"):
         CloudResult("maybe")
+
+
+def test_control_characters_inside_strings_are_read():
+    # vLLM's JSON-schema grammar lets a model write raw control characters in the reason (strict JSON refuses them)
+    text = '{"answer": "go",\r\n\t "confidence": 0,\r\n\t "reason": "a\x10b\x0cc"}'
+    assert parse_answer(text, ("go", "stop")) == ("go", "a\x10b\x0cc", 0.0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-_DECODER = json.JSONDecoder()
+# strict=False: control characters inside strings are read, not refused. vLLM's JSON-schema grammar lets a model
+# write them raw (seen in the tiny model's reason), and they never carry the answer.
+_DECODER = json.JSONDecoder(strict=False)
 
 
 class AnswerParseError(ValueError):
