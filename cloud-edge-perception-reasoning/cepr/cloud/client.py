@@ -25,6 +25,9 @@ BACKEND_REGISTRY.add_lazy("openai", "cepr.cloud.openai_backend:OpenAIBackend", c
 # a Hugging Face causal LM in this process (the llm extra: transformers and torch, imported when built)
 BACKEND_REGISTRY.add_lazy("transformers", "cepr.cloud.transformers_backend:TransformersBackend",
                           config_model="cepr.cloud.transformers_backend:TransformersConfig")
+# vLLM's offline engine (vllm.LLM), in this process or in a worker with vLLM's own python (cepr.llm.vllm_env)
+BACKEND_REGISTRY.add_lazy("vllm", "cepr.cloud.vllm_backend:VllmBackend",
+                          config_model="cepr.cloud.vllm_backend:VllmConfig")
 BACKENDS = BACKEND_REGISTRY.view()
 
 

@@ -524,6 +524,11 @@ class CloudModule:
             backend_obj = create_backend(backend, cfg)
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
+        if backend == "vllm" and backend_obj.cfg.speculative:  # vLLM's offline engine: its counters, read the same way
+            from cepr.llm.spec_config import parse_speculative
+
+            self.vllm, self.vllm_spec = backend_obj, parse_speculative(backend_obj.cfg.speculative)
+            self.vllm_start = backend_obj.spec_counters()
         link = hps.get("link", "4g")
         self.link_name = link if isinstance(link, str) else "custom"
         self.client = CloudClient(backend_obj, link_obj, emulate=emulate)
@@ -605,7 +610,8 @@ class CloudModule:
         return {"server": "vllm", "model": self.vllm.model,
                 "speculative": self.vllm_spec.vllm_config() if self.vllm_spec else None,
                 "speculative_note": self.vllm_spec.note if self.vllm_spec else None,
-                "counted_by": "vLLM /metrics (vllm:spec_decode_*_total), before and after the test case",
+                "counted_by": getattr(self.vllm, "counted_by",
+                                      "vLLM /metrics (vllm:spec_decode_*_total), before and after the test case"),
                 **counter_delta(self.vllm_start, self.vllm.spec_counters())}
 
     def cleanup(self):
