@@ -2,10 +2,11 @@
 
 ``build_tiny_vlm`` (part of ``cepr models tiny``) writes, in ``<out>/vlm/``:
 
-* ``hf/``: a ``LlavaForConditionalGeneration`` (a CLIP-style ViT of 64 px images in 16 px patches, hidden 64,
-  2 layers; a 2-layer MLP projector onto the decoder's hidden size; a Llama decoder shaped like the tiny target)
-  with its ``LlavaProcessor`` (CLIP image processor, the tiny tokenizer plus an ``<image>`` token, a chat
-  template that takes string or list-of-parts content). Random weights from the seed.
+* ``hf/``: a ``LlavaForConditionalGeneration``: a SigLIP-style ViT (64 px images in 16 px patches, no class
+  token, hidden 64, 2 layers, FFN 96), a 2-layer MLP projector onto the decoder's hidden size, a Llama decoder
+  shaped like the tiny target; with its ``LlavaProcessor`` (SigLIP image processor, PIL backend; the tiny
+  tokenizer plus an ``<image>`` token, id 1024; a chat template that takes string or list-of-parts content).
+  Random weights from the seed.
 * ``tiny-vlm-f32.gguf`` / ``-q8_0.gguf``: the decoder, by ``cepr.llm.gguf_export`` (it reads a LLaVA folder's
   ``text_config`` and ``model.language_model.*`` weights);
 * ``mmproj-f32.gguf``: the vision tower and projector in llama.cpp's ``clip`` format (``export_mmproj``), which
@@ -17,16 +18,22 @@
 * keys ``clip.projector_type = mlp``, ``clip.has_vision_encoder``, ``clip.vision.{image_size, patch_size,
   embedding_length, feed_forward_length, projection_dim, block_count, attention.head_count,
   attention.layer_norm_epsilon, image_mean, image_std, feature_layer}``, ``clip.use_gelu``;
-* tensors ``v.patch_embd.weight`` (the patch convolution), ``v.class_embd``, ``v.position_embd.weight``,
-  ``v.pre_ln.*``, ``v.blk.N.{attn_q, attn_k, attn_v, attn_out, ln1, ln2, ffn_up, ffn_down}.*``,
-  ``mm.0.*`` and ``mm.2.*`` (the projector's two linear layers);
+* tensors ``v.patch_embd.{weight,bias}`` (the patch convolution), ``v.class_embd`` (CLIP only),
+  ``v.position_embd.weight``, ``v.pre_ln.*`` (CLIP only), ``v.blk.N.{attn_q, attn_k, attn_v, attn_out, ln1, ln2,
+  ffn_up, ffn_down}.*``, ``mm.0.*`` and ``mm.2.*`` (the projector's two linear layers);
 * LLaVA's ``vision_feature_layer`` (``hidden_states`` index, negative from the end) becomes the non-negative
-  ``clip.vision.feature_layer`` (without it llama.cpp stops one layer early, LLaVA-1.5's -2); the CLIP
-  ``post_layernorm`` is not written (LLaVA reads hidden states before it); the ``default`` feature-select
-  strategy (drop the class token) is what llama.cpp's MLP projector does, ``full`` is refused.
+  ``clip.vision.feature_layer`` (without it llama.cpp stops one layer early, LLaVA-1.5's -2); the tower's
+  ``post_layernorm`` and SigLIP's pooling head are not written (LLaVA reads hidden states before them);
+* one image token per patch: SigLIP with ``vision_feature_select_strategy: full``, CLIP with ``default``.
+
+**Why SigLIP.** With a class token, the llama.cpp in llama-cpp-python 0.3.36 appends the class embedding after
+the patches yet still gathers output rows 1..n: it drops the first patch and keeps the class token, so a CLIP
+tower's features come out shifted (measured: logits 0.4-1.1 apart on a scale of 10,
+``benchmarks/vlm_cross_engine.py --tower clip``). A SigLIP tower has no class token, and the two engines agree
+to ggml's float16 GELU table (about 3e-3 on 10). A CLIP folder still converts, for what it is worth.
 
 Activations: llama.cpp's MLP projector and ``clip.use_gelu`` apply ``ggml_gelu`` (the tanh approximation), so
-the tiny model uses ``gelu_pytorch_tanh`` in both places; a CLIP tower with ``quick_gelu`` is written without
+the tiny model uses ``gelu_pytorch_tanh`` in both places; a tower with ``quick_gelu`` is written without
 ``use_gelu`` (llama.cpp's default is quick GELU) and a projector with another activation is refused.
 The vision feed-forward width must differ from the hidden size: llama.cpp swaps ``ffn_up``/``ffn_down`` of MLP
 projector files whose ``ffn_down`` input width equals the hidden size (a fix for old conversions).
@@ -67,13 +74,15 @@ class VisionSpec:
     ffn: int = 96  # != hidden (see the module's note on llama.cpp's ffn swap)
     eps: float = 1e-5
     feature_layer: int = -1  # LLaVA's vision_feature_layer
+    tower: str = "siglip"  # or "clip" (a class token: llama.cpp computes it differently, see docs/llm.md)
 
 
 VISION = VisionSpec()
 
 
 def image_tokens(vision: VisionSpec = VISION) -> int:
-    """Tokens one image takes in the decoder's sequence: one per patch (a SigLIP tower has no class token)."""
+    """Tokens one image takes in the decoder's sequence: one per patch (the class token of a CLIP tower is
+    dropped, a SigLIP tower has none)."""
     return (vision.image_size // vision.patch_size) ** 2
 
 
@@ -113,6 +122,7 @@ def vlm_tokenizer(tok):
 def build_hf_vlm(tok, text_spec, vision: VisionSpec, seed: int):
     """(model, processor) for the tiny LLaVA."""
     from transformers import (
+        CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -120,16 +130,22 @@ def build_hf_vlm(tok, text_spec, vision: VisionSpec, seed: int):
         PreTrainedTokenizerFast,
         SiglipVisionConfig,
     )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     from cepr.llm.tiny import BOS, EOS, PAD, UNK
 
     vocab = tok.get_vocab_size()
     image_id = tok.token_to_id(IMAGE_TOKEN)
-    vcfg = SiglipVisionConfig(hidden_size=vision.hidden, intermediate_size=vision.ffn,
-                              num_hidden_layers=vision.layers, num_attention_heads=vision.heads,
-                              image_size=vision.image_size, patch_size=vision.patch_size, num_channels=3,
-                              layer_norm_eps=vision.eps, hidden_act="gelu_pytorch_tanh", vision_use_head=False)
+    if vision.tower not in ("siglip", "clip"):
+        raise CeprError(f"vision tower {vision.tower!r}: siglip or clip")
+    clip = vision.tower == "clip"
+    shape = {"hidden_size": vision.hidden, "intermediate_size": vision.ffn, "num_hidden_layers": vision.layers,
+             "num_attention_heads": vision.heads, "image_size": vision.image_size,
+             "patch_size": vision.patch_size, "num_channels": 3, "layer_norm_eps": vision.eps,
+             "hidden_act": "gelu_pytorch_tanh"}
+    vcfg = CLIPVisionConfig(**shape) if clip else SiglipVisionConfig(**shape, vision_use_head=False)
+    strategy = "default" if clip else "full"  # one token per patch either way
     tcfg = LlamaConfig(vocab_size=vocab, hidden_size=text_spec.hidden, intermediate_size=text_spec.ffn,
                        num_hidden_layers=text_spec.layers, num_attention_heads=text_spec.heads,
                        num_key_value_heads=text_spec.kv_heads, head_dim=text_spec.head_dim,
@@ -138,7 +154,7 @@ def build_hf_vlm(tok, text_spec, vision: VisionSpec, seed: int):
                        tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=2)
     cfg = LlavaConfig(vision_config=vcfg, text_config=tcfg, image_token_index=image_id,
                       projector_hidden_act="gelu_pytorch_tanh", vision_feature_layer=vision.feature_layer,
-                      vision_feature_select_strategy="full", image_seq_length=image_tokens(vision),
+                      vision_feature_select_strategy=strategy, image_seq_length=image_tokens(vision),
                       tie_word_embeddings=False)
     model = LlavaForConditionalGeneration(cfg).float().eval()
     init_vlm_weights(model, seed)
@@ -147,11 +163,17 @@ def build_hf_vlm(tok, text_spec, vision: VisionSpec, seed: int):
                                      model_max_length=text_spec.max_positions,
                                      extra_special_tokens={"image_token": IMAGE_TOKEN})
     size = vision.image_size
-    improc = SiglipImageProcessorPil(size={"height": size, "width": size}, do_resize=True, resample=3,
-                                     image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD), do_convert_rgb=True)
+    if clip:
+        improc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                       do_center_crop=True, resample=3, image_mean=list(IMAGE_MEAN),
+                                       image_std=list(IMAGE_STD), do_convert_rgb=True)
+    else:
+        improc = SiglipImageProcessorPil(size={"height": size, "width": size}, do_resize=True, resample=3,
+                                         image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
+                                         do_convert_rgb=True)
     proc = LlavaProcessor(image_processor=improc, tokenizer=hf_tok, patch_size=vision.patch_size,
-                          vision_feature_select_strategy="full", chat_template=VLM_CHAT_TEMPLATE,
-                          image_token=IMAGE_TOKEN, num_additional_image_tokens=0)
+                          vision_feature_select_strategy=strategy, chat_template=VLM_CHAT_TEMPLATE,
+                          image_token=IMAGE_TOKEN, num_additional_image_tokens=1 if clip else 0)
     return model, proc
 
 
