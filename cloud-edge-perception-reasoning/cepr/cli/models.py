@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
             "                               (safetensors, tokenizer, chat template)\n"
             "  tiny-f32.gguf, tiny-q8_0.gguf     the target as GGUF, for llama.cpp\n"
             "  draft/hf/, draft-{f32,q8_0}.gguf  a 1-layer draft sharing the tokenizer (speculative decoding)\n"
+            "  vlm/hf/, vlm/tiny-vlm-{f32,q8_0}.gguf, vlm/mmproj-f32.gguf   a tiny LLaVA (64 px SigLIP-style\n"
+            "                               ViT, MLP projector, the target's shape as decoder): HF folder,\n"
+            "                               decoder GGUF and llama.cpp vision projector (image input)\n"
             "  manifest.json                shapes, files and their SHA-256\n"
             "The weights are random, so the models write nonsense, but transformers and llama.cpp compute the\n"
             "same logits from them (tests/llm, docs/llm.md). Takes a few seconds; needs the `llm` extra."),
@@ -47,6 +50,17 @@ def add_parser(sub) -> None:
     g.add_argument("--quant", default="f32", choices=["f32", "q8_0"])
     g.add_argument("--name", default=None, help="general.name in the GGUF (default: the folder's name)")
     g.set_defaults(func=cmd_gguf)
+
+    mp = msub.add_parser("mmproj", formatter_class=fmt,
+                         help="write a Hugging Face LLaVA folder's vision tower and projector as a llama.cpp mmproj",
+                         description="Write the vision tower (SigLIP or CLIP) and 2-layer MLP projector of a Hugging "
+                                     "Face LlavaForConditionalGeneration folder as a llama.cpp clip GGUF (F32), the "
+                                     "--mmproj of cepr serve llamacpp. Its decoder: cepr models gguf on the same "
+                                     "folder. Example: cepr models mmproj /tmp/tiny/vlm/hf --out mmproj.gguf")
+    mp.add_argument("hf_dir", help="Hugging Face LLaVA folder (config.json, *.safetensors, processor_config.json)")
+    mp.add_argument("--out", required=True, help="GGUF file to write")
+    mp.add_argument("--name", default=None, help="general.name in the GGUF (default: the folder's name)")
+    mp.set_defaults(func=cmd_mmproj)
 
 
 def _need(*modules: str) -> None:
@@ -79,7 +93,17 @@ def cmd_tiny(a) -> int:
     for key, rel in m["files"].items():
         p = out / rel
         size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-        print(f"  {key:12s} {rel:18s} {size / 1024:8.1f} KiB")
+        print(f"  {key:12s} {rel:24s} {size / 1024:8.1f} KiB")
+    return 0
+
+
+def cmd_mmproj(a) -> int:
+    _need("gguf", "safetensors")
+    from cepr.llm.vlm import export_mmproj
+
+    _quiet_gguf(a)
+    path = export_mmproj(a.hf_dir, a.out, name=a.name)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB, f32)")
     return 0
 
 
