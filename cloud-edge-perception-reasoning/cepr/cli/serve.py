@@ -91,6 +91,8 @@ def add_vllm_parser(ssub) -> None:
     v.add_argument("--kv-cache-gib", type=float, default=1.0, help="VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB")
     v.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True,
                    help="skip torch.compile (starts faster on CPU)")
+    v.add_argument("--compact-json", action=argparse.BooleanOptionalAction, default=True,
+                   help="JSON-schema answers without optional whitespace (xgrammar's disable_any_whitespace)")
     v.add_argument("--speculative", default=None, metavar="JSON",
                    help="speculative decoding config (method ngram, draft_model, eagle, eagle3); default: none")
     v.add_argument("--tokenizer", default=None, help="tokenizer folder (for a GGUF model)")
@@ -109,7 +111,8 @@ def cmd_vllm(a) -> int:
     spec = parse_speculative(a.speculative, where="--speculative")
     return serve(a.model, port=a.port, host=a.host, startup_s=a.startup_s, speculative=spec, dtype=a.dtype,
                  max_model_len=a.max_model_len, python=a.vllm_python, kv_cache_gib=a.kv_cache_gib,
-                 enforce_eager=a.enforce_eager, tokenizer=a.tokenizer, extra_args=a.vllm_arg)
+                 enforce_eager=a.enforce_eager, tokenizer=a.tokenizer, compact_json=a.compact_json,
+                 extra_args=a.vllm_arg)
 
 
 def cmd_llamacpp(a) -> int:

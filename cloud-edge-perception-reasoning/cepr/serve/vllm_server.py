@@ -91,8 +91,10 @@ def check_model(model) -> str:
 
 def vllm_command(python: str, model: str, port: int, *, host: str = "127.0.0.1", speculative=None,
                  dtype: str = "float32", max_model_len: int = 1024, enforce_eager: bool = True,
-                 tokenizer: str | None = None, extra_args=()) -> list[str]:
-    """The command line of vLLM's OpenAI server for these settings (speculative: a mapping, checked here)."""
+                 tokenizer: str | None = None, compact_json: bool = True, extra_args=()) -> list[str]:
+    """The command line of vLLM's OpenAI server for these settings (speculative: a mapping, checked here).
+    ``compact_json``: JSON-constrained answers without optional whitespace (xgrammar's ``disable_any_whitespace``);
+    otherwise a grammar lets a weak model spend its whole token budget on blanks inside the braces."""
     from cepr.llm.spec_config import parse_speculative
 
     spec = parse_speculative(speculative)
@@ -102,6 +104,8 @@ def vllm_command(python: str, model: str, port: int, *, host: str = "127.0.0.1",
         cmd += ["--tokenizer", str(tokenizer)]
     if enforce_eager:
         cmd.append("--enforce-eager")
+    if compact_json:
+        cmd += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     if spec is not None:
         cmd += ["--speculative-config", spec.vllm_json()]
     return cmd + [str(a) for a in extra_args]
@@ -122,7 +126,8 @@ class VllmProcess:
 
     def __init__(self, model, *, port: int, host: str = "127.0.0.1", speculative=None, dtype: str = "float32",
                  max_model_len: int = 1024, python: str | None = None, kv_cache_gib: float = 1.0,
-                 enforce_eager: bool = True, tokenizer: str | None = None, extra_args=(), echo: bool = False):
+                 enforce_eager: bool = True, tokenizer: str | None = None, compact_json: bool = True, extra_args=(),
+                 echo: bool = False):
         from cepr.llm.vllm_env import find_vllm_python
 
         if kv_cache_gib <= 0:
@@ -133,7 +138,7 @@ class VllmProcess:
         self.url = f"http://{host}:{self.port}/v1"
         self.cmd = vllm_command(self.python, self.model, self.port, host=host, speculative=speculative, dtype=dtype,
                                 max_model_len=max_model_len, enforce_eager=enforce_eager, tokenizer=tokenizer,
-                                extra_args=extra_args)
+                                compact_json=compact_json, extra_args=extra_args)
         kv = f"{kv_cache_gib:g}" if float(kv_cache_gib).is_integer() else str(kv_cache_gib)
         self.env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": kv}
         self.env.pop(PARENT_ENV, None)  # that is cepr's wrapper's business, not vLLM's
@@ -253,7 +258,7 @@ class VllmServer(ReferenceServer):
 
     def __init__(self, model, *, speculative: dict | None = None, dtype: str = "float32", max_model_len: int = 1024,
                  python: str | None = None, kv_cache_gib: float = 1.0, enforce_eager: bool = True, extra_args=(),
-                 startup_s: float = 180, tokenizer: str | None = None):
+                 startup_s: float = 180, tokenizer: str | None = None, compact_json: bool = True):
         from cepr.llm.spec_config import parse_speculative
         from cepr.llm.vllm_env import find_vllm_python
 
@@ -266,7 +271,8 @@ class VllmServer(ReferenceServer):
         cmd = [sys.executable, "-m", "cepr", "serve", "vllm", "--port", str(self.port), "--model", self.model,
                "--vllm-python", self.python, "--dtype", dtype, "--max-model-len", str(int(max_model_len)),
                "--kv-cache-gib", str(kv_cache_gib), "--startup-s", str(startup_s),
-               "--enforce-eager" if enforce_eager else "--no-enforce-eager"]
+               "--enforce-eager" if enforce_eager else "--no-enforce-eager",
+               "--compact-json" if compact_json else "--no-compact-json"]
         if self.spec is not None:
             cmd += ["--speculative", self.spec.vllm_json()]
         if tokenizer:
