@@ -192,13 +192,15 @@ def _uri(data: bytes, mime: str = "image/png") -> str:
 
 
 @pytest.mark.slow
-def test_the_server_takes_image_url_parts(server, vlm):
+def test_the_server_takes_image_url_parts(server, vlm, engine):
     from cepr.llm.mtmd import encode_png
 
     imgs = _images(vlm["size"])
     q = {"type": "text", "text": "What is in front of the robot?"}
     code, text_only = _chat(server.url, [q])
     assert code == 200
+    # the chat template renders QUESTION; one <s> (the template has none, the tokenizer adds it)
+    assert text_only["usage"]["prompt_tokens"] == engine(None)[0]
     replies = {}
     for name in ("noise", "ramp", "noise"):
         code, r = _chat(server.url, [{"type": "image_url", "image_url": {"url": _uri(encode_png(imgs[name]))}}, q])

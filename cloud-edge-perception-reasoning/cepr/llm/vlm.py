@@ -52,13 +52,15 @@ from cepr.errors import CeprError
 IMAGE_TOKEN = "<image>"
 # string content, or a list of parts: text parts as they are, an image part ({"type": "image"}, Hugging Face's
 # processor) as the image token. llama.cpp's multimodal chat handler hands image parts to the template as text
-# parts holding its media marker, so the same template serves both engines.
+# parts holding its media marker, so the same template serves both engines. No bos_token: both engines' tokenizers
+# add <s> themselves (libmtmd would put a second one after the template's). </s> is written out: llama-cpp-python
+# renders eos_token as the empty string (it detokenizes the control token), so the turns would lose their end.
 VLM_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}{{ '<|' + message['role'] + '|>\n' }}"
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
     "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
     "{% elif part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}{% endif %}{% endfor %}{% endif %}"
-    "{{ eos_token + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    "{{ '</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)  # SigLIP's
 TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
