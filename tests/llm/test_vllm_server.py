@@ -250,18 +250,6 @@ def _spec_run(srv):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_ngram_speculation_keeps_greedy_output(servers, plain_greedy):
-    srv = servers.get({"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3})
-    out, before, after = _spec_run(srv)
-    assert out == plain_greedy
-    d = counter_delta(before, after)
-    assert d["drafts"] > 0 and 0 < d["draft_tokens"] <= 3 * d["drafts"] and 0 <= d["accepted_tokens"] <= \
-        d["draft_tokens"], d  # the repetitive prompts give n-gram matches
-    assert d["acceptance_rate"] == d["accepted_tokens"] / d["draft_tokens"]
-
-
-@pytest.mark.slow
-@pytest.mark.vllm
 def test_the_target_as_its_own_draft_accepts_everything(servers, plain_greedy):
     srv = servers.get({"method": "draft_model", "model": servers.model, "num_speculative_tokens": 4})
     out, before, after = _spec_run(srv)
@@ -293,18 +281,36 @@ def test_start_up_failure_shows_vllms_output(servers, tiny_llm):
         VllmServer(tiny_llm["dir"] / "hf", dtype="nonsense", startup_s=120)
 
 
+class _Running:
+    """A server that `cepr serve vllm` runs, seen the way the helpers above see a VllmServer."""
+
+    def __init__(self, port: int):
+        self.port, self.url = port, f"http://127.0.0.1:{port}/v1"
+
+    def model_id(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/models", timeout=10) as r:
+            return json.loads(r.read())["data"][0]["id"]
+
+    def spec_counters(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            return parse_spec_counters(r.read().decode())
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_cepr_serve_vllm_stops_the_whole_group_on_sigterm(tiny_llm, servers):
-    """The command a person runs: prints the URL when ready; SIGTERM leaves no vLLM process behind."""
+def test_cepr_serve_vllm_with_ngram_keeps_greedy_output_and_stops_on_sigterm(tiny_llm, servers, plain_greedy):
+    """The command a person runs, with n-gram speculation: ready and its URL printed, greedy output identical to no
+    speculation, drafts counted on /metrics, and SIGTERM leaves no vLLM process behind."""
     python = _vllm_or_skip()
     servers.close()
     from helpers import free_port
 
     port = free_port()
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3}
     p = subprocess.Popen([sys.executable, "-m", "cepr", "serve", "vllm", "--model", str(tiny_llm["dir"] / "hf"),
-                          "--port", str(port), "--max-model-len", "256", "--vllm-python", python],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          "--port", str(port), "--max-model-len", "512", "--vllm-python", python,
+                          "--speculative", json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
     pgid, lines = None, []
     try:
         deadline = time.time() + 180
@@ -315,8 +321,14 @@ def test_cepr_serve_vllm_stops_the_whole_group_on_sigterm(tiny_llm, servers):
             if f"ready on http://127.0.0.1:{port}/v1" in line or time.time() > deadline:
                 break
         assert pgid is not None and any("ready on" in x for x in lines), "".join(lines[-30:])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
-            assert json.loads(r.read())["data"][0]["id"] == str(tiny_llm["dir"] / "hf")
+        srv = _Running(port)
+        assert srv.model_id() == str(tiny_llm["dir"] / "hf")
+        out, before, after = _spec_run(srv)
+        assert out == plain_greedy
+        d = counter_delta(before, after)
+        assert d["drafts"] > 0 and 0 < d["draft_tokens"] <= 3 * d["drafts"] and 0 <= d["accepted_tokens"] <= \
+            d["draft_tokens"], d  # the repetitive prompts give n-gram matches
+        assert d["acceptance_rate"] == d["accepted_tokens"] / d["draft_tokens"]
         p.send_signal(signal.SIGTERM)
         assert p.wait(60) == 0
     finally:
