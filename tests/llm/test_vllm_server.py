@@ -381,3 +381,7 @@ def test_cloud_only_job_on_vllm_records_acceptance(tiny_data, tiny_llm, servers,
         assert stats[k] == sum(r["cloud"]["spec_after"][k] - r["cloud"]["spec_before"][k] for r in lines)
     assert stats["acceptance_rate"] == stats["accepted_tokens"] / stats["draft_tokens"]
     assert 0 < stats["acceptance_rate"] <= 1.0
+    # CPU and memory figures cover vLLM's own processes (API server, engine core, worker), not only cepr's wrapper
+    servers_seen = [k for k, v in record["resources"].items() if k.startswith("cloud server") and v]
+    assert len(servers_seen) >= 4 and max(record["resources"][k]["peak_rss_mb"] for k in servers_seen) > 500, \
+        record["resources"]

@@ -184,7 +184,13 @@ def shared_server(key: tuple, start, what: str):
 def server_pids() -> list[int]:
     """Process ids of the reference servers this process started and that still run (for resource figures)."""
     with _lock:
-        return [srv.proc.pid for srv in _servers.values() if srv.proc.poll() is None]
+        out = []
+        for srv in _servers.values():
+            if callable(getattr(srv, "pids", None)):  # a server with processes of its own (vLLM's)
+                out += srv.pids()
+            elif srv.proc.poll() is None:
+                out.append(srv.proc.pid)
+        return out
 
 
 def providers_arg(providers) -> str:

@@ -296,6 +296,20 @@ class VllmServer(ReferenceServer):
         with urllib.request.urlopen(f"{self.url}/models", timeout=10) as r:
             return json.loads(r.read())["data"][0]["id"]
 
+    def pids(self) -> list[int]:
+        """This server's processes that still run: the ``cepr serve vllm`` wrapper and vLLM's process group (API
+        server, engine core, worker), for the runner's per-case CPU and memory figures (Linux /proc)."""
+        out = [self.proc.pid] if self.proc.poll() is None else []
+        if self._pgid is not None:
+            for d in Path("/proc").glob("[0-9]*"):
+                try:
+                    stat = (d / "stat").read_text()
+                    if int(stat[stat.rindex(")") + 2:].split()[2]) == self._pgid:
+                        out.append(int(d.name))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return out
+
     def metrics_text(self) -> str:
         """vLLM's Prometheus page (``/metrics`` on the same port)."""
         try:
