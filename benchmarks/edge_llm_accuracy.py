@@ -1,7 +1,8 @@
 """Per-task accuracy of the edge's language-model reasoner beside the planner's and the majority answer.
 
 Each test frame goes through the shipped edge perception (INT8 RFNet, scene summary); then the planner and the
-llama.cpp reasoner (``reasoner: llamacpp``, the shipped Gemma 3 270M unless ``--llm`` names another GGUF) answer
+llama.cpp reasoner (``reasoner: llamacpp``, the shipped Gemma 3 270M unless ``--llm`` names another GGUF; with
+``--lora``, a LoRA adapter from ``cepr llm finetune`` applied to it) answer
 all five tasks from that same summary. The majority baseline answers each task with its most common true answer
 on the val split. Prints accuracy per task, the language model's mean confidence, and its time per answer on
 ``--threads`` threads. Needs the llm extra.
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--llm", default="gemma3-270m", help="shipped name or GGUF path")
+    ap.add_argument("--lora", default=None, help="GGUF LoRA adapter (cepr llm finetune) or a shipped adapter's name")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", dest="json_out")
     a = ap.parse_args()
@@ -52,7 +54,7 @@ def main() -> None:
     samples = list(itertools.islice(CloudRoboticsDataset(find_index(a.data, split=a.split)), a.frames))
     name = auto_model(samples[0].depth is not None)
     pipe = EdgePipeline(model_path(name), planner=Planner.from_file(calibration_for(model_path(name))))
-    llm = create_reasoner("llamacpp", llm_model=a.llm, llm_threads=a.threads)
+    llm = create_reasoner("llamacpp", llm_model=a.llm, llm_threads=a.threads, llm_lora=a.lora)
     maj = majority(a.data, 300)
     right = {k: Counter() for k in ("planner", "llm", "majority")}
     conf, ms, truths = Counter(), [], []
@@ -87,7 +89,7 @@ def main() -> None:
           f"p90 {np.percentile(ms, 90):.0f} ms; total {time.perf_counter() - t_start:.0f} s")
     if a.json_out:
         with open(a.json_out, "w") as f:
-            json.dump({"frames": n, "data": a.data, "split": a.split, "llm": llm.model_name, "threads": a.threads,
+            json.dump({"frames": n, "data": a.data, "split": a.split, "llm": llm.model_name, "lora": a.lora, "threads": a.threads,
                        "accuracy": {k: {t: v / n for t, v in c.items()} for k, c in right.items()},
                        "llm_mean_confidence": {t: v / n for t, v in conf.items()},
                        "llm_ms": {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90))}}, f, indent=1)

@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, edge, models, run, serve
+    from cepr.cli import bench, datasets, edge, llm, models, run, serve
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     serve.add_parser(sub)
     models.add_parser(sub)
+    llm.add_parser(sub)
     run.add_parser(sub)
     return p
 

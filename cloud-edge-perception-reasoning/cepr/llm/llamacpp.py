@@ -63,14 +63,21 @@ class LlamaCppScorer:
     projector GGUF, ``cepr.llm.mtmd``) the frame part can carry an image, evaluated in front of its text."""
 
     def __init__(self, model: str | Path, n_ctx: int = 2048, threads: int = 1, seed: int = 0,
-                 mmproj: str | Path | None = None):
+                 mmproj: str | Path | None = None, lora: str | Path | None = None):
         try:
             from llama_cpp import Llama
         except ImportError:
             raise CeprError(f"the llama.cpp reasoner needs llama-cpp-python: {INSTALL_HINT}") from None
         self.path = llm_path(model)
+        self.lora = None
+        if lora is not None:  # a GGUF LoRA adapter (cepr llm finetune), applied at scale 1
+            from cepr.llm.lora import adapter_path, check_adapter_fits
+
+            self.lora = adapter_path(lora)
+            check_adapter_fits(self.lora, self.path)
         self.llm = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                         seed=seed, logits_all=False, verbose=False)
+                         seed=seed, logits_all=False, verbose=False,
+                         lora_path=str(self.lora) if self.lora else None)
         self.n_vocab = self.llm.n_vocab()
         self._lock = threading.Lock()
         self._tries: dict[tuple[str, ...], _Node] = {}

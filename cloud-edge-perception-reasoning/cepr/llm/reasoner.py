@@ -24,10 +24,10 @@ DEFAULT_LLM = "gemma3-270m"
 
 class LlmReasoner:
     def __init__(self, model: str = DEFAULT_LLM, params: TaskParams | None = None, threads: int = 1,
-                 n_ctx: int = 2048, mmproj: str | None = None):
+                 n_ctx: int = 2048, mmproj: str | None = None, lora: str | None = None):
         self.params = params or TaskParams()
-        self.scorer = LlamaCppScorer(model, n_ctx=n_ctx, threads=threads, mmproj=mmproj)
-        self.model_name = self.scorer.path.name
+        self.scorer = LlamaCppScorer(model, n_ctx=n_ctx, threads=threads, mmproj=mmproj, lora=lora)
+        self.model_name = self.scorer.path.name + (f"+{self.scorer.lora.name}" if self.scorer.lora else "")
         self.wants_image = mmproj is not None  # the edge pipeline passes the frame
 
     def prompt(self, summary, task: str) -> tuple[str, str, tuple[str, ...]]:

@@ -1,0 +1,281 @@
+"""LoRA for the Hugging Face causal language models here (Llama, Gemma 3): our own small implementation.
+
+A LoRA layer adds a low-rank update to a frozen linear layer: ``y = W x + (alpha / r) * B (A x)`` with ``A`` of
+shape (r, in), initialised like a linear layer, and ``B`` of shape (out, r), initialised to zero, so training
+starts from the base model exactly. ``inject`` wraps the chosen projections of every decoder layer; ``merge``
+folds the update into the weights (what a model without LoRA support then computes).
+
+Two on-disk forms:
+
+- **PEFT folder** (``save_peft``): ``adapter_config.json`` and ``adapter_model.safetensors`` with PEFT's names
+  (``base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight``), which vLLM's LoRA loader reads.
+- **GGUF LoRA adapter** (``save_gguf``) for llama.cpp (``Llama(lora_path=...)``): ``general.type = adapter``,
+  ``adapter.type = lora``, ``adapter.lora.alpha``, ``general.architecture`` of the base model, tensors
+  ``blk.N.<name>.weight.lora_a`` (numpy shape (r, in)) and ``.lora_b`` ((out, r)), F32. For the ``llama``
+  architecture the base GGUF's q/k rows are permuted to llama.cpp's adjacent-pair RoPE layout
+  (``cepr.llm.gguf_export``), so ``B`` of q and k (whose rows are the projection's output rows) gets the same
+  permutation; ``A`` is untouched. Gemma 3's GGUF keeps Hugging Face's row order (llama.cpp runs it with NeoX-style
+  RoPE, which rotates the same (i, i + head_dim/2) pairs as Hugging Face), so nothing is permuted there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cepr.errors import CeprError
+
+# projection name in a decoder layer (Llama and Gemma 3 alike) -> llama.cpp's tensor name
+TARGETS = {
+    "q_proj": ("self_attn", "attn_q"), "k_proj": ("self_attn", "attn_k"), "v_proj": ("self_attn", "attn_v"),
+    "o_proj": ("self_attn", "attn_output"), "gate_proj": ("mlp", "ffn_gate"), "up_proj": ("mlp", "ffn_up"),
+    "down_proj": ("mlp", "ffn_down"),
+}
+# Hugging Face model_type -> (GGUF architecture, whether q/k rows are permuted for RoPE in our GGUF)
+ARCHS = {"llama": ("llama", True), "gemma3_text": ("gemma3", False), "gemma3": ("gemma3", False)}
+# adapters shipped in cepr/assets/models by name: (file, the base model they were trained for)
+SHIPPED_LORAS: dict[str, tuple[str, str]] = {}
+_PEFT_KEY = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 16
+    alpha: float = 32.0
+    targets: tuple[str, ...] = tuple(TARGETS)
+    dropout: float = 0.0
+    layers: tuple[int, ...] | None = None  # decoder layers that get LoRA (None: all)
+
+    def __post_init__(self):
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad:
+            raise CeprError(f"LoRA target(s) {', '.join(bad)} unknown: choose from {', '.join(TARGETS)}")
+        if self.r < 1:
+            raise CeprError(f"LoRA rank must be >= 1, got {self.r}")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.r
+
+
+def _lora_linear_class():
+    import torch
+    from torch import nn
+
+    class LoraLinear(nn.Module):
+        """A frozen ``nn.Linear`` plus ``scale * B(A(dropout(x)))``."""
+
+        def __init__(self, base: nn.Linear, spec: LoraSpec):
+            super().__init__()
+            self.base = base
+            self.scale = spec.scale
+            self.lora_A = nn.Parameter(torch.empty(spec.r, base.in_features, dtype=base.weight.dtype))
+            self.lora_B = nn.Parameter(torch.zeros(base.out_features, spec.r, dtype=base.weight.dtype))
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+            base.weight.requires_grad_(False)
+
+        def forward(self, x):
+            return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scale
+
+        def delta(self):
+            return (self.lora_B @ self.lora_A) * self.scale
+
+    return LoraLinear
+
+
+def decoder_layers(model):
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise CeprError(f"{type(model).__name__}: no model.layers (LoRA here covers Llama and Gemma 3 causal LMs)")
+    return layers
+
+
+def inject(model, spec: LoraSpec) -> dict[str, object]:
+    """Freeze ``model`` and wrap the target projections of every layer; returns {PEFT module path: LoRA layer}."""
+    LoraLinear = _lora_linear_class()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = {}
+    all_layers = decoder_layers(model)
+    bad = [i for i in spec.layers or () if not 0 <= i < len(all_layers)]
+    if bad:
+        raise CeprError(f"LoRA layers {bad} do not exist: the model has {len(all_layers)} decoder layers")
+    for i, layer in enumerate(all_layers):
+        if spec.layers is not None and i not in spec.layers:
+            continue
+        for t in spec.targets:
+            block, _ = TARGETS[t]
+            parent = getattr(layer, block)
+            lin = getattr(parent, t)
+            if isinstance(lin, LoraLinear) or type(lin).__name__ == "LoraLinear":
+                raise CeprError("LoRA is already injected into this model")
+            wrapped = LoraLinear(lin, spec)
+            setattr(parent, t, wrapped)
+            out[f"model.layers.{i}.{block}.{t}"] = wrapped
+    return out
+
+
+def lora_state(layers: dict) -> dict:
+    """PEFT-named tensors: {base_model.model.<path>.lora_A.weight: tensor, ...}."""
+    sd = {}
+    for path, m in layers.items():
+        sd[f"base_model.model.{path}.lora_A.weight"] = m.lora_A.detach().clone().contiguous()
+        sd[f"base_model.model.{path}.lora_B.weight"] = m.lora_B.detach().clone().contiguous()
+    return sd
+
+
+def load_lora_state(layers: dict, sd: dict) -> None:
+    import torch
+
+    want = set(lora_state(layers))
+    if set(sd) != want:
+        missing, extra = sorted(want - set(sd)), sorted(set(sd) - want)
+        raise CeprError(f"LoRA tensors do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for path, m in layers.items():
+            m.lora_A.copy_(sd[f"base_model.model.{path}.lora_A.weight"])
+            m.lora_B.copy_(sd[f"base_model.model.{path}.lora_B.weight"])
+
+
+def merge(model) -> None:
+    """Fold every LoRA update into its base weight and unwrap it (in place)."""
+    import torch
+
+    with torch.no_grad():
+        for layer in decoder_layers(model):
+            for t, (block, _) in TARGETS.items():
+                parent = getattr(layer, block)
+                m = getattr(parent, t, None)
+                if type(m).__name__ == "LoraLinear":
+                    m.base.weight += m.delta().to(m.base.weight.dtype)
+                    setattr(parent, t, m.base)
+
+
+def save_peft(layers: dict, spec: LoraSpec, out: str | Path, base_model: str = "") -> Path:
+    """The adapter as a PEFT folder (adapter_config.json, adapter_model.safetensors)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model, "r": spec.r,
+           "lora_alpha": spec.alpha, "lora_dropout": spec.dropout, "target_modules": list(spec.targets),
+           "bias": "none", "fan_in_fan_out": False, "modules_to_save": None, "use_rslora": False,
+           "use_dora": False, "inference_mode": True,
+           "layers_to_transform": list(spec.layers) if spec.layers is not None else None}
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    save_file({k: v.float() for k, v in lora_state(layers).items()}, str(out / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    return out
+
+
+def read_peft(folder: str | Path) -> tuple[LoraSpec, dict]:
+    """(spec, PEFT-named tensors as numpy) from a PEFT folder written by ``save_peft``."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise CeprError(f"{folder}: not a PEFT LoRA folder ({p.name} missing)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("use_rslora"):
+        raise CeprError(f"{cfg_path}: only plain LoRA adapters are supported")
+    layers = cfg.get("layers_to_transform")
+    spec = LoraSpec(r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), targets=tuple(cfg["target_modules"]),
+                    layers=tuple(layers) if layers is not None else None)
+    return spec, load_file(str(w_path))
+
+
+def save_gguf(tensors: dict, spec: LoraSpec, config, out: str | Path, name: str = "cepr-lora") -> Path:
+    """A GGUF LoRA adapter for llama.cpp from PEFT-named tensors (numpy or torch) and the base model's HF config."""
+    import gguf
+    import numpy as np
+
+    from cepr.llm.gguf_export import permute_rope_rows
+
+    model_type = getattr(config, "model_type", None) or config.get("model_type")
+    get = (lambda k: getattr(config, k)) if not isinstance(config, dict) else config.__getitem__
+    if model_type not in ARCHS:
+        raise CeprError(f"GGUF LoRA export covers {', '.join(ARCHS)} models, not {model_type!r}")
+    arch, permuted = ARCHS[model_type]
+    heads = {"q_proj": get("num_attention_heads"), "k_proj": get("num_key_value_heads")}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(out), arch)
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(spec.alpha))
+    w.add_name(name)
+
+    def key(t):  # layer index, then llama.cpp's tensor order within a layer, A before B
+        m = _PEFT_KEY.fullmatch(t)
+        if not m:
+            raise CeprError(f"LoRA tensor {t!r} has no GGUF name (expected PEFT names of decoder projections)")
+        return int(m.group(1)), list(TARGETS).index(m.group(3)) if m.group(3) in TARGETS else 99, m.group(4)
+
+    for t in sorted(tensors, key=key):
+        layer, block, proj, ab = _PEFT_KEY.fullmatch(t).groups()
+        if proj not in TARGETS or TARGETS[proj][0] != block:
+            raise CeprError(f"LoRA tensor {t!r}: {block}.{proj} is not a supported projection")
+        v = tensors[t]
+        v = (v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)).astype(np.float32)
+        if ab == "B" and permuted and proj in heads:
+            v = permute_rope_rows(v, heads[proj])
+        w.add_tensor(f"blk.{layer}.{TARGETS[proj][1]}.weight.lora_{ab.lower()}", np.ascontiguousarray(v))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def adapter_info(path: str | Path) -> dict:
+    """{architecture, alpha, tensors} of a GGUF LoRA adapter; a file that is not one is an error naming it."""
+    import gguf
+
+    try:
+        r = gguf.GGUFReader(str(path))
+    except Exception as e:  # noqa: BLE001 - the gguf reader raises several types for a bad file
+        raise CeprError(f"LoRA adapter {path}: not a readable GGUF file ({e})") from None
+
+    def val(k):
+        f = r.fields.get(k)
+        return None if f is None else f.contents()
+
+    if val("general.type") != "adapter" or val("adapter.type") != "lora":
+        raise CeprError(f"LoRA adapter {path}: a GGUF file but not a LoRA adapter (general.type "
+                        f"{val('general.type')!r}, adapter.type {val('adapter.type')!r})")
+    return {"architecture": val("general.architecture"), "alpha": val("adapter.lora.alpha"),
+            "tensors": len(r.tensors)}
+
+
+def adapter_path(name_or_path: str | Path) -> Path:
+    """A GGUF LoRA adapter: a shipped adapter's name (``SHIPPED_LORAS``) or a path to one."""
+    name = str(name_or_path)
+    if name in SHIPPED_LORAS:
+        p = Path(__file__).resolve().parent.parent / "assets" / "models" / SHIPPED_LORAS[name][0]
+        if not p.is_file():
+            raise CeprError(f"shipped LoRA adapter {name!r}: {p} is missing from this install")
+        return p
+    p = Path(name).expanduser()
+    if not p.is_file():
+        known = f" (shipped: {', '.join(SHIPPED_LORAS)})" if SHIPPED_LORAS else " (none is shipped)"
+        raise CeprError(f"LoRA adapter {name!r} not found: neither a GGUF file nor a shipped adapter's name{known}")
+    adapter_info(p)
+    return p
+
+
+def check_adapter_fits(adapter: Path, model_gguf: Path) -> None:
+    """The adapter's architecture is the model's (llama.cpp refuses a mismatch with a bare "failed to load")."""
+    import gguf
+
+    arch = adapter_info(adapter)["architecture"]
+    f = gguf.GGUFReader(str(model_gguf)).fields.get("general.architecture")
+    base = f.contents() if f is not None else None
+    if arch != base:
+        raise CeprError(f"LoRA adapter {adapter} is for a {arch} model, {model_gguf.name} is a {base} model")
