@@ -194,6 +194,17 @@ def test_bad_inputs_are_refused_by_name(tiny_llm, tiny_data, trained, tmp_path):
     other = lora.save_gguf(sd, spec, {**cfg, "model_type": "gemma3_text"}, tmp_path / "gemma-arch.gguf")
     with pytest.raises(CeprError, match="for a gemma3 model, tiny-f32.gguf is a llama model"):
         LlamaCppScorer(gguf, lora=other)
+    # the job's edge settings, checked before any case runs
+    from cepr.runner.modules import _llm_options
+
+    with pytest.raises(CeprError, match="edgemodel: llm_lora: LoRA adapter .*not found"):
+        _llm_options("llamacpp", {"llm_lora": str(tmp_path / "nope.gguf")})
+    with pytest.raises(CeprError, match="edgemodel: llm_lora: .*for a gemma3 model"):
+        _llm_options("llamacpp", {"llm_model": str(gguf), "llm_lora": str(other)})
+    with pytest.raises(CeprError, match="only apply to reasoner: llamacpp"):
+        _llm_options("planner", {"llm_lora": str(trained["out"] / "adapter.gguf")})
+    ok = _llm_options("llamacpp", {"llm_model": str(gguf), "llm_lora": str(trained["out"] / "adapter.gguf")})
+    assert ok["llm_lora"] == str(trained["out"] / "adapter.gguf")
 
 
 VLLM_SCRIPT = r"""
