@@ -62,6 +62,21 @@ def add_parser(sub) -> None:
     mp.add_argument("--name", default=None, help="general.name in the GGUF (default: the folder's name)")
     mp.set_defaults(func=cmd_mmproj)
 
+    gh = msub.add_parser(
+        "gemma-hf", formatter_class=fmt,
+        help="the shipped Gemma 3 270M GGUF as a Hugging Face folder (dequantized, float32)",
+        description=(
+            "Write the shipped Gemma 3 270M (Q4_K_M GGUF) as a Hugging Face folder, offline: transformers\n"
+            "dequantizes the GGUF (needs accelerate); the folder gets float32 safetensors (about 1 GB), the\n"
+            "tokenizer and a Gemma chat template (<start_of_turn>user ... <end_of_turn>), which the GGUF lacks.\n"
+            "transformers, vLLM and cepr llm finetune load it. --check compares its next-token logits and\n"
+            "greedy tokens with llama.cpp's on the GGUF (an edge reasoner prompt)."),
+    )
+    gh.add_argument("--out", required=True, help="output folder")
+    gh.add_argument("--model", default="gemma3-270m", help="shipped name or a Gemma 3 GGUF path")
+    gh.add_argument("--check", action="store_true", help="then compare with llama.cpp and print the differences")
+    gh.set_defaults(func=cmd_gemma_hf)
+
 
 def _need(*modules: str) -> None:
     import importlib.util
@@ -94,6 +109,18 @@ def cmd_tiny(a) -> int:
         p = out / rel
         size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
         print(f"  {key:12s} {rel:24s} {size / 1024:8.1f} KiB")
+    return 0
+
+
+def cmd_gemma_hf(a) -> int:
+    import json
+
+    from cepr.llm.gemma_hf import build_gemma_hf, check_against_llamacpp
+
+    out = build_gemma_hf(a.out, a.model, log=print)
+    if a.check:
+        r = check_against_llamacpp(out, a.model)
+        print(json.dumps(r, indent=1, ensure_ascii=False))
     return 0
 
 
