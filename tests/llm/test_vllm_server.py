@@ -171,7 +171,7 @@ class Servers:
         key = json.dumps(speculative, sort_keys=True)
         if key != self.key:
             self.close()
-            self.srv = VllmServer(self.model, speculative=speculative, max_model_len=512)
+            self.srv = VllmServer(self.model, speculative=speculative, max_model_len=2048)  # a job's prompts
             self.key = key
         return self.srv
 
@@ -269,6 +269,39 @@ def test_the_target_as_its_own_draft_accepts_everything(servers, plain_greedy):
     assert tm.inter_token_ms == pytest.approx(tm.decode_ms / (n - 1))
     assert tm.inter_token_ms < sum(tm.inter_chunk_ms) / len(tm.inter_chunk_ms)
     assert tm.tokens_per_s == pytest.approx(n / (tm.total_ms / 1e3))
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_vllm_started_elsewhere_is_measured_through_server_metrics_url(servers, tiny_data, tmp_path):
+    """A vLLM that cepr did not start (a cluster's endpoint): server_metrics_url reads its counters around each
+    request and test case, as for server: vllm. The self-draft server of the test above accepts everything."""
+    from helpers import run_one_algorithm
+
+    srv = servers.get({"method": "draft_model", "model": servers.model, "num_speculative_tokens": 4})
+    metrics = srv.url.removesuffix("/v1") + "/metrics"
+    lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only", limit=2, cloud={
+        "base_url": srv.url, "model": srv.model_id(), "server_metrics_url": metrics, "payload": "summary",
+        "answer_format": "json_schema", "timeout_s": 120.0, "max_tokens": 320})
+    assert len(lines) == 2
+    for rec in lines:
+        c = rec["cloud"]
+        assert c["spec_after"]["draft_tokens"] > c["spec_before"]["draft_tokens"], c
+        assert c["spec_acceptance"] == 1.0
+    stats = json.loads(next(Path(tmp_path, "workspace").rglob("record.json")).read_text())["cloud_server"]
+    assert stats["acceptance_rate"] == 1.0 and metrics in stats["counted_by"] and stats["speculative"] is None
+
+
+def test_server_metrics_url_is_checked(tmp_path):
+    from cepr.runner.modules import CloudModule
+    from cepr.serve.vllm_server import MetricsEndpoint
+
+    with pytest.raises(CeprError, match="server_metrics_url reads the speculative counters"):
+        CloudModule.check_hyperparameters(server_metrics_url="http://127.0.0.1:9/metrics")  # base_url: auto
+    with pytest.raises(CeprError, match="must be an http"):
+        MetricsEndpoint("127.0.0.1:9/metrics")
+    with pytest.raises(CeprError, match="did not answer"):
+        MetricsEndpoint("http://127.0.0.1:9/metrics").spec_counters()
 
 
 @pytest.mark.slow

@@ -346,7 +346,7 @@ class EdgeModule:
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
                  "server_speculative", "server_draft_tokens", "server_ctx", "server_max_model_len", "server_dtype",
-                 "server_kv_cache_gib", "vllm_python", "server_mmproj")
+                 "server_kv_cache_gib", "vllm_python", "server_mmproj", "server_metrics_url")
 # what base_url: auto starts: the reference expert, a GGUF model behind llama.cpp's server (cepr serve llamacpp), or
 # an HF model folder behind vLLM's (cepr serve vllm)
 AUTO_SERVERS = ("reference", "llamacpp", "vllm")
@@ -461,6 +461,10 @@ class CloudModule:
         auto = backend == "openai" and cfg.get("base_url", "auto") == "auto"
         if backend == "openai" and not auto and "model" not in cfg:
             raise CeprError("cloudmodel: the openai backend needs `model` (the served model's name)")
+        if hps.get("server_metrics_url") is not None and (backend != "openai" or auto):
+            raise CeprError("cloudmodel: server_metrics_url reads the speculative counters of a vLLM server you "
+                            "started (backend: openai with your base_url); with base_url: auto or another backend "
+                            "cepr reads its own engine's counters: drop it")
         fields = config_model.model_fields
         # stand-ins for what is filled in at start (base_url: auto, the in-process expert's model name)
         stand_ins = {"base_url": "http://127.0.0.1/v1", "model": "auto"}
@@ -493,6 +497,7 @@ class CloudModule:
         backend, cfg, payload, link_obj, emulate = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
         self.vllm = None  # the vLLM server behind this module (server: vllm): its counters are read per request
+        self.external_metrics = False  # server_metrics_url: the counters of a vLLM that cepr did not start
         if backend == "openai":
             if cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "vllm":
                 from cepr.serve.vllm_server import vllm_server
@@ -518,6 +523,12 @@ class CloudModule:
                 # without a projector its server drops text given as a list of parts; with one (its multimodal
                 # chat handler) parts are how the image travels
                 cfg.setdefault("content_format", "parts" if s["mmproj"] else "string")
+            elif hps.get("server_metrics_url") is not None:  # a vLLM someone else started: read its counters
+                from cepr.serve.vllm_server import MetricsEndpoint
+
+                self.vllm = MetricsEndpoint(str(hps["server_metrics_url"]), model=str(cfg.get("model", "")))
+                self.vllm_spec, self.external_metrics = None, True  # its speculative config: the server's own
+                self.vllm_start = self.vllm.spec_counters()  # fails early when the page does not answer
             elif cfg.get("base_url", "auto") == "auto":
                 from cepr.cloud.autoserve import reference_server_url
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
@@ -589,7 +600,7 @@ class CloudModule:
     def _spec_reading(self) -> dict | None:
         """vLLM's speculative counters now; None without speculation or when /metrics does not answer (logged:
         the sample goes on without them)."""
-        if self.vllm is None or self.vllm_spec is None:
+        if self.vllm is None or (self.vllm_spec is None and not self.external_metrics):
             return None
         try:
             return self.vllm.spec_counters()

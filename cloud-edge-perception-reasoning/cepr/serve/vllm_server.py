@@ -362,3 +362,25 @@ def vllm_server(model, *, speculative=None, dtype: str = "float32", max_model_le
     return shared_server(key, lambda: VllmServer(model, speculative=spec.vllm_config() if spec else None,
                                                  dtype=dtype, max_model_len=max_model_len, python=python,
                                                  kv_cache_gib=kv_cache_gib), f"vLLM ({model})")
+
+
+class MetricsEndpoint:
+    """vLLM's ``/metrics`` page of a server cepr did not start (``server_metrics_url`` in a cloud module): its
+    speculative-decoding counters, read around every request exactly as for a :class:`VllmServer`. Behind a load
+    balancer the page is one replica's, so it is only right when all traffic goes to that replica."""
+
+    def __init__(self, url: str, model: str = ""):
+        if not url.startswith(("http://", "https://")):
+            raise CeprError(f"server_metrics_url must be an http(s) URL of vLLM's /metrics page, got {url!r}")
+        self.url, self.model = url, model
+        self.counted_by = f"{url} (vllm:spec_decode_*_total), before and after the test case"
+
+    def metrics_text(self) -> str:
+        try:
+            with urllib.request.urlopen(self.url, timeout=10) as r:
+                return r.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as e:
+            raise CeprError(f"server_metrics_url {self.url} did not answer: {e}") from None
+
+    def spec_counters(self) -> dict:
+        return parse_spec_counters(self.metrics_text())
