@@ -175,3 +175,43 @@ def test_cloud_only_job_on_the_vllm_backend(tiny_llm, tiny_data, vllm_python, tm
         # the engine's speculative counters around each request (the spec_acceptance metric reads them); the
         # random model's drafts rarely fit the JSON grammar, so few or none are proposed
         assert c["spec_after"]["draft_tokens"] >= c["spec_before"]["draft_tokens"]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_in_process_when_this_python_imports_vllm(backend, tiny_llm, vllm_python, tmp_path):
+    """A GPU cluster's single environment: cepr running in a python that imports vllm keeps the engine in its own
+    process (no worker), and answers as the worker does. Here that python is vLLM's venv with cepr's source on its
+    path, plus tenacity (pure Python, which cepr's openai backend imports and that venv lacks) linked from this one."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import tenacity
+
+    import cepr
+
+    (tmp_path / "tenacity").symlink_to(Path(tenacity.__file__).parent)
+
+    req = _requests()[0]
+    script = (
+        "import json, sys\n"
+        "from cepr.cloud.base import CloudRequest\n"
+        "from cepr.cloud.client import create_backend\n"
+        f"b = create_backend('vllm', {{'model': {str(tiny_llm['dir'] / 'hf')!r}, 'max_model_len': 2048, "
+        f"'max_tokens': {MAX_TOKENS}, 'answer_format': 'none'}})\n"
+        f"req = CloudRequest(task={req.task!r}, prompt={req.prompt!r}, answers={tuple(req.answers)!r}, "
+        f"summary=json.loads({json.dumps(SUMMARY)!r}), key='s0')\n"
+        "r = b.answer_batch([req])[0]\n"
+        "b.close()\n"
+        "print('RESULT ' + json.dumps({'where': b.where, 'text': r.raw_text, 'prompt_tokens': r.usage.prompt_tokens}))\n")
+    src = Path(cepr.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{tmp_path}"}
+    p = subprocess.run([vllm_python, "-c", script], env=env, capture_output=True, text=True, timeout=600, check=False)
+    lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    assert p.returncode == 0 and lines, p.stderr[-3000:]
+    got = json.loads(lines[-1][len("RESULT "):])
+    want = backend.answer_batch([req], answer_format="none")[0]
+    assert got["where"] == "in-process"
+    assert (got["text"], got["prompt_tokens"]) == (want.raw_text, want.usage.prompt_tokens)

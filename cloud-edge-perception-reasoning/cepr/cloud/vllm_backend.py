@@ -22,10 +22,12 @@ become batches of up to N.
 **What is reported.** Token counts are vLLM's (prompt and generated token ids). ``ttft_ms`` is vLLM's own
 ``first_token_latency``: from the request's arrival at vLLM's engine front end (after the chat template) to the
 engine step that produced its first token; in a batch it includes the other prompts' prefill. ``total_ms`` is
-from :meth:`infer` being called to the reply, so it includes waiting for a batch to form and to finish. The
-per-request split (queued, prefill, decode, mean gap per token) is in :attr:`VllmBackend.last_metrics`. The
-speculative-decoding counters (``vllm:spec_decode_num_*`` from ``LLM.get_metrics()``) are in
-:meth:`VllmBackend.spec_counters`; acceptance is accepted / drafted tokens between two readings.
+from :meth:`infer` being called to the reply, so it includes waiting for a batch to form and to finish.
+``decode_ms`` is vLLM's first token to last token, ``inter_token_ms`` that over the tokens after the first (per
+token, also when a speculative step yields several). The last reply's full split (queued, prefill, decode) is in
+:attr:`VllmBackend.last_metrics`. The speculative-decoding counters (``vllm:spec_decode_num_*`` from
+``LLM.get_metrics()``) are in :meth:`VllmBackend.spec_counters`; acceptance is accepted / drafted tokens between two
+readings (a cloud module reads them around every request, for the ``spec_acceptance`` metric).
 
 Text only: a payload with an image is refused (image input is a later addition). Nothing is downloaded: the
 model (and a LoRA adapter) must be local folders.
@@ -72,6 +74,8 @@ class VllmConfig(BaseModel):
     answer_format: Literal["json_schema", "none"] = Field(
         "json_schema", description="json_schema: vLLM's structured outputs keep the reply to the answer JSON with "
                                    "the task's answers as an enum; none: free text, parsed")
+    compact_json: bool = Field(True, description="json_schema without optional whitespace between JSON tokens "
+                                                 "(xgrammar's disable_any_whitespace), as cepr serve vllm's --compact-json")
     speculative: dict | None = Field(
         None, description="vLLM's speculative_config, e.g. {method: ngram, num_speculative_tokens: 4, "
                           "prompt_lookup_max: 4} or {method: draft_model, model: DIR, num_speculative_tokens: 2}")
@@ -238,7 +242,8 @@ class VllmBackend:
         settings = {"model": self.model, "dtype": cfg.dtype, "max_model_len": cfg.max_model_len,
                     "enforce_eager": cfg.enforce_eager, "speculative": cfg.speculative,
                     "enable_lora": cfg.enable_lora, "lora": str(Path(cfg.lora).expanduser()) if cfg.lora else None,
-                    "max_lora_rank": cfg.max_lora_rank, "seed": 0, "kv_cache_gib": cfg.kv_cache_gib}
+                    "max_lora_rank": cfg.max_lora_rank, "seed": 0, "kv_cache_gib": cfg.kv_cache_gib,
+                    "compact_json": cfg.compact_json}
         if cfg.vllm_python is None and importlib.util.find_spec("vllm") is not None:
             self.where = "in-process"
             self.engine = _InProcess(settings)

@@ -12,7 +12,7 @@ Protocol (one JSON object per line; the worker's replies on its original stdout,
 stderr):
 
 * first line in: the settings ``{"model", "dtype", "max_model_len", "enforce_eager", "speculative", "enable_lora",
-  "lora", "max_lora_rank", "seed"}``; first line out: ``{"ready": true, "vllm": version, ...}`` or
+  "lora", "max_lora_rank", "seed", "compact_json"}``; first line out: ``{"ready": true, "vllm": version, ...}`` or
   ``{"ready": false, "error": ...}``;
 * ``{"op": "chat", "id", "conversations": [[message, ...], ...], "schemas": [schema | null, ...],
   "max_tokens"}`` -> ``{"id", "ok": true, "results": [...], "counters": {...}}``, one result per conversation, in
@@ -73,11 +73,14 @@ class Engine:
         try:
             from vllm.sampling_params import StructuredOutputsParams
 
-            self._constrain = lambda schema: {"structured_outputs": StructuredOutputsParams(json=schema)}
+            kind, cls = "structured_outputs", StructuredOutputsParams
         except ImportError:  # pragma: no cover - older vLLM
             from vllm.sampling_params import GuidedDecodingParams
 
-            self._constrain = lambda schema: {"guided_decoding": GuidedDecodingParams(json=schema)}
+            kind, cls = "guided_decoding", GuidedDecodingParams
+        # compact_json: no optional whitespace between JSON tokens (a weak model can fill its budget with blanks)
+        compact = {"disable_any_whitespace": True} if s.get("compact_json", True) else {}
+        self._constrain = lambda schema: {kind: cls(json=schema, **compact)}
         kw = {"model": s["model"], "dtype": s.get("dtype", "float32"), "max_model_len": int(s["max_model_len"]),
               "enforce_eager": bool(s.get("enforce_eager", True)), "seed": int(s.get("seed", 0)),
               "disable_log_stats": False}  # get_metrics() needs the stat loggers
