@@ -115,12 +115,13 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
         llm.reset()
         llm.eval(ids)
         cpp = np.array(llm.scores[: len(ids)], dtype=np.float32)
-        seq, hf_greedy = list(ids), []
-        with torch.no_grad():
+        hf_greedy = []
+        with torch.no_grad():  # greedy with the KV cache, the output layer on the last position only
+            out = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
             for _ in range(greedy_tokens):
-                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+                nxt = int(out.logits[0, -1].argmax())
                 hf_greedy.append(nxt)
-                seq.append(nxt)
+                out = model(torch.tensor([[nxt]]), cache=out.cache, use_cache=True, logits_to_keep=1)
         cpp_greedy = []
         for t in llm.generate(ids, top_k=1, temp=0.0, reset=True):
             cpp_greedy.append(int(t))
