@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from cepr.bench.machine import format_machine, machine_info
+from cepr.errors import CeprError
 from cepr.serve.vllm_server import VllmServer, acceptance_rate
 
 # completions a robot's cloud model writes: structured text that repeats the prompt (where prompt lookup can
@@ -128,10 +130,21 @@ def histogram_mean(before: dict, after: dict, key: str) -> float | None:
     return (after[key][0] - before[key][0]) / n if n > 0 else None
 
 
+class _Server(VllmServer):
+    KEEP_LINES = 2000  # enough of vLLM's output to hold the root cause of a failed start
+
+
+def root_cause(message: str) -> str:
+    """The most specific error line of a failed start (vLLM's engine core error, not its generic wrapper)."""
+    errors = [x.strip() for x in message.splitlines() if re.search(r"\b\w+(Error|Exception): ", x)
+              and "Engine core initialization failed" not in x and "CeprError" not in x]
+    return re.sub(r"^\[rank\d+\]: ", "", errors[-1]) if errors else message.splitlines()[0]
+
+
 def run_setting(model: str, spec: dict | None, a, python: str) -> dict:
     started = time.perf_counter()
-    with VllmServer(model, speculative=spec, dtype=a.dtype, max_model_len=a.max_model_len, python=python,
-                    startup_s=a.startup_s) as srv:
+    with _Server(model, speculative=spec, dtype=a.dtype, max_model_len=a.max_model_len, python=python,
+                 startup_s=a.startup_s) as srv:
         ready = time.perf_counter() - started
         name = srv.model_id()
         complete(srv.url, name, "Warm-up.", 8)  # first request pays one-off costs
@@ -207,12 +220,18 @@ def main() -> int:
     print(f"vLLM env: {python}: {vllm_versions(python)}")
     print(f"target {model}; {len(PROMPTS)} prompts x {a.repeat} rounds, {a.max_tokens} tokens each (ignore_eos), "
           f"greedy, one request at a time, dtype {a.dtype}, --enforce-eager\n", flush=True)
-    results = []
+    results, failed = [], []
     for label, k, spec in settings:
         t = time.perf_counter()
-        results.append((label, k, run_setting(model, spec, a, python)))
+        try:
+            results.append((label, k, run_setting(model, spec, a, python)))
+        except CeprError as e:  # a setting vLLM cannot start: say why, go on with the others
+            failed.append((label, k, root_cause(str(e))))
         print(f"  {label} k={k or '-'}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     base = [r for lbl, _, r in results if lbl.startswith("none")]
+    if not base:
+        print("the baseline (no speculation) did not start: " + "; ".join(f[2] for f in failed))
+        return 1
     base_rows = [summarise("none", None, r, None, None) for r in base]
     base_tps = statistics.mean(r["tokens_per_s"] for r in base_rows)
     base_texts = [r["text"] for r in base[0]["runs"]]
@@ -229,6 +248,8 @@ def main() -> int:
         print(f"| {r['method']} | {r['k'] or '-'} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | {acc} | "
               f"{r['same_as_baseline']}/{r['runs']} | {fmt(r['server_ttft_ms'], 1)} / {r['client_ttft_ms']:.1f} | "
               f"{fmt(r['server_itl_ms'], 2)} |")
+    for label, k, why in failed:
+        print(f"| {label} | {k or '-'} | failed to start: {why} | | | | | |")
     print(f"\nbaseline tokens/s: first {base_rows[0]['tokens_per_s']:.1f}, last {base_rows[-1]['tokens_per_s']:.1f} "
           f"(speed-up is over their mean); server ready in {min(r['ready_s'] for r in rows):.0f}-"
           f"{max(r['ready_s'] for r in rows):.0f} s")
@@ -236,7 +257,8 @@ def main() -> int:
         with open(a.json_out, "w") as f:
             json.dump({"model": model, "draft": draft, "machine": m, "cpu_flags": cpu_flags(),
                        "vllm_env": vllm_versions(python), "max_tokens": a.max_tokens, "repeat": a.repeat,
-                       "prompts": PROMPTS, "rows": rows}, f, indent=1)
+                       "prompts": PROMPTS, "rows": rows,
+                       "failed": [{"method": lbl, "k": k, "error": why} for lbl, k, why in failed]}, f, indent=1)
     if tmp is not None:
         tmp.cleanup()
     return 0
