@@ -207,6 +207,14 @@ def test_bad_inputs_are_refused_by_name(tiny_llm, tiny_data, trained, tmp_path):
     assert ok["llm_lora"] == str(trained["out"] / "adapter.gguf")
 
 
+def test_the_shipped_gemma_adapter_resolves_by_name():
+    from cepr.llm.lora import SHIPPED_LORAS, adapter_info, adapter_path
+
+    for name in SHIPPED_LORAS:
+        info = adapter_info(adapter_path(name))
+        assert info["architecture"] == "gemma3" and info["tensors"] > 0
+
+
 VLLM_SCRIPT = r"""
 import json, sys
 from vllm import LLM, SamplingParams

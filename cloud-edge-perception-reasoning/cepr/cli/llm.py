@@ -73,7 +73,11 @@ def cmd_finetune(a) -> int:
         raise CeprError(f"cepr llm finetune needs {', '.join(missing)}: pip install -e '.[llm]'")
     if a.split == "test":
         raise CeprError("--split test: fine-tuning on the test split would make its evaluation meaningless")
+    import logging
+
     from cepr.llm.finetune import FinetuneConfig, finetune
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # GGUFWriter logs every file it writes at INFO
 
     try:
         cfg = FinetuneConfig(base=a.base, data=a.data, split=a.split, out=a.out, summaries=a.summaries,

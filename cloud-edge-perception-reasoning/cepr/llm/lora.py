@@ -37,7 +37,8 @@ TARGETS = {
 # Hugging Face model_type -> (GGUF architecture, whether q/k rows are permuted for RoPE in our GGUF)
 ARCHS = {"llama": ("llama", True), "gemma3_text": ("gemma3", False), "gemma3": ("gemma3", False)}
 # adapters shipped in cepr/assets/models by name: (file, the base model they were trained for)
-SHIPPED_LORAS: dict[str, tuple[str, str]] = {}
+# gemma3-270m-cepr: cepr llm finetune on the synthetic set's train split, 25 min on 2 shared cores (docs/llm.md)
+SHIPPED_LORAS: dict[str, tuple[str, str]] = {"gemma3-270m-cepr": ("gemma3-270m-cepr-lora.gguf", "gemma3-270m")}
 _PEFT_KEY = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight")
 
 
