@@ -99,7 +99,9 @@ def test_json_schema_answers_are_allowed_answers(backend):
     # fewer draft tokens than the k = 2 per step it would propose), and what fits is what the target picks
     drafted = after["draft_tokens"] - before["draft_tokens"]
     generated = sum(r.usage.completion_tokens for r in results)
+    print(f"json_schema: {drafted} draft tokens counted, {generated} tokens generated")
     assert drafted < generated and after["accepted_tokens"] - before["accepted_tokens"] == drafted
+    assert all(" " not in r.raw_text.split('"reason"')[0] for r in results)  # compact_json: no blanks between tokens
     for req, r in zip(reqs, results, strict=True):
         assert r.status == "ok", r.reason
         assert r.answer in req.answers

@@ -75,7 +75,8 @@ class VllmConfig(BaseModel):
         "json_schema", description="json_schema: vLLM's structured outputs keep the reply to the answer JSON with "
                                    "the task's answers as an enum; none: free text, parsed")
     compact_json: bool = Field(True, description="json_schema without optional whitespace between JSON tokens "
-                                                 "(xgrammar's disable_any_whitespace), as cepr serve vllm's --compact-json")
+                                                 "(the engine's xgrammar with disable_any_whitespace), as cepr serve "
+                                                 "vllm's --compact-json")
     speculative: dict | None = Field(
         None, description="vLLM's speculative_config, e.g. {method: ngram, num_speculative_tokens: 4, "
                           "prompt_lookup_max: 4} or {method: draft_model, model: DIR, num_speculative_tokens: 2}")

@@ -78,12 +78,14 @@ class Engine:
             from vllm.sampling_params import GuidedDecodingParams
 
             kind, cls = "guided_decoding", GuidedDecodingParams
-        # compact_json: no optional whitespace between JSON tokens (a weak model can fill its budget with blanks)
-        compact = {"disable_any_whitespace": True} if s.get("compact_json", True) else {}
-        self._constrain = lambda schema: {kind: cls(json=schema, **compact)}
+        self._constrain = lambda schema: {kind: cls(json=schema)}
         kw = {"model": s["model"], "dtype": s.get("dtype", "float32"), "max_model_len": int(s["max_model_len"]),
               "enforce_eager": bool(s.get("enforce_eager", True)), "seed": int(s.get("seed", 0)),
               "disable_log_stats": False}  # get_metrics() needs the stat loggers
+        if s.get("compact_json", True):
+            # no optional whitespace between JSON tokens (a weak model can fill its budget with blanks). An engine
+            # setting (xgrammar; "auto" refuses it): vLLM 0.32's grammar back-ends ignore the per-request field
+            kw["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
         if s.get("speculative"):
             kw["speculative_config"] = dict(s["speculative"])
         if s.get("enable_lora") or s.get("lora"):
