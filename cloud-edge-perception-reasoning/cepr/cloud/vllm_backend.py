@@ -372,6 +372,9 @@ class VllmBackend:
         self._closed = True
         self._queue.put(None)
         self._dispatcher.join(self.cfg.timeout_s)
+        if self.batch_sizes:
+            log.info("vllm backend: %d LLM.chat calls, batch size -> calls %s", sum(self.batch_sizes.values()),
+                     dict(sorted(self.batch_sizes.items())))
         c = self.counters
         if c["draft_tokens"]:
             log.info("vllm backend: %d of %d draft tokens accepted (%.3f)", c["accepted_tokens"], c["draft_tokens"],
