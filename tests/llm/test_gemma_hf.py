@@ -16,7 +16,7 @@ pytest.importorskip("accelerate", reason="needs the llm extra (pip install -e '.
 
 
 @pytest.mark.slow
-def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(tmp_path):
+def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(tmp_path, monkeypatch):
     import json
 
     from transformers import AutoConfig, AutoTokenizer
@@ -37,3 +37,10 @@ def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(tmp_pat
     assert r["tokens_equal"] and r["prompt_tokens"] > 512
     assert r["top1_equal"] >= 0.9, r
     assert r["mean_abs_diff"] < 0.05 * r["logit_scale"], r
+    # vLLM settings name it by its shipped name: the folder cached in ~/.cache/cepr (here: this one, linked there)
+    from cepr.serve.vllm_server import check_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "cepr").mkdir(parents=True)
+    (tmp_path / "cache" / "cepr" / "gemma3-270m-hf").symlink_to(out)
+    assert check_model("gemma3-270m") == str(tmp_path / "cache" / "cepr" / "gemma3-270m-hf")

@@ -130,12 +130,14 @@ def test_spec_and_inter_token_metrics():
     def cloud(before, after, itl):
         return {"source": "cloud", "key": "k", "task": "action", "answer": "go", "label_path": "L",
                 "spec_before": dict(zip(("drafts", "draft_tokens", "accepted_tokens"), before)),
-                "spec_after": dict(zip(("drafts", "draft_tokens", "accepted_tokens"), after)), "inter_token_ms": itl}
+                "spec_after": dict(zip(("drafts", "draft_tokens", "accepted_tokens"), after)), "inter_token_ms": itl,
+                "tokens_per_s": None if itl is None else 1e3 / itl}
 
     # two overlapping requests: each reading covers the other's steps too; the run's total is last - first
     y_pred = [[True, c, None, c] for c in (cloud((0, 0, 0), (5, 20, 10), 2.0), cloud((2, 8, 4), (6, 24, 12), 4.0))]
     assert joint.spec_acceptance(["L", "L"], y_pred) == 12 / 24
     assert joint.inter_token_mean(["L", "L"], y_pred) == 3.0
+    assert joint.tokens_per_s_mean(["L", "L"], y_pred) == pytest.approx((500 + 250) / 2)
     plain = [[True, c, None, c] for c in ({"source": "cloud", "key": "k", "task": "action", "answer": "go"},)]
     with pytest.warns(RuntimeWarning, match="no cloud result carries"):
         assert math.isnan(joint.spec_acceptance(["L"], plain))

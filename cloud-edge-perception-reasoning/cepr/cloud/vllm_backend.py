@@ -231,7 +231,9 @@ class VllmBackend:
         if cfg.payload.sends_image:
             raise CeprError("cloudmodel: the vllm backend runs text-only models here (no image input yet): use "
                             "payload: summary")
-        path = Path(cfg.model).expanduser()
+        from cepr.serve.vllm_server import resolve_shipped_hf
+
+        path = Path(resolve_shipped_hf(cfg.model)).expanduser()
         if not (path / "config.json").is_file():
             raise CeprError(f"cloudmodel: vllm model {cfg.model!r} is not a local Hugging Face folder (no "
                             "config.json); nothing is downloaded at run time")

@@ -398,6 +398,15 @@ def inter_token_mean(y_true, y_pred) -> float:
     return float(np.mean(v)) if v else _nan("inter_token_mean: no cloud result reports an inter-token latency")
 
 
+@register_metric("tokens_per_s_mean")
+def tokens_per_s_mean(y_true, y_pred) -> float:
+    """Mean cloud decoding rate per request: completion tokens over the request's whole time (first byte sent to
+    last received, prompt evaluation included), of the cloud answers that report tokens."""
+    v = [float(s.cloud["tokens_per_s"]) for s in _samples(y_true, y_pred)
+         if s.cloud is not None and s.cloud.get("tokens_per_s") is not None]
+    return float(np.mean(v)) if v else _nan("tokens_per_s_mean: no cloud result reports tokens per second")
+
+
 @register_metric("spec_acceptance")
 def spec_acceptance(y_true, y_pred) -> float:
     """Speculative decoding's acceptance rate over the run, from the serving engine's own counters (vLLM's

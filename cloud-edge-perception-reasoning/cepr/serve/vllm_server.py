@@ -77,7 +77,9 @@ def counter_delta(before: dict, after: dict) -> dict:
 
 
 def check_model(model) -> str:
-    """An HF folder (config.json inside) or a .gguf file on this machine; a CeprError naming the problem."""
+    """An HF folder (config.json inside) or a .gguf file on this machine; a CeprError naming the problem. A shipped
+    model's name (``gemma3-270m``) is its Hugging Face folder, made once from the packaged GGUF into the cache."""
+    model = resolve_shipped_hf(model)
     p = Path(str(model)).expanduser()
     if not p.exists():
         raise CeprError(f"vLLM model {str(model)!r} does not exist (an HF folder, e.g. `cepr models tiny --out DIR` "
@@ -87,6 +89,20 @@ def check_model(model) -> str:
     if p.is_file() and p.suffix != ".gguf":
         raise CeprError(f"vLLM model {str(p)!r} is a file but not a .gguf; give an HF folder or a GGUF file")
     return str(p)
+
+
+SHIPPED_HF = ("gemma3-270m",)  # GGUF packages that cepr.llm.gemma_hf turns into Hugging Face folders
+
+
+def resolve_shipped_hf(model) -> str:
+    """``model`` as it is, or for a shipped name that is not a path here, its cached Hugging Face folder
+    (``cepr models gemma-hf``'s conversion, done on first use: about a minute, 1 GB in ~/.cache/cepr)."""
+    name = str(model)
+    if name in SHIPPED_HF and not Path(name).exists():
+        from cepr.llm.gemma_hf import cached_gemma_hf
+
+        return str(cached_gemma_hf(name))
+    return name
 
 
 def vllm_command(python: str, model: str, port: int, *, host: str = "127.0.0.1", speculative=None,
