@@ -1,16 +1,23 @@
-"""The ``transformers`` cloud backend: a Hugging Face causal language model in this process (torch on the CPU).
+"""The ``transformers`` cloud backend: a Hugging Face causal language model, or a vision-language model that takes
+the camera image, in this process (torch on the CPU).
 
 It builds the same chat messages as the ``openai`` backend (system prompt, question, allowed answers, summary
-text), renders them with the model's chat template and either
+text and, with ``payload: summary+image`` or ``image``, the frame as an image part), renders them with the model's
+chat template and either
 
 * generates greedily up to ``max_tokens`` and parses the answer JSON from the text (``answer_format: none``), or
 * scores each allowed answer's reply ``{"answer": "<a>"}`` by its teacher-forced log-probability and returns the
   most likely one, with its normalised probability as the confidence (``answer_format: choice``): the reply is
   always one of the allowed answers, as with a JSON-schema constrained server.
 
-Only local folders load (``local_files_only``): nothing is downloaded at run time. Token counts are the
-tokenizer's own. Text only: a model that takes images is a later addition, so a payload with an image is refused
-when the backend is configured. Needs the llm extra (transformers and torch).
+A folder whose config.json has a ``vision_config`` (a LLaVA-style model such as the tiny one of ``cepr models
+tiny``) loads with ``AutoModelForImageTextToText`` and ``AutoProcessor``: the frame is encoded as the payload
+settings say (resolution or scale, codec, quality), decoded back, so that the model sees what would go over the
+wire, and handed to the processor. Other folders load with ``AutoModelForCausalLM``; they refuse a payload with an
+image when the backend is configured. Only local folders load (``local_files_only``): nothing is downloaded at run
+time. Token counts are the tokenizer's or processor's own (a VLM's prompt count includes the image's tokens);
+``bytes_up`` is the rendered prompt as a JSON string plus the image's base64 data URL. Needs the llm extra
+(transformers and torch).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from cepr.errors import CeprError
 class TransformersConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., description="a local Hugging Face model folder (causal LM with a chat template)")
+    model: str = Field(..., description="a local Hugging Face model folder: a causal LM, or a vision-language model (config with a vision_config, e.g. the tiny LLaVA), with a chat template")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_tokens: int = Field(128, gt=0)
     answer_format: Literal["none", "choice"] = "choice"
@@ -47,21 +54,38 @@ class TransformersBackend:
 
     def __init__(self, config: dict):
         self.cfg = TransformersConfig(**config)
-        if self.cfg.payload.sends_image:
-            raise CeprError("cloudmodel: the transformers backend runs text-only models here: use payload: summary")
         path = Path(self.cfg.model).expanduser()
         if not (path / "config.json").is_file():
             raise CeprError(f"cloudmodel: transformers model {self.cfg.model!r} is not a local Hugging Face folder "
                             "(no config.json); nothing is downloaded at run time")
         try:
+            hf_config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CeprError(f"cloudmodel: transformers model {self.cfg.model!r}: unreadable config.json ({e})") from None
+        self.vision = "vision_config" in hf_config
+        if self.cfg.payload.sends_image and not self.vision:
+            raise CeprError(f"cloudmodel: transformers model {self.cfg.model!r} is text-only (no vision_config in "
+                            f"its config.json) and takes no image: use payload: summary, or a vision-language "
+                            f"model folder for payload: {self.cfg.payload.mode}")
+        try:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            import transformers
         except ImportError:
             raise CeprError("the transformers backend needs the llm extra: pip install -e '.[llm]'") from None
         torch.set_num_threads(self.cfg.threads)
         self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
+        self.processor = None
+        if self.vision:
+            self.processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
+            if getattr(self.processor, "image_processor", None) is None:
+                raise CeprError(f"cloudmodel: transformers model {self.cfg.model!r} has a vision_config but its "
+                                "processor has no image processor (no processor_config.json/preprocessor_config.json)")
+            self.tok = self.processor.tokenizer
+            auto = transformers.AutoModelForImageTextToText
+        else:
+            self.tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            auto = transformers.AutoModelForCausalLM
+        self.model = auto.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         self.model.eval()
         self.model_name = path.name
         import inspect
@@ -70,24 +94,53 @@ class TransformersBackend:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
-    def _prompt_ids(self, req: CloudRequest) -> list[int]:
+    def _inputs(self, req: CloudRequest) -> tuple[dict, int]:
+        """The model's inputs for a request (``input_ids``, and ``pixel_values`` etc. with an image) and the bytes
+        the request would put on the wire (the rendered prompt as a JSON string, plus the image's data URL)."""
         from cepr.cloud.openai_backend import build_messages
 
         msgs = build_messages(self.cfg, req)  # the same system prompt and user turn as over HTTP
-        msgs = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
-                 "\n".join(p["text"] for p in m["content"] if p.get("type") == "text")} for m in msgs]
-        ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        if self.processor is None:
+            msgs = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+                     "\n".join(p["text"] for p in m["content"] if p.get("type") == "text")} for m in msgs]
+            ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+            return {"input_ids": self.torch.tensor([ids])}, len(json.dumps(self.tok.decode(ids)))
+        images, urls, turns = [], [], []
+        for m in msgs:
+            parts = [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"]
+            content = []
+            for p in parts:
+                if p["type"] == "image_url":  # the data URL the openai backend would send, decoded back
+                    urls.append(p["image_url"]["url"])
+                    images.append(_decode_data_url(urls[-1]))
+                    content.append({"type": "image"})
+                else:
+                    content.append({"type": "text", "text": p["text"]})
+            turns.append({"role": m["role"], "content": content})
+        text = self.processor.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=text, images=images or None, return_tensors="pt")
+        return dict(inputs), len(json.dumps(text)) + sum(len(u) for u in urls)
 
-    def _choice(self, prompt: list[int], answers) -> tuple[str, float, list[int]]:
+    def _prompt_ids(self, req: CloudRequest) -> list[int]:
+        """The prompt's token ids (a VLM's include one per image token)."""
+        return self._inputs(req)[0]["input_ids"][0].tolist()
+
+    def _choice(self, inputs: dict, answers) -> tuple[str, float, list[int]]:
         """The allowed answer whose reply the model finds most likely, its normalised probability, its tokens."""
+        probs, replies = self.choice_probs(inputs, answers)
+        best = max(range(len(answers)), key=probs.__getitem__)
+        return answers[best], probs[best], replies[best]
+
+    def choice_probs(self, inputs: dict, answers) -> tuple[list[float], list[list[int]]]:
+        """Each allowed answer's reply probability, normalised over the answers, and the replies' tokens."""
         import copy
 
         torch = self.torch
         replies = [self.tok.encode(json.dumps({"answer": a}), add_special_tokens=False) for a in answers]
         with torch.no_grad():
-            out = self.model(torch.tensor([prompt]), use_cache=True)
-            past = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+            out = self.model(**inputs, use_cache=True)
+            past = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
             first = out.logits[0, -1:]  # the prompt once; its last logits predict r[0]
             scores = []
             for r in replies:  # teacher-forced: each reply continues a copy of the cached prompt
@@ -99,29 +152,28 @@ class TransformersBackend:
                 scores.append(float(lp[torch.arange(len(r)), torch.tensor(r)].sum()))
         m = max(scores)
         w = [math.exp(s - m) for s in scores]
-        best = max(range(len(answers)), key=lambda i: w[i])
-        return answers[best], w[best] / sum(w), replies[best]
+        return [x / sum(w) for x in w], replies
 
     def infer(self, req: CloudRequest) -> CloudResult:
         from cepr.cloud.parsing import AnswerParseError, parse_answer
 
         t0 = time.perf_counter()
         started = time.time()
-        prompt = self._prompt_ids(req)
-        up = len(json.dumps(self.tok.decode(prompt)))
+        inputs, up = self._inputs(req)
+        n_prompt = int(inputs["input_ids"].shape[1])
         if self.cfg.answer_format == "choice":
-            answer, conf, reply = self._choice(prompt, req.answers)
+            answer, conf, reply = self._choice(inputs, req.answers)
             text = self.tok.decode(reply)
-            usage = Usage(len(prompt), len(reply), counted="server")
+            usage = Usage(n_prompt, len(reply), counted="server")
             total = 1e3 * (time.perf_counter() - t0)
             return CloudResult("ok", answer, "most likely allowed answer", round(conf, 4), text, usage,
                                Timings(sent_at=started, total_ms=total), up, len(text), self.model_name)
         with self.torch.no_grad():
-            out = self.model.generate(self.torch.tensor([prompt]), max_new_tokens=self.cfg.max_tokens,
-                                      do_sample=False, pad_token_id=self.tok.pad_token_id)
-        gen = out[0, len(prompt):].tolist()
+            out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_tokens, do_sample=False,
+                                      pad_token_id=self.tok.pad_token_id)
+        gen = out[0, n_prompt:].tolist()
         text = self.tok.decode(gen, skip_special_tokens=True)
-        usage = Usage(len(prompt), len(gen), counted="server")
+        usage = Usage(n_prompt, len(gen), counted="server")
         timings = Timings(sent_at=started, total_ms=1e3 * (time.perf_counter() - t0))
         try:
             answer, reason, conf = parse_answer(text, req.answers)
@@ -132,3 +184,18 @@ class TransformersBackend:
 
     def close(self) -> None:
         pass
+
+
+def _decode_data_url(url: str):
+    """The RGB image (PIL) a ``data:<mime>;base64,...`` URL carries: what the receiving server would decode."""
+    import base64
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    data = base64.b64decode(url.split(",", 1)[1])
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise CeprError("cloudmodel: the encoded payload image could not be decoded back")
+    return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
