@@ -20,8 +20,9 @@ ANSWERS = ("go", "slow", "stop", "avoid_left", "avoid_right")
 @pytest.fixture(scope="module")
 def vlm(tiny_llm):
     m = tiny_llm["manifest"]
-    return {"hf": tiny_llm["dir"] / m["files"]["vlm_hf"], "image_tokens": m["models"]["vlm"]["image_tokens"],
-            "size": m["models"]["vlm"]["vision"]["image_size"]}
+    d = tiny_llm["dir"]
+    return {"hf": d / m["files"]["vlm_hf"], "gguf": d / m["files"]["vlm_f32"], "mmproj": d / m["files"]["vlm_mmproj"],
+            "image_tokens": m["models"]["vlm"]["image_tokens"], "size": m["models"]["vlm"]["vision"]["image_size"]}
 
 
 def _images(size: int) -> dict[str, np.ndarray]:
@@ -93,6 +94,57 @@ def test_choice_equals_uncached_forward_passes(backend, vlm):
     ref = [math.exp(s - m) for s in scores]
     ref = [p / sum(ref) for p in ref]
     assert max(abs(a - b) for a, b in zip(probs, ref, strict=True)) < 1e-4
+
+
+def test_choice_agrees_with_llama_cpp_on_a_square_image(backend, vlm):
+    """The same chat prompt and PNG (square, the projector's size: neither engine resizes) scored by llama.cpp
+    (the F32 decoder GGUF + mmproj): the answers' probabilities agree up to ggml's float16 GELU table."""
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd (0.3.36)")
+    import base64
+
+    import llama_cpp
+
+    from cepr.cloud.openai_backend import build_messages
+    from cepr.llm.mtmd import VisionProjector
+
+    size = vlm["size"]
+    img = np.random.default_rng(5).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    req = _request(img)
+    inputs, _ = backend._inputs(req)
+    probs, replies = backend.choice_probs(inputs, ANSWERS)
+    text, _pil, urls = backend._vlm_prompt(build_messages(backend.cfg, req))
+    png = base64.b64decode(urls[0].split(",", 1)[1])  # the bytes the wire would carry
+    llm = llama_cpp.Llama(model_path=str(vlm["gguf"]), n_ctx=1024, n_threads=1, n_threads_batch=1, verbose=False,
+                          logits_all=False, type_k=0, type_v=0)
+    vp = VisionProjector(llm, vlm["mmproj"])
+    try:
+        vp.eval(text.replace(backend.processor.image_token, vp.marker), [png])
+        n = llm.n_tokens
+        assert n == inputs["input_ids"].shape[1]  # the same sequence: the image token expands to the patches
+
+        def log_softmax():
+            z = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+            z = z.astype(np.float64) - z.max()
+            return z - math.log(np.exp(z).sum())
+
+        first, scores = log_softmax(), []
+        for reply in replies:
+            llm.n_tokens, lp, score = n, first, 0.0
+            for i, t in enumerate(reply):
+                score += float(lp[t])
+                if i + 1 < len(reply):
+                    llm.eval([t])
+                    lp = log_softmax()
+            scores.append(score)
+    finally:
+        vp.close()
+        llm.close()
+    m = max(scores)
+    ref = [math.exp(s - m) for s in scores]
+    ref = [p / sum(ref) for p in ref]
+    diff = max(abs(a - b) for a, b in zip(probs, ref, strict=True))
+    print(f"max |p_transformers - p_llama.cpp| = {diff:.2e}")
+    assert int(np.argmax(probs)) == int(np.argmax(ref)) and diff < 1e-3, (probs, ref)  # measured 8.4e-6
 
 
 def test_free_generation_with_an_image(vlm):

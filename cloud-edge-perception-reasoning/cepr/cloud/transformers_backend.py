@@ -106,6 +106,12 @@ class TransformersBackend:
             ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
             ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
             return {"input_ids": self.torch.tensor([ids])}, len(json.dumps(self.tok.decode(ids)))
+        text, images, urls = self._vlm_prompt(msgs)
+        inputs = self.processor(text=text, images=images or None, return_tensors="pt")
+        return dict(inputs), len(json.dumps(text)) + sum(len(u) for u in urls)
+
+    def _vlm_prompt(self, msgs: list[dict]) -> tuple[str, list, list[str]]:
+        """A VLM's prompt text (one image token per image part), the images (PIL) and their data URLs."""
         images, urls, turns = [], [], []
         for m in msgs:
             parts = [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"]
@@ -118,9 +124,7 @@ class TransformersBackend:
                 else:
                     content.append({"type": "text", "text": p["text"]})
             turns.append({"role": m["role"], "content": content})
-        text = self.processor.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=text, images=images or None, return_tensors="pt")
-        return dict(inputs), len(json.dumps(text)) + sum(len(u) for u in urls)
+        return self.processor.apply_chat_template(turns, add_generation_prompt=True, tokenize=False), images, urls
 
     def _prompt_ids(self, req: CloudRequest) -> list[int]:
         """The prompt's token ids (a VLM's include one per image token)."""
