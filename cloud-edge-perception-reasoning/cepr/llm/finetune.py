@@ -253,7 +253,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
         raise CeprError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
     ckpt = None
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # no pickled code
         if ckpt["key"] != cfg.training_key():
             diff = {k: (ckpt["key"].get(k), v) for k, v in cfg.training_key().items() if ckpt["key"].get(k) != v}
             raise CeprError(f"--resume: settings differ from the checkpoint's (checkpoint, now): {diff}")
