@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, edge, llm, models, run, serve
+    from cepr.cli import bench, datasets, edge, llm, models, run, serve, vlm
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     models.add_parser(sub)
     llm.add_parser(sub)
+    vlm.add_parser(sub)
     run.add_parser(sub)
     return p
 

@@ -1,0 +1,81 @@
+"""``cepr vlm``: our own vision-language model (issue 14)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("vlm", help="train our own LLaVA-style vision-language model on the robot scenes",
+                       description="Our own vision-language model (issue 14): a SigLIP-style ViT, an MLP projector "
+                                   "and a Llama decoder on the project's tokenizer, trained on CPU.")
+    s = p.add_subparsers(dest="vlm_command", metavar="ACTION")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    t = s.add_parser(
+        "train", formatter_class=_Formatter,
+        help="train the VLM on the train split's frames, questions and JSON answers (torch, CPU)",
+        description=(
+            "Trains from scratch (seeded): each example is a frame, a task's question with its allowed answers,\n"
+            "and the target JSON {\"answer\", \"reason\" (from the labels), \"confidence\"}; the loss covers the\n"
+            "target's tokens only. One step = one frame and all its tasks. Stops at --steps or after\n"
+            "--max-minutes of wall time, validates on the val split (or held-out train frames), and writes in --out:\n"
+            "  hf/                        LlavaForConditionalGeneration + processor (transformers)\n"
+            "  vlm-f32.gguf, vlm-q8_0.gguf  the decoder (llama.cpp), mmproj-f32.gguf  the vision projector\n"
+            "  checkpoint.pt              weights + optimizer + step: --resume continues from it\n"
+            "  log.jsonl                  train loss per step, val loss/accuracy per validation\n"
+            "  tokenizer.json, train_log.json\n"
+            "Example:\n"
+            "  cepr vlm train --out runs/vlm-small --max-minutes 60\n"
+            "  cepr vlm train --out runs/vlm-small --max-minutes 30 --resume"),
+    )
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
+    t.add_argument("--size", default="small", choices=["tiny", "small"],
+                   help="model preset (tiny: the shapes of `cepr models tiny`, for tests)")
+    t.add_argument("--frames", type=int, default=None, help="use at most this many (shuffled) training frames")
+    t.add_argument("--steps", type=int, default=100000, help="optimizer steps (one frame each)")
+    t.add_argument("--max-minutes", type=float, default=60.0, help="wall-time budget of this run")
+    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    t.add_argument("--warmup", type=int, default=20, help="linear warm-up steps")
+    t.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus, weights and frame order")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    t.add_argument("--val-every", type=int, default=200, help="steps between validations")
+    t.add_argument("--val-frames", type=int, default=32, help="validation frames")
+    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    t.add_argument("--quant", nargs="+", default=["f32", "q8_0"], help="decoder GGUF types to write")
+    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+
+def cmd_train(a) -> int:
+    import importlib.util
+
+    from pydantic import ValidationError
+
+    from cepr.errors import CeprError
+
+    missing = [m for m in ("torch", "transformers", "tokenizers", "safetensors", "gguf")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CeprError(f"cepr vlm train needs {', '.join(missing)}: pip install -e '.[llm]'")
+    import logging
+
+    from cepr.llm.vlm_train import VlmTrainConfig, train
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)
+    fields = ("out", "data", "size", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
+              "val_every", "val_frames", "checkpoint_every")
+    try:
+        cfg = VlmTrainConfig(**{k: getattr(a, k) for k in fields}, quant=tuple(a.quant), progress=not a.no_progress)
+    except ValidationError as e:
+        raise CeprError("cepr vlm train: " + "; ".join(
+            f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors())) from None
+    r = train(cfg, resume=a.resume)
+    print(f"{r['steps']} steps ({r['stopped']}), {r['minutes_this_run']:.1f} min this run; validation "
+          f"{r['validation']}")
+    return 0

@@ -1,0 +1,350 @@
+"""``cepr vlm train``: train our own LLaVA-style vision-language model (issue 14) on the robot scenes, on CPU.
+
+The model is ``cepr.llm.vlm``'s architecture (a SigLIP-style ViT, an MLP projector, a Llama decoder) on the
+project's byte-level BPE tokenizer (``cepr.llm.tiny.train_tokenizer`` over ``cepr.llm.corpus``, plus ``<image>``),
+in a size preset (``tiny``: the shapes of ``cepr models tiny``, for tests; ``small``: a wider, deeper variant),
+initialized from the seed and trained from scratch.
+
+One example is one frame and one task: the user turn holds the frame (one image token per patch) and the task's
+question with its allowed answers; the target is the JSON the suite parses, ``{"answer": ..., "reason": ...,
+"confidence": 1.0}`` then ``</s>``, the reason a short sentence built from the labels (the true answers of the
+frame's tasks, not free invention). The loss is the cross-entropy of the target's tokens only (the prompt and
+padding are masked). A step is one frame with all its tasks as one batch.
+
+Validation (every ``val_every`` steps and at the end) on the val split's frames (or, without a val index, the last
+``val_frames`` of the shuffled training frames, which are then held out): the mean target loss and the accuracy of
+choice scoring (the most likely ``{"answer": "<option>"`` prefix among the allowed options).
+
+Output folder: ``checkpoint.pt`` (weights, optimizer, step, RNG; ``--resume`` continues; loaded with
+``weights_only=True``), ``tokenizer.json``, ``log.jsonl`` (one line per step: loss, lr, seconds; one per validation:
+val_loss, val_acc), ``hf/`` (``LlavaForConditionalGeneration`` + ``LlavaProcessor``), ``vlm-<quant>.gguf`` (the
+decoder, ``cepr.llm.gguf_export``) and ``mmproj-f32.gguf`` (``cepr.llm.vlm.export_mmproj``), ``train_log.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cepr.errors import CeprError
+
+
+def presets():
+    from cepr.llm.tiny import TARGET, TinySpec
+    from cepr.llm.vlm import VISION, VisionSpec
+
+    return {"tiny": (TARGET, VISION),
+            "small": (TinySpec(hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, ffn=768),
+                      VisionSpec(image_size=64, patch_size=8, hidden=128, layers=4, heads=4, ffn=256))}
+
+
+class VlmTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = "datasets/cloud-robotics-synth"
+    out: str
+    size: Literal["tiny", "small"] = "small"
+    frames: int | None = Field(None, ge=1, description="use at most this many training frames")
+    steps: int = Field(100000, ge=1, description="optimizer steps (one frame, all its tasks, each)")
+    max_minutes: float = Field(60.0, gt=0, description="wall-time budget of this run")
+    lr: float = Field(1e-3, gt=0)
+    warmup: int = Field(20, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    val_every: int = Field(200, ge=1)
+    val_frames: int = Field(32, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    quant: tuple[str, ...] = ("f32", "q8_0")
+    progress: bool = True
+
+    def training_key(self) -> dict:
+        """What a resumed run must share with the checkpoint (budget, step count and bookkeeping may change)."""
+        return self.model_dump(exclude={"steps", "max_minutes", "threads", "progress", "checkpoint_every", "out",
+                                        "val_every", "quant"})
+
+
+# ---- examples ----------------------------------------------------------------------------------------------------
+def question(task: str) -> str:
+    from cepr.data.tasks import get_task
+
+    t = get_task(task)
+    return f"{t.render_prompt()} Allowed answers: {', '.join(t.answers)}."
+
+
+def reason(task: str, answers: dict[str, str]) -> str:
+    """A short sentence from the labels: the frame's other true answers that bear on ``task``."""
+    others = "; ".join(f"{k} {v}" for k, v in answers.items() if k != task)
+    return f"From the scene: {others}." if others else "From the scene."
+
+
+def target(task: str, answers: dict[str, str]) -> str:
+    return json.dumps({"answer": answers[task], "reason": reason(task, answers), "confidence": 1.0})
+
+
+def answer_prefix(option: str) -> str:
+    """The start of a target up to and including the answer: what choice scoring compares."""
+    return json.dumps({"answer": option})[:-1]
+
+
+def _split_frames(data: str, split: str):
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+
+    return CloudRoboticsDataset(find_index(data, split=split))
+
+
+class Frames:
+    """The training and validation frames, each loaded once into (PIL image, answers)."""
+
+    def __init__(self, cfg: VlmTrainConfig):
+        from cepr.errors import DatasetError
+
+        try:
+            self.train = _split_frames(cfg.data, "train")
+        except Exception as e:  # noqa: BLE001 - a missing dataset surfaces as several error types
+            raise CeprError(f"training data {cfg.data!r} (split train): {e}") from None
+        if len(self.train) == 0:
+            raise CeprError(f"training data {cfg.data!r}: the train split has no frames")
+        order = list(range(len(self.train)))
+        random.Random(cfg.seed).shuffle(order)
+        order = order[:cfg.frames] if cfg.frames else order
+        try:
+            self.val = _split_frames(cfg.data, "val")
+            if len(self.val) == 0:
+                raise DatasetError("empty")
+            self.val_order = list(range(len(self.val)))[:cfg.val_frames]
+            self.val_source = "val split"
+        except DatasetError:
+            if len(order) < 2:
+                raise CeprError(f"training data {cfg.data!r}: no val split and too few training frames "
+                                f"({len(order)}) to hold some out") from None
+            n = min(cfg.val_frames, len(order) // 2)
+            self.val, self.val_order, order = self.train, order[-n:], order[:-n]
+            self.val_source = f"{n} held-out train frames"
+        self.order = order
+        self._cache: dict[tuple[int, int], tuple] = {}
+
+    def _load(self, ds, i: int):
+        from PIL import Image
+
+        from cepr.data.tasks import answers_for_sample
+
+        key = (id(ds), i)
+        if key not in self._cache:
+            s = ds[i]
+            if s.rgb is None:
+                raise CeprError(f"frame {i} of {ds.index_path} has no RGB image")
+            self._cache[key] = (Image.fromarray(s.rgb), answers_for_sample(s))
+        return self._cache[key]
+
+    def train_item(self, step: int):
+        return self._load(self.train, self.order[step % len(self.order)])
+
+    def val_items(self):
+        return [self._load(self.val, i) for i in self.val_order]
+
+
+# ---- model and batches -------------------------------------------------------------------------------------------
+def build_model(size: str, seed: int, tok=None):
+    """(model, processor, tokenizer) of a preset; the tokenizer is trained from the corpus unless given."""
+    from cepr.llm.corpus import build_corpus
+    from cepr.llm.tiny import train_tokenizer
+    from cepr.llm.vlm import build_hf_vlm, vlm_tokenizer
+
+    text_spec, vision = presets()[size]
+    if tok is None:
+        tok = vlm_tokenizer(train_tokenizer(build_corpus(seed)))
+    model, proc = build_hf_vlm(tok, text_spec, vision, seed)
+    return model, proc, tok
+
+
+def prompt_text(proc, task: str) -> str:
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question(task)}]}]
+    return proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+def batch(proc, image, answers: dict[str, str], tasks=None):
+    """Inputs and labels for one frame's tasks: the prompt and padding masked (-100), the target + </s> kept."""
+    tasks = list(tasks or answers)
+    prompts = [prompt_text(proc, t) for t in tasks]
+    eos = proc.tokenizer.eos_token
+    full = [p + target(t, answers) + eos for p, t in zip(prompts, tasks)]
+    return _labelled(proc, image, prompts, full)
+
+
+def _labelled(proc, image, prompts, full):
+    tok = proc.tokenizer
+    tok.padding_side = "right"
+    enc = proc(text=full, images=[image] * len(full), padding=True, return_tensors="pt")
+    n_prompt = [len(proc(text=[p], images=[image], return_tensors="pt")["input_ids"][0]) for p in prompts]
+    labels = enc["input_ids"].clone()
+    for i, n in enumerate(n_prompt):
+        labels[i, :n] = -100
+    labels[enc["attention_mask"] == 0] = -100
+    enc["labels"] = labels
+    return enc
+
+
+def target_loss(model, enc):
+    """Mean cross-entropy over the target tokens."""
+    return model(**enc).loss
+
+
+def choice_scores(model, proc, image, task: str):
+    """Log-likelihood of each allowed option's answer prefix after the prompt (a list in option order)."""
+    import torch
+
+    from cepr.data.tasks import get_task
+
+    opts = get_task(task).answers
+    p = prompt_text(proc, task)
+    enc = _labelled(proc, image, [p] * len(opts), [p + answer_prefix(o) for o in opts])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in enc.items() if k != "labels"}).logits
+    lp = torch.log_softmax(logits[:, :-1].float(), -1)
+    lab = enc["labels"][:, 1:]
+    mask = lab != -100
+    picked = lp.gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(-1).tolist()
+
+
+def validate(model, proc, items) -> dict:
+    import torch
+
+    from cepr.data.tasks import get_task
+
+    losses, right, n = [], 0, 0
+    model.eval()
+    with torch.no_grad():
+        for image, answers in items:
+            losses.append(target_loss(model, batch(proc, image, answers)).item())
+            for t, a in answers.items():
+                s = choice_scores(model, proc, image, t)
+                right += int(get_task(t).answers[max(range(len(s)), key=s.__getitem__)] == a)
+                n += 1
+    model.train()
+    return {"val_loss": round(sum(losses) / len(losses), 5), "val_acc": round(right / max(1, n), 4)}
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def _lr(cfg: VlmTrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+
+
+def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
+    """Train (or continue) and save; returns the training summary."""
+    import torch
+    from tokenizers import Tokenizer
+
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if resume and not ckpt_path.is_file():
+        raise CeprError(f"--resume: no checkpoint in {out} (checkpoint.pt); start without --resume")
+    if not resume and ckpt_path.is_file():
+        raise CeprError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+    ckpt = None
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # no pickled code
+        if ckpt["key"] != cfg.training_key():
+            diff = {k: (ckpt["key"].get(k), v) for k, v in cfg.training_key().items() if ckpt["key"].get(k) != v}
+            raise CeprError(f"--resume: settings differ from the checkpoint's (checkpoint, now): {diff}")
+    frames = Frames(cfg)  # a bad data path fails before the model is built
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    tok = Tokenizer.from_file(str(out / "tokenizer.json")) if resume else None
+    model, proc, tok = build_model(cfg.size, cfg.seed, tok)
+    if not resume:
+        tok.save(str(out / "tokenizer.json"))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, spent_before = 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optim"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, spent_before = ckpt["step"], ckpt["seconds"]
+        log(f"resuming at step {step} ({spent_before / 60:.1f} min trained before)")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"VLM {cfg.size}: {n_params:,} parameters; {len(frames.order)} train frames, validation on "
+        f"{frames.val_source}; {torch.get_num_threads()} threads")
+    log_path = out / "log.jsonl"
+
+    def write(rec):
+        with log_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def save_checkpoint():
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"key": cfg.training_key(), "step": step, "model": model.state_dict(), "optim": opt.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "seconds": spent_before + time.perf_counter() - t_start}, tmp)
+        tmp.replace(ckpt_path)
+
+    from tqdm import tqdm
+
+    budget = cfg.max_minutes * 60
+    bar = tqdm(total=cfg.steps, initial=step, desc="vlm train", unit="step", disable=not cfg.progress)
+    stopped, last_val = "steps", None
+    while step < cfg.steps:
+        if time.perf_counter() - t_start >= budget:
+            stopped = "max_minutes"
+            break
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        image, answers = frames.train_item(step)
+        loss = target_loss(model, batch(proc, image, answers))
+        if not math.isfinite(loss.item()):
+            raise CeprError(f"step {step}: the loss is {loss.item()} (lower --lr)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        write({"step": step, "loss": round(loss.item(), 5), "lr": _lr(cfg, step - 1),
+               "seconds": round(time.perf_counter() - t0, 3)})
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1)
+        if step % cfg.val_every == 0:
+            last_val = {"step": step, **validate(model, proc, frames.val_items())}
+            write(last_val)
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint()
+    bar.close()
+    if last_val is None or last_val["step"] != step:
+        last_val = {"step": step, **validate(model, proc, frames.val_items())}
+        write(last_val)
+    model.eval()
+    save_checkpoint()
+    files = export(model, proc, out, cfg.quant)
+    result = {"config": cfg.model_dump(), "steps": step, "stopped": stopped, "parameters": n_params,
+              "minutes_this_run": round((time.perf_counter() - t_start) / 60, 2),
+              "minutes_total": round((spent_before + time.perf_counter() - t_start) / 60, 2),
+              "validation": last_val, "val_source": frames.val_source, "files": files}
+    (out / "train_log.json").write_text(json.dumps(result, indent=1) + "\n")
+    log(f"stopped by {stopped} at step {step}; val loss {last_val['val_loss']}, acc {last_val['val_acc']}; "
+        f"{out / 'hf'}, {', '.join(files['gguf'])}, {files['mmproj']}")
+    return result
+
+
+def export(model, proc, out: Path, quant=("f32",)) -> dict:
+    """hf/ (transformers), the decoder GGUFs and the mmproj (llama.cpp)."""
+    from cepr.llm.gguf_export import export_gguf
+    from cepr.llm.tiny import _save_hf
+    from cepr.llm.vlm import export_mmproj
+
+    _save_hf(model, proc, out / "hf")
+    ggufs = []
+    for q in quant:
+        export_gguf(out / "hf", out / f"vlm-{q}.gguf", q, name=f"cepr-vlm-{out.name}")
+        ggufs.append(f"vlm-{q}.gguf")
+    export_mmproj(out / "hf", out / "mmproj-f32.gguf", name=f"cepr-vlm-{out.name}-mmproj")
+    return {"hf": "hf", "gguf": ggufs, "mmproj": "mmproj-f32.gguf"}

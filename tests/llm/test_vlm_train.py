@@ -1,0 +1,131 @@
+"""`cepr vlm train` (issue 14, first slice): the tiny preset trains a few steps on the test frames, the loss falls,
+--resume continues the same run, the Hugging Face folder loads in transformers, and its GGUF + mmproj in llama.cpp
+score the allowed answers like transformers; bad inputs give errors that name the problem."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+_MISSING = [m for m in ("torch", "transformers", "tokenizers", "gguf", "safetensors", "llama_cpp")
+            if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"needs the llm extra (missing {_MISSING})")
+
+
+def _cfg(data, out, **kw):
+    from cepr.llm.vlm_train import VlmTrainConfig
+
+    base = {"data": str(data), "out": str(out), "size": "tiny", "frames": 1, "steps": 3, "warmup": 0, "lr": 3e-3,
+            "val_every": 100, "val_frames": 1, "checkpoint_every": 2, "threads": 2, "quant": ("f32",),
+            "progress": False}
+    return VlmTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    from cepr.llm.vlm_train import train
+
+    out = tmp_path_factory.mktemp("vlm") / "run"
+    first = train(_cfg(tiny_data, out), log=lambda *_: None)
+    lines = []
+    second = train(_cfg(tiny_data, out, steps=6), resume=True, log=lines.append)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return {"out": out, "first": first, "second": second, "resume_lines": lines, "log": log}
+
+
+def test_loss_goes_down_and_resume_continues(trained):
+    steps = [r for r in trained["log"] if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))  # 3 steps, then 3 more after --resume
+    assert trained["first"]["steps"] == 3 and trained["second"]["steps"] == 6
+    assert any("resuming at step 3" in x for x in trained["resume_lines"])
+    losses = [r["loss"] for r in steps]
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0], losses  # one frame, seen every step: the loss must fall
+    vals = [r for r in trained["log"] if "val_loss" in r]
+    assert [v["step"] for v in vals] == [3, 6] and all(0 <= v["val_acc"] <= 1 for v in vals)
+    assert vals[-1]["val_loss"] < vals[0]["val_loss"], vals
+
+
+def _square_frame(tiny_data, size):
+    from PIL import Image
+
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+
+    s = CloudRoboticsDataset(find_index(tiny_data, split="val"))[0]
+    img = Image.fromarray(s.rgb).resize((size, size))  # the projector's size: neither engine resizes
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return img, buf.getvalue()
+
+
+def test_exports_load_in_transformers_and_llama_cpp_and_agree(trained, tiny_data):
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
+    import llama_cpp
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from cepr.data.tasks import TASK_NAMES, get_task
+    from cepr.llm.mtmd import VisionProjector
+    from cepr.llm.vlm_train import answer_prefix, choice_scores, prompt_text
+
+    out = trained["out"]
+    model = AutoModelForImageTextToText.from_pretrained(str(out / "hf"), dtype=torch.float32).eval()
+    proc = AutoProcessor.from_pretrained(str(out / "hf"))
+    size = model.config.vision_config.image_size
+    img, png = _square_frame(tiny_data, size)
+    llm = llama_cpp.Llama(model_path=str(out / "vlm-f32.gguf"), n_ctx=1024, n_threads=2, n_threads_batch=2,
+                          verbose=False, type_k=0, type_v=0)
+    vp = VisionProjector(llm, out / "mmproj-f32.gguf")
+
+    def log_softmax():
+        z = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        z = z.astype(np.float64) - z.max()
+        return z - math.log(np.exp(z).sum())
+
+    try:
+        for task in TASK_NAMES:
+            opts = get_task(task).answers
+            hf = choice_scores(model, proc, img, task)
+            llm.n_tokens = 0
+            vp.eval(prompt_text(proc, task).replace(proc.image_token, vp.marker), [png])
+            n, first, cpp = llm.n_tokens, log_softmax(), []
+            for o in opts:
+                toks = llm.tokenize(answer_prefix(o).encode(), add_bos=False, special=False)
+                llm.n_tokens, lp, score = n, first, 0.0
+                for i, t in enumerate(toks):
+                    score += float(lp[t])
+                    if i + 1 < len(toks):
+                        llm.eval([t])
+                        lp = log_softmax()
+                cpp.append(score)
+            best_hf, best_cpp = (opts[int(np.argmax(s))] for s in (hf, cpp))
+            assert best_hf == best_cpp and best_cpp in opts, (task, hf, cpp)
+            assert max(abs(a - b) for a, b in zip(hf, cpp)) < 0.05, (task, hf, cpp)
+    finally:
+        vp.close()
+        llm.close()
+
+
+def test_bad_inputs_name_the_problem(trained, tiny_data, tmp_path):
+    from pydantic import ValidationError
+
+    from cepr.cli import main
+    from cepr.errors import CeprError
+    from cepr.llm.vlm_train import VlmTrainConfig, train
+
+    with pytest.raises(CeprError, match="no checkpoint"):
+        train(_cfg(tiny_data, tmp_path / "fresh"), resume=True)
+    with pytest.raises(CeprError, match="already holds a checkpoint"):
+        train(_cfg(tiny_data, trained["out"]))
+    with pytest.raises(CeprError, match="settings differ.*lr"):
+        train(_cfg(tiny_data, trained["out"], lr=1e-2, steps=7), resume=True)
+    with pytest.raises(CeprError, match="nowhere"):
+        train(_cfg(tmp_path / "nowhere", tmp_path / "x"))
+    with pytest.raises(ValidationError):
+        VlmTrainConfig(out="x", size="huge")
+    assert main(["vlm", "train", "--out", str(tmp_path / "y"), "--steps", "0"]) == 2
