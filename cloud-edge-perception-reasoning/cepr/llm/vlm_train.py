@@ -115,6 +115,8 @@ class Frames:
         random.Random(cfg.seed).shuffle(order)
         order = order[:cfg.frames] if cfg.frames else order
         try:
+            if Path(cfg.data).is_file():  # an index file stands for every split: no val split of its own
+                raise DatasetError("an index file")
             self.val = _split_frames(cfg.data, "val")
             if len(self.val) == 0:
                 raise DatasetError("empty")
