@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows defaults."""
+from cepr.cli.formatting import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -15,7 +11,7 @@ def add_parser(sub) -> None:
     lsub = p.add_subparsers(dest="llm_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     f = lsub.add_parser(
-        "finetune", formatter_class=_Formatter,
+        "finetune", formatter_class=HelpFormatter,
         help="LoRA fine-tuning on the training split's scene summaries and answers (torch, CPU)",
         description=(
             "LoRA fine-tuning of a causal language model on exactly what the llamacpp edge reasoner scores:\n"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows defaults."""
+from cepr.cli.formatting import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -15,7 +13,7 @@ def add_parser(sub) -> None:
                                    "(Hugging Face and GGUF) and a Llama -> GGUF converter. Needs the `llm` extra.")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-    fmt = _Formatter
+    fmt = HelpFormatter
     t = msub.add_parser(
         "tiny", formatter_class=fmt,
         help="build a tiny random Llama, its draft and their byte-level BPE tokenizer (HF + GGUF)",

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+from cepr.cli.formatting import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -16,7 +12,7 @@ def add_parser(sub) -> None:
     s = p.add_subparsers(dest="vlm_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     t = s.add_parser(
-        "train", formatter_class=_Formatter,
+        "train", formatter_class=HelpFormatter,
         help="train the VLM on the train split's frames, questions and JSON answers (torch, CPU)",
         description=(
             "Trains from scratch (seeded): each example is a frame, a task's question with its allowed answers,\n"

@@ -244,19 +244,11 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
     import torch
 
     from cepr.llm import lora
+    from cepr.llm.checkpoint import open_checkpoint
+    from cepr.llm.checkpoint import save_checkpoint as write_checkpoint
 
     out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    if resume and not ckpt_path.is_file():
-        raise CeprError(f"--resume: no checkpoint in {out} (checkpoint.pt); start without --resume")
-    if not resume and ckpt_path.is_file():
-        raise CeprError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
-    ckpt = None
-    if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # no pickled code
-        if ckpt["key"] != cfg.training_key():
-            diff = {k: (ckpt["key"].get(k), v) for k, v in cfg.training_key().items() if ckpt["key"].get(k) != v}
-            raise CeprError(f"--resume: settings differ from the checkpoint's (checkpoint, now): {diff}")
+    ckpt_path, ckpt = open_checkpoint(out, cfg.training_key(), resume)
     base_folder(cfg.base)  # a bad base or data path fails before anything is loaded
     data = Examples(cfg.data, cfg.split, cfg.summaries, cfg.seed, cfg.frames, out / "examples.jsonl")
     out.mkdir(parents=True, exist_ok=True)
@@ -288,11 +280,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
         f"{len(data)} {cfg.split} frames ({cfg.summaries} summaries); {torch.get_num_threads()} threads")
 
     def save_checkpoint():
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"key": cfg.training_key(), "step": step, "lora": lora.lora_state(layers),
-                    "optim": opt.state_dict(), "torch_rng": torch.get_rng_state(), "hist": hist,
-                    "seconds": spent_before + time.perf_counter() - t_start}, tmp)
-        tmp.replace(ckpt_path)
+        write_checkpoint(ckpt_path, {
+            "key": cfg.training_key(), "step": step, "lora": lora.lora_state(layers),
+            "optim": opt.state_dict(), "torch_rng": torch.get_rng_state(), "hist": hist,
+            "seconds": spent_before + time.perf_counter() - t_start})
 
     from tqdm import tqdm
 
