@@ -30,8 +30,9 @@ def add_parser(sub) -> None:
     )
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
-    t.add_argument("--size", default="small", choices=["tiny", "small"],
-                   help="model preset (tiny: the shapes of `cepr models tiny`, for tests)")
+    t.add_argument("--size", default="small", choices=["tiny", "small", "base"],
+                   help="model preset: small (~5M parameters, the edge model), base (~2.5x, the cloud's larger "
+                        "variant), tiny (the shapes of `cepr models tiny`, for tests)")
     t.add_argument("--frames", type=int, default=None, help="use at most this many (shuffled) training frames")
     t.add_argument("--steps", type=int, default=100000, help="optimizer steps (one frame each)")
     t.add_argument("--max-minutes", type=float, default=60.0, help="wall-time budget of this run")
@@ -39,7 +40,10 @@ def add_parser(sub) -> None:
     t.add_argument("--warmup", type=int, default=20, help="linear warm-up steps")
     t.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus, weights and frame order")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    t.add_argument("--val-every", type=int, default=200, help="steps between validations")
+    t.add_argument("--aux-weight", type=float, default=0.5,
+                   help="weight of the auxiliary per-patch class loss (labels' classes per image patch) on the "
+                        "vision tower; 0 turns it off")
+    t.add_argument("--val-every", type=int, default=500, help="steps between validations")
     t.add_argument("--val-frames", type=int, default=32, help="validation frames")
     t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     t.add_argument("--quant", nargs="+", default=["f32", "q8_0"], help="decoder GGUF types to write")
@@ -65,7 +69,7 @@ def cmd_train(a) -> int:
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     fields = ("out", "data", "size", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
-              "val_every", "val_frames", "checkpoint_every")
+              "aux_weight", "val_every", "val_frames", "checkpoint_every")
     try:
         cfg = VlmTrainConfig(**{k: getattr(a, k) for k in fields}, quant=tuple(a.quant), progress=not a.no_progress)
     except ValidationError as e:

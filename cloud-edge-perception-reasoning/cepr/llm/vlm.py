@@ -62,6 +62,23 @@ VLM_CHAT_TEMPLATE = (
     "{% elif part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}{% endif %}{% endfor %}{% endif %}"
     "{{ '</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+# The prompt our trained VLM (``cepr vlm train``) learned, in one place for training, the edge reasoner and the
+# cloud: a user turn of the image then the question with its allowed answers; the reply is JSON that starts with
+# the answer. Options are scored by their answer prefix up to the comma: the byte-level BPE merges the closing
+# quote with the comma (``",``), so the prefix ends where a token boundary of the trained replies ends.
+VLM_ASSISTANT_TAG = "<|assistant|>"
+
+
+def vlm_question(prompt: str, answers) -> str:
+    """The text after the image in the user turn: the task's rendered question and its allowed answers."""
+    return f"{prompt} Allowed answers: {', '.join(answers)}."
+
+
+def vlm_answer_prefix(option: str) -> str:
+    """A reply's start up to the comma after the answer (``{"answer": "yes",``): what choice scoring compares."""
+    return json.dumps({"answer": option, "reason": ""}).split(', "reason"')[0] + ","
+
+
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)  # SigLIP's
 TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 

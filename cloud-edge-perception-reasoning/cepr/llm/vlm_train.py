@@ -39,9 +39,13 @@ def presets():
     from cepr.llm.tiny import TARGET, TinySpec
     from cepr.llm.vlm import VISION, VisionSpec
 
+    # small: the edge model (~5M parameters); base: the cloud's larger variant (~2.5x). 128 px images in 16 px
+    # patches: 64 image tokens. Every width a multiple of 32 (GGUF Q8_0/Q4_0 blocks); ViT FFN != hidden
     return {"tiny": (TARGET, VISION),
-            "small": (TinySpec(hidden=256, layers=4, heads=4, kv_heads=2, head_dim=64, ffn=768),
-                      VisionSpec(image_size=64, patch_size=8, hidden=128, layers=4, heads=4, ffn=256))}
+            "small": (TinySpec(hidden=256, layers=6, heads=4, kv_heads=2, head_dim=64, ffn=768),
+                      VisionSpec(image_size=128, patch_size=16, hidden=128, layers=4, heads=2, ffn=384)),
+            "base": (TinySpec(hidden=384, layers=8, heads=6, kv_heads=2, head_dim=64, ffn=1024),
+                     VisionSpec(image_size=128, patch_size=16, hidden=192, layers=6, heads=3, ffn=512))}
 
 
 class VlmTrainConfig(BaseModel):
@@ -49,7 +53,7 @@ class VlmTrainConfig(BaseModel):
 
     data: str = "datasets/cloud-robotics-synth"
     out: str
-    size: Literal["tiny", "small"] = "small"
+    size: Literal["tiny", "small", "base"] = "small"
     frames: int | None = Field(None, ge=1, description="use at most this many training frames")
     steps: int = Field(100000, ge=1, description="optimizer steps (one frame, all its tasks, each)")
     max_minutes: float = Field(60.0, gt=0, description="wall-time budget of this run")
@@ -58,7 +62,8 @@ class VlmTrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 0
     threads: int | None = Field(None, ge=1)
-    val_every: int = Field(200, ge=1)
+    aux_weight: float = Field(0.5, ge=0, description="weight of the per-patch class loss on the vision tower")
+    val_every: int = Field(500, ge=1)
     val_frames: int = Field(32, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     quant: tuple[str, ...] = ("f32", "q8_0")
@@ -73,9 +78,10 @@ class VlmTrainConfig(BaseModel):
 # ---- examples ----------------------------------------------------------------------------------------------------
 def question(task: str) -> str:
     from cepr.data.tasks import get_task
+    from cepr.llm.vlm import vlm_question
 
     t = get_task(task)
-    return f"{t.render_prompt()} Allowed answers: {', '.join(t.answers)}."
+    return vlm_question(t.render_prompt(), t.answers)
 
 
 def reason(task: str, answers: dict[str, str]) -> str:
@@ -89,8 +95,10 @@ def target(task: str, answers: dict[str, str]) -> str:
 
 
 def answer_prefix(option: str) -> str:
-    """The start of a target up to and including the answer: what choice scoring compares."""
-    return json.dumps({"answer": option})[:-1]
+    """The start of a target up to the comma after the answer: what choice scoring compares."""
+    from cepr.llm.vlm import vlm_answer_prefix
+
+    return vlm_answer_prefix(option)
 
 
 def _split_frames(data: str, split: str):
@@ -100,11 +108,12 @@ def _split_frames(data: str, split: str):
 
 
 class Frames:
-    """The training and validation frames, each loaded once into (PIL image, answers)."""
+    """The training and validation frames, each loaded once into (PIL image, answers, patch class targets)."""
 
     def __init__(self, cfg: VlmTrainConfig):
         from cepr.errors import DatasetError
 
+        self.vision = presets()[cfg.size][1]
         try:
             self.train = _split_frames(cfg.data, "train")
         except Exception as e:  # noqa: BLE001 - a missing dataset surfaces as several error types
@@ -142,7 +151,7 @@ class Frames:
             s = ds[i]
             if s.rgb is None:
                 raise CeprError(f"frame {i} of {ds.index_path} has no RGB image")
-            self._cache[key] = (Image.fromarray(s.rgb), answers_for_sample(s))
+            self._cache[key] = (Image.fromarray(s.rgb), answers_for_sample(s), patch_targets(s.label, self.vision))
         return self._cache[key]
 
     def train_item(self, step: int):
@@ -150,6 +159,28 @@ class Frames:
 
     def val_items(self):
         return [self._load(self.val, i) for i in self.val_order]
+
+
+def patch_targets(label, vision):
+    """Per-patch class frequencies (grid*grid, classes) of the TrainIds ``label`` resized (nearest) to the model's
+    square input as the image processor resizes the frame; ignored pixels are left out (a patch of only ignored
+    pixels is all zeros and carries no loss). The auxiliary target of the vision tower."""
+    import numpy as np
+
+    from cepr.data.classes import NUM_CLASSES
+
+    size, p = vision.image_size, vision.patch_size
+    h, w = label.shape
+    ys = (np.arange(size) * h // size).clip(0, h - 1)
+    xs = (np.arange(size) * w // size).clip(0, w - 1)
+    lab = label[ys][:, xs].astype(np.int64)
+    g = size // p
+    patches = lab.reshape(g, p, g, p).transpose(0, 2, 1, 3).reshape(g * g, p * p)
+    out = np.zeros((g * g, NUM_CLASSES), np.float32)
+    valid = patches < NUM_CLASSES
+    rows = np.broadcast_to(np.arange(g * g)[:, None], patches.shape)
+    np.add.at(out, (rows[valid], patches[valid]), 1.0)
+    return out / np.maximum(out.sum(1, keepdims=True), 1.0)
 
 
 # ---- model and batches -------------------------------------------------------------------------------------------
@@ -224,7 +255,7 @@ def validate(model, proc, items) -> dict:
     losses, right, n = [], 0, 0
     model.eval()
     with torch.no_grad():
-        for image, answers in items:
+        for image, answers, _ in items:
             losses.append(target_loss(model, batch(proc, image, answers)).item())
             for t, a in answers.items():
                 s = choice_scores(model, proc, image, t)
@@ -260,10 +291,20 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
     if not resume:
         tok.save(str(out / "tokenizer.json"))
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    from cepr.data.classes import NUM_CLASSES
+
+    vision = presets()[cfg.size][1]
+    aux_head = torch.nn.Linear(vision.hidden, NUM_CLASSES)  # trained, not exported: it only shapes the tower
+    captured = {}
+    model.model.vision_tower.register_forward_hook(
+        lambda mod, args, out: captured.__setitem__("h", out.hidden_states[-1] if out.hidden_states else
+                                                    out.last_hidden_state))
+    params = list(model.parameters()) + list(aux_head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, spent_before = 0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+        aux_head.load_state_dict(ckpt["aux_head"])
         opt.load_state_dict(ckpt["optim"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, spent_before = ckpt["step"], ckpt["seconds"]
@@ -279,7 +320,8 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
 
     def save_checkpoint():
         write_checkpoint(ckpt_path, {
-            "key": cfg.training_key(), "step": step, "model": model.state_dict(), "optim": opt.state_dict(),
+            "key": cfg.training_key(), "step": step, "model": model.state_dict(), "aux_head": aux_head.state_dict(),
+            "optim": opt.state_dict(),
             "torch_rng": torch.get_rng_state(), "seconds": spent_before + time.perf_counter() - t_start})
 
     from tqdm import tqdm
@@ -294,17 +336,26 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
-        image, answers = frames.train_item(step)
-        loss = target_loss(model, batch(proc, image, answers))
+        image, answers, patches = frames.train_item(step)
+        answer_loss = target_loss(model, batch(proc, image, answers))
+        loss = answer_loss
+        aux = None
+        if cfg.aux_weight:
+            tgt = torch.from_numpy(patches)
+            logp = torch.log_softmax(aux_head(captured["h"][0]), -1)
+            valid = tgt.sum(-1) > 0
+            aux = -(tgt * logp).sum(-1)[valid].mean() if valid.any() else logp.sum() * 0
+            loss = answer_loss + cfg.aux_weight * aux
         if not math.isfinite(loss.item()):
             raise CeprError(f"step {step}: the loss is {loss.item()} (lower --lr)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        write({"step": step, "loss": round(loss.item(), 5), "lr": _lr(cfg, step - 1),
+        write({"step": step, "loss": round(answer_loss.item(), 5),
+               **({"aux_loss": round(aux.item(), 5)} if aux is not None else {}), "lr": _lr(cfg, step - 1),
                "seconds": round(time.perf_counter() - t0, 3)})
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{answer_loss.item():.3f}")
         bar.update(1)
         if step % cfg.val_every == 0:
             last_val = {"step": step, **validate(model, proc, frames.val_items())}
