@@ -142,3 +142,76 @@ def test_without_a_val_split_train_frames_are_held_out(tiny_data, tmp_path):
     frames = Frames(_cfg(index, tmp_path / "h", frames=6, val_frames=2))
     assert frames.val_source == "2 held-out train frames" and frames.val is frames.train
     assert len(frames.order) == 4 and not set(frames.order) & set(frames.val_order)
+
+
+def _hf_scores(out, image, task):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from cepr.llm.vlm_train import choice_scores
+
+    model = AutoModelForImageTextToText.from_pretrained(str(out / "hf"), dtype=torch.float32).eval()
+    proc = AutoProcessor.from_pretrained(str(out / "hf"))
+    return choice_scores(model, proc, image, task)
+
+
+def test_edge_reasoner_asks_our_vlm_as_it_was_trained(trained, tiny_data):
+    """reasoner: llamacpp on the trained VLM picks the vlm prompt by itself (a cepr-vlm-* GGUF), resizes the full
+    frame as training's processor does, and its option log-probabilities are transformers' on the same frame."""
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
+    from PIL import Image
+
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+    from cepr.data.tasks import TASK_NAMES, camera_for, get_task
+    from cepr.edge.reasoners import create_reasoner
+    from cepr.edge.summary import summarize
+    from cepr.errors import CeprError
+
+    out = trained["out"]
+    s = CloudRoboticsDataset(find_index(tiny_data, split="test"))[0]
+    h, w = s.label.shape
+    summary = summarize(s.label, s.depth, camera_for(s.sidecar, w, h))
+    r = create_reasoner("llamacpp", llm_model=str(out / "vlm-f32.gguf"), llm_mmproj=str(out / "mmproj-f32.gguf"))
+    assert r.prompt_style == "vlm" and r.wants_image and r.image_size == 64
+    answers = r.answer(summary, image=s.rgb)  # the full frame: the reasoner resizes it
+    assert set(answers) == set(TASK_NAMES)
+    worst = 0.0
+    for t, a in answers.items():
+        assert a.answer in get_task(t).answers and abs(sum(a.distribution.values()) - 1) < 1e-9
+        hf = _hf_scores(out, Image.fromarray(s.rgb), t)
+        cpp = [a.features["logprobs"][o] for o in get_task(t).answers]
+        worst = max(worst, *(abs(x - y) for x, y in zip(hf, cpp)))
+        assert get_task(t).answers[int(np.argmax(hf))] == a.answer, (t, hf, cpp)
+    assert worst < 0.05, worst
+    print(f"edge reasoner vs transformers on a full frame: max |log p difference| = {worst:.2e}")
+    with pytest.raises(CeprError, match="needs the frame's image"):
+        r.answer(summary)
+    with pytest.raises(CeprError, match="set llm_mmproj"):
+        create_reasoner("llamacpp", llm_model=str(out / "vlm-f32.gguf"))
+    assert create_reasoner("llamacpp", llm_model=str(out / "vlm-f32.gguf"),
+                           llm_prompt="summary").prompt_style == "summary"
+
+
+def test_q4_0_export_loads_and_answers_within_the_allowed(trained, tiny_data, tmp_path):
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
+    import gguf
+
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+    from cepr.data.tasks import camera_for, get_task
+    from cepr.edge.reasoners import create_reasoner
+    from cepr.edge.summary import summarize
+    from cepr.llm.gguf_export import export_gguf
+
+    out = trained["out"]
+    q4 = export_gguf(out / "hf", tmp_path / "vlm-q4_0.gguf", "q4_0", name="cepr-vlm-q4")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(q4)).tensors}
+    assert types["blk.0.attn_q.weight"] == "Q4_0" and types["blk.0.ffn_down.weight"] == "Q4_0"
+    assert types["token_embd.weight"] == "Q8_0" and types["output.weight"] == "Q8_0"
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert q4.stat().st_size < (out / "vlm-f32.gguf").stat().st_size / 3
+    s = CloudRoboticsDataset(find_index(tiny_data, split="test"))[0]
+    h, w = s.label.shape
+    summary = summarize(s.label, s.depth, camera_for(s.sidecar, w, h))
+    answers = create_reasoner("llamacpp", llm_model=str(q4), llm_mmproj=str(out / "mmproj-f32.gguf")).answer(
+        summary, image=s.rgb)
+    assert all(a.answer in get_task(t).answers for t, a in answers.items())

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     )
     t.add_argument("--out", required=True, default=argparse.SUPPRESS, help="output directory (created; files in it are overwritten)")
     t.add_argument("--seed", type=int, default=0, help="seed of the corpus and the weights")
-    t.add_argument("--quant", nargs="+", default=["f32", "q8_0"], choices=["f32", "q8_0"],
+    t.add_argument("--quant", nargs="+", default=["f32", "q8_0"], choices=["f32", "q8_0", "q4_0"],
                    help="GGUF variants to write")
     t.set_defaults(func=cmd_tiny)
 
@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
                                     "tokenizer.json) as GGUF for llama.cpp: F32, or Q8_0 weights with F32 norms.")
     g.add_argument("hf_dir", help="Hugging Face model folder (config.json, *.safetensors, tokenizer.json)")
     g.add_argument("--out", required=True, help="GGUF file to write")
-    g.add_argument("--quant", default="f32", choices=["f32", "q8_0"])
+    g.add_argument("--quant", default="f32", choices=["f32", "q8_0", "q4_0"])
     g.add_argument("--name", default=None, help="general.name in the GGUF (default: the folder's name)")
     g.set_defaults(func=cmd_gguf)
 

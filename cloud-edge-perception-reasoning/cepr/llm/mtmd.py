@@ -56,6 +56,11 @@ class EvalCounts:
 
 
 def mmproj_path(path: str | Path) -> Path:
+    """A vision projector GGUF: a path, or a shipped VLM's projector by name (``cepr-vlm-small``)."""
+    from cepr.llm.vlm import SHIPPED_VLMS, shipped_vlm_file
+
+    if str(path) in SHIPPED_VLMS and SHIPPED_VLMS[str(path)][1] == "mmproj":
+        return shipped_vlm_file(str(path))
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise CeprError(f"vision projector {str(path)!r} not found (an mmproj GGUF file, e.g. the tiny one "

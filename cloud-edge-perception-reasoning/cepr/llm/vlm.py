@@ -69,6 +69,31 @@ VLM_CHAT_TEMPLATE = (
 VLM_ASSISTANT_TAG = "<|assistant|>"
 
 
+# Our trained VLMs shipped in the package (cepr/assets/models/vlm/), by name: (file, decoder or mmproj). Rebuilt by
+# `cepr vlm train` (docs/llm.md, "Our own VLM"); the projector of a size goes by the size's bare name.
+VLM_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models" / "vlm"
+SHIPPED_VLMS: dict[str, tuple[str, str]] = {
+    "cepr-vlm-small-q8_0": ("cepr-vlm-small-q8_0.gguf", "decoder"),
+    "cepr-vlm-small-q4_0": ("cepr-vlm-small-q4_0.gguf", "decoder"),
+    "cepr-vlm-small": ("cepr-vlm-small-mmproj-f32.gguf", "mmproj"),
+    "cepr-vlm-base-q8_0": ("cepr-vlm-base-q8_0.gguf", "decoder"),
+    "cepr-vlm-base": ("cepr-vlm-base-mmproj-f32.gguf", "mmproj"),
+}
+
+
+def shipped_vlm_file(name: str) -> Path:
+    p = VLM_ASSETS / SHIPPED_VLMS[name][0]
+    if not p.is_file():
+        raise CeprError(f"shipped VLM file {name!r} is missing from the package ({p}); rebuild it with "
+                        "`cepr vlm train` (docs/llm.md) or reinstall cepr")
+    return p
+
+
+def is_cepr_vlm(gguf_name: str | None) -> bool:
+    """Whether a GGUF's ``general.name`` is one of ours from ``cepr vlm train`` (written as ``cepr-vlm-...``)."""
+    return bool(gguf_name) and str(gguf_name).startswith("cepr-vlm-") and not str(gguf_name).endswith("-mmproj")
+
+
 def vlm_question(prompt: str, answers) -> str:
     """The text after the image in the user turn: the task's rendered question and its allowed answers."""
     return f"{prompt} Allowed answers: {', '.join(answers)}."

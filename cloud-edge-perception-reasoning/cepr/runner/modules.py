@@ -140,9 +140,9 @@ class TaskDatasetProcessor:
 # ---- edge ---------------------------------------------------------------------------------------------------
 
 EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
-            "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora")
+            "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
 # the language-model reasoner's own settings (cepr.edge.reasoners.llamacpp): only with reasoner: llamacpp
-LLM_HPS = ("llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora")
+LLM_HPS = ("llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
 
 
 def _flag(kind: str, name: str, value) -> bool:
@@ -182,6 +182,15 @@ def _llm_options(reasoner: str, hps: dict) -> dict:
             out["llm_mmproj"] = str(mmproj_path(given["llm_mmproj"]))
         except CeprError as e:
             raise CeprError(f"edgemodel: llm_mmproj: {e}") from None
+    if "llm_prompt" in given:
+        from cepr.llm.reasoner import PROMPTS
+
+        if str(given["llm_prompt"]) not in PROMPTS:
+            from cepr.errors import did_you_mean
+
+            raise CeprError(f"edgemodel: llm_prompt must be one of {', '.join(PROMPTS)}, not "
+                            f"{given['llm_prompt']!r}{did_you_mean(str(given['llm_prompt']), PROMPTS)}")
+        out["llm_prompt"] = str(given["llm_prompt"])
     if given.get("llm_lora") not in (None, "none"):
         from cepr.llm.llamacpp import llm_path
         from cepr.llm.lora import adapter_path, check_adapter_fits
@@ -211,6 +220,9 @@ class EdgeModule:
       (1) and ``llm_ctx`` (2048 tokens); it answers only the task asked; ``llm_mmproj``, the model's vision
       projector GGUF, makes it read the frame too; ``llm_lora``, a GGUF LoRA adapter (``cepr llm finetune``) or
       a shipped adapter's name, is applied to the model (its architecture checked before any case runs);
+      ``llm_prompt``: ``auto`` (default), ``summary`` or ``vlm`` (our own VLM's prompt, image and question only;
+      ``auto`` picks it for a ``cepr-vlm-*`` GGUF such as the shipped ``cepr-vlm-small-q4_0`` with
+      ``llm_mmproj: cepr-vlm-small``);
     * ``threads``: ONNX Runtime intra-op threads (1);
     * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
       tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
