@@ -27,7 +27,7 @@ import uuid
 from typing import Literal
 
 import tenacity
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
 from cepr.cloud.parsing import AnswerParseError, parse_answer
@@ -36,6 +36,7 @@ from cepr.cloud.result import CloudResult, Timings, Usage
 from cepr.errors import CeprError
 
 _ID_HEADER = "x-cepr-request-id"
+MessageStyle = Literal["chat", "vlm"]
 
 
 class OpenAIBackendConfig(BaseModel):
@@ -63,11 +64,51 @@ class OpenAIBackendConfig(BaseModel):
     circuit_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
     circuit_cooldown_s: float = Field(10.0, ge=0)
     payload: PayloadConfig = Field(default_factory=PayloadConfig)
+    message_style: MessageStyle = Field(
+        "chat", description="chat: system prompt, then the question, camera, summary and image; vlm: the one user "
+                            "turn our own VLM (cepr vlm train) learned: the image, then the question with its "
+                            "allowed answers (needs payload: image)")
+
+    @model_validator(mode="after")
+    def _vlm_style(self):
+        check_vlm_style(self)
+        return self
+
+
+def check_vlm_style(cfg) -> None:
+    """``message_style: vlm`` sends the frame and the question only: the payload must be ``image`` (no summary
+    the model never learned to read) and, where the config has one, ``content_format: parts``."""
+    if getattr(cfg, "message_style", "chat") != "vlm":
+        return
+    if cfg.payload.mode != "image":
+        raise ValueError(f"message_style: vlm sends the frame and the question only (what cepr vlm train taught "
+                         f"the model): set payload: image, not payload: {cfg.payload.mode}")
+    if getattr(cfg, "content_format", "parts") != "parts":
+        raise ValueError("message_style: vlm sends the frame as an image part: content_format must be parts "
+                         "(with server: llamacpp, give server_mmproj, the VLM's vision projector)")
+
+
+def vlm_messages(req: CloudRequest, payload: PayloadConfig) -> list[dict]:
+    """The prompt our own VLM learned (``cepr vlm train``): one user turn, the image first, then
+    ``vlm_question(prompt, answers)``; no system message, summary or camera."""
+    from cepr.llm.vlm import vlm_question
+
+    if not payload.sends_image:
+        raise CeprError(f"message_style: vlm needs the frame, but payload: {payload.mode} sends none: set "
+                        "payload: image")
+    if req.image is None:
+        raise CeprError(f"message_style: vlm needs the frame, but request {req.key or req.task!r} carries no image")
+    image = encode_image(req.image, payload)
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image.data_url()}},
+                                         {"type": "text", "text": vlm_question(req.prompt, req.answers)}]}]
 
 
 def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
-    """System prompt plus the user turn carrying what the payload settings send."""
+    """System prompt plus the user turn carrying what the payload settings send; with ``message_style: vlm``
+    the single user turn of :func:`vlm_messages`."""
     p = cfg.payload
+    if getattr(cfg, "message_style", "chat") == "vlm":
+        return vlm_messages(req, p)
     image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None
     summary = req.summary if p.sends_summary else None
     content = build_user_content(req.user_prompt(), summary, image, req.camera)

@@ -18,6 +18,10 @@ image when the backend is configured. Only local folders load (``local_files_onl
 time. Token counts are the tokenizer's or processor's own (a VLM's prompt count includes the image's tokens);
 ``bytes_up`` is the rendered prompt as a JSON string plus the image's base64 data URL. Needs the llm extra
 (transformers and torch).
+
+``message_style: vlm`` (with ``payload: image``) sends what our own VLM (``cepr vlm train``) learned instead: one
+user turn, the image then ``vlm_question(prompt, answers)``, no system prompt, summary or camera; choice scoring
+then compares the trained replies' start up to the comma after the answer (``vlm_answer_prefix``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
 from cepr.cloud.payload import PayloadConfig
@@ -45,6 +49,17 @@ class TransformersConfig(BaseModel):
     answer_format: Literal["none", "choice"] = "choice"
     threads: int = Field(1, ge=1, description="torch intra-op threads")
     payload: PayloadConfig = Field(default_factory=lambda: PayloadConfig(mode="summary"))
+    message_style: Literal["chat", "vlm"] = Field(
+        "chat", description="chat: system prompt, then the question, camera, summary and image; vlm: the one user "
+                            "turn our own VLM (cepr vlm train) learned: the image, then the question with its "
+                            "allowed answers (needs payload: image and a vision-language model folder)")
+
+    @model_validator(mode="after")
+    def _vlm_style(self):
+        from cepr.cloud.openai_backend import check_vlm_style
+
+        check_vlm_style(self)
+        return self
 
 
 class TransformersBackend:
@@ -63,6 +78,9 @@ class TransformersBackend:
         except (OSError, ValueError) as e:
             raise CeprError(f"cloudmodel: transformers model {self.cfg.model!r}: unreadable config.json ({e})") from None
         self.vision = "vision_config" in hf_config
+        if self.cfg.message_style == "vlm" and not self.vision:
+            raise CeprError(f"cloudmodel: message_style: vlm sends the frame, but transformers model "
+                            f"{self.cfg.model!r} is text-only (no vision_config in its config.json)")
         if self.cfg.payload.sends_image and not self.vision:
             raise CeprError(f"cloudmodel: transformers model {self.cfg.model!r} is text-only (no vision_config in "
                             f"its config.json) and takes no image: use payload: summary, or a vision-language "
@@ -99,7 +117,7 @@ class TransformersBackend:
         the request would put on the wire (the rendered prompt as a JSON string, plus the image's data URL)."""
         from cepr.cloud.openai_backend import build_messages
 
-        msgs = build_messages(self.cfg, req)  # the same system prompt and user turn as over HTTP
+        msgs = build_messages(self.cfg, req)  # the same messages as over HTTP (message_style: vlm's one turn too)
         if self.processor is None:
             msgs = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
                      "\n".join(p["text"] for p in m["content"] if p.get("type") == "text")} for m in msgs]
@@ -141,7 +159,13 @@ class TransformersBackend:
         import copy
 
         torch = self.torch
-        replies = [self.tok.encode(json.dumps({"answer": a}), add_special_tokens=False) for a in answers]
+        if self.cfg.message_style == "vlm":  # the trained replies' start, up to the comma after the answer
+            from cepr.llm.vlm import vlm_answer_prefix
+
+            texts = [vlm_answer_prefix(a) for a in answers]
+        else:
+            texts = [json.dumps({"answer": a}) for a in answers]
+        replies = [self.tok.encode(t, add_special_tokens=False) for t in texts]
         with torch.no_grad():
             out = self.model(**inputs, use_cache=True)
             past = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")

@@ -497,7 +497,10 @@ class CloudModule:
         emulate = _flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
         _server_sessions(hps)
         _expert_providers(hps)
-        _auto_server(hps, auto)
+        server = _auto_server(hps, auto)
+        if cfg.get("message_style") == "vlm" and server["server"] == "llamacpp" and not server.get("mmproj"):
+            raise CeprError("cloudmodel: message_style: vlm sends the frame as an image part: server: llamacpp "
+                            "needs server_mmproj (the VLM's vision projector GGUF)")
         return backend, cfg, payload, link_obj, emulate
 
     @classmethod
