@@ -194,6 +194,26 @@ class LlamaCppScorer:
                 depth += 1
                 logp = self._log_softmax()
 
+    def generate(self, frame: str, task: str, image: bytes | None = None, max_tokens: int = 64) -> list[int]:
+        """Greedy (argmax) free generation after the prompt, up to the end-of-sequence token or ``max_tokens``: the
+        token ids written (the end token not included)."""
+        eos = self.llm.token_eos()
+        out: list[int] = []
+        with self._lock:
+            depth = self._eval(frame, task, image)
+            for _ in range(max_tokens):
+                tok = int(np.argmax(self._log_softmax()))
+                if tok == eos:
+                    break
+                out.append(tok)
+                self.llm.n_tokens = depth
+                self.llm.eval([tok])
+                depth += 1
+        return out
+
+    def detokenize(self, tokens) -> str:
+        return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
     def generate_constrained(self, frame: str, task: str, continuations, max_tokens: int = 8) -> int:
         """llama.cpp's own grammar-constrained greedy completion (temperature 0): the option it wrote."""
         from llama_cpp import LlamaGrammar
