@@ -205,3 +205,28 @@ def test_transformers_backend_asks_the_vlm_with_the_training_prompt(vlm_run, pro
                 assert r.status == "error" and r.reason.startswith("unparsable answer"), (req.task, r)
     with pytest.raises(CeprError, match="carries no image"):
         b.infer(CloudRequest(task="path_hazard", prompt=PROMPT, answers=("yes", "no")))
+
+
+@engines
+@pytest.mark.slow
+def test_cloud_only_job_asks_the_vlm_with_message_style_vlm(tiny_data, vlm_run, processor, tmp_path):
+    """The keys of docs/backends.md's snippet in a job's cloud.yaml: cepr starts the server, sends the frames."""
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
+    from cepr.data.tasks import get_task
+    from cepr.llm.vlm_train import prompt_text
+    from helpers import run_one_algorithm
+
+    lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only",
+                              cloud={"server": "llamacpp", "server_model": str(vlm_run / "vlm-f32.gguf"),
+                                     "server_mmproj": str(vlm_run / "mmproj-f32.gguf"), "payload": "image",
+                                     "message_style": "vlm", "timeout_s": 60.0, "max_tokens": 256,
+                                     "stream": False})
+    assert len(lines) == 3
+    for rec in lines:
+        c = rec["cloud"]
+        assert c["status"] == "ok" and c["cloud_answer"] in get_task(rec["task"]).answers, c
+        assert c["payload"]["mode"] == "image" and c["bytes_up"] > 1000, c  # the frame went up
+        # the training prompt, not the chat one (system prompt, summary): the processor's count, image included
+        ids = processor(text=prompt_text(processor, rec["task"]), images=_pil(np.zeros((8, 8, 3), np.uint8)),
+                        return_tensors="np")["input_ids"][0]
+        assert c["prompt_tokens"] == len(ids), c

@@ -69,7 +69,9 @@ def create_app(cfg: LlamaCppServerConfig):
           "n_threads": int(cfg.threads), "n_threads_batch": int(cfg.threads), "verbose": False}
     chat_format = cfg.chat_format or CHAT_FORMATS.get(str(cfg.model))
     if cfg.mmproj is not None:
-        ms["clip_model_path"] = str(cfg.mmproj)
+        from cepr.llm.mtmd import mmproj_path
+
+        ms["clip_model_path"] = str(mmproj_path(cfg.mmproj))  # a path, or a shipped VLM's projector by name
         chat_format = cfg.chat_format or "mtmd"
     if chat_format:
         ms["chat_format"] = chat_format
