@@ -215,3 +215,22 @@ def test_q4_0_export_loads_and_answers_within_the_allowed(trained, tiny_data, tm
     answers = create_reasoner("llamacpp", llm_model=str(q4), llm_mmproj=str(out / "mmproj-f32.gguf")).answer(
         summary, image=s.rgb)
     assert all(a.answer in get_task(t).answers for t, a in answers.items())
+
+
+def test_auto_size_and_device():
+    import torch
+
+    from cepr.errors import CeprError
+    from cepr.llm.vlm_train import presets, resolve_device_and_size
+
+    if torch.cuda.is_available():
+        assert resolve_device_and_size("auto", "auto") == ("cuda", "large")
+    else:
+        assert resolve_device_and_size("auto", "auto") == ("cpu", "small")
+        with pytest.raises(CeprError, match="torch sees no CUDA GPU"):
+            resolve_device_and_size("cuda", "auto")
+    assert resolve_device_and_size("cpu", "base") == ("cpu", "base")
+    # every width a multiple of 32 (GGUF blocks) and the ViT's FFN != hidden (llama.cpp's projector swap)
+    for text, vision in presets().values():
+        assert all(x % 32 == 0 for x in (text.hidden, text.ffn, vision.hidden, vision.ffn))
+        assert vision.ffn != vision.hidden and vision.image_size % vision.patch_size == 0

@@ -30,9 +30,12 @@ def add_parser(sub) -> None:
     )
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
-    t.add_argument("--size", default="small", choices=["tiny", "small", "base"],
-                   help="model preset: small (~5M parameters, the edge model), base (~2.5x, the cloud's larger "
-                        "variant), tiny (the shapes of `cepr models tiny`, for tests)")
+    t.add_argument("--size", default="auto", choices=["auto", "tiny", "small", "base", "large"],
+                   help="model preset: small (6.1M parameters, the edge model), base (15.8M, the cloud's larger "
+                        "variant), large (~50M, 224 px: for a GPU), tiny (for tests); auto: large on a GPU, "
+                        "small on the CPU")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train (auto: a CUDA GPU when torch sees one)")
     t.add_argument("--frames", type=int, default=None, help="use at most this many (shuffled) training frames")
     t.add_argument("--steps", type=int, default=100000, help="optimizer steps (one frame each)")
     t.add_argument("--max-minutes", type=float, default=60.0, help="wall-time budget of this run")
@@ -69,7 +72,7 @@ def cmd_train(a) -> int:
     from cepr.llm.vlm_train import VlmTrainConfig, train
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
-    fields = ("out", "data", "size", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
+    fields = ("out", "data", "size", "device", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
               "aux_weight", "val_every", "val_frames", "checkpoint_every")
     try:
         cfg = VlmTrainConfig(**{k: getattr(a, k) for k in fields}, quant=tuple(a.quant), progress=not a.no_progress)

@@ -2,8 +2,10 @@
 
 The model is ``cepr.llm.vlm``'s architecture (a SigLIP-style ViT, an MLP projector, a Llama decoder) on the
 project's byte-level BPE tokenizer (``cepr.llm.tiny.train_tokenizer`` over ``cepr.llm.corpus``, plus ``<image>``),
-in a size preset (``tiny``: the shapes of ``cepr models tiny``, for tests; ``small``: a wider, deeper variant),
-initialized from the seed and trained from scratch.
+in a size preset, initialized from the seed and trained from scratch: ``small`` (6.1M parameters, the edge
+model), ``base`` (15.8M, the cloud's larger variant), ``large`` (~50M, 224 px images: for a GPU) and ``tiny`` (the
+shapes of ``cepr models tiny``, for tests). ``--size auto`` and ``--device auto`` train ``large`` on a CUDA GPU when
+torch sees one, ``small`` on the CPU otherwise.
 
 One example is one frame and one task: the user turn holds the frame (one image token per patch) and the task's
 question with its allowed answers; the target is the JSON the suite parses, ``{"answer": ..., "reason": ...,
@@ -45,7 +47,24 @@ def presets():
             "small": (TinySpec(hidden=256, layers=6, heads=4, kv_heads=2, head_dim=64, ffn=768),
                       VisionSpec(image_size=128, patch_size=16, hidden=128, layers=4, heads=2, ffn=384)),
             "base": (TinySpec(hidden=384, layers=8, heads=6, kv_heads=2, head_dim=64, ffn=1024),
-                     VisionSpec(image_size=128, patch_size=16, hidden=192, layers=6, heads=3, ffn=512))}
+                     VisionSpec(image_size=128, patch_size=16, hidden=192, layers=6, heads=3, ffn=512)),
+            # large: what --size auto trains on a GPU (~50M parameters, 224 px images: 196 image tokens)
+            "large": (TinySpec(hidden=512, layers=12, heads=8, kv_heads=4, head_dim=64, ffn=1536),
+                      VisionSpec(image_size=224, patch_size=16, hidden=384, layers=8, heads=6, ffn=1152))}
+
+
+def resolve_device_and_size(device: str, size: str) -> tuple[str, str]:
+    """``auto``: CUDA when torch sees a GPU, else the CPU; size ``auto``: large on a GPU, small on the CPU."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise CeprError("--device cuda: torch sees no CUDA GPU (this torch is "
+                        f"{torch.__version__}; use --device cpu or auto)")
+    if size == "auto":
+        size = "large" if device == "cuda" else "small"
+    return device, size
 
 
 class VlmTrainConfig(BaseModel):
@@ -53,7 +72,8 @@ class VlmTrainConfig(BaseModel):
 
     data: str = "datasets/cloud-robotics-synth"
     out: str
-    size: Literal["tiny", "small", "base"] = "small"
+    size: Literal["auto", "tiny", "small", "base", "large"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     frames: int | None = Field(None, ge=1, description="use at most this many training frames")
     steps: int = Field(100000, ge=1, description="optimizer steps (one frame, all its tasks, each)")
     max_minutes: float = Field(60.0, gt=0, description="wall-time budget of this run")
@@ -72,6 +92,7 @@ class VlmTrainConfig(BaseModel):
     def training_key(self) -> dict:
         """What a resumed run must share with the checkpoint (budget, step count and bookkeeping may change)."""
         return self.model_dump(exclude={"steps", "max_minutes", "threads", "progress", "checkpoint_every", "out",
+                                        "device",
                                         "val_every", "quant"})
 
 
@@ -237,7 +258,7 @@ def choice_scores(model, proc, image, task: str):
 
     opts = get_task(task).answers
     p = prompt_text(proc, task)
-    enc = _labelled(proc, image, [p] * len(opts), [p + answer_prefix(o) for o in opts])
+    enc = _labelled(proc, image, [p] * len(opts), [p + answer_prefix(o) for o in opts]).to(model.device)
     with torch.no_grad():
         logits = model(**{k: v for k, v in enc.items() if k != "labels"}).logits
     lp = torch.log_softmax(logits[:, :-1].float(), -1)
@@ -256,7 +277,7 @@ def validate(model, proc, items) -> dict:
     model.eval()
     with torch.no_grad():
         for image, answers, _ in items:
-            losses.append(target_loss(model, batch(proc, image, answers)).item())
+            losses.append(target_loss(model, batch(proc, image, answers).to(model.device)).item())
             for t, a in answers.items():
                 s = choice_scores(model, proc, image, t)
                 right += int(get_task(t).answers[max(range(len(s)), key=s.__getitem__)] == a)
@@ -278,6 +299,8 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
     from cepr.llm.checkpoint import open_checkpoint
     from cepr.llm.checkpoint import save_checkpoint as write_checkpoint
 
+    device, size = resolve_device_and_size(cfg.device, cfg.size)
+    cfg = cfg.model_copy(update={"size": size})  # the checkpoint keeps the preset auto chose
     out = Path(cfg.out)
     ckpt_path, ckpt = open_checkpoint(out, cfg.training_key(), resume)
     frames = Frames(cfg)  # a bad data path fails before the model is built
@@ -295,6 +318,8 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
 
     vision = presets()[cfg.size][1]
     aux_head = torch.nn.Linear(vision.hidden, NUM_CLASSES)  # trained, not exported: it only shapes the tower
+    model.to(device)
+    aux_head.to(device)
     captured = {}
     model.model.vision_tower.register_forward_hook(
         lambda mod, args, out: captured.__setitem__("h", out.hidden_states[-1] if out.hidden_states else
@@ -311,7 +336,8 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         log(f"resuming at step {step} ({spent_before / 60:.1f} min trained before)")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"VLM {cfg.size}: {n_params:,} parameters; {len(frames.order)} train frames, validation on "
-        f"{frames.val_source}; {torch.get_num_threads()} threads")
+        f"{frames.val_source}; " + (f"{torch.get_num_threads()} threads" if device == "cpu" else
+                                     f"GPU {torch.cuda.get_device_name()}"))
     log_path = out / "log.jsonl"
 
     def write(rec):
@@ -337,11 +363,11 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         image, answers, patches = frames.train_item(step)
-        answer_loss = target_loss(model, batch(proc, image, answers))
+        answer_loss = target_loss(model, batch(proc, image, answers).to(device))
         loss = answer_loss
         aux = None
         if cfg.aux_weight:
-            tgt = torch.from_numpy(patches)
+            tgt = torch.from_numpy(patches).to(device)
             logp = torch.log_softmax(aux_head(captured["h"][0]), -1)
             valid = tgt.sum(-1) > 0
             aux = -(tgt * logp).sum(-1)[valid].mean() if valid.any() else logp.sum() * 0
@@ -368,8 +394,8 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         write(last_val)
     model.eval()
     save_checkpoint()
-    files = export(model, proc, out, cfg.quant)
-    result = {"config": cfg.model_dump(), "steps": step, "stopped": stopped, "parameters": n_params,
+    files = export(model.to("cpu"), proc, out, cfg.quant)
+    result = {"config": cfg.model_dump(), "device": device, "steps": step, "stopped": stopped, "parameters": n_params,
               "minutes_this_run": round((time.perf_counter() - t_start) / 60, 2),
               "minutes_total": round((spent_before + time.perf_counter() - t_start) / 60, 2),
               "validation": last_val, "val_source": frames.val_source, "files": files}
