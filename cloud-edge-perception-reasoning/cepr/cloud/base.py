@@ -26,6 +26,9 @@ class CloudRequest:
     image: np.ndarray | None = None  # RGB frame, encoded by the payload settings
     camera: dict | None = None  # the robot's camera (Camera.to_dict()): lets the cloud measure distances
     key: str = ""  # sample id: names the request in logs and seeds the link model
+    # this request's payload settings (cepr.cloud.payload.PayloadConfig), chosen per sample by the cloud module's
+    # payload policy (cepr.dispatch.payload_policy); None: the backend's own ``payload`` setting
+    payload: object | None = None
 
     def user_prompt(self) -> str:
         return f"{self.prompt}\nAllowed answers: {', '.join(self.answers)}."

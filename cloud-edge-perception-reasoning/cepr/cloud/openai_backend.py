@@ -104,9 +104,9 @@ def vlm_messages(req: CloudRequest, payload: PayloadConfig) -> list[dict]:
 
 
 def build_messages(cfg: OpenAIBackendConfig, req: CloudRequest) -> list[dict]:
-    """System prompt plus the user turn carrying what the payload settings send; with ``message_style: vlm``
-    the single user turn of :func:`vlm_messages`."""
-    p = cfg.payload
+    """System prompt plus the user turn carrying what the payload settings send (the request's own ``payload``
+    when it has one, else the backend's); with ``message_style: vlm`` the single user turn of :func:`vlm_messages`."""
+    p = req.payload if req.payload is not None else cfg.payload
     if getattr(cfg, "message_style", "chat") == "vlm":
         return vlm_messages(req, p)
     image = encode_image(req.image, p) if (p.sends_image and req.image is not None) else None

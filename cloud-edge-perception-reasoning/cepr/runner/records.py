@@ -43,6 +43,8 @@ class EdgeState(BaseModel):
     summary: dict  # SceneSummary.to_dict()
     answer: str
     camera: dict  # Camera.to_dict()
+    confidence: float | None = None  # the edge answer's calibrated confidence (fusion rules read it)
+    distribution: dict[str, float] | None = None  # the edge's distribution over the task's answers
 
 
 class _Result(BaseModel):
@@ -114,7 +116,13 @@ class CloudRecord(_Result):
     tokens_counted: str | None = None
     model: str | None = None
     attempts: int | None = None
-    payload: dict | None = None  # the payload settings (mode, resolution, codec, quality) the request used
+    payload: dict | None = None  # the payload settings (mode, resolution, codec, quality) this request used
+    payload_base: dict | None = None  # the cloud module's own payload settings (what a payload policy starts from)
+    payload_policy: list[dict] | None = None  # the payload policies and their settings (None: fixed)
+    payload_rule: str | None = None  # why this payload: the rule of the payload policy that chose it
+    privacy_redacted: bool | None = None  # PrivacyAware kept the image on the edge (people near the camera)
+    fusion: str | None = None  # the fusion rule of the final answer (cepr.dispatch.fusion)
+    fused_from: Literal["edge", "cloud", "agree"] | None = None  # whose answer is final when both answered
     # server: vllm: its speculative-decoding counters (drafts, draft_tokens, accepted_tokens) before and after the
     # request, and the request's acceptance rate (None when nothing was drafted)
     spec_before: dict[str, int] | None = None
