@@ -25,6 +25,7 @@ from cepr.cloud.payload import PayloadConfig, payload_frame_path
 from cepr.compat import prepare_sedna_env
 from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
 from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
+from cepr.dispatch.fusion import Side, fuse
 from cepr.edge.models import (
     ASSETS,
     AUTO,
@@ -336,7 +337,8 @@ class EdgeModule:
             dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
         timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()}}
         compute_ms = r.total_ms
-        state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict())
+        state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict(),
+                          confidence=local.confidence, distribution=dist)
         EDGE_HANDOFF.put(handoff_key(s), state)  # for a runner that hands the cloud only the sample (Ianvs)
         result = EdgeResult(key=s["key"], task=task.name, answer=local.answer, confidence=local.confidence,
                             distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
@@ -358,7 +360,8 @@ class EdgeModule:
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
                  "server_speculative", "server_draft_tokens", "server_ctx", "server_max_model_len", "server_dtype",
-                 "server_kv_cache_gib", "vllm_python", "server_mmproj", "server_metrics_url")
+                 "server_kv_cache_gib", "vllm_python", "server_mmproj", "server_metrics_url",
+                 "payload_policy", "fusion")
 # what base_url: auto starts: the reference expert, a GGUF model behind llama.cpp's server (cepr serve llamacpp), or
 # an HF model folder behind vLLM's (cepr serve vllm)
 AUTO_SERVERS = ("reference", "llamacpp", "vllm")
@@ -448,10 +451,39 @@ def _vllm_settings(hps: dict) -> dict:
             "python": hps.get("vllm_python")}
 
 
+def _payload_chain(hps: dict, base: PayloadConfig):
+    """``payload_policy``: what each hard sample sends (cepr.dispatch.payload_policy), over the fixed settings."""
+    from cepr.dispatch.payload_policy import payload_policy
+
+    try:
+        return payload_policy(hps.get("payload_policy"), base)
+    except CeprError as e:
+        raise CeprError(f"cloudmodel: {e}") from None
+
+
+def _fusion(hps: dict) -> str:
+    """``fusion``: the rule for the final answer when both sides answered (cepr.dispatch.fusion), checked."""
+    from cepr.dispatch.fusion import DEFAULT_FUSION, FUSION_REGISTRY, get_fusion_rule
+
+    name = str(hps.get("fusion", DEFAULT_FUSION))
+    try:
+        get_fusion_rule(name)
+    except CeprError as e:
+        raise CeprError(f"cloudmodel: {e}") from None
+    return FUSION_REGISTRY.canonical(name)
+
+
 class CloudModule:
     """A cloud backend (``openai`` for any OpenAI-compatible server, ``inprocess`` for the reference expert in
     this process) plus payload and link settings, as an Ianvs cloud model: ``inference(data, post_process=None,
-    **kwargs)``. ``base_url: auto`` starts the reference cloud expert server (and the job stops it)."""
+    **kwargs)``. ``base_url: auto`` starts the reference cloud expert server (and the job stops it).
+
+    ``payload_policy`` (``fixed`` by default; ``AdaptivePayload``, ``PrivacyAware``, a mapping with settings, or a
+    list applied in order: :mod:`cepr.dispatch.payload_policy`) chooses each request's payload from the edge's
+    scene summary, starting from the fixed settings (``payload``, ``resolution``, ...); each cloud result records
+    the payload it sent (``payload``, ``payload_rule``, ``privacy_redacted``). ``fusion`` (``cloud_wins`` by
+    default, ``confidence``, ``safety_first``: :mod:`cepr.dispatch.fusion`) makes the final answer when both
+    sides answered (``fused_from``)."""
 
     @staticmethod
     def _settings(hps: dict):
@@ -483,12 +515,18 @@ class CloudModule:
         args = {**{k: v for k, v in stand_ins.items() if k in fields}, **cfg}
         if auto:
             args["base_url"] = stand_ins["base_url"]
+        chain = _payload_chain(hps, payload)
         if "payload" in fields:
             cfg["payload"] = args["payload"] = payload
         try:  # the backend's own config model, with stand-ins for what base_url: auto fills in at start
             config_model(**args)
+            for p in chain.possible() if "payload" in fields else ():  # every payload the policy can choose
+                config_model(**{**args, "payload": p})
         except ValueError as e:
-            raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
+            raise CeprError(f"cloudmodel: bad backend settings: {e}"
+                            + ("" if chain.fixed else f" (with payload_policy {', '.join(chain.names())})")) from None
+        if "payload" in fields and not chain.fixed:  # the backend checks at start what it may be asked to send
+            cfg["payload"] = next((p for p in chain.possible() if p.sends_image), payload)
         link = hps.get("link", "4g")
         try:
             link_obj = None if link in (None, "none") else Link(link, seed=int(hps.get("link_seed", 0)))
@@ -501,7 +539,7 @@ class CloudModule:
         if cfg.get("message_style") == "vlm" and server["server"] == "llamacpp" and not server.get("mmproj"):
             raise CeprError("cloudmodel: message_style: vlm sends the frame as an image part: server: llamacpp "
                             "needs server_mmproj (the VLM's vision projector GGUF)")
-        return backend, cfg, payload, link_obj, emulate
+        return backend, cfg, payload, link_obj, emulate, chain, _fusion(hps)
 
     @classmethod
     def check_hyperparameters(cls, **hps) -> None:
@@ -509,7 +547,7 @@ class CloudModule:
         cls._settings(hps)
 
     def __init__(self, **hps):
-        backend, cfg, payload, link_obj, emulate = self._settings(hps)
+        backend, cfg, payload, link_obj, emulate, self.payload_chain, self.fusion = self._settings(hps)
         self.expert_model = hps.get("expert_model", "cloud")
         self.vllm = None  # the vLLM server behind this module (server: vllm): its counters are read per request
         self.external_metrics = False  # server_metrics_url: the counters of a vLLM that cepr did not start
@@ -570,9 +608,9 @@ class CloudModule:
         self.client = CloudClient(backend_obj, link_obj, emulate=emulate)
         self.payload = payload
 
-    def _image(self, s: SampleRef) -> np.ndarray:
+    def _image(self, s: SampleRef, payload: PayloadConfig) -> np.ndarray:
         """The frame to send: the dataset's own copy at the requested resolution when it has one."""
-        return load_rgb(payload_frame_path(s["rgb"], s["label"], self.payload.resolution))
+        return load_rgb(payload_frame_path(s["rgb"], s["label"], payload.resolution))
 
     def inference(self, data=None, post_process=None, edge_state: EdgeState | None = None, **kwargs) -> dict:
         """``edge_state``: what the edge saw, handed over by ``cepr run``; under Ianvs, which passes only the
@@ -582,24 +620,31 @@ class CloudModule:
         stored = EDGE_HANDOFF.take(handoff_key(s))
         edge = edge_state if edge_state is not None else stored
         started = time.time()
-        if self.payload.sends_summary and edge is None:
-            raise CeprError(f"payload {self.payload.mode!r} sends the edge's scene summary, but the edge has not run "
-                            "on this sample (mining-then-inference sends hard samples straight to the cloud): use "
+        choice = self.payload_chain.choose(edge.summary if edge else None, s["key"])  # this sample's payload
+        payload = choice.payload
+        if payload.sends_summary and edge is None:
+            raise CeprError(f"payload {payload.mode!r} sends the edge's scene summary, but the edge has not run on "
+                            "this sample (mining-then-inference sends hard samples straight to the cloud): use "
                             "payload: image, or hard_example_mining_mode: inference-then-mining in testenv.yaml")
-        image = self._image(s) if self.payload.sends_image else None
+        image = self._image(s, payload) if payload.sends_image else None
         camera = edge.camera if edge else None
         if camera is None and image is not None:
             camera = camera_for(None, image.shape[1], image.shape[0]).to_dict()
         req = CloudRequest(task.name, task.render_prompt(TaskParams()), task.answers,
-                           summary=edge.summary if edge and self.payload.sends_summary else None,
-                           image=image, camera=camera, key=s["key"])
+                           summary=edge.summary if edge and payload.sends_summary else None,
+                           image=image, camera=camera, key=s["key"], payload=payload)
         spec0 = self._spec_reading()
         r = self.client.infer(req)
         spec = self._spec_fields(spec0) if spec0 is not None else {}
         ok = r.status == "ok"
+        answer, fused_from = (edge.answer if edge else None), None  # a fallback or an unusable reply: the edge's
+        if ok:
+            answer, fused_from = fuse(self.fusion, task.name, task.answers,
+                                      Side(edge.answer, edge.confidence, edge.distribution) if edge else None,
+                                      Side(r.answer, r.confidence))
         out = CloudRecord(
             source="cloud" if ok else "edge",  # a fallback or an unusable reply leaves the edge's answer standing
-            key=s["key"], task=task.name, answer=r.answer if ok else (edge.answer if edge else None),
+            key=s["key"], task=task.name, answer=answer,
             cloud_answer=r.answer if ok else None, status=r.status, reason=r.reason, confidence=r.confidence,
             latency_ms=round(self.client.latency_ms(r), 3), server_ms=round(r.timings.total_ms, 3),
             ttft_ms=r.timings.ttft_ms, inter_token_ms=r.timings.inter_token_ms, tokens_per_s=r.timings.tokens_per_s,
@@ -607,7 +652,9 @@ class CloudModule:
             bytes_down=r.bytes_down, prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
             tokens_counted=r.usage.counted, model=r.model, attempts=r.attempts, label_path=s["label"],
             rgb_path=s["rgb"], started_at=started, finished_at=time.time(),
-            payload=self.payload.model_dump(), **spec).as_result()
+            payload=payload.model_dump(), payload_base=self.payload.model_dump(),
+            payload_policy=self.payload_chain.describe(), payload_rule=choice.rule,
+            privacy_redacted=choice.privacy_redacted, fusion=self.fusion, fused_from=fused_from, **spec).as_result()
         if callable(post_process):
             out = post_process(out)
         return out
