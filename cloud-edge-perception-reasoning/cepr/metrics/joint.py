@@ -575,14 +575,56 @@ def bandwidth_saving(y_true, y_pred) -> float:
     unsent = [s for s in samples if s.cloud is None]
     if not unsent:
         return 0.0
-    settings = next((s.cloud["payload"] for s in sent if s.cloud.get("payload")), None)
-    if settings is None:
+    if any(not s.cloud.get("payload") for s in sent):
         return _nan("bandwidth_saving: the cloud results do not record their payload settings")
-    payload = PayloadConfig(**settings)
+    # each sample sent is measured against the payload it sent (a payload policy chooses it per sample); a sample
+    # not sent is priced with the payload the module would have chosen for it: its base settings, through its
+    # payload policy when it has one (cepr.dispatch.payload_policy)
+    first = sent[0].cloud
+    chain = None
+    if first.get("payload_policy"):
+        from cepr.dispatch.payload_policy import payload_policy
+
+        chain = payload_policy(first["payload_policy"], PayloadConfig(**(first.get("payload_base") or first["payload"])))
+    base = PayloadConfig(**(first.get("payload_base") or first["payload"]))
     clean = [s for s in sent if s.cloud.get("attempts", 1) == 1 and _num(s.cloud, "bytes_up", s) > 0] or sent
-    overhead = float(np.mean([_num(s.cloud, "bytes_up", s) - _payload_parts(s, payload) for s in clean]))
-    baseline = up + sum(_payload_parts(s, payload) + overhead for s in unsent)
+    overhead = float(np.mean([_num(s.cloud, "bytes_up", s) - _payload_parts(s, PayloadConfig(**s.cloud["payload"]))
+                              for s in clean]))
+    baseline = up + sum(_payload_parts(s, _would_send(s, base, chain)) + overhead for s in unsent)
     return 1.0 - up / baseline
+
+
+def _would_send(s: _Sample, base, chain):
+    """The payload a sample not sent would have sent: ``base``, or what the payload policy ``chain`` picks from
+    the sample's edge summary."""
+    if chain is None:
+        return base
+    from cepr.runner.records import EDGE_STATE_KEY
+
+    state = (s.edge or {}).get(EDGE_STATE_KEY)
+    if state is None:
+        raise CeprError(f"y_pred[{s.index}]: the edge result carries no scene summary for the payload policy "
+                        "to price its payload")
+    return chain.choose(state.summary, str(s.index)).payload
+
+
+@register_metric("privacy_redacted_share")
+def privacy_redacted_share(y_true, y_pred) -> float:
+    """Of the samples sent to the cloud, the share that PrivacyAware sent as the scene summary only because people
+    were near the camera (their cloud results' ``privacy_redacted``): frames that did not leave the edge as images
+    for privacy. 0 when no payload policy withheld an image; NaN (with a warning) when nothing was sent. A cloud
+    result without the field is an error naming the sample, never a 0."""
+    sent = [s for s in _samples(y_true, y_pred) if s.cloud is not None]
+    if not sent:
+        return _nan("privacy_redacted_share: no sample was sent to the cloud")
+    flags = []
+    for s in sent:
+        v = s.cloud.get("privacy_redacted")
+        if v is None:
+            raise CeprError(f"y_pred[{s.index}]: the cloud result has no 'privacy_redacted' (cepr's cloud module "
+                            "reports it on every sample it sends)")
+        flags.append(bool(v))
+    return float(np.mean(flags))
 
 
 # ---- lookup ---------------------------------------------------------------------------------------------------
@@ -597,4 +639,5 @@ from cepr.metrics import dataset_info as _dataset_info
 
 dataset = register_metric("dataset")(_dataset_info.dataset)
 synthetic = register_metric("synthetic")(_dataset_info.synthetic)
-__all__ += ["bandwidth_saving_vs_png", "dataset", "synthetic", "within_150ms", "within_300ms"]
+__all__ += ["bandwidth_saving_vs_png", "dataset", "privacy_redacted_share", "synthetic", "within_150ms",
+            "within_300ms"]
