@@ -8,6 +8,11 @@ is one file with ``@register_policy("Name", needs_edge_result=True)`` on its cla
 
 from __future__ import annotations
 
+# importing registers them: the baselines (policies.py) and the policies that read the edge features
+from cepr.dispatch.budget import Budget
+from cepr.dispatch.complexity import Complexity
+from cepr.dispatch.learned import Learned, train_learned
+from cepr.dispatch.network_aware import NetworkAware
 from cepr.dispatch.policies import (
     POLICY_REGISTRY,
     CloudOnly,
@@ -21,6 +26,7 @@ from cepr.dispatch.policies import (
     Threshold,
     register_policy,
 )
+from cepr.dispatch.risk_aware import RiskAware
 
 POLICIES = POLICY_REGISTRY.view()
 
@@ -35,5 +41,6 @@ def create_policy(name: str, **hyperparameters) -> Policy:
     return get_policy(name)(**hyperparameters)
 
 
-__all__ = ["POLICIES", "POLICY_REGISTRY", "CloudOnly", "CrossEntropy", "EdgeOnly", "Oracle", "OracleRouter", "Policy",
-           "Random", "RandomRouter", "Threshold", "create_policy", "get_policy", "register_policy"]
+__all__ = ["POLICIES", "POLICY_REGISTRY", "Budget", "CloudOnly", "Complexity", "CrossEntropy", "EdgeOnly", "Learned",
+           "NetworkAware", "Oracle", "OracleRouter", "Policy", "Random", "RandomRouter", "RiskAware", "Threshold",
+           "create_policy", "get_policy", "register_policy", "train_learned"]

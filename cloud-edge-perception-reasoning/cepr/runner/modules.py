@@ -25,6 +25,7 @@ from cepr.cloud.payload import PayloadConfig, payload_frame_path
 from cepr.compat import prepare_sedna_env
 from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
 from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
+from cepr.dispatch.features import timed_edge_features
 from cepr.dispatch.fusion import Side, fuse
 from cepr.edge.models import (
     ASSETS,
@@ -335,8 +336,11 @@ class EdgeModule:
             others = [a for a in task.answers if a != local.answer]
             rest = (1.0 - local.confidence) / len(others) if others else 0.0
             dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
-        timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()}}
-        compute_ms = r.total_ms
+        # what routing policies read (cepr.dispatch.features): from the summary and mask the edge already has
+        features, features_ms = timed_edge_features(r.summary, r.label, dist)
+        timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()},
+                   "features": round(features_ms, 3)}
+        compute_ms = r.total_ms + features_ms
         state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict(),
                           confidence=local.confidence, distribution=dist)
         EDGE_HANDOFF.put(handoff_key(s), state)  # for a runner that hands the cloud only the sample (Ianvs)
@@ -347,7 +351,7 @@ class EdgeModule:
                             model=pipe.model.path.name, provider=pipe.model.provider,
                             calibration=cal.name if cal is not None else None,
                             distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
-                            started_at=started, finished_at=time.time())
+                            features=features, started_at=started, finished_at=time.time())
         return result.as_result(mask=r.label if self.keep_mask else None, **{EDGE_STATE_KEY: state})
 
     def cleanup(self):

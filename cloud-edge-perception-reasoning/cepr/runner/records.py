@@ -97,6 +97,7 @@ class EdgeResult(_Result):
     provider: str | None = None  # the ONNX Runtime execution provider that ran the model (CPUExecutionProvider...)
     calibration: str | None = None
     distances: Literal["depth", "ground_plane"] | None = None
+    features: dict[str, Any] | None = None  # what routing policies read (cepr.dispatch.features)
 
 
 class CloudRecord(_Result):
