@@ -322,6 +322,9 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
         jobobj = JointInferenceJob(instances["edgemodel"], instances["cloudmodel"],
                                    instances["hard_example_mining"], job.testenv.mining_mode)
         record["upper_bound"] = jobobj.upper_bound
+        save = getattr(jobobj.hem, "save_artifacts", None)  # e.g. the Learned router's model, kept with the run
+        if callable(save):
+            record.update(save(out_dir) or {})
         if jobobj.upper_bound:
             log.warning("test case %s uses %s, which reads the labels: an upper bound, not a deployable policy",
                         tc.id, tc.modules["hard_example_mining"].name)
