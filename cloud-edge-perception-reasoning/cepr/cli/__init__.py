@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, edge, llm, models, run, serve, vlm
+    from cepr.cli import bench, datasets, dispatch, edge, llm, models, run, serve, vlm
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_parser(sub)
     vlm.add_parser(sub)
     run.add_parser(sub)
+    dispatch.add_parser(sub)
     return p
 
 
