@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, dispatch, edge, llm, models, run, serve, vlm
+    from cepr.cli import bench, datasets, dispatch, edge, llm, models, run, serve, sweep, vlm
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  cepr datasets check datasets/cloud-robotics-synth\n"
                "  cepr datasets stats datasets/cloud-robotics-synth --split test\n"
                "  cepr run -f benchmarkingjob.yaml\n"
+               "  cepr sweep -f benchmarkingjob.yaml\n"
                "  cepr models tiny --out models/tiny\n",
     )
     p.add_argument("--version", action="version", version=f"cepr {__version__}")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_parser(sub)
     vlm.add_parser(sub)
     run.add_parser(sub)
+    sweep.add_parser(sub)
     dispatch.add_parser(sub)
     return p
 

@@ -1,0 +1,325 @@
+"""A sweep's results: per-setting metrics, per-policy curves with APGR / CPT, the Random and Oracle references, the
+Pareto front; written as ``sweep.json`` (self-describing: definitions, units, the cache it came from),
+``settings.csv`` and ``curves.csv``, and printed as tables. ``write_algorithm`` turns chosen settings back into
+Ianvs algorithm YAML files (and optionally a benchmarking job that runs them)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cepr.errors import CeprError, did_you_mean
+from cepr.sweep import curves
+from cepr.sweep.cache import CachedSet
+from cepr.sweep.evaluate import Outcome, Timing, decide, expand, score
+from cepr.sweep.spec import SweepSpec
+
+COLUMNS = {  # name -> what it is (the JSON carries this, so a plotting helper needs nothing else)
+    "id": "the setting: curve(parameter=value,...)", "curve": "the curve (policy or spec label) it belongs to",
+    "policy": "the registered dispatch policy", "params": "its parameters (JSON)",
+    "upper_bound": "reads the labels: a bound, never ranked nor on the Pareto front",
+    "path": "vectorised (a closed form on cached columns) or per-sample (the policy called on each edge result)",
+    "cloud_share": "share of samples sent to the cloud, [0, 1]", "sent": "samples sent to the cloud",
+    "accuracy": "share of final answers equal to the truth (cloud answer where sent, else edge)",
+    "accuracy_ci_low": "Wilson 95% interval, low", "accuracy_ci_high": "Wilson 95% interval, high",
+    "pgr": "performance gap recovered: (accuracy - edge-only) / (cloud-only - edge-only)",
+    "latency_p50": "median per-sample latency, ms (edge + cloud where sent)",
+    "latency_p95": "95th-percentile per-sample latency, ms (edge + cloud where sent)",
+    "latency_mean": "mean per-sample latency, ms", "uplink_bytes": "mean bytes sent to the cloud per sample",
+    "safety_recall": "share of truly hazardous path_hazard/action samples answered cautiously",
+    "pareto": "on the Pareto front (accuracy up, p95 latency down, uplink bytes down)",
+    "error": "why the setting could not be evaluated (its policy raised)",
+}
+CSV_COLUMNS = ["id", "curve", "policy", "params", "upper_bound", "path", "cloud_share", "sent", "accuracy",
+               "accuracy_ci_low", "accuracy_ci_high", "pgr", "latency_p50", "latency_p95", "latency_mean",
+               "uplink_bytes", "safety_recall", "pareto", "error"]
+
+
+@dataclass
+class SweepResult:
+    data: CachedSet
+    spec: SweepSpec
+    rows: list[dict]
+    curves: dict[str, dict]
+    references: dict[str, dict]
+    pareto: list[str]
+    timing: Timing
+    seconds: float
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def row(self, pick: str) -> dict:
+        """A setting by id or by its 1-based row number."""
+        ids = [r["id"] for r in self.rows]
+        if pick.isdigit() and 1 <= int(pick) <= len(self.rows):
+            return self.rows[int(pick) - 1]
+        for r in self.rows:
+            if r["id"] == pick or r["id"].replace(" ", "") == pick.replace(" ", ""):
+                return r
+        raise CeprError(f"--pick: no setting {pick!r}" + did_you_mean(pick, ids)
+                        + f" (settings are numbered 1-{len(ids)} in settings.csv order, or use best / pareto)")
+
+    def best(self, max_share: float | None = None) -> dict:
+        """The deployable setting with the highest accuracy (then the lowest cloud share, p95 latency, bytes),
+        within ``max_share`` when given."""
+        ok = [r for r in self.rows if not r["upper_bound"] and r["error"] is None
+              and (max_share is None or r["cloud_share"] <= max_share + 1e-12)]
+        if not ok:
+            raise CeprError("--pick best: no deployable setting" + (f" with cloud share <= {max_share}"
+                                                                    if max_share is not None else ""))
+        return min(ok, key=lambda r: (-r["accuracy"], r["cloud_share"], r["latency_p95"], r["uplink_bytes"]))
+
+
+def _f(v):
+    if isinstance(v, (np.floating, float)):
+        return None if math.isnan(float(v)) else float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def run_sweep(data: CachedSet, spec: SweepSpec, progress: bool = False, vectorise: bool | None = None
+              ) -> SweepResult:
+    """Evaluate every setting of ``spec`` on ``data`` (no model is called)."""
+    t0 = time.perf_counter()
+    settings = expand(spec)
+    timing = Timing()
+    outcomes = decide(settings, data, spec.vectorize if vectorise is None else vectorise, progress, timing)
+    t = time.perf_counter()
+    ok = [o for o in outcomes if o.decisions is not None]
+    m = score(np.stack([o.decisions for o in ok]), data) if ok else {}
+    ref = score(np.stack([np.zeros(data.n, bool), np.ones(data.n, bool)]), data)
+    acc_w, acc_s = float(ref["accuracy"][0]), float(ref["accuracy"][1])
+    rows, j = [], 0
+    for o in outcomes:
+        s = o.setting
+        r = {"id": s.id, "curve": s.curve, "policy": s.policy, "params": s.params, "upper_bound": s.upper_bound,
+             "path": o.path, "error": o.error}
+        if o.decisions is not None:
+            r.update({k: _f(v[j]) for k, v in m.items()})
+            r["sent"] = int(r["sent"])
+            r["pgr"] = _f(curves.pgr(r["accuracy"], acc_w, acc_s))
+            j += 1
+        rows.append(r)
+    good = [r for r in rows if r["error"] is None]
+    deploy = [r for r in good if not r["upper_bound"]]
+    front = curves.pareto_front([r["accuracy"] for r in deploy], [r["latency_p95"] for r in deploy],
+                                [r["uplink_bytes"] for r in deploy]) if deploy else np.zeros(0, bool)
+    pareto = {r["id"] for r, keep in zip(deploy, front) if keep}
+    for r in rows:
+        r["pareto"] = r["id"] in pareto
+    per_curve: dict[str, dict] = {}
+    for name in dict.fromkeys(r["curve"] for r in rows):
+        mine = [r for r in good if r["curve"] == name]
+        first = next(r for r in rows if r["curve"] == name)
+        entry = {"policy": first["policy"], "upper_bound": first["upper_bound"], "settings": len(mine),
+                 "failed": sum(1 for r in rows if r["curve"] == name and r["error"] is not None)}
+        if mine:
+            pts = curves.curve([r["cloud_share"] for r in mine], [r["accuracy"] for r in mine], acc_w, acc_s)
+            entry.update(curves.summary(pts, acc_w, acc_s))
+        per_curve[name] = entry
+    oracle = curves.oracle_curve(data.edge_correct, data.cloud_correct)
+    references = {
+        "edge_only": {"cloud_share": 0.0, **{k: _f(v[0]) for k, v in ref.items() if k != "sent"}},
+        "cloud_only": {"cloud_share": 1.0, **{k: _f(v[1]) for k, v in ref.items() if k != "sent"}},
+        "random": {"analytic": "linear from edge-only (share 0) to cloud-only (share 1)",
+                   **curves.summary(curves.random_curve(acc_w, acc_s), acc_w, acc_s)},
+        "oracle": {"analytic": "edge-wrong samples first (cloud-right ones first); reads the labels: an upper "
+                               "bound", **curves.summary(oracle, acc_w, acc_s)},
+    }
+    timing.metrics_s += time.perf_counter() - t
+    return SweepResult(data, spec, rows, per_curve, references, sorted(pareto, key=[r["id"] for r in rows].index),
+                       timing, time.perf_counter() - t0, outcomes)
+
+
+# ---- writing --------------------------------------------------------------------------------------------------
+
+def to_json(res: SweepResult) -> dict:
+    return {
+        "what": "cepr sweep: dispatch policies evaluated offline on cached edge and cloud results (no model called)",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "definitions": {
+            "weak": "the edge (edge-only: cloud share 0)", "strong": "the cloud (cloud-only: cloud share 1)",
+            "pgr": "(accuracy - acc_edge_only) / (acc_cloud_only - acc_edge_only)",
+            "curve": "a policy's settings as (cloud_share, accuracy) sorted by share, the best accuracy at a tied "
+                     "share, closed by (0, edge-only) and (1, cloud-only), linear in between",
+            "apgr": "area under PGR against cloud share over [0, 1] (trapezoidal rule on the curve), RouteLLM",
+            "cpt50": "smallest cloud share at which the curve's PGR reaches 0.5 (linear within a segment); null "
+                     "if never", "cpt80": "the same for PGR 0.8",
+            "random": "analytic: APGR 0.5, CPT(x%) = x/100", "oracle": "upper bound: edge-wrong samples sent first",
+            "pareto": "non-dominated deployable settings over accuracy (up), latency_p95 (down), uplink_bytes "
+                      "(down)", "source": "cepr/sweep/curves.py, docs/sweep.md"},
+        "columns": COLUMNS,
+        "cache": res.data.describe(),
+        "spec": res.spec.model_dump(),
+        "references": res.references,
+        "curves": res.curves,
+        "settings": [{k: r.get(k) for k in CSV_COLUMNS} for r in res.rows],
+        "pareto": res.pareto,
+        "timing": {"seconds": round(res.seconds, 4), "samples": res.data.n, "settings": len(res.rows),
+                   **res.timing.as_dict()},
+    }
+
+
+def write_outputs(res: SweepResult, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "sweep.json", "settings": out / "settings.csv", "curves": out / "curves.csv"}
+    doc = to_json(res)
+    paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False, default=_f))
+    with paths["settings"].open("w", newline="") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS)
+        w.writeheader()
+        for r in doc["settings"]:
+            w.writerow({k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else v) for k, v in r.items()})
+    with paths["curves"].open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["curve", "kind", "apgr", "cpt50", "cpt80", "settings", "points"])
+        for name, c in res.curves.items():
+            w.writerow([name, "upper bound" if c["upper_bound"] else "policy", c.get("apgr"), c.get("cpt50"),
+                        c.get("cpt80"), c["settings"], json.dumps(c.get("points"))])
+        for name in ("random", "oracle"):
+            c = res.references[name]
+            w.writerow([name.capitalize(), "reference", c["apgr"], c["cpt50"], c["cpt80"], "", json.dumps(c["points"])])
+    return paths
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else ""
+        if isinstance(v, float):
+            return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3f}"
+        return str(v)
+    body = [[cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(b[j]) for b in body)) if body else len(h) for j, h in enumerate(header)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |", line]
+    out += ["| " + " | ".join(v.ljust(w) for v, w in zip(b, widths)) + " |" for b in body]
+    out.append(line)
+    return "\n".join(out)
+
+
+def format_tables(res: SweepResult, all_settings: bool = False) -> str:
+    ref = res.references
+    head = (f"cepr sweep: {len(res.rows)} setting(s) over {res.data.n} cached sample(s) in {res.seconds:.2f} s "
+            f"(no model called); edge-only accuracy {ref['edge_only']['accuracy']:.3f}, cloud-only "
+            f"{ref['cloud_only']['accuracy']:.3f}")
+    if res.data.note:
+        head += f"\n{res.data.note}"
+    curve_rows = []
+    for name, c in sorted(res.curves.items(), key=lambda kv: -(kv[1].get("apgr") or -math.inf)):
+        curve_rows.append([name + (" (upper bound)" if c["upper_bound"] else ""), c["settings"], c.get("apgr"),
+                           c.get("cpt50"), c.get("cpt80")])
+    for name in ("random", "oracle"):
+        c = ref[name]
+        curve_rows.append([f"{name.capitalize()} (reference{', upper bound' if name == 'oracle' else ''})", "-",
+                           c["apgr"], c["cpt50"], c["cpt80"]])
+    parts = [head, "call-performance curves (RouteLLM measures; CPT = cloud share needed):",
+             _table(["curve", "settings", "APGR", "CPT(50%)", "CPT(80%)"], curve_rows)]
+    cols = ["#", "setting", "cloud share", "accuracy", "PGR", "p95 ms", "uplink B", "safety recall"]
+
+    def line(k, r):
+        return [k, r["id"] + (" *" if r["upper_bound"] else ""), r.get("cloud_share"), r.get("accuracy"),
+                r.get("pgr"), r.get("latency_p95"), r.get("uplink_bytes"), r.get("safety_recall")]
+    number = {r["id"]: k for k, r in enumerate(res.rows, 1)}
+    shown = res.rows if all_settings else [r for r in res.rows if r["pareto"]]
+    shown = sorted(shown, key=lambda r: (r.get("cloud_share") or 0, -(r.get("accuracy") or 0)))
+    parts.append(("every setting" if all_settings else "Pareto front (accuracy up, p95 latency down, uplink bytes "
+                                                       "down; deployable settings only)") + ":")
+    parts.append(_table(cols, [line(number[r["id"]], r) for r in shown if r["error"] is None]))
+    failed = [r for r in res.rows if r["error"] is not None]
+    for r in failed:
+        parts.append(f"FAILED setting {r['id']}: {r['error']}")
+    t = res.timing
+    parts.append(f"timing: {t.vectorised_settings} vectorised setting(s) in {t.vectorised_s:.3f} s, "
+                 f"{t.per_sample_settings} per-sample setting(s) in {t.per_sample_s:.3f} s "
+                 f"({t.per_sample_calls} policy calls), metrics {t.metrics_s:.3f} s")
+    return "\n".join(parts)
+
+
+# ---- back to Ianvs YAML -----------------------------------------------------------------------------------------
+
+def _algorithm_doc(source, row: dict) -> dict:
+    """The source algorithm's YAML with its hard_example_mining module replaced by this setting."""
+    from cepr.runner.config import load_yaml
+
+    doc = load_yaml(Path(source.algorithm.file), "algorithm file")
+    mods = doc["algorithm"]["modules"]
+    hem = next((m for m in mods if m.get("type") == "hard_example_mining"), None)
+    if hem is None:
+        raise CeprError(f"{source.algorithm.file}: no hard_example_mining module to replace")
+    url = row.get("url") or hem["url"]
+    hem.clear()
+    hem.update({"type": "hard_example_mining", "name": row["policy"], "url": url})
+    if row["params"]:
+        hem["hyperparameters"] = [{k: {"values": [v]}} for k, v in row["params"].items()]
+    return doc
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower()
+
+
+def write_algorithm(res: SweepResult, source, rows: list[dict], path: str | Path,
+                    job_path: str | Path | None = None) -> list[Path]:
+    """One algorithm YAML per chosen setting (``path`` itself for one; ``<stem>-<setting>.yaml`` beside it for
+    several), each the source algorithm with its hard_example_mining module set to the setting; with
+    ``job_path``, a benchmarking job (the source job's testenv and rank) that runs them all."""
+    import yaml
+
+    path = Path(path)
+    urls = {s.id: s.url for s in (o.setting for o in res.outcomes)}
+    written, names = [], []
+    header = ("# Written by `cepr sweep` from {src} (algorithm {algo}): its modules, with the dispatch policy set to\n"
+              "# the swept setting {id}: accuracy {acc:.4f}, cloud share {share:.4f}, p95 latency {p95:.1f} ms,\n"
+              "# uplink {up:.0f} B/sample on {n} cached samples. Run it with `cepr run -f` or `ianvs -f` through a\n"
+              "# benchmarkingjob.yaml that lists it.\n")
+    for r in rows:
+        target = path if len(rows) == 1 else path.with_name(f"{path.stem}-{_safe(r['id'])}{path.suffix or '.yaml'}")
+        doc = _algorithm_doc(source, {**r, "url": urls.get(r["id"])})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(header.format(src=source.algorithm.file, algo=source.algorithm.name, id=r["id"],
+                                        acc=r["accuracy"], share=r["cloud_share"], p95=r["latency_p95"],
+                                        up=r["uplink_bytes"], n=res.data.n)
+                          + yaml.safe_dump(doc, sort_keys=False))
+        written.append(target)
+        names.append(_safe(f"sweep-{r['id']}"))
+    if job_path is not None:
+        written.append(_write_job(source, written, names, rows, Path(job_path)))
+    return written
+
+
+def _write_job(source, algos: list[Path], names: list[str], rows: list[dict], job_path: Path) -> Path:
+    import os
+
+    import yaml
+
+    from cepr.runner.config import load_yaml
+
+    doc = load_yaml(Path(source.job.file), "benchmarking job file")
+    b = doc["benchmarkingjob"]
+    b["name"] = f"{b['name']}-sweep"
+
+    def rel(p: Path) -> str:  # as the source job spells paths: relative to the current directory
+        r = os.path.relpath(p.resolve(), Path.cwd())
+        return r if r.startswith("..") else f"./{r}"
+    b["test_object"]["algorithms"] = [{"name": n, "url": rel(p)} for n, p in zip(names, algos)]
+    hps = list(dict.fromkeys(f"hard_example_mining-{k}" for r in rows for k in r["params"]))
+    b["rank"]["selected_dataitem"]["hyperparameters"] = hps
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    job_path.write_text(f"# Written by `cepr sweep`: the chosen settings of {source.job.file}'s algorithm "
+                        f"{source.algorithm.name}.\n# Run: cepr run -f {job_path}   (or ianvs -f {job_path})\n"
+                        + yaml.safe_dump(doc, sort_keys=False))
+    return job_path
