@@ -152,6 +152,8 @@ def test_adaptive_payload_follows_the_risk_table(synth_run):
 
 def test_each_fusion_rule_makes_the_final_answer_as_defined(synth_run):
     cases, _ = synth_run
+    kept_edge = {s["cloud"]["fusion"] for _, samples in cases for s in samples if s["cloud"]["fused_from"] == "edge"}
+    assert kept_edge and "cloud_wins" not in kept_edge  # not vacuous: some rule kept an edge answer here
     for rec, samples in cases:
         rule = samples[0]["cloud"]["fusion"]
         assert rule in RULES
