@@ -27,7 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 RULES = ("cloud_wins", "confidence", "safety_first")
 
 
-def _job(dest: Path, index: Path, threshold: float, rules) -> None:
+METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "safety_recall", "edge_ratio", "cloud_ok")
+
+
+def make_job(dest: Path, index: Path, threshold: float, cloud_values: dict, metrics=METRICS,
+             name: str = "fusion-rules") -> None:
+    """The repository's job files copied into ``dest``: the Threshold algorithm alone at ``threshold``, the test
+    index ``index``, the cloud module's hyperparameters ``cloud_values`` (name -> list of values: one case per
+    combination), the link not waited out, ``metrics`` in the testenv."""
     import yaml
 
     for d in ("testenv", "testalgorithms"):
@@ -37,17 +44,17 @@ def _job(dest: Path, index: Path, threshold: float, rules) -> None:
     te = yaml.safe_load(te_path.read_text())
     te["testenv"]["dataset"] = {"train_index": str(index), "test_index": str(index)}
     te["testenv"]["metrics"] = [{"name": m, "url": "./testenv/cepr_testenv_metrics.py"}
-                                for m in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "safety_recall",
-                                          "edge_ratio", "cloud_ok")]
+                                for m in metrics]
     te_path.write_text(yaml.safe_dump(te))
     job_path = dest / "benchmarkingjob.yaml"
     job = yaml.safe_load(job_path.read_text())
     b = job["benchmarkingjob"]
-    b["name"] = "fusion-rules"
+    b["name"] = name
     b["test_object"]["algorithms"] = [a for a in b["test_object"]["algorithms"] if a["name"] == "threshold"]
     b["rank"]["sort_by"] = [{"accuracy": "descend"}]
-    b["rank"]["selected_dataitem"]["hyperparameters"] = ["hard_example_mining-threshold", "cloudmodel-fusion"]
-    b["rank"]["selected_dataitem"]["metrics"] = ["accuracy", "n", "safety_recall", "edge_ratio"]
+    b["rank"]["selected_dataitem"]["hyperparameters"] = ["hard_example_mining-threshold"] + [
+        f"cloudmodel-{k}" for k in cloud_values]
+    b["rank"]["selected_dataitem"]["metrics"] = list(metrics)
     job_path.write_text(yaml.safe_dump(job))
     algo_path = dest / "testalgorithms" / "perception-reasoning" / "threshold.yaml"
     algo = yaml.safe_load(algo_path.read_text())
@@ -55,7 +62,7 @@ def _job(dest: Path, index: Path, threshold: float, rules) -> None:
         if m["type"] == "hard_example_mining":
             m["hyperparameters"] = [{"threshold": {"values": [threshold]}}]
         if m["type"] == "cloudmodel":
-            m["hyperparameters"].append({"fusion": {"values": list(rules)}})
+            m["hyperparameters"] += [{k: {"values": list(v)}} for k, v in cloud_values.items()]
     algo_path.write_text(yaml.safe_dump(algo))
     cloud_path = dest / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml"
     cloud = yaml.safe_load(cloud_path.read_text())
@@ -87,7 +94,7 @@ def main(argv=None) -> int:
     rules = [r.strip() for r in a.rules.split(",") if r.strip()]
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="cepr-fusion-"))
     work.mkdir(parents=True, exist_ok=True)
-    _job(work, index, a.threshold, rules)
+    make_job(work, index, a.threshold, {"fusion": rules})
     cmd = [sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml"]
     if a.limit:
         cmd += ["--limit", str(a.limit)]
