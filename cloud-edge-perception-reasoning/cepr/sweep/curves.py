@@ -8,8 +8,10 @@ Definitions (kept exact; docs/sweep.md says the same):
 * **accuracy** ``acc``: exact-match accuracy of the final answers (the cloud's answer where a sample was sent,
   else the edge's). ``acc_weak`` = edge-only accuracy (c = 0), ``acc_strong`` = cloud-only accuracy (c = 1),
   both measured on the same cached samples.
-* **PGR** (performance gap recovered) = ``(acc - acc_weak) / (acc_strong - acc_weak)``; undefined (NaN, with a
-  warning) when the two are equal.
+* **PGR** (performance gap recovered) = ``(acc - acc_weak) / (acc_strong - acc_weak)``. RouteLLM presupposes a
+  strong model stronger than the weak one: where the cloud is not more accurate than the edge on the cached
+  samples (``acc_strong <= acc_weak``), there is no gap to recover, so APGR is NaN and CPT None (with a warning);
+  per-setting PGR is still reported where the gap is not zero.
 * **call-performance curve** of a policy: its settings' points ``(c, acc)``, sorted by ``c``; where settings tie on
   ``c`` the best accuracy stands for that share; closed by the edge-only point ``(0, acc_weak)`` and the
   cloud-only point ``(1, acc_strong)``, which every policy reaches (sending nothing / everything is exactly
@@ -20,7 +22,7 @@ Definitions (kept exact; docs/sweep.md says the same):
   trapezoidal rule too (over its measured call percentages, which run from 0% to 100%).
 * **CPT(x%)** (call-performance threshold) = the smallest cloud share at which the curve's PGR reaches x/100: the
   first crossing, interpolated linearly within the segment where it happens; None when the curve never reaches
-  it (possible only when PGR is undefined or the cloud is not stronger).
+  it (possible only when the cloud is not stronger than the edge).
 * **Random** (reference): sends each sample with probability c; its expected curve is the straight line from
   ``(0, acc_weak)`` to ``(1, acc_strong)``, so PGR(c) = c, APGR = 0.5, CPT(x%) = x/100 by construction.
 * **Oracle** (reference, reads the labels: an upper bound, never a deployable policy): sends the edge-wrong samples
@@ -67,9 +69,10 @@ def _pgr_points(points, acc_weak, acc_strong):
 
 def apgr(points, acc_weak: float, acc_strong: float) -> float:
     """Area under PGR(c) over c in [0, 1] of a closed curve (trapezoidal rule; exact for the linear pieces)."""
-    if acc_strong == acc_weak:
-        warnings.warn("APGR: edge-only and cloud-only accuracy are equal, so PGR is undefined: NaN", RuntimeWarning,
-                      stacklevel=2)
+    if acc_strong <= acc_weak:
+        warnings.warn(f"APGR: the cloud-only accuracy ({acc_strong:.4g}) is not above the edge-only accuracy "
+                      f"({acc_weak:.4g}) on these samples: no performance gap to recover, so APGR is undefined: NaN",
+                      RuntimeWarning, stacklevel=2)
         return math.nan
     c, p = _pgr_points(points, acc_weak, acc_strong)
     if c[0] != 0.0 or c[-1] != 1.0:
@@ -79,8 +82,8 @@ def apgr(points, acc_weak: float, acc_strong: float) -> float:
 
 def cpt(points, target: float, acc_weak: float, acc_strong: float) -> float | None:
     """The smallest cloud share at which PGR reaches ``target`` (0.5 for CPT(50%)), interpolated linearly within
-    the segment where it first does; None when it never does (or PGR is undefined)."""
-    if acc_strong == acc_weak:
+    the segment where it first does; None when it never does, or when the cloud is not stronger than the edge."""
+    if acc_strong <= acc_weak:
         return None
     c, p = _pgr_points(points, acc_weak, acc_strong)
     eps = 1e-12

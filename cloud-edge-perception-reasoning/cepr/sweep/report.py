@@ -141,8 +141,17 @@ def run_sweep(data: CachedSet, spec: SweepSpec, progress: bool = False, vectoris
 
 # ---- writing --------------------------------------------------------------------------------------------------
 
+def _clean(v):
+    """JSON-ready: NaN becomes null, numpy scalars plain numbers, recursively."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return _f(v)
+
+
 def to_json(res: SweepResult) -> dict:
-    return {
+    return _clean({
         "what": "cepr sweep: dispatch policies evaluated offline on cached edge and cloud results (no model called)",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "definitions": {
@@ -165,7 +174,7 @@ def to_json(res: SweepResult) -> dict:
         "pareto": res.pareto,
         "timing": {"seconds": round(res.seconds, 4), "samples": res.data.n, "settings": len(res.rows),
                    **res.timing.as_dict()},
-    }
+    })
 
 
 def write_outputs(res: SweepResult, out_dir: str | Path) -> dict[str, Path]:
@@ -214,10 +223,16 @@ def format_tables(res: SweepResult, all_settings: bool = False) -> str:
     head = (f"cepr sweep: {len(res.rows)} setting(s) over {res.data.n} cached sample(s) in {res.seconds:.2f} s "
             f"(no model called); edge-only accuracy {ref['edge_only']['accuracy']:.3f}, cloud-only "
             f"{ref['cloud_only']['accuracy']:.3f}")
+    if not ref["cloud_only"]["accuracy"] > ref["edge_only"]["accuracy"]:
+        head += ("\nthe cloud is not more accurate than the edge on these samples: no gap to recover, so APGR and "
+                 "CPT are undefined (shown as -)")
     if res.data.note:
         head += f"\n{res.data.note}"
     curve_rows = []
-    for name, c in sorted(res.curves.items(), key=lambda kv: -(kv[1].get("apgr") or -math.inf)):
+    def order(kv):
+        a = kv[1].get("apgr")
+        return -a if a is not None and not math.isnan(a) else math.inf
+    for name, c in sorted(res.curves.items(), key=order):
         curve_rows.append([name + (" (upper bound)" if c["upper_bound"] else ""), c["settings"], c.get("apgr"),
                            c.get("cpt50"), c.get("cpt80")])
     for name in ("random", "oracle"):
