@@ -39,11 +39,11 @@ class Complexity(Policy):
     the complexity score in KubeEdge Ianvs's Cloud-Robotics perception example (its dispatcher calls a frame
     "high" above 0.7 and "medium" above 0.4). Nothing else is read: not the confidence, not the task.
 
-    Parameters: ``threshold`` (0.5), ``weights`` ([0.4, 0.4, 0.2]), ``scales`` ([15, 0.5, 20])."""
+    Parameters: ``threshold`` (0.7, Ianvs's "high"), ``weights`` ([0.4, 0.4, 0.2]), ``scales`` ([15, 0.5, 20])."""
 
     name = "Complexity"
 
-    def __init__(self, threshold=0.5, weights=None, scales=None, **kwargs):
+    def __init__(self, threshold=0.7, weights=None, scales=None, **kwargs):
         check_kwargs(self.name, kwargs, ("threshold", "weights", "scales"))
         self.threshold = unit_float(self.name, "threshold", threshold)
         self.weights = _triple(self.name, "weights", weights, DEFAULT_WEIGHTS)
