@@ -27,6 +27,8 @@ def _policies_job(dest: Path, testenv: str) -> None:
     b = job["benchmarkingjob"]
     b["testenv"] = testenv
     b["test_object"]["algorithms"] = [a for a in b["test_object"]["algorithms"] if a["name"] in NEW]
+    sel = b["rank"]["selected_dataitem"]
+    sel["hyperparameters"] = [h for h in sel["hyperparameters"] if h != "hard_example_mining-ratio"]  # Random's
     assert [a["name"] for a in b["test_object"]["algorithms"]] == list(NEW)
     for a in b["test_object"]["algorithms"]:
         path = dest / a["url"]
@@ -58,7 +60,7 @@ def _run(dest: Path) -> dict[str, list[dict]]:
 
 def _check(results: dict, distances: str) -> None:
     for name, (rec, lines) in results.items():
-        assert len(lines) == LIMIT
+        assert len(lines) == rec["samples"] == rec["n_ok"] >= 3  # the tiny set's test split has 4 frames
         for line in lines:
             e = line["edge"]
             assert set(e["features"]) == set(FEATURE_NAMES)
