@@ -234,3 +234,17 @@ def test_auto_size_and_device():
     for text, vision in presets().values():
         assert all(x % 32 == 0 for x in (text.hidden, text.ffn, vision.hidden, vision.ffn))
         assert vision.ffn != vision.hidden and vision.image_size % vision.patch_size == 0
+
+
+def test_learning_rate_warms_up_holds_then_decays_with_the_clock():
+    from cepr.llm.vlm_train import MIN_LR_RATIO, VlmTrainConfig, _lr
+
+    c = VlmTrainConfig(out="x", lr=1e-3, warmup=10, max_minutes=10, decay_fraction=0.2)
+    assert _lr(c, 0) == 1e-4 and _lr(c, 9) == 1e-3  # warm-up
+    assert _lr(c, 500, 7.9 * 60) == 1e-3  # stable until the last 20% of the budget
+    mid, end = _lr(c, 500, 9 * 60), _lr(c, 500, 10 * 60)
+    assert 1e-3 > mid > end and abs(end - 1e-3 * MIN_LR_RATIO) < 1e-12 and _lr(c, 500, 11 * 60) == end
+    assert _lr(c.model_copy(update={"decay_fraction": 0.0}), 500, 10 * 60) == 1e-3
+    cool = c.model_copy(update={"decay_fraction": 1.0})
+    assert _lr(cool, 500, 0) == 1e-3 and _lr(cool, 500, 5 * 60) < 1e-3  # a cool-down run decays throughout
+    assert "decay_fraction" not in c.training_key()  # a --resume may cool a run down

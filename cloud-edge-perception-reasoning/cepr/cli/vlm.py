@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
     t.add_argument("--max-minutes", type=float, default=60.0, help="wall-time budget of this run")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     t.add_argument("--warmup", type=int, default=20, help="linear warm-up steps")
+    t.add_argument("--decay-fraction", type=float, default=0.2,
+                   help="the learning rate stays at --lr, then decays linearly to 2%% of it over this last share "
+                        "of --max-minutes (warm-up, stable, decay); 1 decays over the whole run, e.g. a short "
+                        "--resume that cools a run down")
     t.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus, weights and frame order")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     t.add_argument("--aux-weight", type=float, default=0.5,
@@ -73,7 +77,7 @@ def cmd_train(a) -> int:
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     fields = ("out", "data", "size", "device", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
-              "aux_weight", "val_every", "val_frames", "checkpoint_every")
+              "aux_weight", "decay_fraction", "val_every", "val_frames", "checkpoint_every")
     try:
         cfg = VlmTrainConfig(**{k: getattr(a, k) for k in fields}, quant=tuple(a.quant), progress=not a.no_progress)
     except ValidationError as e:

@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cepr.errors import CeprError
 
+MIN_LR_RATIO = 0.02
+
 
 def presets():
     from cepr.llm.tiny import TARGET, TinySpec
@@ -86,13 +88,15 @@ class VlmTrainConfig(BaseModel):
     val_every: int = Field(500, ge=1)
     val_frames: int = Field(32, ge=1)
     checkpoint_every: int = Field(100, ge=1)
+    decay_fraction: float = Field(0.2, ge=0, le=1, description="the last share of this run's time budget over "
+                                                                   "which the learning rate decays")
     quant: tuple[str, ...] = ("f32", "q8_0")
     progress: bool = True
 
     def training_key(self) -> dict:
         """What a resumed run must share with the checkpoint (budget, step count and bookkeeping may change)."""
         return self.model_dump(exclude={"steps", "max_minutes", "threads", "progress", "checkpoint_every", "out",
-                                        "device",
+                                        "device", "decay_fraction",
                                         "val_every", "quant"})
 
 
@@ -287,8 +291,17 @@ def validate(model, proc, items) -> dict:
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
-def _lr(cfg: VlmTrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+def _lr(cfg: VlmTrainConfig, step: int, elapsed_s: float = 0.0) -> float:
+    """Warm-up, stable, decay (WSD): linear warm-up over ``warmup`` steps, ``lr`` until the last ``decay_fraction``
+    of this run's wall-time budget (``max_minutes``), then linearly down to ``lr * MIN_LR_RATIO`` at its end. The
+    decay follows the clock because the budget is time: the steps it will reach are not known in advance."""
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    budget = cfg.max_minutes * 60
+    start = budget * (1 - cfg.decay_fraction)
+    if cfg.decay_fraction <= 0 or elapsed_s <= start:
+        return cfg.lr * warm
+    frac = min(1.0, (elapsed_s - start) / max(budget - start, 1e-9))
+    return cfg.lr * warm * (1 - (1 - MIN_LR_RATIO) * frac)
 
 
 def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
@@ -361,7 +374,7 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
             break
         t0 = time.perf_counter()
         for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
+            g["lr"] = lr_now = _lr(cfg, step, time.perf_counter() - t_start)
         image, answers, patches = frames.train_item(step)
         answer_loss = target_loss(model, batch(proc, image, answers).to(device))
         loss = answer_loss
@@ -379,7 +392,7 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         opt.step()
         step += 1
         write({"step": step, "loss": round(answer_loss.item(), 5),
-               **({"aux_loss": round(aux.item(), 5)} if aux is not None else {}), "lr": _lr(cfg, step - 1),
+               **({"aux_loss": round(aux.item(), 5)} if aux is not None else {}), "lr": round(lr_now, 8),
                "seconds": round(time.perf_counter() - t0, 3)})
         bar.set_postfix(loss=f"{answer_loss.item():.3f}")
         bar.update(1)
