@@ -247,11 +247,24 @@ def format_tables(res: SweepResult, all_settings: bool = False) -> str:
         return [k, r["id"] + (" *" if r["upper_bound"] else ""), r.get("cloud_share"), r.get("accuracy"),
                 r.get("pgr"), r.get("latency_p95"), r.get("uplink_bytes"), r.get("safety_recall")]
     number = {r["id"]: k for k, r in enumerate(res.rows, 1)}
-    shown = res.rows if all_settings else [r for r in res.rows if r["pareto"]]
-    shown = sorted(shown, key=lambda r: (r.get("cloud_share") or 0, -(r.get("accuracy") or 0)))
-    parts.append(("every setting" if all_settings else "Pareto front (accuracy up, p95 latency down, uplink bytes "
-                                                       "down; deployable settings only)") + ":")
-    parts.append(_table(cols, [line(number[r["id"]], r) for r in shown if r["error"] is None]))
+    shown = [r for r in res.rows if r["error"] is None and (all_settings or r["pareto"])]
+    shown = sorted(shown, key=lambda r: (r["cloud_share"], -r["accuracy"], number[r["id"]]))
+    body = []
+    if all_settings:
+        body = [line(number[r["id"]], r) for r in shown]
+    else:  # settings that decide alike have the same figures: one line, the others counted
+        groups: dict[tuple, list[dict]] = {}
+        for r in shown:
+            groups.setdefault((r["sent"], r["accuracy"], r["latency_p95"], r["uplink_bytes"]), []).append(r)
+        for g in groups.values():
+            row = line(number[g[0]["id"]], g[0])
+            if len(g) > 1:
+                row[1] += f" (+{len(g) - 1} alike)"
+            body.append(row)
+    parts.append(("every setting (* reads the labels)" if all_settings else
+                  "Pareto front (accuracy up, p95 latency down, uplink bytes down; deployable settings only; "
+                  "'alike': other settings with the same figures, listed in settings.csv)") + ":")
+    parts.append(_table(cols, body))
     failed = [r for r in res.rows if r["error"] is not None]
     for r in failed:
         parts.append(f"FAILED setting {r['id']}: {r['error']}")
