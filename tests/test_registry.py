@@ -211,8 +211,9 @@ def test_builtin_policies_declare_their_capabilities():
     caps = {n: POLICY_REGISTRY.capabilities(n) for n in POLICY_REGISTRY.names(aliases=True)}
     assert {n for n, c in caps.items() if c["needs_labels"]} == {"Oracle", "OracleRouter", ORACLE_MARKED}
     assert {n for n, c in caps.items() if c["upper_bound"]} == {"Oracle", "OracleRouter", ORACLE_MARKED}
-    assert {n for n, c in caps.items() if c["needs_edge_result"]} == {"Oracle", "OracleRouter", ORACLE_MARKED,
-                                                                     "CrossEntropy", "Threshold"}
+    assert {n for n, c in caps.items() if c["needs_edge_result"]} == {
+        "Oracle", "OracleRouter", ORACLE_MARKED, "CrossEntropy", "Threshold", "RiskAware", "Complexity", "Learned",
+        "Budget", "NetworkAware"}
 
 
 def test_a_backend_is_one_class_with_its_config_model(monkeypatch):

@@ -363,7 +363,8 @@ def test_oracle_unknown_task_and_bad_edge_output(fake_truth):
 
 def test_registry_names_and_aliases():
     assert set(POLICIES) == {"EdgeOnly", "CloudOnly", "Random", "RandomRouter", "Oracle", "OracleRouter",
-                             "CrossEntropy", "Threshold"}
+                             "CrossEntropy", "Threshold", "RiskAware", "Complexity", "Learned", "Budget",
+                             "NetworkAware"}
     for name, cls in POLICIES.items():
         assert cls.name == name
         assert callable(cls.filter)

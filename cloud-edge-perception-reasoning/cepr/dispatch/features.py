@@ -163,9 +163,9 @@ def number(value, policy: str, field: str, allow_none: bool = False) -> float | 
     return float(value)
 
 
-def feature(x, name: str, policy: str, allow_none: bool = False) -> float | None:
-    """One numeric feature ``features.<name>``, checked."""
-    f = features_of(x, policy)
+def feature(x, name: str, policy: str, allow_none: bool = False, features: Mapping | None = None) -> float | None:
+    """One numeric feature ``features.<name>``, checked (``features``: the dict, when the caller has it)."""
+    f = features_of(x, policy) if features is None else features
     if name not in f:
         raise CeprError(f"{policy} reads the edge result's features.{name}, which is missing (features has: "
                         f"{', '.join(sorted(map(str, f)))})")

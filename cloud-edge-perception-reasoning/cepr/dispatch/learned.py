@@ -29,9 +29,9 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 SHIPPED_PREFIX = "router-"  # learned-synth -> assets/models/router-learned-synth.json
 
 
-def _proximity(x, name: str, scale: float, policy: str) -> float:
+def _proximity(x, name: str, scale: float, policy: str, f) -> float:
     """exp(-d / scale) of a distance feature that may be null (nothing there: 0)."""
-    d = feature(x, name, policy, allow_none=True)
+    d = feature(x, name, policy, allow_none=True, features=f)
     return 0.0 if d is None else math.exp(-max(d, 0.0) / scale)
 
 
@@ -42,15 +42,16 @@ def input_vector(x, tasks: Iterable[str], policy: str = "Learned") -> np.ndarray
     (0 when null); every other input is the edge result's field of that name (``confidence``) or
     ``features.<name>`` (booleans as 0/1)."""
     vals = []
+    f = features_of(x, policy)
     for name in INPUTS:
         if name == "confidence":
             vals.append(confidence(x, policy))
         elif name == "hazard_proximity":
-            vals.append(_proximity(x, "hazard_m", 3.0, policy))
+            vals.append(_proximity(x, "hazard_m", 3.0, policy, f))
         elif name == "person_proximity":
-            vals.append(_proximity(x, "person_m", 5.0, policy))
+            vals.append(_proximity(x, "person_m", 5.0, policy, f))
         else:
-            vals.append(feature(x, name, policy))
+            vals.append(feature(x, name, policy, features=f))
     tasks = list(tasks)
     task = edge_result(x, policy).get("task")
     if task not in tasks:
@@ -210,9 +211,17 @@ def load_model(model) -> dict:
 
 def predict_wrong(model: Mapping, x, policy: str = "Learned") -> float:
     """P(the edge answer is wrong) for one edge result under ``model`` (a loaded model dict)."""
-    v = input_vector(x, model["tasks"], policy)
-    z = float(model["bias"]) + float(np.dot((v - np.asarray(model["mean"])) / np.asarray(model["std"]),
-                                            np.asarray(model["weights"])))
+    return _p_wrong(input_vector(x, model["tasks"], policy), *_arrays(model))
+
+
+def _arrays(model: Mapping) -> tuple[float, np.ndarray, np.ndarray]:
+    """(bias, mean, weights / std): the model's numbers as a linear function of the raw inputs."""
+    return (float(model["bias"]), np.asarray(model["mean"], np.float64),
+            np.asarray(model["weights"], np.float64) / np.asarray(model["std"], np.float64))
+
+
+def _p_wrong(v: np.ndarray, bias: float, mean: np.ndarray, w: np.ndarray) -> float:
+    z = bias + float(np.dot(v - mean, w))
     return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
@@ -237,13 +246,13 @@ class Learned(Policy):
         self.threshold = unit_float(self.name, "threshold", threshold)
         self.model_name = model if isinstance(model, str) else "(dict)"
         self.model = load_model(model)
+        self._arrays = _arrays(self.model)
 
     def hyperparameters(self) -> dict:
         return {"model": self.model_name, "threshold": self.threshold}
 
     def p_wrong(self, x) -> float:
-        features_of(x, self.name)  # a clear error first when the features are missing altogether
-        return predict_wrong(self.model, x, self.name)
+        return _p_wrong(input_vector(x, self.model["tasks"], self.name), *self._arrays)
 
     def __call__(self, x=None) -> bool:
         return self.p_wrong(x) > self.threshold
