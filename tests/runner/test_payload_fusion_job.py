@@ -197,3 +197,30 @@ def test_payload_policy_and_fusion_on_the_real_layout(rule, tmp_path_factory):
             assert c["payload"]["mode"] == "summary"
     share = sum(s["cloud"]["privacy_redacted"] for s in samples) / len(samples)
     assert rec["metrics"]["privacy_redacted_share"] == pytest.approx(share)
+
+
+def test_the_shipped_payload_job_runs_every_case(tiny_data, tmp_path):
+    """benchmarkingjob-payload.yaml (4 payload policies + 3 fusion rules, Threshold 0.8) through `cepr run` on the
+    tiny set: every case ok, the rank file has the policy, rule and privacy columns; its testenv is the default
+    one plus privacy_redacted_share."""
+    pytest.importorskip("fastapi")
+    import csv
+
+    te_default = yaml.safe_load((REPO / "testenv" / "testenv.yaml").read_text())["testenv"]
+    te_payload = yaml.safe_load((REPO / "testenv" / "testenv-payload.yaml").read_text())["testenv"]
+    assert te_payload["metrics"] == te_default["metrics"] + [
+        {"name": "privacy_redacted_share", "url": "./testenv/cepr_testenv_metrics.py"}]
+    copy_default_job(tmp_path, tiny_data)
+    shutil.copy(REPO / "benchmarkingjob-payload.yaml", tmp_path)
+    te = yaml.safe_load((tmp_path / "testenv" / "testenv-payload.yaml").read_text())
+    res = tiny_data / "160x120"
+    te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "train-index.txt")}
+    (tmp_path / "testenv" / "testenv-payload.yaml").write_text(yaml.safe_dump(te))
+    cases = _run(tmp_path, "benchmarkingjob-payload.yaml", 4)
+    assert len(cases) == 7 and all(rec["status"] == "ok" for rec, _ in cases), [r.get("status") for r, _ in cases]
+    with open(tmp_path / "workspace" / "cepr-payload" / "rank" / "selected_rank.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7
+    assert {r["cloudmodel-fusion"] for r in rows} >= {"cloud_wins", "confidence", "safety_first"}
+    assert "['AdaptivePayload', 'PrivacyAware']" in {r["cloudmodel-payload_policy"] for r in rows}
+    assert all(r["privacy_redacted_share"] != "" for r in rows if float(r["edge_ratio"]) < 1)
