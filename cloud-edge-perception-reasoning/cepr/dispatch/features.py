@@ -150,7 +150,8 @@ def features_of(x, policy: str) -> Mapping:
     if not isinstance(f, Mapping):
         what = "no 'features'" if f is None else f"'features' of type {type(f).__name__}"
         raise CeprError(f"{policy} reads the edge result's 'features' (which cepr's edge module adds; "
-                        f"docs/dispatch.md), but got {what}; keys: {sorted(map(str, res))}")
+                        f"docs/dispatch.md), but got {what}; keys: {sorted(map(str, res))}. Edge results saved "
+                        "before cepr added features, or from another edge module, lack them: rerun the edge")
     return f
 
 
