@@ -412,9 +412,11 @@ def test_results_are_python_floats(gt):
     y_true, y_pred = run_set()
     for name in ALL:
         if name in ("miou", "pixel_accuracy", "bandwidth_saving", "bandwidth_saving_vs_png", "dataset",
-                    "synthetic", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance") or \
+                    "synthetic", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance",
+                    "privacy_redacted_share") or \
                 name.startswith("accuracy_nearest_obstacle"):
-            continue  # need files / have no sample here (LLM server fields: tests/llm/test_vllm_server.py)
+            continue  # need files / have no sample here (LLM server fields: tests/llm/test_vllm_server.py;
+            # privacy_redacted_share: tests/metrics/test_payload_metrics.py)
         v = METRICS[name](y_true, y_pred)
         assert type(v) is float and not math.isnan(v), name
 
@@ -429,7 +431,8 @@ def test_registry_names():
             "safety_recall", "miou", "pixel_accuracy", "edge_ratio", "cloud_ok", "cloud_fallback", "cloud_error",
             "latency_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_mean", "throughput", "uplink_bytes",
             "downlink_bytes", "bandwidth_saving", "bandwidth_saving_vs_png", "cloud_tokens", "dataset", "synthetic",
-            "within_150ms", "within_300ms", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance"} | per_task == \
+            "within_150ms", "within_300ms", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance",
+            "privacy_redacted_share"} | per_task == \
         set(METRICS)
     for name, fn in METRICS.items():
         assert fn.__name__ == name and getattr(joint, name) is fn and fn.__doc__
