@@ -221,5 +221,17 @@ def test_spec_errors_name_the_problem():
     assert len(expand(parse_spec(DEFAULT_SPEC))) == 50
 
 
+def test_the_documented_example_spec_sweeps_every_shipped_policy():
+    from pathlib import Path
+
+    from cepr.sweep.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "docs" / "examples" / "sweep.yaml")
+    settings = expand(spec)
+    assert {s.policy for s in settings} == {"Threshold", "CrossEntropy", "Random", "RiskAware", "Complexity", "Learned",
+                                            "Budget", "NetworkAware", "EdgeOnly", "CloudOnly", "Oracle"}
+    assert len(settings) == 54  # the count docs/sweep.md reports
+
+
 def teardown_module():
     POLICY_REGISTRY.unregister("SweepTestWindowBudget")

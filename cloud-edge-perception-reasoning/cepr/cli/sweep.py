@@ -79,8 +79,8 @@ def cmd_sweep(a) -> int:
     from cepr.sweep.spec import load_spec
 
     if (a.file is None) == (a.cache_dir is None):
-        raise CeprError("cepr sweep needs -f benchmarkingjob.yaml (fill or reuse its cache) or --cache-dir DIR "
-                        "(an existing cache), not both")
+        raise CeprError("cepr sweep needs exactly one of -f benchmarkingjob.yaml (fill or reuse its cache) and "
+                        "--cache-dir DIR (an existing cache)")
     if (a.write_algorithm or a.write_job) and not a.pick:
         raise CeprError("--write-algorithm / --write-job need --pick (best, pareto, a setting id or row number)")
     if a.write_job and not a.write_algorithm:

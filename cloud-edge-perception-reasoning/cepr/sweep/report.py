@@ -347,7 +347,8 @@ def _write_job(source, algos: list[Path], names: list[str], rows: list[dict], jo
     hps = list(dict.fromkeys(f"hard_example_mining-{k}" for r in rows for k in r["params"]))
     b["rank"]["selected_dataitem"]["hyperparameters"] = hps
     job_path.parent.mkdir(parents=True, exist_ok=True)
-    job_path.write_text(f"# Written by `cepr sweep`: the chosen settings of {source.job.file}'s algorithm "
-                        f"{source.algorithm.name}.\n# Run: cepr run -f {job_path}   (or ianvs -f {job_path})\n"
+    job_path.write_text(f"# Written by `cepr sweep`: the picked dispatch settings, each with the modules of "
+                        f"{source.job.file}'s algorithm {source.algorithm.name}.\n"
+                        f"# Run: cepr run -f {job_path}   (or ianvs -f {job_path})\n"
                         + yaml.safe_dump(doc, sort_keys=False))
     return job_path
