@@ -142,6 +142,7 @@ def test_written_algorithms_rerun_with_cepr_run_and_match_the_sweep(synth):
         setting = next(s for s in sweep.values() if s["policy"] == hem["name"] and s["params"] == params)
         assert rec["metrics"]["edge_ratio"] == pytest.approx(1 - setting["cloud_share"]), a["name"]
         assert rec["metrics"]["accuracy"] == pytest.approx(setting["accuracy"]), a["name"]
+        assert rec["metrics"]["uplink_bytes"] == pytest.approx(setting["uplink_bytes"]), a["name"]
 
 
 def test_cache_is_invalidated_by_a_changed_model_or_payload(synth, tmp_path, monkeypatch):
