@@ -34,6 +34,28 @@ METRICS = ("accuracy", "n", "safety_recall", "edge_ratio", "uplink_bytes", "band
            "bandwidth_saving_vs_png", "privacy_redacted_share")
 
 
+def _privacy_vs_labels(samples, policy) -> dict:
+    """For a case with PrivacyAware: of the samples sent, how many frames truly hold a person within its radius
+    (the labels' people_count at that distance), how many of those still went with their image (the edge missed
+    the person), and how many were redacted without one."""
+    radius = next((p["radius_m"] for p in policy or [] if p["name"] == "PrivacyAware"), None)
+    if radius is None:
+        return {"truly_sensitive": None, "missed": None, "over_redacted": None}
+    from cepr.data.tasks import TaskParams, ground_truth
+
+    params = TaskParams(people_distance=float(radius))
+    sensitive = missed = over = 0
+    for s in samples:
+        c = s.get("cloud")
+        if not c:
+            continue
+        truly = ground_truth(c["label_path"], params)["people_count"] != "0"
+        sensitive += truly
+        missed += truly and c["payload"]["mode"] != "summary"
+        over += c["privacy_redacted"] and not truly
+    return {"truly_sensitive": sensitive, "missed": missed, "over_redacted": over}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -74,7 +96,8 @@ def main(argv=None) -> int:
                      "sent": len(sent), "bytes_per_request": sum(c["bytes_up"] for c in sent) / max(len(sent), 1),
                      "image_share": sum(c["payload"]["mode"] != "summary" for c in sent) / max(len(sent), 1),
                      "bandwidth_saving": m["bandwidth_saving"],
-                     "bandwidth_saving_vs_png": m["bandwidth_saving_vs_png"], "privacy_redacted_share": m["privacy_redacted_share"]})
+                     "bandwidth_saving_vs_png": m["bandwidth_saving_vs_png"], **_privacy_vs_labels(samples, policy),
+                     "privacy_redacted_share": m["privacy_redacted_share"]})
     order = ["fixed", "AdaptivePayload", "PrivacyAware", "AdaptivePayload + PrivacyAware"]
     rows.sort(key=lambda r: order.index(r["policy"]) if r["policy"] in order else 99)
     print(f"\npayload policies on {index} ({rows[0]['n'] if rows else 0} samples), Threshold {a.threshold:g} "
@@ -87,6 +110,13 @@ def main(argv=None) -> int:
         print(f"| {r['policy']} | {100 * r['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | "
               f"{100 * r['safety_recall']:.1f}% | {r['bytes_per_request']:,.0f} | {100 * r['image_share']:.1f}% | "
               f"{r['bandwidth_saving']:.3f} | {r['bandwidth_saving_vs_png']:.4f} | {r['privacy_redacted_share']:.3f} |")
+    print("\nPrivacyAware against the labels (samples sent whose frame truly has a person within the radius, by the "
+          "ground truth's people_count at that distance):")
+    print("| payload_policy | truly sensitive | of them sent with the image (missed) | redacted but not truly sensitive |")
+    print("|---|---|---|---|")
+    for r in rows:
+        if r.get("truly_sensitive") is not None:
+            print(f"| {r['policy']} | {r['truly_sensitive']} | {r['missed']} | {r['over_redacted']} |")
     if a.json:
         Path(a.json).write_text(json.dumps({"data": str(index), "threshold": a.threshold, "rows": rows}, indent=1))
     if not a.keep:
