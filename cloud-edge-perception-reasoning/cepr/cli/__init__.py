@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, dispatch, edge, llm, models, run, serve, sweep, vlm
+    from cepr.cli import bench, datasets, dispatch, edge, llm, models, report, run, serve, sweep, vlm
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  cepr datasets stats datasets/cloud-robotics-synth --split test\n"
                "  cepr run -f benchmarkingjob.yaml\n"
                "  cepr sweep -f benchmarkingjob.yaml\n"
+               "  cepr report workspace/cepr-default\n"
                "  cepr models tiny --out models/tiny\n",
     )
     p.add_argument("--version", action="version", version=f"cepr {__version__}")
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     vlm.add_parser(sub)
     run.add_parser(sub)
     sweep.add_parser(sub)
+    report.add_parser(sub)
     dispatch.add_parser(sub)
     return p
 

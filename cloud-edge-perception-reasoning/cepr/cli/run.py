@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                     "rank/all_rank.csv and rank/selected_rank.csv are written and the selected leaderboard "
                     "printed.",
         epilog="Examples:\n  cepr run -f benchmarkingjob.yaml\n  cepr run -f benchmarkingjob.yaml --limit 20\n"
-               "  cepr run -f benchmarkingjob.yaml --resume --concurrency 2")
+               "  cepr run -f benchmarkingjob.yaml --resume --concurrency 2\n"
+               "  cepr run -f benchmarkingjob.yaml --no-report   # skip the HTML report (cepr report WORKSPACE)")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("-f", "--file", required=True, metavar="YAML", help="the benchmarkingjob.yaml to run")
     p.add_argument("--resume", action="store_true", help="skip test cases that already finished (same id)")
@@ -33,6 +34,8 @@ def add_parser(sub) -> None:
                         "or corrupt RGB or label, label ids outside the class set, size mismatch); run no model. "
                         "Exit code 0 when every frame is good, 4 otherwise. (cepr run always does this check first "
                         "and records the bad frames as failed samples.)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write the HTML/markdown report (cepr report) at the end of the job")
     p.set_defaults(func=cmd_run)
 
 
@@ -69,6 +72,8 @@ def cmd_run(a) -> int:
                   f"not scored (see failed_samples in {rec['output_dir']}/record.json)")
     if r.rank_dir is not None and r.records:
         print(f"leaderboard: {r.rank_dir / 'selected_rank.csv'} (all: {r.rank_dir / 'all_rank.csv'})")
+        if not a.no_report:
+            _report(r.rank_dir.parent)
     failed = [rec for rec in r.failed if rec.get("status") != "interrupted"]
     print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(failed)} failed; "
           f"{r.samples_failed} sample(s) failed in {r.seconds:.1f} s")
@@ -82,3 +87,16 @@ def cmd_run(a) -> int:
         print(f"cepr run: interrupted; the {len(r.records)} finished test case(s) are kept", file=sys.stderr)
         return 130
     return 1 if failed else 3 if r.degraded else 4 if r.samples_failed else 0
+
+
+def _report(job_dir) -> None:
+    """The job's report (cepr report); a failure to render it is a warning: the results are already saved."""
+    try:
+        from cepr.report.html import write_report
+
+        rep = write_report(job_dir)
+    except Exception as e:  # noqa: BLE001 - the report must never fail or lose the job's results
+        print(f"cepr run: warning: the report could not be written ({type(e).__name__}: {e}); the results are "
+              f"saved; retry with: cepr report {job_dir}", file=sys.stderr)
+        return
+    print(f"report: {rep.html} (summary: {rep.markdown})")
