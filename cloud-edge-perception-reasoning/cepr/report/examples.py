@@ -34,6 +34,7 @@ class Example:
     png: bytes | None = None  # frame | edge mask | label panels
     notes: list[str] = field(default_factory=list)  # e.g. why the mask is missing
     routed: list[tuple[str, bool, object, object]] = field(default_factory=list)  # (case, sent, final, correct)
+    mask_model: str | None = None  # the ONNX file that recomputed the edge mask
 
 
 def _cloud_answer(s: dict):
@@ -157,6 +158,7 @@ def render(examples: list[Example], threads: int = 1) -> None:
                 mask = seg(rgb, depth).label
                 mask_rgb = (0.45 * rgb + 0.55 * colorize(mask)).astype(np.uint8)
                 title = f"edge mask ({path.name}, recomputed)"
+                ex.mask_model = path.name
             except Exception as e:  # noqa: BLE001
                 ex.notes.append(f"edge mask not recomputed: {type(e).__name__}: {e}")
         ex.png = plots.example_panels(rgb, mask_rgb, label_rgb, title)

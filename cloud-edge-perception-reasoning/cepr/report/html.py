@@ -511,7 +511,8 @@ def _examples(page: _Page, ws: Workspace, n: int) -> None:
                 cloud_txt += f" — {cloud['reason']}"
         facts = [("task", s.get("task", "–")), ("truth", s.get("truth", "–")), ("edge answer", edge_txt),
                  ("cloud answer", cloud_txt), ("outcome", ex.outcome),
-                 ("frame", f"{s.get('key', '–')} (sample {s.get('index', '–')})")]
+                 ("frame", f"{s.get('key', '–')} (sample {s.get('index', '–')})"),
+                 ("edge mask", f"{ex.mask_model}, recomputed" if ex.mask_model else "not available")]
         page.html.append(f'<div class="example"><h3>Example {i}: {_e(s.get("task", ""))} — {_e(ex.outcome)}</h3>')
         page.md.append(f"\n### Example {i}: {s.get('task', '')} — {ex.outcome}\n")
         page.html.append('<div class="ex-row"><div class="ex-img">')
