@@ -143,8 +143,8 @@ def _oracle_from_cases(cases: list[Case]) -> tuple[list | None, str]:
 
 
 def _policy_curves(ws: Workspace, acc_w: float, acc_s: float) -> dict[str, dict]:
-    """Per dispatch policy of the job (deployable ones with a setting strictly inside (0, 1) cloud share): its
-    settings joined into a call-performance curve, with APGR / CPT as cepr sweep computes them."""
+    """Per algorithm of the job (deployable ones, EdgeOnly and CloudOnly aside): its settings (test cases) joined
+    into a call-performance curve, with APGR / CPT as cepr sweep computes them."""
     from cepr.sweep import curves
 
     by: dict[str, list[tuple[float, float]]] = {}
@@ -154,7 +154,7 @@ def _policy_curves(ws: Workspace, acc_w: float, acc_s: float) -> dict[str, dict]
         share, acc, _, _ = _share_acc(c)
         if math.isnan(acc) or math.isnan(share):
             continue
-        by.setdefault(c.policy or c.algorithm, []).append((share, acc))
+        by.setdefault(c.algorithm, []).append((share, acc))
     out = {}
     for name, pts in by.items():
         pts_closed = curves.curve([p[0] for p in pts], [p[1] for p in pts], acc_w, acc_s)
@@ -310,23 +310,40 @@ def _leaderboard(page: _Page, ws: Workspace) -> None:
             if len(vals) == 1:
                 same[h] = fmt(next(iter(vals)), h)
     header = [h for h in header if h not in same]
-    rows, classes = [], []
-    for r in ws.rank_rows:
+    rows, classes, bounds = [], [], []
+    for r in ws.rank_rows:  # the CSV's order, its bounds last (as cepr run prints the leaderboard)
         case = ws.case_of(r)
         bound = case is not None and case.upper_bound or "upper bound" in str(r.get("hard_example_mining", ""))
-        rows.append([fmt(r.get(h), h) for h in header] + [case.label if case else "–"])
-        classes.append("bound" if bound else "")
+        row = [(fmt(r.get(h), h), "–" if r.get(h) in (None, "") else str(r.get(h))) for h in header]
+        if bound:
+            bounds.append(row)
+        else:
+            rows.append(row)
+            classes.append("")
+    rows += bounds
+    raw = [[c[1] for c in r] for r in rows]  # hyperparameters as the CSV spells them (6, not 6.000)
+    rows = [[c[0] for c in r] for r in rows]
+    classes += ["bound"] * len(bounds)
     page.para(f"From {ws.rank_file.relative_to(ws.dir)} ({len(ws.rank_rows)} rows, in its order: the job's "
-              "rank sort_by). Rows marked 'bound' read the labels (the Oracle): a bound, not a deployable policy. "
+              "rank sort_by; rank is the CSV's). Rows marked 'bound', last, read the labels (the Oracle): a bound, "
+              "not a deployable policy. "
               "Numbers are rounded for reading; the CSV keeps them whole. – = not measured or undefined.")
     if same:
         page.para("The same in every row: " + "; ".join(f"{k} = {v}" for k, v in same.items()) + ".")
-    shown = [h.split("-", 1)[1] if h.split("-", 1)[0] in MODULE_TYPES and "-" in h else h for h in header]
-    page.html.append(_html_table(shown + ["case"], rows, classes, cls="rank"))
-    page.md.append(_md_table(header + ["case"], rows) + "\n")
-    if shown != header:
-        page.para("Dispatch and module hyperparameter columns are shown by their name alone (the CSV's "
-                  "'<module type>-<name>').")
+    # two tables side by side in the CSV's row order: the metrics, then what each row ran (module names and
+    # hyperparameters), so a wide job (many metrics, many grid columns) still fits the page
+    setting = [i for i, h in enumerate(header) if h in MODULE_TYPES or h.split("-", 1)[0] in MODULE_TYPES]
+    keys = [i for i, h in enumerate(header) if h in ("rank", "algorithm")]
+    metric_cols = [i for i in range(len(header)) if i not in setting]
+    page.html.append(_html_table([header[i] for i in metric_cols], [[r[i] for i in metric_cols] for r in rows],
+                                 classes, cls="rank"))
+    page.md.append(_md_table(header, rows) + "\n")
+    if setting:
+        shown = [header[i].split("-", 1)[1] if "-" in header[i] else header[i] for i in keys + setting]
+        page.html.append("<h3>What each row ran</h3>")
+        page.html.append(_html_table(shown, [[r[i] for i in keys + setting] for r in raw], classes, cls="rank"))
+        page.html.append('<p class="muted">Module and hyperparameter columns of the same CSV (a hyperparameter by '
+                         "its name alone; the CSV says '&lt;module type&gt;-&lt;name&gt;').</p>")
 
 
 def _call_performance(page: _Page, ws: Workspace, cols: dict) -> None:
@@ -352,15 +369,20 @@ def _call_performance(page: _Page, ws: Workspace, cols: dict) -> None:
         page.para("No finished test case in this workspace: only the cepr sweep results below.")
     else:
         page.para("The job's own test cases: one point per case (cloud share = share of samples its dispatcher "
-                  "sent; accuracy of the final answers, with the 95% Wilson interval). Random: the straight line "
-                  "from edge-only to cloud-only (mixing the two at random). "
+                  "sent; accuracy of the final answers, with the 95% Wilson interval). "
+                  + (f"Random: the straight line from {edge.label} to {cloud.label} (mixing the two at random). "
+                     if random_line else "Random: not drawn (the job has no EdgeOnly and CloudOnly case). ")
                   + (f"Oracle: from the per-sample edge and cloud answers of {oracle_src} (edge-wrong samples sent "
                      "first; it reads the labels). " if oracle else "Oracle: not drawn (no case sent every "
                                                                   "sample). ")
-                  + "Grey lines join the settings of one policy.")
+                  + "Grey lines join the settings (test cases) of one algorithm.")
         page.figure("call_performance_cases", "Accuracy against cloud share, the job's test cases",
                     lambda: plots.call_performance(points, random_line, oracle,
                                                    {k: v["points"] for k, v in per_policy.items()}))
+    if per_policy and acc_s <= acc_w:
+        page.para(f"APGR and CPT are undefined here (–): the cloud-only accuracy ({acc_s:.3f}) is not above the "
+                  f"edge-only accuracy ({acc_w:.3f}) on these samples, so there is no gap for a router to recover.",
+                  cls="warn")
     if per_policy:
         page.para(f"APGR and CPT from the job's own settings (edge-only accuracy {acc_w:.3f}, cloud-only "
                   f"{acc_s:.3f}): a policy with one or two settings gives a coarse curve, so these are far from "
@@ -368,7 +390,7 @@ def _call_performance(page: _Page, ws: Workspace, cols: dict) -> None:
         rows = [[k, str(v["settings"]), fmt(v["apgr"]), fmt(v["cpt50"]), fmt(v["cpt80"])]
                 for k, v in sorted(per_policy.items(), key=lambda kv: -(kv[1]["apgr"] if kv[1]["apgr"] is not None
                                                                        and not math.isnan(kv[1]["apgr"]) else -9))]
-        page.table(["policy", "settings", "APGR", "CPT(50%)", "CPT(80%)"], rows)
+        page.table(["algorithm", "settings", "APGR", "CPT(50%)", "CPT(80%)"], rows)
     if not ws.sweeps:
         page.para("No cepr sweep result in this workspace (sweep-cache/<key>/sweep/sweep.json). Run `cepr sweep "
                   "-f <job yaml>` for the curves over a grid of settings with APGR, CPT and the Pareto front, "
@@ -468,8 +490,8 @@ def _per_task(page: _Page, ws: Workspace, cols: dict) -> None:
     if not tasks:
         page.para("No sample carries its truth (the ground truth was not known): no per-task accuracy.")
         return
-    page.para("Accuracy of the final answers per task, with the 95% Wilson interval (n per task in the table). "
-              "Intervals this wide at a few dozen samples per task are why close rows are not different.")
+    page.para("Accuracy of the final answers per task, with the 95% Wilson interval (n per task in the table): "
+              "where two cases' intervals overlap widely, this test set does not tell them apart on that task.")
     page.figure("per_task_accuracy", "Accuracy per task with 95% Wilson intervals",
                 lambda: plots.per_task_accuracy(tasks, series))
     rows = []
@@ -563,9 +585,10 @@ h1{font-size:24px;margin:4px 0 10px}h2{font-size:19px;border-bottom:2px solid #d
 margin-top:34px}h3{font-size:15px;margin:20px 0 6px}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0}th,td{border:1px solid #d8dde6;padding:3px 7px;
 text-align:right;white-space:nowrap}th{background:#eef1f6;font-weight:600;white-space:normal;vertical-align:bottom;
-text-align:left}td.t{text-align:left}table.rank td.t{white-space:normal;min-width:70px;max-width:190px}td:first-child,th:first-child{
-text-align:left}table.rank td:last-child{text-align:left}tr.bound td{color:#6b7280;font-style:italic;
-background:#fafafa}tr.bound td:last-child::after{content:"  bound";font-weight:600;color:#9a3412}
+text-align:left}td.t{text-align:left}table.rank{font-size:12px}table.rank td,table.rank th{padding:3px 5px}
+table.rank td.t{white-space:normal;min-width:92px;max-width:170px}td:first-child,th:first-child{
+text-align:left}tr.bound td{color:#6b7280;font-style:italic;
+background:#fafafa}tr.bound td:nth-child(2)::after{content:" (bound)";font-weight:600;color:#9a3412}
 table.meta th{text-align:left;background:none;border:none;padding:1px 12px 1px 0;color:#4b5563}
 table.meta td{text-align:left;border:none;padding:1px 0;white-space:normal}
 .scroll{overflow-x:auto}figure{margin:10px 0}img.fig{max-width:100%;height:auto;border:1px solid #e5e7eb}

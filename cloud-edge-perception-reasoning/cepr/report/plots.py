@@ -77,7 +77,7 @@ def call_performance(points: list[dict], random_line: list | None, oracle: list 
             continue
         yerr = None
         if not (math.isnan(p["lo"]) or math.isnan(p["hi"])):
-            yerr = [[p["accuracy"] - p["lo"]], [p["hi"] - p["accuracy"]]]
+            yerr = [[max(0.0, p["accuracy"] - p["lo"])], [max(0.0, p["hi"] - p["accuracy"])]]  # rounding
         ax.errorbar([p["share"]], [p["accuracy"]], yerr=yerr, fmt="D" if p["bound"] else "o", ms=7,
                     color=p["colour"], capsize=3, lw=1, label=p["label"] + (" (bound)" if p["bound"] else ""),
                     mfc="white" if p["bound"] else p["colour"])
@@ -205,8 +205,8 @@ def per_task_accuracy(tasks: list[str], series: list[tuple[str, dict[str, tuple[
             w_lo, w_hi = wilson_interval(k, n)
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(a)
-            lo.append(a - w_lo)
-            hi.append(w_hi - a)
+            lo.append(max(0.0, a - w_lo))  # Wilson's bound can pass 0/1 accuracy by a rounding error
+            hi.append(max(0.0, w_hi - a))
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, color=col, capsize=2, lw=1, label=label)
     for i in range(1, len(tasks)):

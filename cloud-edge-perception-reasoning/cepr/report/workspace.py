@@ -294,26 +294,44 @@ def load_workspace(path: str | Path, sweeps: list[Path] | None = None) -> Worksp
 def _short(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "+".join(_short(x) for x in v)
+    if isinstance(v, dict):
+        return str(v["name"]) if "name" in v else ",".join(f"{k}={_short(x)}" for k, x in v.items())
     return str(v)
 
 
+def _settings(c: Case) -> dict[str, object]:
+    """Every module hyperparameter of a case, by name (``module-name`` where two modules share a name)."""
+    out: dict[str, object] = {}
+    mods = c.record.get("modules") or {}
+    names = [n for m in mods.values() for n in ((m or {}).get("hyperparameters") or {})]
+    for mtype, m in mods.items():
+        for n, v in ((m or {}).get("hyperparameters") or {}).items():
+            out[n if names.count(n) == 1 else f"{mtype}-{n}"] = v
+    return out
+
+
 def _label_cases(cases: list[Case]) -> None:
-    """A short, unique label per case: the algorithm and the dispatch parameters that differ between its cases
-    (``threshold 0.8``, ``random 0.6``; all of them when none differ); the case id where two would read the same."""
+    """A short, unique label per case: the algorithm and the hyperparameters that differ between its cases
+    (``threshold 0.8``, ``random 0.6``, ``fusion-rules safety_first``); a lone case shows its dispatch parameters;
+    the case id where two would still read the same."""
     by_algo: dict[str, list[Case]] = {}
     for c in cases:
         by_algo.setdefault(c.algorithm, []).append(c)
     for c in cases:
-        params = c.policy_params
         peers = by_algo[c.algorithm]
-        varying = [k for k in params if len({_short(p.policy_params.get(k)) for p in peers}) > 1]
-        keys = varying or list(params)
-        if len(keys) == 1:
-            c.label = f"{c.algorithm} {_short(params[keys[0]])}"
-        elif keys:
-            c.label = f"{c.algorithm} " + ",".join(f"{k}={_short(params[k])}" for k in keys)
+        mine = _settings(c)
+        varying = [k for k in mine if len({_short(_settings(p).get(k)) for p in peers}) > 1]
+        params = {k: mine[k] for k in varying} if varying else c.policy_params
+        if len(params) == 1:
+            c.label = f"{c.algorithm} {_short(next(iter(params.values())))}"
+        elif params:
+            c.label = f"{c.algorithm} " + ",".join(f"{k}={_short(v)}" for k, v in params.items())
         else:
             c.label = c.algorithm
+        if len(c.label) > 48:
+            c.label = c.label[:47] + "…"
     seen: dict[str, int] = {}
     for c in cases:
         seen[c.label] = seen.get(c.label, 0) + 1
