@@ -72,7 +72,7 @@ def cmd_run(a) -> int:
                   f"not scored (see failed_samples in {rec['output_dir']}/record.json)")
     if r.rank_dir is not None and r.records:
         print(f"leaderboard: {r.rank_dir / 'selected_rank.csv'} (all: {r.rank_dir / 'all_rank.csv'})")
-        if not a.no_report:
+        if not (a.no_report or r.interrupted or r.aborted):  # Ctrl-C or a full disk: out at once
             _report(r.rank_dir.parent)
     failed = [rec for rec in r.failed if rec.get("status") != "interrupted"]
     print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(failed)} failed; "
