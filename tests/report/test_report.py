@@ -205,12 +205,13 @@ def test_sweep_curves_and_their_apgr_table(swept):
     for img in sec["imgs"]:
         decode_png(img["src"])
     apgr = next(t for t in sec["tables"] if t[0][0] == "curve")
-    names = [r[0] for r in apgr[1:]]
+    names = [r[0].removesuffix(" (reads the labels)") for r in apgr[1:]]
     assert set(doc["curves"]) <= set(names) and "Random (reference)" in names
-    for r in apgr[1:]:
-        if r[0] in doc["curves"]:
-            want = doc["curves"][r[0]]["apgr"]
+    for name, r in zip(names, apgr[1:]):
+        if name in doc["curves"]:
+            want = doc["curves"][name]["apgr"]
             assert r[2] == ("–" if want is None else f"{want:.3f}")
+            assert (name != r[0]) == doc["curves"][name]["upper_bound"]  # a bound says so
     assert len(page.sections["examples"]["imgs"]) == 3  # --examples 3
 
 

@@ -423,10 +423,11 @@ def _sweep(page: _Page, ws: Workspace, sw, i: int, case_models: dict) -> None:
     page.figure(f"sweep_{i}", f"cepr sweep call-performance curves ({rel})", lambda: plots.sweep_curves(doc))
     refs = doc.get("references") or {}
     rows = []
-    for name, c in sorted((doc.get("curves") or {}).items(),
-                          key=lambda kv: -(kv[1].get("apgr") if kv[1].get("apgr") is not None else -9)):
-        rows.append([name, str(c.get("settings", "–")), fmt(c.get("apgr")), fmt(c.get("cpt50")),
-                     fmt(c.get("cpt80"))])
+    for name, c in sorted((doc.get("curves") or {}).items(),  # deployable curves by APGR, bounds after them
+                          key=lambda kv: (bool(kv[1].get("upper_bound")),
+                                          -(kv[1].get("apgr") if kv[1].get("apgr") is not None else -9))):
+        rows.append([name + (" (reads the labels)" if c.get("upper_bound") else ""), str(c.get("settings", "–")),
+                     fmt(c.get("apgr")), fmt(c.get("cpt50")), fmt(c.get("cpt80"))])
     for key, title in (("random", "Random (reference)"), ("oracle", "Oracle (reference, reads the labels)")):
         r = refs.get(key) or {}
         rows.append([title, "–", fmt(r.get("apgr")), fmt(r.get("cpt50")), fmt(r.get("cpt80"))])

@@ -100,8 +100,10 @@ def sweep_curves(doc: dict) -> bytes:
     for (name, c), col in zip(curves.items(), cols):
         xs, ys = zip(*c["points"])
         ax.plot(xs, ys, "-o", ms=3, lw=1.4, color=col,
-                label=f"{name} (APGR {_num(c.get('apgr'), 3)})" + (" bound" if c.get("upper_bound") else ""))
-    for key, style, colour, title in (("random", "--", "0.45", "Random"), ("oracle", ":", "0.1", "Oracle")):
+                label=f"{name} (APGR {_num(c.get('apgr'), 3)})" + (", reads the labels" if c.get("upper_bound")
+                                                                      else ""))
+    for key, style, colour, title in (("random", "--", "0.45", "Random reference"),
+                                      ("oracle", ":", "0.1", "Oracle reference")):
         r = refs.get(key) or {}
         if r.get("points"):
             xs, ys = zip(*r["points"])
