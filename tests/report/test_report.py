@@ -319,3 +319,26 @@ def test_headless_chromium_renders_a_non_blank_page(job, tmp_path):
     assert rows.max() > 3000  # the figures laid out down the page, not one error line
     colour = (img.max(axis=2).astype(int) - img.min(axis=2)) > 60
     assert colour.mean() > 0.005  # the coloured plot lines and example frames were drawn
+
+
+def test_a_workspace_with_only_rank_csvs_or_only_a_sweep(swept, job, tmp_path):
+    """What `ianvs -f` leaves (rank CSVs, no cepr records) and what `cepr sweep` alone leaves both render."""
+    _, ws, _ = job
+    ianvs = tmp_path / "ianvs-job"
+    shutil.copytree(ws / "rank", ianvs / "rank")
+    p = cepr(tmp_path, "report", str(ianvs))
+    assert p.returncode == 0, p.stderr[-3000:]
+    page = Page((ianvs / "report" / "report.html").read_text())
+    assert len(page.sections["leaderboard"]["tables"][0]) == 1 + len(rank_rows(ws))
+    assert "no finished cepr record" in (ianvs / "report" / "report.html").read_text()
+    only_sweep = tmp_path / "sweep-job"
+    shutil.copytree(ws / "sweep-cache", only_sweep / "sweep-cache")
+    p = cepr(tmp_path, "report", str(only_sweep))
+    assert p.returncode == 0, p.stderr[-3000:]
+    page = Page((only_sweep / "report" / "report.html").read_text())
+    assert len(page.sections["call-performance"]["imgs"]) == 1  # the sweep's curves
+    decode_png(page.sections["call-performance"]["imgs"][0]["src"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = cepr(tmp_path, "report", str(empty))
+    assert p.returncode == 2 and "no test case results" in p.stderr

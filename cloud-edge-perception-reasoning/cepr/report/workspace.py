@@ -272,8 +272,9 @@ def load_workspace(path: str | Path, sweeps: list[Path] | None = None) -> Worksp
         key = _url_key(row.get("url"))
         c = by_key.get(key)
         if c is None:
-            ws.problems.append(f"leaderboard row {row.get('rank')} ({row.get('algorithm')}): its case folder "
-                               f"{row.get('url')} is not in this workspace")
+            ws.problems.append(f"leaderboard row {row.get('rank')} ({row.get('algorithm')}): no finished cepr "
+                               f"record (record.json) for {row.get('url')} in this workspace (a run by Ianvs keeps "
+                               "none): on the leaderboard only")
             continue
         if key in used:
             continue
