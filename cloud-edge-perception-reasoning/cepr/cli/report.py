@@ -14,14 +14,14 @@ def add_parser(sub) -> None:
                     "(one self-contained page: PNG figures inlined, no script, no network needed), report.md (the "
                     "tables, figures linked from figures/) and figures/*.png. Sections: the leaderboard, accuracy "
                     "against cloud share (the cases' points with Random and Oracle references; every sweep's "
-                    "curves with APGR/CPT), latency CDFs, bytes per sample, accuracy per task with 95%% Wilson "
+                    "curves with APGR/CPT), latency CDFs, bytes per sample, accuracy per task with 95% Wilson "
                     "intervals, and example frames with the recomputed edge mask, the edge answer, the cloud "
                     "answer and the truth. `cepr run` writes it at the end of every job (--no-report skips it).",
         epilog="Examples:\n"
                "  cepr report workspace/cepr-default\n"
                "  cepr report workspace/cepr-default --out /tmp/report --examples 6\n"
                "  cepr report workspace/cepr-real --sweep sweep-out/sweep.json\n"
-               "  chromium --headless --screenshot=shot.png --window-size=1400,5000 "
+               "  chromium --headless --no-sandbox --screenshot=shot.png --window-size=1400,5000 "
                "file://$PWD/workspace/cepr-default/report/report.html")
     p.add_argument("workspace", metavar="WORKSPACE",
                    help="the job's results folder: <workspace>/<job name>, e.g. workspace/cepr-default")
