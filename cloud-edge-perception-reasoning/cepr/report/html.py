@@ -337,7 +337,11 @@ def _leaderboard(page: _Page, ws: Workspace) -> None:
     metric_cols = [i for i in range(len(header)) if i not in setting]
     page.html.append(_html_table([header[i] for i in metric_cols], [[r[i] for i in metric_cols] for r in rows],
                                  classes, cls="rank"))
-    page.md.append(_md_table(header, rows) + "\n")
+    md_rows = [[raw_r[i] if i in setting else r[i] for i in range(len(header))] for r, raw_r in zip(rows, raw)]
+    for r, c in zip(md_rows, classes):
+        if c == "bound" and "algorithm" in header:
+            r[header.index("algorithm")] += " (bound)"
+    page.md.append(_md_table(header, md_rows) + "\n")
     if setting:
         shown = [header[i].split("-", 1)[1] if "-" in header[i] else header[i] for i in keys + setting]
         page.html.append("<h3>What each row ran</h3>")
