@@ -248,3 +248,18 @@ def test_learning_rate_warms_up_holds_then_decays_with_the_clock():
     cool = c.model_copy(update={"decay_fraction": 1.0})
     assert _lr(cool, 500, 0) == 1e-3 and _lr(cool, 500, 5 * 60) < 1e-3  # a cool-down run decays throughout
     assert "decay_fraction" not in c.training_key()  # a --resume may cool a run down
+
+
+def test_curves_table_from_the_log(trained, tmp_path, capsys):
+    from cepr.cli import main
+    from cepr.errors import CeprError
+    from cepr.llm.vlm_train import curves
+
+    rows = curves(trained["out"], every=3)
+    assert [r["steps"] for r in rows] == ["1-3", "4-6"]
+    assert [r["val_loss"] for r in rows] == [v["val_loss"] for v in trained["log"] if "val_loss" in v]
+    assert all(r["loss"] > 0 and r["step_minutes"] > 0 for r in rows)
+    assert main(["vlm", "curves", str(trained["out"]), "--every", "3"]) == 0
+    assert "| 4-6 |" in capsys.readouterr().out
+    with pytest.raises(CeprError, match="not a `cepr vlm train` output"):
+        curves(tmp_path)

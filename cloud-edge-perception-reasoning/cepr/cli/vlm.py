@@ -58,6 +58,14 @@ def add_parser(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+    c = s.add_parser("curves", formatter_class=HelpFormatter,
+                     help="print a run's training and validation curves (from its log.jsonl) as a table",
+                     description="Per --every steps: the mean answer loss and auxiliary loss, the learning rate at\n"
+                                 "the end, the cumulative step time, and the last validation (loss, choice\n"
+                                 "accuracy) in that range.\nExample:\n  cepr vlm curves runs/vlm-small --every 500")
+    c.add_argument("run", help="a cepr vlm train output folder")
+    c.add_argument("--every", type=int, default=500, help="steps per row")
+    c.set_defaults(func=cmd_curves)
 
 
 def cmd_train(a) -> int:
@@ -86,4 +94,16 @@ def cmd_train(a) -> int:
     r = train(cfg, resume=a.resume)
     print(f"{r['steps']} steps ({r['stopped']}), {r['minutes_this_run']:.1f} min this run; validation "
           f"{r['validation']}")
+    return 0
+
+
+def cmd_curves(a) -> int:
+    from cepr.llm.vlm_train import curves
+
+    rows = curves(a.run, a.every)
+    cols = ["steps", "loss", "aux_loss", "lr", "step_minutes", "val_loss", "val_acc"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(k, "")) for k in cols) + " |")
     return 0

@@ -431,3 +431,33 @@ def export(model, proc, out: Path, quant=("f32",)) -> dict:
         ggufs.append(f"vlm-{q}.gguf")
     export_mmproj(out / "hf", out / "mmproj-f32.gguf", name=f"cepr-vlm-{out.name}-mmproj")
     return {"hf": "hf", "gguf": ggufs, "mmproj": "mmproj-f32.gguf"}
+
+
+def curves(out: str | Path, every: int = 500) -> list[dict]:
+    """The training and validation curves of a run from its ``log.jsonl``: per ``every`` steps the mean train
+    loss (answer and auxiliary), the learning rate and the cumulative step time, and each validation point."""
+    path = Path(out) / "log.jsonl"
+    if not path.is_file():
+        raise CeprError(f"{path} not found: not a `cepr vlm train` output folder")
+    steps, vals = [], {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if "val_loss" in rec:
+            vals[rec["step"]] = rec
+        else:
+            steps.append(rec)
+    rows, seconds = [], 0.0
+    for i in range(0, len(steps), every):
+        chunk = steps[i:i + every]
+        seconds += sum(r["seconds"] for r in chunk)
+        last = chunk[-1]["step"]
+        row = {"steps": f"{chunk[0]['step']}-{last}", "loss": round(sum(r["loss"] for r in chunk) / len(chunk), 4),
+               "lr": chunk[-1]["lr"], "step_minutes": round(seconds / 60, 1)}
+        aux = [r["aux_loss"] for r in chunk if "aux_loss" in r]
+        if aux:
+            row["aux_loss"] = round(sum(aux) / len(aux), 3)
+        v = [vals[s] for s in sorted(vals) if chunk[0]["step"] <= s <= last]
+        if v:
+            row["val_loss"], row["val_acc"] = v[-1]["val_loss"], v[-1]["val_acc"]
+        rows.append(row)
+    return rows
