@@ -263,3 +263,23 @@ def test_curves_table_from_the_log(trained, tmp_path, capsys):
     assert "| 4-6 |" in capsys.readouterr().out
     with pytest.raises(CeprError, match="not a `cepr vlm train` output"):
         curves(tmp_path)
+
+
+def test_answer_weight_covers_the_answer_prefix(tiny_data):
+    import torch
+
+    from cepr.llm.vlm_train import Frames, answer_prefix, batch, build_model, target_loss
+
+    frames = Frames(_cfg(tiny_data, "unused", frames=2))
+    model, proc, _ = build_model("tiny", 0)
+    image, answers, _ = frames.train_item(0)
+    enc = batch(proc, image, answers, answer_weight=10.0)
+    for i, t in enumerate(answers):
+        heavy = enc["input_ids"][i][enc["weights"][i] == 10.0]
+        assert proc.tokenizer.decode(heavy) == answer_prefix(answers[t])
+        assert torch.equal(enc["weights"][i] > 0, enc["labels"][i] != -100)
+    with torch.no_grad():
+        plain = target_loss(model, batch(proc, image, answers)).item()
+        ones = target_loss(model, batch(proc, image, answers, answer_weight=1.0)).item()
+        heavy = target_loss(model, batch(proc, image, answers, answer_weight=10.0)).item()
+    assert abs(plain - ones) < 1e-5 and heavy != ones

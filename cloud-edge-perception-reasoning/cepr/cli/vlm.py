@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
     t.add_argument("--aux-weight", type=float, default=0.5,
                    help="weight of the auxiliary per-patch class loss (labels' classes per image patch) on the "
                         "vision tower; 0 turns it off")
+    t.add_argument("--answer-weight", type=float, default=10.0,
+                   help="loss weight of the answer prefix's tokens ({\"answer\": \"X\",) against the rest of the "
+                        "target's (1): without it the answer is about 1 token in 45 and the model learns the prior")
     t.add_argument("--val-every", type=int, default=500, help="steps between validations")
     t.add_argument("--val-frames", type=int, default=32, help="validation frames")
     t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
@@ -85,7 +88,7 @@ def cmd_train(a) -> int:
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     fields = ("out", "data", "size", "device", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
-              "aux_weight", "decay_fraction", "val_every", "val_frames", "checkpoint_every")
+              "aux_weight", "answer_weight", "decay_fraction", "val_every", "val_frames", "checkpoint_every")
     try:
         cfg = VlmTrainConfig(**{k: getattr(a, k) for k in fields}, quant=tuple(a.quant), progress=not a.no_progress)
     except ValidationError as e:

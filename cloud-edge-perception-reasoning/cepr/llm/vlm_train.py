@@ -85,6 +85,8 @@ class VlmTrainConfig(BaseModel):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     aux_weight: float = Field(0.5, ge=0, description="weight of the per-patch class loss on the vision tower")
+    answer_weight: float = Field(10.0, gt=0, description="loss weight of the answer's tokens against the rest of "
+                                                         "the target's (1): the answer is 1 token in ~45")
     val_every: int = Field(500, ge=1)
     val_frames: int = Field(32, ge=1)
     checkpoint_every: int = Field(100, ge=1)
@@ -227,13 +229,26 @@ def prompt_text(proc, task: str) -> str:
     return proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
 
-def batch(proc, image, answers: dict[str, str], tasks=None):
-    """Inputs and labels for one frame's tasks: the prompt and padding masked (-100), the target + </s> kept."""
+def batch(proc, image, answers: dict[str, str], tasks=None, answer_weight: float | None = None):
+    """Inputs and labels for one frame's tasks: the prompt and padding masked (-100), the target + </s> kept.
+    With ``answer_weight``, a ``weights`` tensor gives the answer prefix's tokens (``{"answer": "X",``) that
+    weight in the loss and the rest of the target 1 (``target_loss``)."""
+    import torch
+
     tasks = list(tasks or answers)
     prompts = [prompt_text(proc, t) for t in tasks]
     eos = proc.tokenizer.eos_token
     full = [p + target(t, answers) + eos for p, t in zip(prompts, tasks)]
-    return _labelled(proc, image, prompts, full)
+    enc = _labelled(proc, image, prompts, full)
+    if answer_weight is not None:
+        weights = (enc["labels"] != -100).float()
+        for i, t in enumerate(tasks):
+            start = int((enc["labels"][i] != -100).nonzero()[0])
+            k = len(proc.tokenizer(answer_prefix(answers[t]), add_special_tokens=False)["input_ids"])
+            weights[i, start:start + k] = float(answer_weight)
+        enc["weights"] = weights * (enc["labels"] != -100)
+        assert torch.all(weights[enc["labels"] == -100] == 0)
+    return enc
 
 
 def _labelled(proc, image, prompts, full):
@@ -250,8 +265,18 @@ def _labelled(proc, image, prompts, full):
 
 
 def target_loss(model, enc):
-    """Mean cross-entropy over the target tokens."""
-    return model(**enc).loss
+    """Mean cross-entropy over the target tokens; weighted by ``enc["weights"]`` when the batch has them."""
+    weights = enc.pop("weights", None) if "weights" in enc else None
+    if weights is None:
+        return model(**enc).loss
+    import torch
+
+    logits = model(**{k: v for k, v in enc.items() if k != "labels"}).logits[:, :-1]
+    labels = enc["labels"][:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                           ignore_index=-100, reduction="none").view(labels.shape)
+    w = weights[:, 1:]
+    return (ce * w).sum() / w.sum()
 
 
 def choice_scores(model, proc, image, task: str):
@@ -376,7 +401,7 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_now = _lr(cfg, step, time.perf_counter() - t_start)
         image, answers, patches = frames.train_item(step)
-        answer_loss = target_loss(model, batch(proc, image, answers).to(device))
+        answer_loss = target_loss(model, batch(proc, image, answers, answer_weight=cfg.answer_weight).to(device))
         loss = answer_loss
         aux = None
         if cfg.aux_weight:
