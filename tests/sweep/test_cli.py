@@ -103,6 +103,10 @@ def test_sweep_writes_self_describing_results(synth):
         assert s["accuracy"] <= np.interp(s["cloud_share"], shares, accs) + 1e-9, s["id"]
     for s in doc["settings"]:
         assert 0 <= s["cloud_share"] <= 1
+        # vs_random: the accuracy above Random's at the same share (the line from edge-only to cloud-only)
+        line = ref["edge_only"]["accuracy"] + s["cloud_share"] * (ref["cloud_only"]["accuracy"]
+                                                                  - ref["edge_only"]["accuracy"])
+        assert s["vs_random"] == pytest.approx(s["accuracy"] - line, abs=1e-6), s["id"]
     ids = {s["id"]: s for s in doc["settings"]}
     assert ids["SweepMaskProbe(classes=2)"]["path"] == "per-sample"
     assert ids["Threshold(threshold=0.3)"]["path"] == "vectorised"

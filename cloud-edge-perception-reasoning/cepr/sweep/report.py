@@ -29,6 +29,8 @@ COLUMNS = {  # name -> what it is (the JSON carries this, so a plotting helper n
     "accuracy": "share of final answers equal to the truth (cloud answer where sent, else edge)",
     "accuracy_ci_low": "Wilson 95% interval, low", "accuracy_ci_high": "Wilson 95% interval, high",
     "pgr": "performance gap recovered: (accuracy - edge-only) / (cloud-only - edge-only)",
+    "vs_random": "accuracy minus Random's at the same cloud share (the analytic Random: edge-only + share x "
+                 "(cloud-only - edge-only)); > 0: the policy picks better samples than chance",
     "latency_p50": "median per-sample latency, ms (edge + cloud where sent)",
     "latency_p95": "95th-percentile per-sample latency, ms (edge + cloud where sent)",
     "latency_mean": "mean per-sample latency, ms", "uplink_bytes": "mean bytes sent to the cloud per sample",
@@ -37,7 +39,7 @@ COLUMNS = {  # name -> what it is (the JSON carries this, so a plotting helper n
     "error": "why the setting could not be evaluated (its policy raised)",
 }
 CSV_COLUMNS = ["id", "curve", "policy", "params", "upper_bound", "path", "cloud_share", "sent", "accuracy",
-               "accuracy_ci_low", "accuracy_ci_high", "pgr", "latency_p50", "latency_p95", "latency_mean",
+               "accuracy_ci_low", "accuracy_ci_high", "pgr", "vs_random", "latency_p50", "latency_p95", "latency_mean",
                "uplink_bytes", "safety_recall", "pareto", "error"]
 
 
@@ -106,6 +108,7 @@ def run_sweep(data: CachedSet, spec: SweepSpec, progress: bool = False, vectoris
             r.update({k: _f(v[j]) for k, v in m.items()})
             r["sent"] = int(r["sent"])
             r["pgr"] = _f(curves.pgr(r["accuracy"], acc_w, acc_s))
+            r["vs_random"] = _f(r["accuracy"] - (acc_w + r["cloud_share"] * (acc_s - acc_w)))
             j += 1
         rows.append(r)
     good = [r for r in rows if r["error"] is None]
@@ -241,11 +244,11 @@ def format_tables(res: SweepResult, all_settings: bool = False) -> str:
                            c["apgr"], c["cpt50"], c["cpt80"]])
     parts = [head, "call-performance curves (RouteLLM measures; CPT = cloud share needed):",
              _table(["curve", "settings", "APGR", "CPT(50%)", "CPT(80%)"], curve_rows)]
-    cols = ["#", "setting", "cloud share", "accuracy", "PGR", "p95 ms", "uplink B", "safety recall"]
+    cols = ["#", "setting", "cloud share", "accuracy", "vs Random", "PGR", "p95 ms", "uplink B", "safety recall"]
 
     def line(k, r):
         return [k, r["id"] + (" *" if r["upper_bound"] else ""), r.get("cloud_share"), r.get("accuracy"),
-                r.get("pgr"), r.get("latency_p95"), r.get("uplink_bytes"), r.get("safety_recall")]
+                r.get("vs_random"), r.get("pgr"), r.get("latency_p95"), r.get("uplink_bytes"), r.get("safety_recall")]
     number = {r["id"]: k for k, r in enumerate(res.rows, 1)}
     shown = [r for r in res.rows if r["error"] is None and (all_settings or r["pareto"])]
     shown = sorted(shown, key=lambda r: (r["cloud_share"], -r["accuracy"], number[r["id"]]))
