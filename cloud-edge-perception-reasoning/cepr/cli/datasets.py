@@ -29,6 +29,14 @@ def add_parser(sub) -> None:
                    help="render only the frames of these splits (a frame's split is fixed by its index)")
     s.add_argument("--overwrite", action="store_true", help="regenerate frames that already exist")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = s.add_argument_group("sequences (--sequence): one continuous walk instead of independent frames")
+    q.add_argument("--sequence", action="store_true",
+                   help="render a continuous walk (moving camera, moving people and vehicles) with ground truth "
+                        "per frame, all in the test split in frame order, also written as an mp4 video; "
+                        "e.g. cepr datasets synth --sequence --out datasets/walk0 --frames 300 --fps 10 --seed 0")
+    q.add_argument("--fps", type=float, default=10.0, help="frame rate of the walk and its video")
+    q.add_argument("--resolution", type=_resolution, default="640x480", metavar="WxH",
+                   help="resolution of the walk's frames and video")
     s.set_defaults(func=cmd_synth)
 
     c = dsub.add_parser("check", help="validate a dataset's layout, files, sizes, ids and index files",
@@ -63,6 +71,16 @@ def _resolution(text: str) -> str:
 
 def cmd_synth(a) -> int:
     from cepr.data.synth import generate_dataset
+
+    if a.sequence:
+        from cepr.data.synth.sequence import generate_sequence
+
+        r = generate_sequence(a.out, a.frames, fps=a.fps, seed=a.seed, resolution=a.resolution,
+                              progress=not a.no_progress, overwrite=a.overwrite)
+        print(f"walk of {r.frames} frame(s) at {r.fps:g} fps ({r.frames / r.fps:.1f} s, {r.scene_type}) rendered "
+              f"in {r.seconds:.1f} s; path_hazard changes {r.hazard_flips} time(s)")
+        print(f"index: {r.index}\nvideo: {r.video} -> {r.out}")
+        return 0
 
     r = generate_dataset(a.out, a.frames, seed=a.seed, resolutions=a.resolutions, workers=a.workers,
                          progress=not a.no_progress, overwrite=a.overwrite, splits=a.splits)

@@ -115,9 +115,12 @@ class Lighting:
 class Frame:
     """The render buffers for one camera."""
 
-    def __init__(self, camera: Camera, lighting: Lighting):
+    def __init__(self, camera: Camera, lighting: Lighting, pose: tuple[float, float, float] | None = None):
         self.camera = camera
         self.lighting = lighting
+        # (x, z, yaw) of the robot in a world frame (a walk): the ground, its texture and the lamps are laid out
+        # in that frame; None = the robot's frame is the world (single frames)
+        self.pose = pose
         h, w = camera.height, camera.width
         self.rays = camera.grid_rays().astype(np.float32)
         self.label = np.full((h, w), 10, np.uint8)  # sky unless something is drawn
@@ -151,8 +154,7 @@ class Frame:
         down = -rays[..., 1]
         valid = down > 1e-6
         t = np.where(valid, self.camera.mount_height / np.maximum(down, 1e-6), np.inf).astype(np.float32)
-        x = rays[..., 0] * t
-        z = rays[..., 2] * t
+        x, z = self.to_world(rays[..., 0] * t, rays[..., 2] * t)
         xc = x - curve * z * z
         cls = np.full(x.shape, default.class_id, np.uint8)
         inst = np.zeros(x.shape, np.int32)
@@ -189,7 +191,7 @@ class Frame:
         tex = texture(x, z, 10.0) * amp
         shade = self._shade(np.array([0.0, 1.0, 0.0]))
         col = albedo * (1.0 + tex)[..., None] * shade
-        col = col + self._lamp_light(x, z)[..., None] * albedo
+        col = col + self._lamp_light(x, z, world=True)[..., None] * albedo
         sub_depth = self.depth[r0:]
         m = valid & (t < sub_depth)
         sub_depth[m] = t[m]
@@ -197,7 +199,17 @@ class Frame:
         self.instance[r0:][m] = inst[m]
         self.rgb[r0:][m] = col[m]
 
-    def _lamp_light(self, x, z):
+    def to_world(self, x, z):
+        """Robot-frame ground coordinates -> the world frame of ``pose`` (identity without a pose)."""
+        if self.pose is None:
+            return x, z
+        tx, tz, yaw = self.pose
+        c, s = np.float32(np.cos(yaw)), np.float32(np.sin(yaw))
+        return tx + x * c + z * s, tz - x * s + z * c
+
+    def _lamp_light(self, x, z, world: bool = False):
+        if not world:
+            x, z = self.to_world(x, z)
         out = np.zeros(x.shape, np.float32)
         for lx, lz, strength in self.lighting.lamps:
             out += strength * np.exp(-((x - lx) ** 2 + (z - lz) ** 2) / 18.0)

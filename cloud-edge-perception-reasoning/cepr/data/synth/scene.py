@@ -516,9 +516,12 @@ class Rendered:
     drawn: dict[int, int]
 
 
-def render_spec(spec: SceneSpec, width: int, height: int, max_depth: float = 65.535) -> Rendered:
+def render_spec(spec: SceneSpec, width: int, height: int, max_depth: float = 65.535,
+                pose: tuple[float, float, float] | None = None) -> Rendered:
+    """``pose``: the robot's (x, z, yaw) in the ground's frame, for a walk (see ``cepr.data.synth.sequence``);
+    the patches must then already be in the robot's frame."""
     cam = spec.camera.scaled(width, height)
-    f = Frame(cam, spec.lighting)
+    f = Frame(cam, spec.lighting, pose)
     rng = np.random.default_rng([spec.effect_seed, width, height])
     f.draw_sky(rng, spec.conditions.clouds)
     f.draw_ground(spec.bands, spec.default_ground, spec.curve, spec.rects, spec.discs, spec.markings)
