@@ -11,7 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cepr.cli import bench, datasets, dispatch, edge, llm, models, report, run, serve, sweep, vlm
+    from cepr.cli import bench, datasets, dispatch, edge, llm, models, report, run, serve, stream, sweep, vlm
 
     p = argparse.ArgumentParser(
         prog="cepr",
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_parser(sub)
     report.add_parser(sub)
     dispatch.add_parser(sub)
+    stream.add_parser(sub)
     return p
 
 

