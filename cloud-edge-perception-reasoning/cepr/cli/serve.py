@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("serve", help="run services (the reference cloud expert)")
+    p = sub.add_parser("serve", help="run services (the reference cloud expert, the edge service, LLM servers)")
     ssub = p.add_subparsers(dest="serve_command", metavar="SERVICE")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     c = ssub.add_parser(
@@ -69,6 +69,72 @@ def add_parser(sub) -> None:
     lc.add_argument("--log-level", default="warning")
     lc.set_defaults(func=cmd_llamacpp)
     add_vllm_parser(ssub)
+    add_edge_parser(ssub)
+
+
+def add_edge_parser(ssub) -> None:
+    e = ssub.add_parser(
+        "edge", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the edge service: camera/video/folder sources -> perception -> answers upgraded by the cloud",
+        description="Serve the edge pipeline on loopback (FastAPI): POST /v1/perceive, POST /v1/ask, GET /health, "
+                    "GET /metrics (Prometheus), GET / (live page). Sources are read with OpenCV at --fps; when "
+                    "perception cannot keep up, the newest frame wins (one slot per source, drops counted). The "
+                    "dispatch policy and the cloud backend come from a benchmark job's algorithm (-f, --algorithm). "
+                    "Needs the serve extra. docs/edge-service.md",
+        epilog="examples:\n"
+               "  cepr serve edge --source walk.mp4 --port 8080\n"
+               "  cepr serve edge --source front=0 --source rear=rtsp://10.0.0.7/stream --fps 15\n"
+               "  cepr serve edge --source datasets/Cloud-Robotics/640x480/rgb/test/20220420_front --loop \\\n"
+               "      -f benchmarkingjob.yaml --algorithm cross-entropy\n"
+               "  cepr serve edge --port 8080 --cloud none     # uploads only: curl --data-binary @f.jpg "
+               ":8080/v1/perceive")
+    e.add_argument("--source", action="append", default=[], metavar="[NAME=]PATH_OR_URL",
+                   help="a video file, a folder of frames (sorted), a USB camera index, or an rtsp:// / http:// "
+                        "URL; repeatable (each its own stream, answers and metrics labels)")
+    e.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    e.add_argument("--port", type=int, default=8080)
+    e.add_argument("--fps", type=float, default=10.0, help="target frame rate of every source (default 10)")
+    e.add_argument("--loop", action="store_true", help="restart video files and folders at their end")
+    e.add_argument("--task", action="append", default=None, metavar="TASK",
+                   help="standing task answered on every frame (repeatable; default action)")
+    e.add_argument("-f", "--job", default="benchmarkingjob.yaml",
+                   help="benchmark job YAML whose algorithm gives the edge/cloud settings and the policy")
+    e.add_argument("--algorithm", default=None,
+                   help="algorithm name in the job (default: the first using Threshold, else the first mixed one)")
+    e.add_argument("--cloud", choices=["direct", "queue", "none"], default="direct",
+                   help="direct: the job's cloud backend called in-process; queue: Redis Streams "
+                        "(cepr.stream, --queue-url); none: edge answers only (default direct)")
+    e.add_argument("--queue-url", default=None, help="redis:// URL for --cloud queue")
+    e.add_argument("--deadline-s", type=float, default=2.0,
+                   help="a cloud answer later than this after the edge answer does not upgrade it (default 2)")
+    e.add_argument("--cloud-pending", type=int, default=8,
+                   help="direct mode: cloud requests waiting at most; a newer one sheds the oldest (default 8)")
+    e.add_argument("--log-level", default="warning")
+    e.set_defaults(func=cmd_edge)
+
+
+def cmd_edge(a) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from cepr.errors import CeprError
+
+        raise CeprError("serving needs the serve extra: pip install -e '.[serve]'") from None
+    from pydantic import ValidationError
+
+    from cepr.errors import CeprError
+    from cepr.serve.edge_service import EdgeServiceConfig, serve
+
+    try:
+        cfg = EdgeServiceConfig(sources=a.source, fps=a.fps, loop=a.loop, tasks=a.task or ["action"], job=a.job,
+                                algorithm=a.algorithm, cloud=a.cloud, queue_url=a.queue_url,
+                                deadline_s=a.deadline_s, cloud_pending=a.cloud_pending)
+    except ValidationError as e:
+        raise CeprError(f"cepr serve edge: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    serve(cfg, a.host, a.port, a.log_level)
+    return 0
 
 
 def add_vllm_parser(ssub) -> None:
