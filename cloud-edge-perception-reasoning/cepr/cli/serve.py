@@ -104,11 +104,15 @@ def add_edge_parser(ssub) -> None:
     e.add_argument("--cloud", choices=["direct", "queue", "none"], default="direct",
                    help="direct: the job's cloud backend called in-process; queue: Redis Streams "
                         "(cepr.stream, --queue-url); none: edge answers only (default direct)")
-    e.add_argument("--queue-url", default=None, help="redis:// URL for --cloud queue")
+    e.add_argument("--queue-url", default=None,
+                   help="redis:// URL for --cloud queue (default: an embedded redis-server started here)")
+    e.add_argument("--cloud-workers", type=int, default=1,
+                   help="cloud worker threads in this process; with --cloud queue, 0 leaves the answering to "
+                        "workers elsewhere (cepr stream worker) (default 1)")
     e.add_argument("--deadline-s", type=float, default=2.0,
                    help="a cloud answer later than this after the edge answer does not upgrade it (default 2)")
     e.add_argument("--cloud-pending", type=int, default=8,
-                   help="direct mode: cloud requests waiting at most; a newer one sheds the oldest (default 8)")
+                   help="cloud requests waiting at most; a newer one sheds the oldest (default 8)")
     e.add_argument("--log-level", default="warning")
     e.set_defaults(func=cmd_edge)
 
@@ -130,7 +134,8 @@ def cmd_edge(a) -> int:
     try:
         cfg = EdgeServiceConfig(sources=a.source, fps=a.fps, loop=a.loop, tasks=a.task or ["action"], job=a.job,
                                 algorithm=a.algorithm, cloud=a.cloud, queue_url=a.queue_url,
-                                deadline_s=a.deadline_s, cloud_pending=a.cloud_pending)
+                                deadline_s=a.deadline_s, cloud_pending=a.cloud_pending,
+                                cloud_workers=a.cloud_workers)
     except ValidationError as e:
         raise CeprError(f"cepr serve edge: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     serve(cfg, a.host, a.port, a.log_level)

@@ -81,6 +81,7 @@ class DirectCloud(CloudPath):
         if max_pending < 1 or workers < 1:
             raise CeprError(f"cloud queue: max_pending and workers must be >= 1, got {max_pending}, {workers}")
         self.module = cloud_module
+        self.fusion = cloud_module.fusion
         self.max_pending, self.workers = max_pending, workers
         self._q: collections.deque[CloudJob] = collections.deque()
         self._cond = threading.Condition()
@@ -177,36 +178,54 @@ class DirectCloud(CloudPath):
         self.module.cleanup()
 
 
-def _field(obj, name, default=None):
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
 class QueueCloud(CloudPath):
-    """Redis Streams (``cepr.stream.CloudQueue``): ``submit`` puts the binary summary (and the JPEG frame when the
-    payload sends one) on the request stream; a thread reads the results stream. Cloud workers run elsewhere
-    (``cepr.stream.CloudWorker``)."""
+    """Redis Streams (``cepr.stream.CloudQueue``): ``submit`` puts the binary summary (and the encoded frame when
+    the payload sends one) on the request stream, and a thread reads the results stream. ``url``: ``embedded``
+    (a local redis-server the process starts) or a ``redis://`` URL. ``cloud_module``: when given, ``workers``
+    ``CloudWorker`` threads in this process answer with its backend; with ``cloud_module=None`` workers run
+    elsewhere (``cepr stream worker``)."""
 
     name = "queue"
 
-    def __init__(self, url: str | None, payload=None, **queue_options):
+    def __init__(self, url: str | None = "embedded", payload=None, cloud_module=None, workers: int = 1,
+                 maxlen: int = 1000, **queue_options):
         try:
-            from cepr.stream import CloudQueue
+            from cepr.stream.queue import CloudQueue
+            from cepr.stream.redis_server import resolve_url
         except ImportError as e:
-            raise CeprError(f"cloud: queue needs cepr.stream and the stream extra (pip install -e '.[stream]'): "
-                            f"{e}") from None
-        self.url = url
-        self.queue = CloudQueue(url, **queue_options)
+            raise CeprError(f"cloud: queue needs the stream extra (pip install -e '.[stream]'): {e}") from None
+        self.url = resolve_url(url or "embedded")
+        self.queue = CloudQueue(self.url, maxlen=maxlen, **queue_options)
         self.payload = payload
+        self.module = cloud_module
+        self.fusion = getattr(cloud_module, "fusion", "cloud_wins")
+        self.workers = workers if cloud_module is not None else 0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._workers = []
 
     def start(self, on_result) -> None:
         self.on_result = on_result
-        self._thread = threading.Thread(target=self._read, name="cloud-results", daemon=True)
-        self._thread.start()
+        t = threading.Thread(target=self._read, name="cloud-results", daemon=True)
+        t.start()
+        self._threads.append(t)
+        if self.workers:
+            import os
+
+            from cepr.stream.worker import CloudWorker
+
+            for i in range(self.workers):
+                w = CloudWorker(self.url, self.module.client, f"edge-{os.getpid()}-{i}",
+                                stream=self.queue.stream, group=self.queue.group,
+                                results=self.queue.results_stream, dead=self.queue.dead)
+                self._workers.append(w)
+                t = threading.Thread(target=w.run, args=(self._stop,), name=f"cloud-worker-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
 
     def describe(self) -> dict:
-        return {"mode": self.name, "url": self.url}
+        return {"mode": self.name, "url": self.url, "stream": self.queue.stream, "in_process_workers": self.workers,
+                "maxlen": self.queue.maxlen}
 
     def submit(self, job: CloudJob) -> bool:
         image = None
@@ -220,33 +239,38 @@ class QueueCloud(CloudPath):
         return True
 
     def depth(self) -> int:
-        for name in ("depth", "pending"):
-            f = getattr(self.queue, name, None)
-            if callable(f):
-                return int(f())
-        return 0
+        try:
+            return int(self.queue.counts()["in_flight"])
+        except Exception:  # Redis down: the depth is unknown, the service goes on
+            log.debug("queue depth not read", exc_info=True)
+            return -1
 
     def counters(self) -> dict:
-        return {k: int(getattr(self.queue, k, 0) or 0) for k in ("accepted", "answered", "shed", "dead_lettered")}
+        try:
+            c = self.queue.counts()
+        except Exception as e:  # Redis down: said on /health, the service goes on
+            log.debug("queue counters not read", exc_info=True)
+            return {"error": f"{type(e).__name__}: {e}"}
+        return {k: c.get(k, 0) for k in ("accepted", "answered", "shed", "dead_lettered", "retried", "in_flight",
+                                         "late")}
 
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
                 for r in self.queue.results(block_ms=200):
-                    status = str(_field(r, "status", "ok"))
-                    self.on_result(CloudAnswer(str(_field(r, "request_id")), "ok" if status == "ok" else status,
-                                               _field(r, "answer"), _field(r, "confidence"),
-                                               str(_field(r, "reason", "") or ""), _field(r, "latency_ms")))
-                    if self._stop.is_set():
-                        break
+                    status = {"ok": "ok", "shed": "shed", "dead": "dead_lettered"}.get(r.status, "error")
+                    self.on_result(CloudAnswer(r.request_id, status, r.answer, r.confidence, r.reason or "",
+                                               r.latency_ms))
             except Exception:
                 log.exception("reading the cloud results stream failed; retrying in 1 s")
                 self._stop.wait(1.0)
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        close = getattr(self.queue, "close", None)
-        if callable(close):
-            close()
+        for t in self._threads:
+            t.join(timeout=5)
+        for w in self._workers:
+            w.close()
+        self.queue.close()
+        if self.module is not None:
+            self.module.cleanup()

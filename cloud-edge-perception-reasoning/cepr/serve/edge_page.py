@@ -9,8 +9,8 @@ body{font-family:system-ui,sans-serif;margin:16px;background:#f4f5f7;color:#1d23
 h1{font-size:20px;margin:0 0 4px} .sub{color:#5a6275;font-size:13px;margin-bottom:12px}
 .grid{display:flex;flex-wrap:wrap;gap:16px} .card{background:#fff;border-radius:8px;padding:10px;
 box-shadow:0 1px 3px rgba(0,0,0,.12)} .card h2{font-size:15px;margin:0 0 6px}
-.card img{display:block;width:560px;max-width:100%;background:#ccc;border-radius:4px}
-.kv{font-size:12px;color:#39415a;margin-top:6px} table{border-collapse:collapse;font-size:12px;width:100%}
+.card img{display:block;width:400px;max-width:100%;background:#ccc;border-radius:4px}
+.src{width:400px} .kv{font-size:12px;color:#39415a;margin-top:6px;overflow-wrap:anywhere} table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #e3e6ec} th{background:#eef0f4}
 .edge{color:#2d6a9f;font-weight:600} .cloud{color:#1f8a4c;font-weight:600} .warn{color:#b3471d}
 </style></head><body>
@@ -24,7 +24,7 @@ const seen = {};
 function esc(s){return String(s==null?'-':s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));}
 function card(name){
   let el = document.getElementById('src-'+name);
-  if(!el){ el = document.createElement('div'); el.className='card'; el.id='src-'+name;
+  if(!el){ el = document.createElement('div'); el.className='card src'; el.id='src-'+name;
     el.innerHTML = '<h2>'+esc(name)+'</h2><img alt="latest frame of '+esc(name)+' with mask overlay">'+
                    '<div class="kv"></div>';
     document.getElementById('sources').appendChild(el); }

@@ -50,10 +50,11 @@ class EdgeServiceConfig(BaseModel):
     job: str = DEFAULT_JOB
     algorithm: str | None = None
     cloud: Literal["direct", "queue", "none"] = "direct"
-    queue_url: str | None = None
+    queue_url: str | None = Field(None, description="queue mode: redis:// URL (default: an embedded redis-server)")
     deadline_s: float = Field(2.0, gt=0, description="a cloud answer later than this does not upgrade")
-    cloud_pending: int = Field(8, ge=1, description="direct mode: waiting cloud requests; more shed the oldest")
-    cloud_workers: int = Field(1, ge=1)
+    cloud_pending: int = Field(8, ge=1, description="cloud requests waiting at most; more shed the oldest")
+    cloud_workers: int = Field(1, ge=0, description="cloud worker threads in this process (queue mode: 0 = "
+                                                     "workers run elsewhere)")
     keep_frames: int = Field(16, ge=1, description="recent frames kept per source (ask by frame id)")
     keep_answers: int = Field(10000, ge=10)
     max_body_mb: float = Field(20.0, gt=0)
@@ -223,6 +224,8 @@ class Metrics:
                                 ["source"], registry=r)
         self.cloud_share = Gauge("cepr_edge_cloud_share", "share of answers sent to the cloud", ["source"],
                                  registry=r)
+        self.cloud_bytes = Counter("cepr_edge_cloud_bytes_up", "request bytes sent to the cloud (direct mode)",
+                                   ["source"], registry=r)
         self.summary_bytes = Histogram("cepr_edge_summary_bytes", "binary scene summary size", ["source"],
                                        buckets=(256, 512, 1024, 2048, 4096, 8192), registry=r)
 
@@ -318,14 +321,17 @@ class EdgeService:
         from cepr.serve.cloud_path import CloudPath, DirectCloud, QueueCloud
 
         if self.config.cloud == "direct":
-            self.cloud = DirectCloud(CloudModule(**d.cloud_hps), self.config.cloud_pending, self.config.cloud_workers)
+            self.cloud = DirectCloud(CloudModule(**d.cloud_hps), self.config.cloud_pending,
+                                     max(1, self.config.cloud_workers))
         elif self.config.cloud == "queue":
             from cepr.cloud.payload import PayloadConfig
 
             p = d.cloud_hps
             payload = PayloadConfig(mode=p.get("payload", "summary+image"), resolution=p.get("resolution"),
                                     codec=p.get("codec", "jpeg"), quality=int(p.get("quality", 85)))
-            self.cloud = QueueCloud(self.config.queue_url, payload=payload)
+            module = CloudModule(**d.cloud_hps) if self.config.cloud_workers else None
+            self.cloud = QueueCloud(self.config.queue_url, payload=payload, cloud_module=module,
+                                    workers=self.config.cloud_workers, maxlen=self.config.cloud_pending)
         else:
             self.cloud = CloudPath()
         self.cloud.start(self._on_cloud)
@@ -478,8 +484,9 @@ class EdgeService:
              "cloud_answer": None, "cloud_confidence": None, "hard": hard,
              "cloud_status": "not_sent", "captured_at": rec.captured_at, "answered_at": now,
              "deadline_at": now + self.config.deadline_s if hard else None, "upgraded_at": None,
-             "cloud_latency_ms": None, "fused_from": None, "_dist": dist}
+             "cloud_latency_ms": None, "cloud_bytes_up": None, "fused_from": None, "_dist": dist}
         with self._lock:
+            self._answers.pop(answer_id, None)
             self._answers[answer_id] = a
             while len(self._answers) > self.config.keep_answers:
                 self._answers.popitem(last=False)
@@ -530,14 +537,15 @@ class EdgeService:
                 return
             src = a["source_name"]
             a["cloud_latency_ms"] = round(1e3 * (now - a["answered_at"]), 3)
+            a["cloud_bytes_up"] = r.bytes_up or None
             if r.status != "ok":
-                a["cloud_status"] = "shed" if r.status == "shed" else "failed"
+                a["cloud_status"] = r.status if r.status in ("shed", "dead_lettered") else "failed"
                 a["cloud_reason"] = r.reason
             elif now > a["deadline_at"]:
                 a["cloud_status"] = "late"
                 a["cloud_answer"], a["cloud_confidence"] = r.answer, r.confidence
             else:
-                rule = self.cloud.module.fusion if hasattr(self.cloud, "module") else "cloud_wins"
+                rule = getattr(self.cloud, "fusion", "cloud_wins")
                 task = get_task(a["task"])
                 final, fused_from = fuse(rule, task.name, task.answers,
                                          Side(a["edge_answer"], a["edge_confidence"], a["_dist"]),
@@ -552,6 +560,8 @@ class EdgeService:
             m.cloud_latency.labels(src).observe(a["cloud_latency_ms"] / 1e3)
         if a["cloud_status"] == "answered":
             m.upgraded.labels(src).inc()
+        if r.bytes_up:
+            m.cloud_bytes.labels(src).inc(r.bytes_up)
         m.cloud_queue.set(self.cloud.depth())
 
     @staticmethod

@@ -28,7 +28,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 @dataclass
 class Frame:
     source: str
-    frame_id: int  # capture index within its source (the frame number of a video or folder)
+    frame_id: int  # the frame's number in its video or folder (+ its length per earlier pass under --loop)
     rgb: np.ndarray  # (H, W, 3) uint8, RGB order
     captured_at: float  # time.time() when read
 
@@ -190,7 +190,7 @@ class FrameSource:
     def _run_folder(self) -> None:
         import cv2
 
-        t0, n = time.perf_counter(), 0
+        t0, n, base = time.perf_counter(), 0, 0
         while True:
             for i, path in enumerate(self._files):
                 if not self._pace(t0, n):
@@ -200,7 +200,8 @@ class FrameSource:
                 if bgr is None:
                     self._bad(f"cannot decode {path.name} (corrupt or not an image); skipped")
                     continue
-                self._publish(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i)
+                self._publish(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), base + i)
+            base += len(self._files)  # ids keep growing across passes: answers and frames stay apart
             if not self.loop:
                 return
 
@@ -217,8 +218,7 @@ class FrameSource:
             if not ok or bgr is None:
                 if not live:  # end of the file
                     if self.loop:
-                        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                        index = 0
+                        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # the ids go on counting
                         continue
                     return
                 failures += 1
