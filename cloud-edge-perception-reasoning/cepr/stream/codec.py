@@ -84,7 +84,7 @@ class StreamRequest:
 
         try:
             return SceneSummary.from_bytes(self.summary_bytes)
-        except Exception as e:  # msgpack raises several types for garbage
+        except Exception as e:  # noqa: BLE001 - msgpack raises several types for garbage
             raise BadFrame(f"summary is not a cepr scene summary: {type(e).__name__}: {e}") from None
 
     def image(self):

@@ -18,7 +18,9 @@ every edge process and worker):
   ``accepted == answered + shed + dead_lettered + in_flight`` always, and ``in_flight`` equals the stream's length
   (settled entries are acknowledged and deleted in the same script that counts them);
 * the backlog is bounded: when more than ``maxlen`` requests are waiting or being worked on, ``submit`` sheds the
-  oldest (acknowledged, deleted, counted in ``shed``, and a ``shed`` result tells the edge to keep its own answer);
+  oldest waiting ones (acknowledged, deleted, counted in ``shed``, and a ``shed`` result tells the edge to keep its
+  own answer); requests a worker already holds are shed only when fewer than the excess are waiting (an answer
+  that comes for one then counts ``late``), so the cloud's work in progress is not thrown away;
 * idempotent by request id: a second ``submit`` of an id returns the first entry's id and counts a ``duplicate``;
   a second answer to the same request (a slow worker whose message was claimed by another) counts ``late`` and
   writes no second result;
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Self
 
 from cepr.errors import CeprError
 from cepr.stream.codec import StreamResult, decode_result, encode_request
@@ -59,7 +62,27 @@ redis.call('HINCRBY', counters, 'accepted', 1)
 local shed = {}
 local over = redis.call('XLEN', stream) - maxlen
 if over > 0 then
-  local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', over)
+  -- the oldest requests still waiting go first; those a worker already holds only when not enough are waiting
+  local last = nil
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local name, ld = nil, nil
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then ld = g[i + 1] end
+      end
+      if name == group then last = ld end
+    end
+  end
+  local old = {}
+  if last then old = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', over) end
+  if #old < over then
+    local seen = {}
+    for _, e in ipairs(old) do seen[e[1]] = true end
+    for _, e in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', over)) do
+      if #old < over and not seen[e[1]] then old[#old + 1] = e end
+    end
+  end
   for _, e in ipairs(old) do
     local id, f = e[1], e[2]
     local r, t = 'entry:' .. id, '0'
@@ -259,7 +282,7 @@ class CloudQueue:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> CloudQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from cepr.errors import CeprError
 
@@ -147,7 +148,7 @@ class RedisServer:
         self.kill() if crash else self.stop()
         return self.start()
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

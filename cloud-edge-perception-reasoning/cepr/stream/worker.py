@@ -158,7 +158,7 @@ class CloudWorker:
             cloud_req = req.cloud_request()
         except BadFrame as e:
             return self._failed(eid, rid, fields, f"bad frame: {e}", delivered, submitted)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any frame that cannot become a request is poison
             return self._failed(eid, rid, fields, f"bad frame: {type(e).__name__}: {e}", delivered, submitted)
         try:
             r = self.backend.infer(cloud_req)
