@@ -60,6 +60,46 @@ def add_parser(sub) -> None:
     c.add_argument("--json", dest="json_out", help="also write the figures as JSON")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_cloud)
+    s = bsub.add_parser(
+        "stream", help="replay a sequence through the edge service at a frame rate, with faults",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Replay a sequence (its mp4 video, or its frames in index order) as the robot's camera into "
+                    "the edge service in-process, at --fps for --seconds, and report end-to-end latency "
+                    "p50/p95/p99, answer accuracy per window against the ground truth, drop rate, queue depth "
+                    "over time, cloud share and bytes, with the counts of accepted, answered, dropped, shed and "
+                    "dead-lettered requests. Writes stream.json, CSV time series and stream.png (picked up by "
+                    "`cepr report` when under the job's workspace). docs/stream-bench.md",
+        epilog="examples:\n"
+               "  cepr datasets synth --sequence --out datasets/walk0 --frames 200 --fps 10 --seed 0\n"
+               "  cepr bench stream datasets/walk0 --fps 10 --seconds 20\n"
+               "  cepr bench stream datasets/walk0 --fps 10 --seconds 20 --cloud-down 5:6\n"
+               "  cepr bench stream datasets/walk0 --fps 10 --seconds 20 --cloud queue --cloud-down 5:6 "
+               "--link congested\n"
+               "  cepr bench stream datasets/Cloud-Robotics/640x480/test-index.txt --replay frames --fps 2")
+    s.add_argument("sequence", help="a sequence's root, resolution directory, index file or mp4 video")
+    s.add_argument("--fps", type=float, default=10.0, help="replay frame rate (default 10)")
+    s.add_argument("--seconds", type=float, default=10.0, help="replay length (default 10)")
+    s.add_argument("--replay", choices=["video", "frames"], default="video",
+                   help="decode the sequence's video (default), or read its PNG frames in index order")
+    s.add_argument("--tasks", nargs="+", default=["path_hazard"], help="standing questions on every frame")
+    s.add_argument("-f", "--job", default="benchmarkingjob.yaml",
+                   help="the job YAML giving the edge settings, dispatch policy and cloud backend")
+    s.add_argument("--algorithm", default=None, help="which algorithm of the job (default: the service's choice)")
+    s.add_argument("--cloud", choices=["direct", "queue"], default="direct",
+                   help="direct: the cloud backend in worker threads; queue: Redis Streams with cloud workers")
+    s.add_argument("--redis", default="embedded", help="queue: embedded (a local redis-server) or a redis:// URL")
+    s.add_argument("--cloud-workers", type=int, default=1)
+    s.add_argument("--cloud-pending", type=int, default=8,
+                   help="cloud requests waiting before the oldest is shed (direct: threads' queue; queue: maxlen)")
+    s.add_argument("--deadline", type=float, default=2.0, help="seconds within which a cloud answer upgrades")
+    s.add_argument("--cloud-down", metavar="START:SECONDS", default=None,
+                   help="fault: the cloud unreachable from START s for SECONDS s (queue: workers stopped)")
+    s.add_argument("--link", metavar="PRESET", default=None,
+                   help="fault: cloud traffic over this link preset (ideal, wifi, 5g, 4g, congested)")
+    s.add_argument("--window", type=float, default=1.0, help="accuracy window in seconds")
+    s.add_argument("--out", default="workspace/stream-bench", help="output folder (default under the workspace)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_stream)
 
 
 def _providers(text: str):
@@ -107,3 +147,21 @@ def cmd_cloud(a) -> int:
     if a.json_out:
         write_json(r, a.json_out)
     return 0 if all(lv["errors"] == 0 for lv in r["levels"]) else 1
+
+
+def cmd_stream(a) -> int:
+    from cepr.bench.stream import StreamBenchConfig, format_result, parse_window, run_stream_bench
+    from cepr.errors import CeprError
+
+    try:
+        cfg = StreamBenchConfig(sequence=a.sequence, fps=a.fps, seconds=a.seconds, replay=a.replay, tasks=a.tasks,
+                                job=a.job, algorithm=a.algorithm, cloud=a.cloud, redis=a.redis,
+                                cloud_workers=a.cloud_workers, cloud_pending=a.cloud_pending, deadline_s=a.deadline,
+                                cloud_down=parse_window(a.cloud_down) if a.cloud_down else None, link=a.link,
+                                window_s=a.window)
+    except ValueError as e:  # pydantic: the option's message
+        raise CeprError(str(e)) from None
+    r = run_stream_bench(cfg, a.out, progress=not a.no_progress)
+    print(format_result(r))
+    print(f"-> {a.out}/stream.json, stream_timeseries.csv, stream_windows.csv, stream_answers.csv, stream.png")
+    return 0 if r["counts_add_up"] else 1

@@ -236,6 +236,7 @@ def write_report(workspace: str | Path, out: str | Path | None = None, examples:
             page.section(sid, dict(SECTIONS)[sid])
             page.para("No finished test case in this workspace.")
     _examples(page, ws, examples)
+    _stream(page, ws)
     _notes(page, ws)
     page.html.append("</section>")
     title = f"cepr report: {ws.job}"
@@ -556,6 +557,25 @@ def _examples(page: _Page, ws: Workspace, n: int) -> None:
                        [[lab, "yes" if sent else "no", str(ans), "–" if ok is None else ("yes" if ok else "no")]
                         for lab, sent, ans, ok in ex.routed], cls="small")
         page.html.append("</div></div></div>")
+
+
+def _stream(page: _Page, ws: Workspace) -> None:
+    """``cepr bench stream`` results in (or beside) the job folder: a table and their latency/queue figures."""
+    from cepr.bench.stream import FIGURE, find_stream_results, report_rows
+
+    found = find_stream_results(ws.dir)
+    if not found:
+        return
+    page.section("stream", "Stream replay (cepr bench stream)")
+    page.para("Sequences replayed through the edge service at a frame rate (docs/stream-bench.md): latency from "
+              "capture to the final answer, accuracy against each frame's ground truth (live: the answer the robot "
+              "held at each capture instant), and the cloud requests' counts.")
+    page.table(*report_rows(found))
+    for i, p in enumerate(found, 1):
+        png = p.parent / FIGURE
+        if png.is_file():
+            page.figure(f"stream_{i}", f"latency, accuracy and queue depth over time ({p.parent.name})",
+                        png.read_bytes)
 
 
 def _notes(page: _Page, ws: Workspace) -> None:
