@@ -9,8 +9,8 @@ body{font-family:system-ui,sans-serif;margin:16px;background:#f4f5f7;color:#1d23
 h1{font-size:20px;margin:0 0 4px} .sub{color:#5a6275;font-size:13px;margin-bottom:12px}
 .grid{display:flex;flex-wrap:wrap;gap:16px} .card{background:#fff;border-radius:8px;padding:10px;
 box-shadow:0 1px 3px rgba(0,0,0,.12)} .card h2{font-size:15px;margin:0 0 6px}
-.card img{display:block;width:400px;max-width:100%;background:#ccc;border-radius:4px}
-.src{width:400px} .kv{font-size:12px;color:#39415a;margin-top:6px;overflow-wrap:anywhere} table{border-collapse:collapse;font-size:12px;width:100%}
+.card img{display:block;width:360px;max-width:100%;background:#ccc;border-radius:4px}
+.src{width:360px} .kv{font-size:12px;color:#39415a;margin-top:6px;overflow-wrap:anywhere} table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #e3e6ec} th{background:#eef0f4}
 .edge{color:#2d6a9f;font-weight:600} .cloud{color:#1f8a4c;font-weight:600} .warn{color:#b3471d}
 </style></head><body>
@@ -43,7 +43,7 @@ async function tick(){
       if(v.latest_frame_id!==null && seen[name]!==v.latest_frame_id){
         seen[name]=v.latest_frame_id;
         el.querySelector('img').src='/v1/frames/'+encodeURIComponent(name)+'/latest.jpg?f='+v.latest_frame_id;}
-      el.querySelector('.kv').innerHTML = esc(v.kind)+' '+esc(v.where)+' | frame '+esc(v.latest_frame_id)+
+      el.querySelector('.kv').innerHTML = esc(v.kind)+(v.where?' '+esc(v.where):'')+' | frame '+esc(v.latest_frame_id)+
         ' | perceived '+v.perceived+' of '+v.captured+' | dropped '+v.dropped+' | bad '+v.bad+
         ' | cloud share '+(v.cloud_share==null?'-':(100*v.cloud_share).toFixed(0)+'%')+
         (v.error?' | <span class="warn">'+esc(v.error)+'</span>':'')+(v.finished?' | ended':'');
