@@ -54,6 +54,32 @@ def add_parser(sub) -> None:
     _common(w, worker=True)
     w.set_defaults(func=cmd_worker)
 
+    sb = ssub.add_parser(
+        "submit", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run the edge pipeline on a data set's frames, queue their summaries, wait for and score the answers",
+        description="A smoke test of the whole path: the YAML's edge module makes each frame's scene summary, its "
+                    "binary form is queued (with the frame as JPEG with --image), a running `cepr stream worker` "
+                    "answers; prints the counts, latency (submit to answer) and edge/cloud accuracy against the "
+                    "frames' ground truth. The stream benchmark proper is `cepr bench stream`.",
+        epilog="Examples:\n"
+               "  cepr stream submit --redis redis://127.0.0.1:6390/0 -f benchmarkingjob.yaml \\\n"
+               "      --data datasets/cloud-robotics-synth --frames 50\n"
+               "  cepr stream submit --redis redis://127.0.0.1:6390/0 -f benchmarkingjob-real.yaml \\\n"
+               "      --data datasets/Cloud-Robotics --frames 20 --image --fps 5")
+    sb.add_argument("-f", "--file", required=True, metavar="YAML", help="job or algorithm YAML: its edge module")
+    sb.add_argument("--algorithm", default=None, help="which algorithm of a job (default: the first that uses the "
+                                                      "cloud)")
+    sb.add_argument("--data", required=True, help="data set root, resolution folder or index file (test split)")
+    sb.add_argument("--frames", type=int, default=20, help="first N test frames")
+    sb.add_argument("--fps", type=float, default=0.0, help="submit rate (0: as fast as the edge runs)")
+    sb.add_argument("--image", action="store_true", help="send the frame too (JPEG 85), not only the summary")
+    sb.add_argument("--wait", type=float, default=60.0, metavar="S", help="how long to wait for the answers")
+    sb.add_argument("--maxlen", type=int, default=None, help="backlog bound (default 1000)")
+    sb.add_argument("--reset", action="store_true", help="delete the queue's streams and counters first")
+    sb.add_argument("--json", action="store_true", help="print JSON")
+    _common(sb)
+    sb.set_defaults(func=cmd_submit)
+
     s = ssub.add_parser("status", formatter_class=argparse.RawDescriptionHelpFormatter,
                         help="print the queue's counters (accepted = answered + shed + dead_lettered + in_flight)",
                         epilog="Examples:\n  cepr stream status --redis redis://127.0.0.1:6390/0\n"
@@ -104,6 +130,23 @@ def cmd_worker(a) -> int:
         worker.close()
     print(f"cepr stream worker {name}: {json.dumps(stats)} in {time.monotonic() - t0:.1f} s", flush=True)
     return 0
+
+
+def cmd_submit(a) -> int:
+    from cepr.stream.replay import replay_frames
+
+    cfg = _config(a, maxlen=a.maxlen)
+    q = cfg.queue()
+    if a.reset:
+        q.reset()
+    out = replay_frames(q, a.file, a.data, frames=a.frames, fps=a.fps, image=a.image, wait_s=a.wait,
+                        algorithm=a.algorithm, progress=not a.json)
+    if a.json:
+        print(json.dumps(out))
+        return 0
+    for k, v in out.items():
+        print(f"  {k:22s} {v}")
+    return 0 if out["results"] == out["frames"] else 1
 
 
 def cmd_status(a) -> int:
