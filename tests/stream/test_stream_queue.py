@@ -130,3 +130,21 @@ def test_cli_status(redis_srv, capsys):
     assert c["accepted"] == 1 and c["in_flight"] == 1
     assert main(["stream", "status", "--redis", redis_srv.url]) == 0
     assert "accepted = answered + shed + dead_lettered + in_flight: yes" in capsys.readouterr().out
+
+
+def test_worker_survives_the_stream_being_deleted(redis_srv, expert_backend):
+    """CloudQueue.reset() (or a DEL) under a running worker: it makes the group again and answers what comes."""
+    from cepr.stream.queue import CloudQueue
+    from cepr.stream.worker import CloudWorker
+
+    q = CloudQueue(redis_srv.url)
+    w = WorkerThread(CloudWorker(redis_srv.url, expert_backend, "w1", block_ms=50))
+    try:
+        q.submit("before", make_summary(), "path_hazard", camera_meta())
+        assert q.wait_for(["before"], 30)["before"].ok
+        q.client.delete(q.stream)  # the group goes with it
+        q.submit("after", make_summary(seed=3), "path_hazard", camera_meta())
+        assert q.wait_for(["after"], 30)["after"].ok
+    finally:
+        w.stop()
+    assert_counts_add_up(q.counts())

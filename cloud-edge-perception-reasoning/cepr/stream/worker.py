@@ -98,6 +98,10 @@ class CloudWorker:
                 self.run_once()
                 pause = 0.1
             except Exception as e:
+                if _is_missing_group(e):  # the stream was deleted under us (CloudQueue.reset): make it again
+                    log.warning("worker %s: %s; creating the group again", self.name, e)
+                    self._started = False
+                    continue
                 if not _is_connection_error(e):
                     raise
                 log.warning("worker %s: Redis at %s not reachable (%s); retrying in %.1f s", self.name, self.url,
@@ -224,6 +228,12 @@ def _float(v) -> float:
         return float(v) if v is not None else 0.0
     except ValueError:
         return 0.0
+
+
+def _is_missing_group(e: Exception) -> bool:
+    import redis
+
+    return isinstance(e, redis.ResponseError) and "NOGROUP" in str(e)
 
 
 def _is_connection_error(e: Exception) -> bool:
