@@ -148,3 +148,15 @@ def test_worker_survives_the_stream_being_deleted(redis_srv, expert_backend):
     finally:
         w.stop()
     assert_counts_add_up(q.counts())
+
+
+def test_embedded_server_is_shared_and_real():
+    pytest.importorskip("redis")
+    from cepr.stream.config import load_stream_config
+    from cepr.stream.queue import connect
+    from cepr.stream.redis_server import embedded, resolve_url
+
+    url = resolve_url("embedded")
+    assert url == embedded().url == load_stream_config().url()
+    assert url.startswith("redis://127.0.0.1:")
+    assert connect(url).ping()
