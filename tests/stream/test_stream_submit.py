@@ -32,3 +32,42 @@ def test_submit_real_layout_frames(redis_srv, expert_backend, tmp_path, monkeypa
     c = CloudQueue(redis_srv.url).counts()
     assert c["accepted"] == c["answered"] == 4
     assert_counts_add_up(c)
+
+
+def test_cli_worker_in_process_backend_no_link(redis_srv, tmp_path, monkeypatch, capsys):
+    """`cepr stream worker -f ALGORITHM_YAML` with the in-process expert, --no-link and --max-answers."""
+    from stream_support import camera_meta, make_summary
+
+    from cepr.cli import main
+    from cepr.stream.queue import CloudQueue
+
+    algos = ROOT / "testalgorithms" / "perception-reasoning"
+    yaml = tmp_path / "inprocess.yaml"
+    yaml.write_text(f"""algorithm:
+  paradigm_type: "jointinference"
+  modules:
+    - type: "edgemodel"
+      name: "CeprEdgeModel"
+      url: "{algos / 'cepr_edge_model.py'}"
+    - type: "cloudmodel"
+      name: "CeprCloudModel"
+      url: "{algos / 'cepr_cloud_model.py'}"
+      hyperparameters:
+        - backend:
+            values: ["inprocess"]
+        - link:
+            values: ["4g"]
+    - type: "hard_example_mining"
+      name: "CloudOnly"
+      url: "{algos / 'cepr_hard_example_mining.py'}"
+""")
+    q = CloudQueue(redis_srv.url)
+    for i in range(3):
+        q.submit(f"c{i}", make_summary(seed=i), "people_count", camera_meta())
+    assert main(["stream", "worker", "--redis", redis_srv.url, "-f", str(yaml), "--no-link", "--name", "cli",
+                 "--max-answers", "3"]) == 0
+    assert '"answered": 3' in capsys.readouterr().out
+    got = q.wait_for(["c0", "c1", "c2"], 5)
+    assert all(r.ok and r.worker == "cli" and r.detail["transfer_ms"] == 0 for r in got.values())
+    c = q.counts()
+    assert c["accepted"] == c["answered"] == 3 and c["in_flight"] == 0

@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
                "  cepr stream worker --redis redis://127.0.0.1:6390/0 -f benchmarkingjob.yaml\n"
                "  cepr stream worker --redis redis://127.0.0.1:6390/0 -f benchmarkingjob.yaml --algorithm cloud-only\n"
                "  cepr stream worker --redis redis://127.0.0.1:6390/0 \\\n"
-               "      -f testalgorithms/perception-reasoning/cloud-only.yaml --name cloud-2 --claim-idle-ms 5000")
+               "      -f testalgorithms/perception-reasoning/cloud-only.yaml --name cloud-2 --claim-idle-ms 5000\n"
+               "  cepr stream worker --redis redis://10.0.0.2:6379/0 -f benchmarkingjob.yaml --no-link   # a real link")
     w.add_argument("-f", "--file", required=True, metavar="YAML",
                    help="a benchmarkingjob YAML or an algorithm YAML: its cloud module is the backend")
     w.add_argument("--algorithm", default=None, help="which algorithm of a job (default: the first that uses the "
@@ -51,6 +52,9 @@ def add_parser(sub) -> None:
     w.add_argument("--name", default=None, help="consumer name (default: worker-<host>-<pid>); reuse it after a "
                                                 "restart to take back this worker's pending messages at once")
     w.add_argument("--max-answers", type=int, default=None, metavar="N", help="exit after N answers")
+    w.add_argument("--no-link", action="store_true",
+                   help="drop the YAML's modelled link (link: none): on a real network the transfer is real, and a "
+                        "benchmark job's link model would wait it out a second time")
     _common(w, worker=True)
     w.set_defaults(func=cmd_worker)
 
@@ -114,18 +118,19 @@ def cmd_worker(a) -> int:
 
     cfg = _config(a, max_retries=a.max_retries, claim_idle_ms=a.claim_idle_ms)
     url = cfg.url()
-    module = cloud_module_from_yaml(a.file, a.algorithm)
+    module = cloud_module_from_yaml(a.file, a.algorithm, overrides={"link": "none"} if a.no_link else None)
     name = a.name or f"worker-{socket.gethostname()}-{os.getpid()}"
     worker = cfg.worker(module.client, name, url=url)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     print(f"cepr stream worker {name}: {url} stream {cfg.stream} group {cfg.group} -> results {cfg.results}",
           flush=True)
     t0 = time.monotonic()
     try:
         stats = worker.run(stop, max_answers=a.max_answers)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         module.cleanup()
         worker.close()
     print(f"cepr stream worker {name}: {json.dumps(stats)} in {time.monotonic() - t0:.1f} s", flush=True)
