@@ -365,8 +365,8 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
     if cfg.cloud_down is not None:
         a, b = cfg.cloud_down
         events = [(a, True), (a + b, False)]
-    end = t0 + n / cfg.fps
-    while time.time() < end + 0.5 / cfg.fps and not src.finished:
+    end = t0 + (n - 0.5) / cfg.fps  # frame n - 1 is read at (n - 1) / fps, frame n (one too many) at n / fps
+    while time.time() < end and not src.finished and src.captured < n:
         now = time.time() - t0
         while events and now >= events[0][0]:
             set_down(events.pop(0)[1])
@@ -374,10 +374,8 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
         if bar:
             bar.n = min(n, src.captured)
             bar.refresh()
-        if src.captured >= n:
-            break
-        time.sleep(cfg.sample_s)
-    src.stop()  # the replay ends: at most n frames were read
+        time.sleep(max(0.0, min(cfg.sample_s, end - time.time())))
+    src.stop()  # the replay ends: n frames read (a frame read during the stop is counted, and has no truth)
     replay_end = time.time() - t0
     svc.wait_sources(timeout=30)
     if bar:
@@ -410,10 +408,8 @@ def _analyse(cfg, n, truth, rows, series, sstats, cloud_counts, meter, replay_en
     answers = []
     for a in rows:
         fid = int(a["frame_id"])
-        if fid >= n:
-            continue
         final_at = a["upgraded_at"] or a["answered_at"]
-        gt = truth[fid][a["task"]]
+        gt = truth[fid][a["task"]] if fid < n else None  # read while the replay stopped: counted, not scored
         answers.append({
             "frame_id": fid, "task": a["task"], "t_capture": round(a["captured_at"] - t0, 4),
             "truth": gt, "edge_answer": a["edge_answer"], "final_answer": a["answer"], "source": a["source"],
@@ -421,12 +417,13 @@ def _analyse(cfg, n, truth, rows, series, sstats, cloud_counts, meter, replay_en
             "edge_latency_ms": round(1e3 * (a["answered_at"] - a["captured_at"]), 3),
             "final_latency_ms": round(1e3 * (final_at - a["captured_at"]), 3),
             "t_final": round(final_at - t0, 4), "t_edge": round(a["answered_at"] - t0, 4),
-            "cloud_latency_ms": a["cloud_latency_ms"], "correct": int(a["answer"] == gt),
-            "edge_correct": int(a["edge_answer"] == gt)})
+            "cloud_latency_ms": a["cloud_latency_ms"], "correct": None if gt is None else int(a["answer"] == gt),
+            "edge_correct": None if gt is None else int(a["edge_answer"] == gt)})
+    scored = [r for r in answers if r["correct"] is not None]
     answers.sort(key=lambda r: (r["frame_id"], r["task"]))
     # live accuracy: at frame i's capture instant (t0 + i / fps: the source is paced) the newest answer the robot
     # holds (edge answer once given, the cloud's once it upgraded) against frame i's truth
-    by_task = {t: sorted((r for r in answers if r["task"] == t), key=lambda r: r["t_edge"]) for t in tasks}
+    by_task = {t: sorted((r for r in scored if r["task"] == t), key=lambda r: r["t_edge"]) for t in tasks}
     live = []
     for i in range(n):
         ti = i / cfg.fps
@@ -441,7 +438,7 @@ def _analyse(cfg, n, truth, rows, series, sstats, cloud_counts, meter, replay_en
     windows = []
     for w in range(nwin):
         lo, hi = w * cfg.window_s, (w + 1) * cfg.window_s
-        ra = [r for r in answers if lo <= r["frame_id"] / cfg.fps < hi]
+        ra = [r for r in scored if lo <= r["frame_id"] / cfg.fps < hi]
         lv = [x for x in live if lo <= x[0] < hi]
         ser = [s for s in series if lo <= s["t"] < hi]
         lat = [r["final_latency_ms"] for r in ra]
@@ -480,13 +477,14 @@ def _analyse(cfg, n, truth, rows, series, sstats, cloud_counts, meter, replay_en
     fl = [r["final_latency_ms"] for r in answers]
     el = [r["edge_latency_ms"] for r in answers]
     ul = [r["final_latency_ms"] for r in answers if r["source"] == "cloud"]
-    acc = sum(r["correct"] for r in answers) / len(answers) if answers else None
+    acc = sum(r["correct"] for r in scored) / len(scored) if scored else None
     live_acc = sum(x[2] for x in live) / len(live) if live else None
     return {
         "config": cfg.model_dump(), "frames_replayed": n, "replay_s": round(replay_end, 3),
         "latency_ms": {"end_to_end": _dist(fl), "edge": _dist(el), "upgraded_by_cloud": _dist(ul)},
         "accuracy": round(acc, 4) if acc is not None else None,
-        "edge_accuracy": round(sum(r["edge_correct"] for r in answers) / len(answers), 4) if answers else None,
+        "edge_accuracy": round(sum(r["edge_correct"] for r in scored) / len(scored), 4) if scored else None,
+        "answers_scored": len(scored),
         "live_accuracy": round(live_acc, 4) if live_acc is not None else None,
         "drop_rate": round(dropped / captured, 4) if captured else None,
         "cloud_share": round(hard / len(answers), 4) if answers else None,
