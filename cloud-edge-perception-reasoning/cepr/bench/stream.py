@@ -346,30 +346,35 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
                        "answers": s.get("answers", 0), "cloud_sent": s.get("cloud_sent", 0),
                        "cloud_down": int(down["active"])})
 
+    flip = threading.Lock()
+
     def set_down(flag: bool):
-        down["active"] = flag
-        if cfg.cloud == "direct":
-            meter.down = flag
-        elif flag:
-            workers.stop()
-        else:
-            workers.start()
+        with flip:
+            if down["active"] == flag:
+                return
+            down["active"] = flag
+            if cfg.cloud == "direct":
+                meter.down = flag
+            elif flag:
+                workers.stop()
+            else:
+                workers.start()
 
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=n, unit="frame", desc=f"replay {cfg.fps:g} fps")
+    t0 = time.time()  # at or before the source's own clock: frame i is read at t0 + i / fps or a little later
     svc._attach(src)  # the service's own source path: pacing, newest-wins slot, drop counters
-    t0 = time.time()
-    events = []
-    if cfg.cloud_down is not None:
+    timers = []
+    if cfg.cloud_down is not None:  # on time, not at the sampling period
         a, b = cfg.cloud_down
-        events = [(a, True), (a + b, False)]
+        for at, flag in ((a, True), (a + b, False)):
+            timers.append(threading.Timer(max(0.0, t0 + at - time.time()), set_down, (flag,)))
+            timers[-1].daemon = True
+            timers[-1].start()
     end = t0 + (n - 0.5) / cfg.fps  # frame n - 1 is read at (n - 1) / fps, frame n (one too many) at n / fps
     while time.time() < end and not src.finished and src.captured < n:
-        now = time.time() - t0
-        while events and now >= events[0][0]:
-            set_down(events.pop(0)[1])
         sample(t0)
         if bar:
             bar.n = min(n, src.captured)
@@ -381,9 +386,9 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
     if bar:
         bar.n = src.captured
         bar.close()
-    for _, flag in events:  # a window reaching past the replay: bring the cloud back for the drain
-        if not flag:
-            set_down(False)
+    for t in timers:  # a window reaching past the replay: the cloud comes back for the drain
+        t.cancel()
+    set_down(False)
     drain = cfg.deadline_s + 1.0 if cfg.drain_s is None else cfg.drain_s
     t_drain = time.time()
     while time.time() - t_drain < drain:
