@@ -76,7 +76,7 @@ SHIPPED_VLMS: dict[str, tuple[str, str]] = {
     "cepr-vlm-small-q8_0": ("cepr-vlm-small-q8_0.gguf", "decoder"),
     "cepr-vlm-small-q4_0": ("cepr-vlm-small-q4_0.gguf", "decoder"),
     "cepr-vlm-small": ("cepr-vlm-small-mmproj-f32.gguf", "mmproj"),
-    "cepr-vlm-base-q8_0": ("cepr-vlm-base-q8_0.gguf", "decoder"),
+    "cepr-vlm-base-q4_0": ("cepr-vlm-base-q4_0.gguf", "decoder"),
     "cepr-vlm-base": ("cepr-vlm-base-mmproj-f32.gguf", "mmproj"),
 }
 

@@ -85,7 +85,7 @@ class VlmTrainConfig(BaseModel):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     aux_weight: float = Field(0.5, ge=0, description="weight of the per-patch class loss on the vision tower")
-    answer_weight: float = Field(10.0, gt=0, description="loss weight of the answer's tokens against the rest of "
+    answer_weight: float = Field(1.0, gt=0, description="loss weight of the answer's tokens against the rest of "
                                                          "the target's (1): the answer is 1 token in ~45")
     val_every: int = Field(500, ge=1)
     val_frames: int = Field(32, ge=1)

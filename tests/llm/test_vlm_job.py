@@ -1,0 +1,78 @@
+"""benchmarkingjob-vlm.yaml: our own VLM in the loop (issue 14), unchanged but for its data set, through the CLI;
+on the synthetic layout and on the real one (no depth)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CASES = {"edge-planner", "edge-vlm-small-q8_0", "edge-vlm-small-q4_0", "cloud-reference", "cloud-vlm-base",
+         "threshold-planner-reference", "threshold-planner-vlm-base", "crossentropy-vlm-small-reference",
+         "crossentropy-vlm-small-vlm-base"}
+
+
+def _job(tmp_path: Path, index_dir: Path) -> Path:
+    for d in ("testenv", "testalgorithms"):
+        shutil.copytree(REPO / d, tmp_path / d)
+    shutil.copy(REPO / "benchmarkingjob-vlm.yaml", tmp_path)
+    te_path = tmp_path / "testenv" / "testenv-llm.yaml"
+    te = yaml.safe_load(te_path.read_text())
+    te["testenv"]["dataset"] = {"train_index": str(index_dir / "train-index.txt"),
+                                "test_index": str(index_dir / "test-index.txt")}
+    te_path.write_text(yaml.safe_dump(te))
+    return tmp_path
+
+
+def test_vlm_job_files_are_checked_and_parse(tiny_data, tmp_path, monkeypatch):
+    from cepr.runner.config import parse_job
+    from cepr.runner.testcase import build_test_cases
+
+    monkeypatch.chdir(_job(tmp_path, tiny_data / "160x120"))
+    job = parse_job("benchmarkingjob-vlm.yaml")
+    assert job.name == "cepr-vlm"
+    cases = build_test_cases(job)
+    assert {c.algorithm.name for c in cases} == CASES and len(cases) == len(CASES)
+
+
+def test_shipped_vlm_files_resolve():
+    from cepr.llm.llamacpp import llm_path
+    from cepr.llm.mtmd import mmproj_path
+    from cepr.llm.vlm import SHIPPED_VLMS
+
+    for name, (_, kind) in SHIPPED_VLMS.items():
+        p = llm_path(name) if kind == "decoder" else mmproj_path(name)
+        assert p.is_file() and p.stat().st_size > 0, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["synthetic", "real"])
+def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
+    """Every case on 2 samples: the shipped small VLM in llama.cpp at the edge (Q8_0, Q4_0), the base VLM behind
+    llama.cpp's server (sent the frame at 128x128), the planner and the reference expert, under EdgeOnly,
+    CloudOnly, Threshold and CrossEntropy; on the real set's layout too (no depth, no val index)."""
+    for m in ("llama_cpp", "sse_starlette", "gguf"):
+        pytest.importorskip(m, reason="needs the llm extra (pip install -e '.[serve,llm]')")
+    pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
+    index_dir = tiny_data / "160x120" if layout == "synthetic" else REPO / "datasets" / "Cloud-Robotics" / "640x480"
+    root = _job(tmp_path, index_dir)
+    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-vlm.yaml", "--limit", "2",
+                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=900, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = list(csv.DictReader((root / "workspace" / "cepr-vlm" / "rank" / "all_rank.csv").open()))
+    assert {r["algorithm"] for r in rows} == CASES
+    by = {r["algorithm"]: r for r in rows}
+    assert by["edge-vlm-small-q4_0"]["edgemodel-llm_model"] == "cepr-vlm-small-q4_0"
+    for edge in ("edge-vlm-small-q8_0", "edge-vlm-small-q4_0"):
+        assert float(by[edge]["edge_ratio"]) == 1.0 and 0 <= float(by[edge]["accuracy"]) <= 1
+    r = by["cloud-vlm-base"]
+    assert r["cloudmodel-server_model"] == "cepr-vlm-base-q4_0"
+    assert float(r["edge_ratio"]) == 0.0 and float(r["ttft_mean"]) > 0 and float(r["cloud_error"]) == 0, r
+    # the frame at 128x128 PNG, not the 640x480 JPEG of the reference's payload
+    assert 0 < float(r["uplink_bytes"]) < float(by["cloud-reference"]["uplink_bytes"]), r
