@@ -19,6 +19,7 @@ CASES = {"edge-planner", "edge-vlm-small-q8_0", "edge-vlm-small-q4_0", "cloud-re
 
 
 def _job(tmp_path: Path, index_dir: Path) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for d in ("testenv", "testalgorithms"):
         shutil.copytree(REPO / d, tmp_path / d)
     shutil.copy(REPO / "benchmarkingjob-vlm.yaml", tmp_path)
@@ -60,8 +61,13 @@ def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
     for m in ("llama_cpp", "sse_starlette", "gguf"):
         pytest.importorskip(m, reason="needs the llm extra (pip install -e '.[serve,llm]')")
     pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
-    index_dir = tiny_data / "160x120" if layout == "synthetic" else REPO / "datasets" / "Cloud-Robotics" / "640x480"
-    root = _job(tmp_path, index_dir)
+    if layout == "synthetic":
+        index_dir = tiny_data / "160x120"
+    else:  # the real set's layout, written by the fixture (the datasets/ folder is not in the repository)
+        from real_layout import make_real_layout
+
+        index_dir = make_real_layout(tmp_path / "real", n_test=2, resolutions=("640x480",)) / "640x480"
+    root = _job(tmp_path / "job", index_dir)
     p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-vlm.yaml", "--limit", "2",
                         "--no-progress"], cwd=root, capture_output=True, text=True, timeout=900, check=False)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -71,8 +71,13 @@ def test_one_edit_swaps_the_cloud_or_edge_model_for_every_case(tmp_path, monkeyp
             ("my-vlm", "http://127.0.0.1:8000/v1", "edge-rgb-int8")}
         hem = [(c.algorithm.name, tuple(c.modules["hard_example_mining"].hyperparameters.items())) for c in cases]
         assert len(set(hem)) == 9  # the selected rank columns (algorithm + HEM hyperparameters) stay distinct
-    # the algorithm files themselves name no edge or cloud setting
-    for f in (tmp_path / "testalgorithms" / "perception-reasoning").glob("*.yaml"):
+    # the algorithm files of these three jobs name no edge or cloud setting themselves (other jobs' files, e.g. the
+    # payload policies', set their own cloud keys on purpose)
+    used = {tmp_path / a["url"] for job in ("benchmarkingjob.yaml", "benchmarkingjob-full.yaml",
+                                            "benchmarkingjob-real.yaml")
+            for a in yaml.safe_load((tmp_path / job).read_text())["benchmarkingjob"]["test_object"]["algorithms"]}
+    assert len(used) >= 6
+    for f in sorted(used):
         mods = {m["type"]: m for m in yaml.safe_load(f.read_text())["algorithm"]["modules"]}
         for t in ("edgemodel", "cloudmodel"):
             assert [next(iter(h)) for h in mods[t]["hyperparameters"]] == ["other_hyperparameters"], f

@@ -155,6 +155,13 @@ def test_cache_is_invalidated_by_a_changed_model_or_payload(synth, tmp_path, mon
 
     dest, _ = synth
     monkeypatch.chdir(dest)
+    # in-process: the job's adapter files are imported by basename (as Ianvs does), and another test of the suite
+    # may have imported the repository's copies under the same names; this test imports its own copies
+    import sys
+
+    for name in ("cepr_edge_model", "cepr_cloud_model", "cepr_dataset_processor", "cepr_hard_example_mining",
+                 "cepr_testenv_metrics"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     settings = dest / "testalgorithms" / "perception-reasoning" / "settings"
     root = tmp_path / "cache"
 

@@ -24,21 +24,26 @@ log = logging.getLogger(__name__)
 
 
 def _algorithm(path: Path, algorithm: str | None):
-    from cepr.runner.config import load_yaml, parse_algorithm, parse_job
+    from cepr.runner.config import load_yaml, parse_algorithm
 
     doc = load_yaml(path, "job or algorithm file")
     if "benchmarkingjob" in doc:
-        job = parse_job(path)
+        # the job's algorithms only: its testenv's data set need not exist here (the frames come from elsewhere)
+        from cepr.runner.config import JobDoc, load_doc, resolve_path
+
+        b = load_doc(path, JobDoc, "benchmarking job file").benchmarkingjob
+        algorithms = [parse_algorithm(x.name, resolve_path(x.url, path, f"algorithm {x.name!r} url"))
+                      for x in b.test_object.algorithms]
         if algorithm is not None:
-            for a in job.algorithms:
+            for a in algorithms:
                 if a.name == algorithm:
                     return a
             from cepr.errors import did_you_mean
 
-            names = [a.name for a in job.algorithms]
+            names = [a.name for a in algorithms]
             raise CeprError(f"{path}: no algorithm {algorithm!r}{did_you_mean(algorithm, names)} "
                             f"(algorithms: {', '.join(names)})")
-        for a in job.algorithms:
+        for a in algorithms:
             hem = next((m for m in a.modules if m[0] == "hard_example_mining"), None)
             if hem is not None and hem[1] != "EdgeOnly" and any(m[0] == "cloudmodel" for m in a.modules):
                 return a
