@@ -330,3 +330,58 @@ def test_queue_mode_through_a_real_redis_server(tmp_path):
             assert c["mode"] == "queue" and c["accepted"] == 1 and c["answered"] == 1 and c["in_flight"] == 0, c
         finally:
             svc.stop()
+
+
+def test_http_mjpeg_stream_source(tmp_path):
+    """An IP camera's HTTP MJPEG stream (multipart/x-mixed-replace, the common form), served continuously on loopback
+    by a plain HTTP server: OpenCV reads it as a source, its frames are perceived, none is bad, and every captured
+    frame is perceived or counted dropped (one may sit in the slot when the service stops)."""
+    import http.server
+    import socketserver
+    import threading
+    import time
+
+    from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
+
+    write_frames(tmp_path / "cam", 12)
+    jpegs = [p.read_bytes() for p in sorted((tmp_path / "cam").iterdir())]
+    done = threading.Event()
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                k = 0
+                while not done.is_set():
+                    j = jpegs[k % len(jpegs)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(j)
+                                     + j + b"\r\n")
+                    self.wfile.flush()
+                    k += 1
+                    time.sleep(0.04)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    svc = EdgeService(EdgeServiceConfig(sources=[f"ipcam={url}"], fps=25, cloud="none")).start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and svc.stats()["sources"]["ipcam"]["perceived"] < 10:
+            time.sleep(0.1)
+    finally:
+        svc.stop()
+        done.set()
+        server.shutdown()
+    s = svc.stats()["sources"]["ipcam"]
+    assert s["perceived"] >= 10 and s["bad"] == 0, s
+    assert s["perceived"] + s["dropped"] <= s["captured"] <= s["perceived"] + s["dropped"] + 1, s
+    ids = [a["frame_id"] for a in svc.answers("ipcam")]
+    assert ids == sorted(set(ids)) and len(ids) == s["perceived"]
