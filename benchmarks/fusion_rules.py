@@ -70,6 +70,26 @@ def make_job(dest: Path, index: Path, threshold: float, cloud_values: dict, metr
     cloud_path.write_text(yaml.safe_dump(cloud))
 
 
+def run_job(work: Path, limit: int | None) -> int:
+    """`cepr run` on the job ``make_job`` wrote in ``work``: 0, or its exit code when it failed (3, degraded, is
+    kept: the records still hold every sample)."""
+    cmd = [sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml"]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    proc = subprocess.run(cmd, cwd=work, check=False)
+    if proc.returncode not in (0, 3):
+        print(f"cepr run failed (exit {proc.returncode}); the job is in {work}", file=sys.stderr)
+        return proc.returncode
+    return 0
+
+
+def finished_cases(work: Path):
+    """(record, per-sample records) of every case the job in ``work`` ran, in path order."""
+    for rec_path in sorted((work / "workspace").rglob("record.json")):
+        rec = json.loads(rec_path.read_text())
+        yield rec, [json.loads(x) for x in (rec_path.parent / "samples.jsonl").read_text().splitlines()]
+
+
 def _hazard(task: str, answer) -> bool:
     return answer == "yes" if task == "path_hazard" else answer is not None and answer != "go"
 
@@ -95,17 +115,11 @@ def main(argv=None) -> int:
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="cepr-fusion-"))
     work.mkdir(parents=True, exist_ok=True)
     make_job(work, index, a.threshold, {"fusion": rules})
-    cmd = [sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml"]
-    if a.limit:
-        cmd += ["--limit", str(a.limit)]
-    proc = subprocess.run(cmd, cwd=work, check=False)
-    if proc.returncode not in (0, 3):
-        print(f"cepr run failed (exit {proc.returncode}); the job is in {work}", file=sys.stderr)
-        return proc.returncode
+    rc = run_job(work, a.limit)
+    if rc:
+        return rc
     rows = []
-    for rec_path in sorted((work / "workspace").rglob("record.json")):
-        rec = json.loads(rec_path.read_text())
-        samples = [json.loads(x) for x in (rec_path.parent / "samples.jsonl").read_text().splitlines()]
+    for rec, samples in finished_cases(work):
         rule = next((s["cloud"]["fusion"] for s in samples if s.get("cloud")), "?")
         right = sum(bool(s.get("correct")) for s in samples)
         haz = [s for s in samples if s["task"] in ("path_hazard", "action") and _hazard(s["task"], s.get("truth"))]

@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fusion_rules import make_job
+from fusion_rules import finished_cases, make_job, run_job
 
 POLICIES = ("fixed", "AdaptivePayload", "PrivacyAware", ["AdaptivePayload", "PrivacyAware"])
 METRICS = ("accuracy", "n", "safety_recall", "edge_ratio", "uplink_bytes", "bandwidth_saving",
@@ -75,17 +74,11 @@ def main(argv=None) -> int:
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="cepr-payload-"))
     work.mkdir(parents=True, exist_ok=True)
     make_job(work, index, a.threshold, {"payload_policy": list(POLICIES)}, metrics=METRICS, name="payload-policies")
-    cmd = [sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob.yaml"]
-    if a.limit:
-        cmd += ["--limit", str(a.limit)]
-    proc = subprocess.run(cmd, cwd=work, check=False)
-    if proc.returncode not in (0, 3):
-        print(f"cepr run failed (exit {proc.returncode}); the job is in {work}", file=sys.stderr)
-        return proc.returncode
+    rc = run_job(work, a.limit)
+    if rc:
+        return rc
     rows = []
-    for rec_path in sorted((work / "workspace").rglob("record.json")):
-        rec = json.loads(rec_path.read_text())
-        samples = [json.loads(x) for x in (rec_path.parent / "samples.jsonl").read_text().splitlines()]
+    for rec, samples in finished_cases(work):
         sent = [s["cloud"] for s in samples if s.get("cloud")]
         policy = sent[0]["payload_policy"] if sent else None
         name = "fixed" if not policy else " + ".join(p["name"] for p in policy)
