@@ -82,21 +82,9 @@ def _truth_pair(rec, i: int) -> tuple[Mapping, bool]:
 
 def _fit(X: np.ndarray, y: np.ndarray, l2: float, iters: int = 100) -> np.ndarray:
     """Weights [bias, w...] of an L2-regularised (bias excluded) logistic regression, Newton's method."""
-    Xb = np.hstack([np.ones((len(X), 1)), X])
-    rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
-    w = np.zeros(Xb.shape[1])
-    w[0] = math.log(rate / (1 - rate))
-    reg = l2 * np.eye(Xb.shape[1])
-    reg[0, 0] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(Xb @ w, -30, 30)))
-        grad = Xb.T @ (p - y) + reg @ w
-        hess = (Xb * (p * (1 - p))[:, None]).T @ Xb + reg + 1e-9 * np.eye(Xb.shape[1])
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-9:
-            break
-    return w
+    from cepr.metrics.calibration import fit_logistic
+
+    return fit_logistic(np.hstack([np.ones((len(X), 1)), X]), y, l2, iters, tol=1e-9)
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:

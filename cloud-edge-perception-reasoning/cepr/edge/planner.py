@@ -126,17 +126,8 @@ def fit_calibration(records: list[tuple[str, dict, bool]], l2: float = 1e-2, ite
         if len(rows) < 20 or y.min() == y.max():
             coefs[t] = [math.log(acc / (1 - acc))] + [0.0] * len(FEATURES)
             continue
-        w = np.zeros(X.shape[1])
-        w[0] = math.log(acc / (1 - acc))
-        reg = l2 * np.eye(X.shape[1])
-        reg[0, 0] = 0.0
-        for _ in range(iters):
-            pr = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -30, 30)))
-            grad = X.T @ (pr - y) + reg @ w
-            hess = (X * (pr * (1 - pr))[:, None]).T @ X + reg + 1e-9 * np.eye(X.shape[1])
-            step = np.linalg.solve(hess, grad)
-            w -= step
-            if np.abs(step).max() < 1e-8:
-                break
+        from cepr.metrics.calibration import fit_logistic
+
+        w = fit_logistic(X, y, l2, iters, tol=1e-8)
         coefs[t] = [round(float(v), 6) for v in w]
     return coefs
