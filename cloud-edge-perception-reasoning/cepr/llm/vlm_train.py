@@ -246,8 +246,8 @@ def batch(proc, image, answers: dict[str, str], tasks=None, answer_weight: float
             start = int((enc["labels"][i] != -100).nonzero()[0])
             k = len(proc.tokenizer(answer_prefix(answers[t]), add_special_tokens=False)["input_ids"])
             weights[i, start:start + k] = float(answer_weight)
-        enc["weights"] = weights * (enc["labels"] != -100)
-        assert torch.all(weights[enc["labels"] == -100] == 0)
+        assert torch.all(weights[enc["labels"] == -100] == 0)  # the answer lies inside the target
+        enc["weights"] = weights
     return enc
 
 
@@ -266,7 +266,7 @@ def _labelled(proc, image, prompts, full):
 
 def target_loss(model, enc):
     """Mean cross-entropy over the target tokens; weighted by ``enc["weights"]`` when the batch has them."""
-    weights = enc.pop("weights", None) if "weights" in enc else None
+    weights = enc.pop("weights", None)
     if weights is None:
         return model(**enc).loss
     import torch
