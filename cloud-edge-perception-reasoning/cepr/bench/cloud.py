@@ -30,6 +30,11 @@ import numpy as np
 from cepr.bench.machine import machine_info
 
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
+# what the requests carry: the default job's payload, or the scene summary alone (a text-only model)
+PAYLOADS = {"summary+image": {"mode": "summary+image", "resolution": "640x480", "codec": "jpeg", "quality": 85},
+            "summary": {"mode": "summary"}}
+PAYLOAD_TEXT = {"summary+image": "summary + 640x480 JPEG q85 (the default job's)",
+                "summary": "scene summary only, no image"}
 
 
 def _jiffies(pids=()) -> tuple[int, int] | None:
@@ -76,10 +81,11 @@ def wait_for_idle(min_idle: float, max_wait_s: float = 60.0, window_s: float = 1
 
 
 def build_bodies(data: str, split: str = "test", frames: int = 16, payload=None, edge_model: str = "edge-int8",
-                 max_tokens: int = 128) -> list[bytes]:
+                 max_tokens: int = 128, model: str | None = None) -> list[bytes]:
     """Chat-completion request bodies (JSON bytes, not streamed), one per frame, as the default job sends them:
     question (tasks in turn), camera, the edge's scene summary and the image by ``payload`` (default: summary and
-    a 640x480 JPEG, quality 85)."""
+    a 640x480 JPEG, quality 85). ``model``: the name the bodies carry (default: the reference expert's); a vLLM
+    server refuses any name but the one it serves."""
     import itertools
 
     from cepr.cloud.base import CloudRequest
@@ -92,7 +98,8 @@ def build_bodies(data: str, split: str = "test", frames: int = 16, payload=None,
     from cepr.edge.pipeline import EdgePipeline
 
     payload = payload or PayloadConfig(mode="summary+image", resolution="640x480", codec="jpeg", quality=85)
-    cfg = OpenAIBackendConfig(model=EXPERT_MODEL_NAME, payload=payload, max_tokens=max_tokens, stream=False)
+    cfg = OpenAIBackendConfig(model=model or EXPERT_MODEL_NAME, payload=payload, max_tokens=max_tokens,
+                              stream=False)
     ds = CloudRoboticsDataset(find_index(data, split=split))
     pipe = EdgePipeline(model_path(edge_model)) if payload.sends_summary else None
     bodies = []
@@ -224,17 +231,24 @@ def _summarise(concurrency: int, runs: list[dict]) -> dict:
 def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotics-synth-bench", split: str = "test",
                 frames: int = 16, requests: int = 32, concurrency=DEFAULT_CONCURRENCY, repeat: int = 1,
                 model: str = "cloud", threads: int = 1, sessions: int | None = None, warmup: int | None = None,
-                timeout_s: float = 120.0, progress: bool = True, server_args=(), wait_idle: float | None = None
-                ) -> dict:
+                timeout_s: float = 120.0, progress: bool = True, server_args=(), wait_idle: float | None = None,
+                request_model: str | None = None, payload: str = "summary+image", max_tokens: int = 128) -> dict:
     """Run the sweep against ``base_url`` or, when None, against a ``cepr serve cloud`` started here on a free
     loopback port (``model``, ``threads``, ``sessions``) and stopped afterwards. ``wait_idle`` (0..1): before
-    each run, wait (up to a minute) until the machine's CPUs were that idle for a second (a shared machine)."""
+    each run, wait (up to a minute) until the machine's CPUs were that idle for a second (a shared machine).
+    ``request_model``: the model name in the requests (what ``base_url`` serves, e.g. a vLLM server's; default:
+    the reference expert's); ``payload``: ``summary+image`` (the default job's: the summary and a 640x480 JPEG)
+    or ``summary`` (text only, for a model without image input); ``max_tokens``: per reply."""
+    from cepr.cloud.payload import PayloadConfig
     concurrency = [int(c) for c in concurrency]
     if not concurrency or min(concurrency) < 1 or requests < 1 or repeat < 1:
         raise ValueError("concurrency levels, requests and repeat must be >= 1")
     say = print if progress else (lambda *a, **k: None)
     say(f"building {frames} request bodies from {data} ({split}) ...", flush=True)
-    bodies = build_bodies(data, split, frames)
+    if payload not in PAYLOADS:
+        raise ValueError(f"payload must be one of {sorted(PAYLOADS)}, got {payload!r}")
+    bodies = build_bodies(data, split, frames, PayloadConfig(**PAYLOADS[payload]), max_tokens=max_tokens,
+                          model=request_model)
     server = None
     if base_url is None:
         from cepr.cloud.autoserve import ReferenceServer
@@ -278,7 +292,8 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
         "threads": threads if server else None, "sessions": sessions if server else None, "server": health,
         "data": str(data), "split": split, "frames": len(bodies),
         "body_bytes_median": int(np.median([len(b) for b in bodies])),
-        "payload": "summary + 640x480 JPEG q85 (the default job's)", "requests": requests, "repeat": repeat,
+        "payload": PAYLOAD_TEXT[payload], "request_model": request_model, "max_tokens": max_tokens,
+        "requests": requests, "repeat": repeat,
         "warmup": warm, "machine": {**info, "loadavg_after": info_after["loadavg"]},
         "wait_idle": wait_idle, "idle_before_runs": [round(i, 2) for i, _ in waits],
         "waited_s": round(sum(w for _, w in waits), 1),
@@ -308,7 +323,7 @@ def format_bench_cloud(r: dict) -> str:
         who += f" (server reports {srv['sessions']} session(s) x {srv.get('threads')} thread(s))"
     lines = [
         f"cloud server throughput vs concurrency: {who}",
-        (f"{r['frames']} request bodies (summary + 640x480 JPEG, median {r['body_bytes_median']:,} B), "
+        (f"{r['frames']} request bodies ({r['payload']}, median {r['body_bytes_median']:,} B), "
          f"{r['requests']} requests per level, {r['repeat']} repeat(s)"),
         f"machine: {m['cpu']}, {m['cores']} cores, load {m['loadavg']} -> {m['loadavg_after']}, {m['date']}",
         "",

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
+
+
+class _DefaultsRawFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Option defaults in the help, description and examples as written."""
 
 
 def add_parser(sub) -> None:
@@ -34,11 +39,17 @@ def add_parser(sub) -> None:
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_edge)
     c = bsub.add_parser("cloud", help="cloud server: throughput and latency against request concurrency",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                        description="Send the default job's cloud requests (question, camera, scene summary and a "
-                                    "640x480 JPEG) to the reference cloud server from several threads at once and "
-                                    "print requests/s and p50/p95 latency per concurrency level. Without --base-url "
-                                    "it starts `cepr serve cloud` on a free loopback port and stops it afterwards.")
+                        formatter_class=_DefaultsRawFormatter,
+                        description=textwrap.fill(
+                            "Send the default job's cloud requests (question, camera, scene summary and a 640x480 "
+                            "JPEG) to the reference cloud server, or any OpenAI-compatible endpoint, from several "
+                            "threads at once and print requests/s and p50/p95 latency per concurrency level. "
+                            "Without --base-url it starts `cepr serve cloud` on a free loopback port and stops it "
+                            "afterwards. docs/backends.md (vLLM past one GPU)", 79),
+                        epilog="examples:\n"
+                               "  cepr bench cloud --concurrency 1,2,4,8 --repeat 3\n"
+                               "  cepr bench cloud --base-url http://127.0.0.1:8000/v1 --request-model MODEL "
+                               "--payload summary --concurrency 1,4,16,64 --json sweep.json\n")
     c.add_argument("--base-url", default=None, help="an OpenAI-compatible server already running "
                                                      "(e.g. http://127.0.0.1:8000/v1); default: start one")
     c.add_argument("--data", default="datasets/cloud-robotics-synth-bench")
@@ -54,6 +65,13 @@ def add_parser(sub) -> None:
     c.add_argument("--sessions", type=int, default=None,
                    help="started server: model sessions answering at once (default: the server's)")
     c.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    c.add_argument("--request-model", default=None, metavar="NAME",
+                   help="with --base-url: the model name the requests carry, the one that server serves (a vLLM "
+                        "server refuses others; e.g. its --served-model-name); default: the reference expert's")
+    c.add_argument("--payload", default="summary+image", choices=["summary+image", "summary"],
+                   help="summary+image: the default job's (scene summary and a 640x480 JPEG); summary: text only, "
+                        "for a model without image input")
+    c.add_argument("--max-tokens", type=int, default=128, help="max_tokens of each request")
     c.add_argument("--wait-idle", type=float, default=None, metavar="SHARE",
                    help="on a shared machine: before each run wait (up to a minute) until the CPUs were this idle "
                         "(0..1) for a second")
@@ -142,7 +160,8 @@ def cmd_cloud(a) -> int:
     if a.base_url and a.sessions is not None:
         print("note: --sessions applies to a server started here; it is ignored with --base-url")
     r = bench_cloud(a.base_url, a.data, a.split, a.frames, a.requests, levels, a.repeat, a.model, a.threads,
-                    a.sessions, a.warmup, a.timeout, progress=not a.no_progress, wait_idle=a.wait_idle)
+                    a.sessions, a.warmup, a.timeout, progress=not a.no_progress, wait_idle=a.wait_idle,
+                    request_model=a.request_model, payload=a.payload, max_tokens=a.max_tokens)
     print(format_bench_cloud(r))
     if a.json_out:
         write_json(r, a.json_out)
