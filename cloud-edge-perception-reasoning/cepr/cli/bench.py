@@ -84,8 +84,9 @@ def add_parser(sub) -> None:
         description="Replay a sequence (its mp4 video, or its frames in index order) as the robot's camera into "
                     "the edge service in-process, at --fps for --seconds, and report end-to-end latency "
                     "p50/p95/p99, answer accuracy per window against the ground truth, drop rate, queue depth "
-                    "over time, cloud share and bytes, with the counts of accepted, answered, dropped, shed and "
-                    "dead-lettered requests. Writes stream.json, CSV time series and stream.png (picked up by "
+                    "over time, cloud share and bytes, with the counts of accepted, answered, dropped, shed, "
+                    "dead-lettered and expired requests and of cloud answers after the deadline; exit 1 when a "
+                    "ledger does not add up. Writes stream.json, CSV time series and stream.png (picked up by "
                     "`cepr report` when under the job's workspace). docs/stream-bench.md",
         epilog="examples:\n"
                "  cepr datasets synth --sequence --out datasets/walk0 --frames 200 --fps 10 --seed 0\n"
