@@ -39,7 +39,8 @@ def _csv(path: Path) -> list[dict]:
 def _ledgers_add_up(r: dict) -> None:
     fr, cl, an = r["frames"], r["cloud"], r["answers"]
     assert fr["captured"] == fr["perceived"] + fr["dropped"] + fr["bad"] + fr["unprocessed_at_end"]
-    assert cl["accepted"] == cl["answered"] + cl["failed"] + cl["shed"] + cl["dead_lettered"] + cl["in_flight_at_end"]
+    assert cl["accepted"] == (cl["answered"] + cl["failed"] + cl["shed"] + cl["dead_lettered"] + cl["expired"]
+                              + cl["in_flight_at_end"])
     assert an["answers"] == an["edge_only"] + an["sent_to_cloud"] == sum(an["by_cloud_status"].values())
     assert r["counts_add_up"] is True
 
@@ -92,7 +93,11 @@ def test_cloud_down_the_edge_keeps_answering(walk, tmp_path):
     assert r["answers"]["by_cloud_status"].get("answered", 0) >= 1  # before and after the window it upgrades
 
 
-def test_queue_cloud_down_requests_wait_in_redis_and_are_answered(walk, tmp_path):
+def test_queue_cloud_down_requests_wait_in_redis_then_expire_or_are_answered(walk, tmp_path):
+    """Queue mode, the workers stopped from 0.4 s to 2.4 s, deadline 1 s: requests pile up in Redis; those whose
+    deadline passed while the workers were away are dropped unanswered when they come back (expired, in the
+    ledger); the later ones are answered."""
+    from cepr.bench.stream import format_result
     from cepr.stream.redis_server import redis_binary
 
     try:
@@ -100,15 +105,20 @@ def test_queue_cloud_down_requests_wait_in_redis_and_are_answered(walk, tmp_path
     except CeprError as e:
         pytest.skip(f"no redis-server binary: {e}")
     cfg = StreamBenchConfig(sequence=str(walk), fps=FPS, seconds=4, replay="frames", algorithm="cloud-only",
-                            cloud="queue", cloud_down=(0.5, 2.0), deadline_s=6.0, tasks=["path_hazard"])
+                            cloud="queue", cloud_down=(0.4, 2.0), deadline_s=1.0, tasks=["path_hazard"])
     r = run_stream_bench(cfg, tmp_path / "q", progress=False)
     _ledgers_add_up(r)
     cl = r["cloud"]
     assert cl["accepted"] >= 5 and cl["in_flight_at_end"] >= 0
     maxq = max(s["cloud_queue"] or 0 for s in r["timeseries"] if s["cloud_down"])
     assert maxq >= 2, "requests should pile up in the stream while the workers are stopped"
-    late_or_up = [x for x in r["per_answer"] if 0.5 <= x["frame_id"] / FPS < 2.5 and x["hard"]]
-    assert late_or_up and any(x["cloud_status"] in ("answered", "late") for x in late_or_up)
+    early = [x for x in r["per_answer"] if 0.4 <= x["frame_id"] / FPS < 1.2 and x["hard"]]
+    assert early and all(x["cloud_status"] in ("expired", "shed") for x in early), early
+    assert cl["expired"] >= 2 and r["edge_deadline"]["expired"] == r["answers"]["by_cloud_status"]["expired"]
+    after = [x for x in r["per_answer"] if x["frame_id"] / FPS >= 2.6 and x["hard"]]
+    assert any(x["cloud_status"] in ("answered", "late") for x in after), after
+    text = format_result(r)
+    assert f"expired {cl['expired']} + in flight" in text and "adds up" in text and "late" in text
 
 
 def test_real_layout_frames_replay(tmp_path):

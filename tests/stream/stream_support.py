@@ -75,7 +75,7 @@ def wait_until(cond, timeout_s: float, what: str, poll_s: float = 0.02):
 
 
 def assert_counts_add_up(c: dict) -> None:
-    assert c["accepted"] == c["answered"] + c["shed"] + c["dead_lettered"] + c["in_flight"], c
+    assert c["accepted"] == c["answered"] + c["shed"] + c["dead_lettered"] + c["expired"] + c["in_flight"], c
     assert c["in_flight"] == c["backlog"], c
 
 

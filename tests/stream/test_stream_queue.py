@@ -129,7 +129,7 @@ def test_cli_status(redis_srv, capsys):
     c = json.loads(capsys.readouterr().out)["counts"]
     assert c["accepted"] == 1 and c["in_flight"] == 1
     assert main(["stream", "status", "--redis", redis_srv.url]) == 0
-    assert "accepted = answered + shed + dead_lettered + in_flight: yes" in capsys.readouterr().out
+    assert "accepted = answered + shed + dead_lettered + expired + in_flight: yes" in capsys.readouterr().out
 
 
 def test_worker_survives_the_stream_being_deleted(redis_srv, expert_backend):

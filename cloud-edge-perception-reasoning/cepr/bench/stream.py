@@ -18,8 +18,10 @@ fails at once like a refused connection; queue: the cloud workers are stopped, r
 workers under the same names take their pending messages back when the window ends); ``link=PRESET`` sends the
 cloud traffic over a degraded link model (``cepr.link.network`` presets, waited out). Counts add up: frames
 ``captured = perceived + dropped + bad + unprocessed``, cloud ``accepted = answered + failed + shed +
-dead_lettered + in_flight`` (in flight when the replay ended, reported), and every hard answer ends in one
-cloud status.
+dead_lettered + expired + in_flight`` (expired: dropped unanswered by the cloud side, having waited past the
+deadline; in flight when the replay ended, reported), and every hard answer ends in one cloud status. The edge's
+deadline counts are reported too: cloud answers that came after the deadline (``late``: the edge answer stood),
+requests still pending past it at the end, and the expired ones.
 """
 
 from __future__ import annotations
@@ -365,7 +367,7 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
         from tqdm import tqdm
         bar = tqdm(total=n, unit="frame", desc=f"replay {cfg.fps:g} fps")
     t0 = time.time()  # at or before the source's own clock: frame i is read at t0 + i / fps or a little later
-    svc._attach(src)  # the service's own source path: pacing, newest-wins slot, drop counters
+    svc.add_source(src)  # the service's own source path: pacing, newest-wins slot, drop counters
     timers = []
     if cfg.cloud_down is not None:  # on time, not at the sampling period
         a, b = cfg.cloud_down
@@ -472,9 +474,12 @@ def _analyse(cfg, n, truth, rows, series, sstats, cloud_counts, meter, replay_en
     in_flight = int(c.get("in_flight", c.get("depth", 0)))
     cloud_ledger = {"accepted": int(c.get("accepted", 0)), "answered": int(c.get("answered", 0)), "failed": failed,
                     "shed": int(c.get("shed", 0)), "dead_lettered": int(c.get("dead_lettered", 0)),
-                    "in_flight_at_end": in_flight}
+                    "expired": int(c.get("expired", 0)), "in_flight_at_end": in_flight}
     cloud_ledger["adds_up"] = cloud_ledger["accepted"] == (cloud_ledger["answered"] + failed + cloud_ledger["shed"]
-                                                          + cloud_ledger["dead_lettered"] + in_flight)
+                                                          + cloud_ledger["dead_lettered"] + cloud_ledger["expired"]
+                                                          + in_flight)
+    edge_deadline = {"late": int(sstats.get("cloud_late", 0)), "expired": int(sstats.get("cloud_expired", 0)),
+                     "pending_past_deadline_at_end": int(sstats.get("cloud_pending_past_deadline", 0))}
     hard = sum(r["hard"] for r in answers)
     answer_ledger = {"answers": len(answers), "edge_only": len(answers) - hard, "sent_to_cloud": hard,
                      "by_cloud_status": dict(sorted(status.items()))}
@@ -498,7 +503,7 @@ def _analyse(cfg, n, truth, rows, series, sstats, cloud_counts, meter, replay_en
                   "summary_per_frame": round(summary_sum / perceived, 1) if perceived else None,
                   "cloud_up": meter.bytes_up if meter else 0, "cloud_down": meter.bytes_down if meter else 0,
                   "cloud_calls": meter.calls if meter else 0, "cloud_refused_by_fault": meter.refused if meter else 0},
-        "frames": frames_ledger, "cloud": cloud_ledger, "answers": answer_ledger,
+        "frames": frames_ledger, "cloud": cloud_ledger, "answers": answer_ledger, "edge_deadline": edge_deadline,
         "counts_add_up": bool(frames_ledger["adds_up"] and cloud_ledger["adds_up"] and answer_ledger["adds_up"]),
         "windows": windows, "timeseries": series, "per_answer": answers,
     }
@@ -581,6 +586,7 @@ def format_result(r: dict) -> str:
     L = r["latency_ms"]
     e2e, edge = L["end_to_end"], L["edge"]
     fr, cl, an = r["frames"], r["cloud"], r["answers"]
+    dl = r.get("edge_deadline", {})
     lines = [
         f"replayed {r['frames_replayed']} frames in {r['replay_s']:.1f} s ({r['config']['fps']:g} fps, cloud "
         f"{r['config']['cloud']}" + (f", link {r['config']['link']}" if r["config"]["link"] else "")
@@ -595,8 +601,11 @@ def format_result(r: dict) -> str:
         (f"frames: captured {fr['captured']} = perceived {fr['perceived']} + dropped {fr['dropped']} + bad "
         f"{fr['bad']} + unprocessed {fr['unprocessed_at_end']}"),
         (f"cloud: accepted {cl['accepted']} = answered {cl['answered']} + failed {cl['failed']} + shed {cl['shed']} "
-        f"+ dead-lettered {cl['dead_lettered']} + in flight {cl['in_flight_at_end']}  "
-        f"({'adds up' if cl['adds_up'] else 'DOES NOT ADD UP'})"),
+        f"+ dead-lettered {cl['dead_lettered']} + expired {cl.get('expired', 0)} + in flight "
+        f"{cl['in_flight_at_end']}  ({'adds up' if cl['adds_up'] else 'DOES NOT ADD UP'})"),
+        (f"deadline ({r['config']['deadline_s']:g} s): cloud answers after it (late, edge answer kept) "
+         f"{dl.get('late', 0)}, expired unanswered {dl.get('expired', 0)}, still pending past it at the end "
+         f"{dl.get('pending_past_deadline_at_end', 0)}"),
         f"answers: {an['answers']} = edge only {an['edge_only']} + sent {an['sent_to_cloud']}; cloud status "
         + ", ".join(f"{k} {v}" for k, v in an["by_cloud_status"].items()),
         "accuracy per window (live): " + " ".join(
@@ -619,7 +628,8 @@ def find_stream_results(job_dir: str | Path) -> list[Path]:
 def report_rows(paths: list[Path]) -> tuple[list[str], list[list[str]]]:
     """One leaderboard-like row per stream result (header, rows) for the report's table."""
     header = ["run", "fps", "s", "cloud", "faults", "p50 ms", "p95 ms", "p99 ms", "accuracy", "live acc.",
-              "drop rate", "cloud share", "accepted = answered + failed + shed + dead + in flight"]
+              "drop rate", "cloud share", "accepted = answered + failed + shed + dead + expired + in flight",
+              "late (after deadline)"]
     rows = []
     for p in paths:
         r = json.loads(p.read_text())
@@ -631,5 +641,7 @@ def report_rows(paths: list[Path]) -> tuple[list[str], list[list[str]]]:
                      str(L["p95"]), str(L["p99"]), str(r["accuracy"]), str(r["live_accuracy"]), str(r["drop_rate"]),
                      str(r["cloud_share"]),
                      f"{cl['accepted']} = {cl['answered']} + {cl['failed']} + {cl['shed']} + {cl['dead_lettered']} + "
-                     f"{cl['in_flight_at_end']}" + ("" if cl["adds_up"] else " (does not add up)")])
+                     f"{cl.get('expired', 0)} + {cl['in_flight_at_end']}" + ("" if cl["adds_up"] else
+                                                                             " (does not add up)"),
+                     str(r.get("edge_deadline", {}).get("late", "-"))])
     return header, rows

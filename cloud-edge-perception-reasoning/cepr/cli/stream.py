@@ -164,8 +164,8 @@ def cmd_status(a) -> int:
     print(f"{cfg.stream} (group {cfg.group}) at {q.url}")
     for k, v in c.items():
         print(f"  {k:14s} {v}")
-    ok = c["accepted"] == c["answered"] + c["shed"] + c["dead_lettered"] + c["in_flight"]
-    print(f"  accepted = answered + shed + dead_lettered + in_flight: {'yes' if ok else 'NO'}")
+    ok = c["accepted"] == c["answered"] + c["shed"] + c["dead_lettered"] + c["expired"] + c["in_flight"]
+    print(f"  accepted = answered + shed + dead_lettered + expired + in_flight: {'yes' if ok else 'NO'}")
     for d in q.dead_letters(a.show_dead) if a.show_dead else []:
         print(f"  dead {d.get('id')}: {d.get('reason')} (attempts {d.get('attempts')}, worker {d.get('worker')})")
     return 0

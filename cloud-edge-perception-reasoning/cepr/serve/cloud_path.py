@@ -6,7 +6,9 @@
 * :class:`QueueCloud`: Redis Streams (``cepr.stream.CloudQueue``): hard samples go on a stream in their binary
   form (msgpack summary, RLE mask), cloud workers elsewhere answer on a results stream.
 
-Both call ``on_result(CloudAnswer)`` once per accepted request: answered, failed, or shed.
+Both call ``on_result(CloudAnswer)`` once per accepted request: answered, failed, shed, dead-lettered (queue) or
+expired (the request waited past its deadline and was dropped without calling the cloud: its answer could no
+longer upgrade the edge's).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ class CloudJob:
     camera: dict
     rgb: np.ndarray | None
     submitted_at: float = field(default_factory=time.time)
+    deadline_at: float | None = None  # absolute (time.time()): past it, the answer is of no use to the edge
 
 
 @dataclass
 class CloudAnswer:
     request_id: str
-    status: str  # ok | error | shed
+    status: str  # ok | error | shed | dead_lettered | expired
     answer: str | None = None
     confidence: float | None = None
     reason: str = ""
@@ -62,7 +65,7 @@ class CloudPath:
         return 0
 
     def counters(self) -> dict:
-        return {"accepted": 0, "answered": 0, "failed": 0, "shed": 0, "dead_lettered": 0}
+        return {"accepted": 0, "answered": 0, "failed": 0, "shed": 0, "dead_lettered": 0, "expired": 0}
 
     def describe(self) -> dict:
         return {"mode": self.name}
@@ -73,7 +76,8 @@ class CloudPath:
 
 class DirectCloud(CloudPath):
     """The cloud module of the job YAML, called in this process by ``workers`` threads; at most ``max_pending``
-    requests wait, and a new one beyond that sheds the oldest waiting one."""
+    requests wait, and a new one beyond that sheds the oldest waiting one. A worker that takes a request already
+    past its ``deadline_at`` drops it without calling the cloud (``expired``)."""
 
     name = "direct"
 
@@ -88,7 +92,7 @@ class DirectCloud(CloudPath):
         self._stop = False
         self._threads: list[threading.Thread] = []
         self._busy = 0
-        self._c = {"accepted": 0, "answered": 0, "failed": 0, "shed": 0, "dead_lettered": 0}
+        self._c = {"accepted": 0, "answered": 0, "failed": 0, "shed": 0, "dead_lettered": 0, "expired": 0}
 
     def start(self, on_result) -> None:
         self.on_result = on_result
@@ -135,7 +139,16 @@ class DirectCloud(CloudPath):
                 if self._stop:
                     return
                 job = self._q.popleft()
-                self._busy += 1
+                if job.deadline_at is not None and time.time() > job.deadline_at:
+                    self._c["expired"] += 1
+                    expired = job
+                else:
+                    expired = None
+                    self._busy += 1
+            if expired is not None:
+                self.on_result(CloudAnswer(job.request_id, "expired", reason="expired: waited past its deadline; "
+                                                                              "the cloud was not called"))
+                continue
             try:
                 ans = self._call(job)
             except Exception as e:  # a backend bug must not kill the worker
@@ -235,7 +248,8 @@ class QueueCloud(CloudPath):
             image = encode_image(job.rgb, self.payload or PayloadConfig()).data
         meta = {"source": job.source, "frame_id": job.frame_id, "camera": job.camera,
                 "submitted_at": job.submitted_at}
-        self.queue.submit(job.request_id, job.summary.to_bytes(), job.task, meta, image=image)
+        self.queue.submit(job.request_id, job.summary.to_bytes(), job.task, meta, image=image,
+                          deadline=job.deadline_at)
         return True
 
     def depth(self) -> int:
@@ -251,14 +265,17 @@ class QueueCloud(CloudPath):
         except Exception as e:  # Redis down: said on /health, the service goes on
             log.debug("queue counters not read", exc_info=True)
             return {"error": f"{type(e).__name__}: {e}"}
-        return {k: c.get(k, 0) for k in ("accepted", "answered", "shed", "dead_lettered", "retried", "in_flight",
-                                         "late")}
+        # late: a second answer to a request already settled (Redis' count); the edge's own count of answers
+        # that came after the deadline is per source (EdgeService.stats)
+        return {k: c.get(k, 0) for k in ("accepted", "answered", "shed", "dead_lettered", "expired", "retried",
+                                         "in_flight", "late")}
 
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
                 for r in self.queue.results(block_ms=200):
-                    status = {"ok": "ok", "shed": "shed", "dead": "dead_lettered"}.get(r.status, "error")
+                    status = {"ok": "ok", "shed": "shed", "dead": "dead_lettered",
+                              "expired": "expired"}.get(r.status, "error")
                     self.on_result(CloudAnswer(r.request_id, status, r.answer, r.confidence, r.reason or "",
                                                r.latency_ms))
             except Exception:

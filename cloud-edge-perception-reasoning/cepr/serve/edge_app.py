@@ -134,9 +134,7 @@ def create_app(service: EdgeService):
 
     @app.get("/metrics")
     def metrics():
-        service.metrics.cloud_queue.set(service.cloud.depth() if service.cloud else 0)
-        for name, st in list(service._sources.items()):
-            service.metrics.queue.labels(name).set(st.src.slot.depth() if st.src else 0)
+        service.refresh_gauges()
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)

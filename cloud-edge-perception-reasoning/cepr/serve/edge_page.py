@@ -33,11 +33,12 @@ function card(name){
 async function tick(){
   try{
     const r = await fetch('/v1/state?recent=15', {cache:'no-store'}); const s = await r.json();
-    const d = s.deployment, c = s.cloud || {};
+    const d = s.deployment, c = s.cloud || {}, dl = s.edge_deadline || {};
     document.getElementById('sub').textContent = 'algorithm '+d.algorithm+' ('+d.policy+' '+JSON.stringify(
       d.policy_hyperparameters)+') | cloud: '+c.mode+' | tasks: '+s.tasks.join(', ')+' | deadline '+s.deadline_s+
       ' s | up '+s.uptime_s.toFixed(0)+' s | cloud accepted '+(c.accepted||0)+', answered '+(c.answered||0)+
-      ', shed '+(c.shed||0)+', queue '+(c.depth||0);
+      ', shed '+(c.shed||0)+', expired '+(c.expired||0)+', queue '+(c.depth||0)+' | after the deadline: late '+
+      (dl.late||0)+', pending '+(dl.pending_past_deadline||0);
     for(const [name,v] of Object.entries(s.sources)){
       const el = card(name);
       if(v.latest_frame_id!==null && seen[name]!==v.latest_frame_id){
@@ -46,6 +47,7 @@ async function tick(){
       el.querySelector('.kv').innerHTML = esc(v.kind)+(v.where?' '+esc(v.where):'')+' | frame '+esc(v.latest_frame_id)+
         ' | perceived '+v.perceived+' of '+v.captured+' | dropped '+v.dropped+' | bad '+v.bad+
         ' | cloud share '+(v.cloud_share==null?'-':(100*v.cloud_share).toFixed(0)+'%')+
+        ' | cloud pending '+v.cloud_pending+', late '+v.cloud_late+', expired '+v.cloud_expired+
         (v.error?' | <span class="warn">'+esc(v.error)+'</span>':'')+(v.finished?' | ended':'');
     }
     document.getElementById('answers').innerHTML = s.recent_answers.map(a=>'<tr><td>'+

@@ -4,6 +4,8 @@ In-process API (tests, benchmarks)::
 
     svc = EdgeService(EdgeServiceConfig(sources=["video.avi"], fps=10, job="benchmarkingjob.yaml"))
     svc.start()
+    svc.add_source("rear=rtsp://10.0.0.7/stream")   # more sources at run time (a spec or a FrameSource)
+    svc.remove_source("rear")                          # stopped, its frames and counters forgotten
     rec = svc.perceive_bytes(jpeg_bytes)             # a FrameRecord: summary, mask, answers
     ans = svc.ask("action", source="video", wait_s=2)  # an answer dict: source edge|cloud, upgraded_at
     svc.stop()
@@ -12,7 +14,10 @@ In-process API (tests, benchmarks)::
 Each perceived frame answers the configured standing ``tasks`` on the edge; the dispatch policy of the job YAML
 decides per answer whether it is hard, and a hard answer goes to the cloud path (``cepr.serve.cloud_path``). The
 edge answer is returned at once; when the cloud's answer arrives before ``deadline_s`` it upgrades the answer
-(``source: cloud``, ``upgraded_at``), through the cloud module's fusion rule. A late one is counted, not used.
+(``source: cloud``, ``upgraded_at``), through the cloud module's fusion rule. A late one (after the deadline) is
+counted (``cepr_edge_cloud_late_total``), not used; so are requests still pending past their deadline
+(``cepr_edge_cloud_pending_past_deadline``) and those the cloud side dropped unanswered because they had waited
+past it (``expired``: the request carries its deadline).
 """
 
 from __future__ import annotations
@@ -210,7 +215,16 @@ class Metrics:
                            registry=r)
         self.queue = Gauge("cepr_edge_queue_depth", "frames waiting for perception (0 or 1: one slot)", ["source"],
                            registry=r)
-        self.cloud_queue = Gauge("cepr_edge_cloud_queue_depth", "cloud requests waiting or in flight", registry=r)
+        self.cloud_queue = Gauge("cepr_edge_cloud_queue_depth", "this service's cloud requests waiting or in "
+                                 "flight (sent, no result yet)", ["source"], registry=r)
+        self.cloud_backlog = Gauge("cepr_edge_cloud_backlog", "the cloud path's whole backlog (direct: waiting + in "
+                                   "flight; queue: the Redis stream's in flight, every edge's)", registry=r)
+        self.cloud_pending_late = Gauge("cepr_edge_cloud_pending_past_deadline", "cloud requests still without a "
+                                        "result although their deadline has passed", ["source"], registry=r)
+        self.cloud_late = Counter("cepr_edge_cloud_late", "cloud answers that arrived after the deadline (the edge "
+                                  "answer stood)", ["source"], registry=r)
+        self.cloud_expired = Counter("cepr_edge_cloud_expired", "cloud requests dropped unanswered by the cloud side "
+                                     "because they had waited past their deadline", ["source"], registry=r)
         self.perception = Histogram("cepr_edge_perception_seconds", "edge pipeline time per frame", ["source"],
                                     buckets=lat, registry=r)
         self.frame_latency = Histogram("cepr_edge_frame_latency_seconds", "capture to perceived", ["source"],
@@ -251,6 +265,8 @@ class _SourceState:
         self.error: str | None = None
         self.overlay: tuple[int, bytes] | None = None  # (frame id, JPEG) of the latest frame
         self.busy = False  # a frame is in the edge pipeline
+        self.cloud_late = 0  # cloud answers after the deadline
+        self.cloud_expired = 0  # requests the cloud side dropped past their deadline
 
     def add(self, rec: FrameRecord) -> None:
         self.frames[rec.frame_id] = rec
@@ -284,7 +300,7 @@ class EdgeService:
         self._pipe_lock = threading.Lock()  # one frame through the edge model at a time
         self._answer_cond = threading.Condition(self._lock)
         self._answers: collections.OrderedDict[str, dict] = collections.OrderedDict()
-        self._cloud_jobs: dict[str, str] = {}  # request id -> answer id
+        self._cloud_jobs: dict[str, tuple[str, str, float]] = {}  # request id -> (answer id, source, deadline)
         self._sources: dict[str, _SourceState] = {}
         self._stop = threading.Event()
         self._started = False
@@ -339,7 +355,60 @@ class EdgeService:
         self._started = True
         for src in self._pending_sources:
             self._attach(src)
+        self._pending_sources = []
         return self
+
+    def add_source(self, source, name: str | None = None, fps: float | None = None, loop: bool | None = None):
+        """Add a camera/file/stream source, before or after ``start()``; returns its
+        :class:`cepr.serve.sources.FrameSource`. ``source``: a spec as on the command line (``NAME=WHERE`` or
+        ``WHERE``: a video file, folder, index file, camera number or URL), or a ``FrameSource`` (its own name, fps
+        and loop; ``name``/``fps``/``loop`` are then not allowed). ``fps``/``loop`` default to the service's. A
+        started service starts reading it at once (pacing, newest-wins slot, the drop/bad counters)."""
+        from cepr.serve.sources import FrameSource, parse_source
+
+        if isinstance(source, FrameSource):
+            if name is not None or fps is not None or loop is not None:
+                raise CeprError("add_source: name, fps and loop come from the FrameSource itself")
+            src = source
+        elif isinstance(source, (str, Path)):
+            spec = str(source) if name is None else f"{name}={source}"
+            with self._lock:
+                n = len(self._sources) + len(self._pending_sources)
+            src_name, where = parse_source(spec, n)
+            src = FrameSource(src_name, where, self.config.fps if fps is None else fps,
+                              self.config.loop if loop is None else loop)
+        else:
+            raise CeprError(f"add_source: a spec string or a FrameSource, got {type(source).__name__}")
+        with self._lock:
+            taken = set(self._sources) | {s.name for s in self._pending_sources} | {UPLOAD_SOURCE}
+            if src.name in taken:
+                raise CeprError(f"a source named {src.name!r} exists already (sources: "
+                                f"{', '.join(sorted(taken - {UPLOAD_SOURCE})) or 'none'}; {UPLOAD_SOURCE!r} is "
+                                "reserved for uploads): give it another name, e.g. rear=WHERE")
+            if not self._started:
+                self._pending_sources.append(src)
+                return src
+        self._attach(src)
+        return src
+
+    def remove_source(self, name: str, timeout: float = 10.0) -> None:
+        """Stop a source and forget it (its frames, answers stay in the answer log; its metrics stay at their
+        last values). A LookupError names the sources there are."""
+        with self._lock:
+            pending = next((s for s in self._pending_sources if s.name == name), None)
+            if pending is not None:
+                self._pending_sources.remove(pending)
+                return
+            st = self._sources.get(name)
+            if st is None:
+                raise LookupError(f"no source {name!r} (have: {', '.join(self._sources) or 'none'})")
+            del self._sources[name]
+        if st.src is not None:
+            st.src.stop()
+        if st.thread is not None:
+            st.thread.join(timeout=timeout)
+        if st.src is not None:
+            self.metrics.queue.labels(name).set(0)
 
     def _attach(self, src) -> None:
         st = _SourceState(src.name, self.config.keep_frames, src)
@@ -347,8 +416,7 @@ class EdgeService:
         src.on_drop = lambda f, n=src.name: m.drops.labels(n).inc()
         src.on_bad = lambda why, n=src.name: m.bad.labels(n).inc()
         src.on_frame = lambda f, n=src.name: m.captured.labels(n).inc()
-        for metric in (m.frames, m.drops, m.bad, m.captured, m.answers, m.upgraded):
-            metric.labels(src.name)  # present at 0 from the start
+        self._zero_metrics(src.name)
         with self._lock:
             self._sources[src.name] = st
         src.start()
@@ -436,7 +504,13 @@ class EdgeService:
             st = self._sources.get(name)
             if st is None:
                 st = self._sources[name] = _SourceState(name, self.config.keep_frames)
+                self._zero_metrics(name)
             return st
+
+    def _zero_metrics(self, name: str) -> None:
+        m = self.metrics
+        for metric in (m.frames, m.drops, m.bad, m.captured, m.answers, m.upgraded, m.cloud_late, m.cloud_expired):
+            metric.labels(name)  # present at 0 from the start
 
     def perceive_array(self, rgb: np.ndarray, source: str = UPLOAD_SOURCE) -> FrameRecord:
         """Perceive one RGB frame now (not through a slot); it becomes ``source``'s latest frame."""
@@ -509,17 +583,17 @@ class EdgeService:
             return
         rid = f"{a['answer_id']}-{int(1e6 * time.time()) % 10**9}"
         with self._lock:
-            self._cloud_jobs[rid] = a["answer_id"]
+            self._cloud_jobs[rid] = (a["answer_id"], st.name, a["deadline_at"])
             a["cloud_status"] = "pending"
             st.sent += 1
-        job = CloudJob(rid, st.name, rec.frame_id, a["task"], rec.summary, rec.camera, rec.rgb)
+        job = CloudJob(rid, st.name, rec.frame_id, a["task"], rec.summary, rec.camera, rec.rgb,
+                       deadline_at=a["deadline_at"])
         try:
             ok = self.cloud.submit(job)
         except Exception:  # Redis gone, a full stream...: the edge answer stands, counted as refused
             log.exception("cloud submit failed for %s", a["answer_id"])
             ok = False
         self.metrics.cloud.labels(st.name, "sent" if ok else "refused").inc()
-        self.metrics.cloud_queue.set(self.cloud.depth())
         if not ok:
             with self._lock:
                 self._cloud_jobs.pop(rid, None)
@@ -531,17 +605,21 @@ class EdgeService:
 
         now = time.time()
         with self._lock:
-            aid = self._cloud_jobs.pop(r.request_id, None)
+            aid, src, _deadline = self._cloud_jobs.pop(r.request_id, (None, None, None))
             a = self._answers.get(aid) if aid else None
+            st = self._sources.get(src) if src else None
+            if r.status == "expired" and st is not None:
+                st.cloud_expired += 1
+            if r.status == "ok" and a is not None and now > a["deadline_at"] and st is not None:
+                st.cloud_late += 1
             if a is None:
                 return
-            src = a["source_name"]
             a["cloud_latency_ms"] = round(1e3 * (now - a["answered_at"]), 3)
             a["cloud_bytes_up"] = r.bytes_up or None
             if r.status != "ok":
-                a["cloud_status"] = r.status if r.status in ("shed", "dead_lettered") else "failed"
+                a["cloud_status"] = r.status if r.status in ("shed", "dead_lettered", "expired") else "failed"
                 a["cloud_reason"] = r.reason
-            elif now > a["deadline_at"]:
+            elif now > a["deadline_at"]:  # the edge answer stands
                 a["cloud_status"] = "late"
                 a["cloud_answer"], a["cloud_confidence"] = r.answer, r.confidence
             else:
@@ -560,9 +638,38 @@ class EdgeService:
             m.cloud_latency.labels(src).observe(a["cloud_latency_ms"] / 1e3)
         if a["cloud_status"] == "answered":
             m.upgraded.labels(src).inc()
+        elif a["cloud_status"] == "late":
+            m.cloud_late.labels(src).inc()
+        elif a["cloud_status"] == "expired":
+            m.cloud_expired.labels(src).inc()
         if r.bytes_up:
             m.cloud_bytes.labels(src).inc(r.bytes_up)
-        m.cloud_queue.set(self.cloud.depth())
+
+    def cloud_pending(self) -> dict[str, dict[str, int]]:
+        """Per source: this service's cloud requests without a result (``pending``) and, of those, the ones
+        whose deadline has passed (``past_deadline``)."""
+        now = time.time()
+        with self._lock:
+            out = {name: {"pending": 0, "past_deadline": 0} for name in self._sources}
+            for _aid, src, deadline in self._cloud_jobs.values():
+                d = out.setdefault(src, {"pending": 0, "past_deadline": 0})
+                d["pending"] += 1
+                d["past_deadline"] += int(deadline is not None and now > deadline)
+        return out
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges (frame slots, cloud queue depth per source and in all, pending past the deadline) to
+        their values now; ``GET /metrics`` calls it before each scrape."""
+        m = self.metrics
+        with self._lock:
+            sources = list(self._sources.items())
+        for name, st in sources:
+            m.queue.labels(name).set(st.src.slot.depth() if st.src else 0)
+        for name, d in self.cloud_pending().items():
+            m.cloud_queue.labels(name).set(d["pending"])
+            m.cloud_pending_late.labels(name).set(d["past_deadline"])
+        if self.cloud is not None:
+            m.cloud_backlog.set(self.cloud.depth())
 
     @staticmethod
     def _public(a: dict) -> dict:
@@ -649,6 +756,7 @@ class EdgeService:
     def stats(self) -> dict:
         """Counters per source and of the cloud path (what /health and the live page show)."""
         out = {}
+        pending = self.cloud_pending()
         with self._lock:
             for name, st in self._sources.items():
                 src = st.src
@@ -663,10 +771,16 @@ class EdgeService:
                      "error": (src.error if src else None) or st.error,
                      "latest_frame_id": st.latest.frame_id if st.latest else None,
                      "latest_age_s": round(time.time() - st.latest.captured_at, 3) if st.latest else None,
-                     "queue_depth": src.slot.depth() if src else 0}
+                     "queue_depth": src.slot.depth() if src else 0,
+                     "cloud_pending": pending.get(name, {}).get("pending", 0),
+                     "cloud_pending_past_deadline": pending.get(name, {}).get("past_deadline", 0),
+                     "cloud_late": st.cloud_late, "cloud_expired": st.cloud_expired}
                 out[name] = d
+        deadline = {k: sum(v[f"cloud_{k}"] for v in out.values())
+                    for k in ("late", "expired", "pending_past_deadline")}
         return {"sources": out, "cloud": {**self.cloud.describe(), **self.cloud.counters(),
                                           "depth": self.cloud.depth()} if self.cloud else None,
+                "edge_deadline": deadline,
                 "deployment": self.deployment.describe(), "tasks": list(self.config.tasks),
                 "deadline_s": self.config.deadline_s, "uptime_s": round(time.time() - (self.started_at or time.time()),
                                                                         3)}

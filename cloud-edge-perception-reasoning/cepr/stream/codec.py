@@ -8,11 +8,13 @@ Request entry (``encode_request`` / ``decode_request``)::
     meta     JSON object: whatever the edge adds (camera, edge answer and confidence, frame index, deadline_ms ...)
     image    optional: the frame as an encoded image (JPEG/PNG bytes), decoded by OpenCV on the worker
     t        submit time (time.time(), seconds)
+    deadline optional: the absolute time (time.time(), seconds) after which the edge no longer uses an answer;
+             a worker that reads the request later acknowledges it unanswered and counts it ``expired``
 
 Result entry (``encode_result`` / ``StreamResult``): id, status (ok | error | fallback from the cloud backend;
 ``shed`` when the bounded queue dropped the request; ``dead`` when it was dead-lettered), answer, confidence,
 reason, worker, attempts, submitted_at, answered_at, server_ms (the backend's own time) and ``detail`` (JSON: the
-cloud result's usage, bytes and model).
+cloud result's usage, bytes and model). ``expired`` when a worker read it after its deadline (not answered).
 
 A field that is missing or unreadable raises :class:`BadFrame` naming it; the worker retries and then
 dead-letters such an entry with that reason.
@@ -21,12 +23,13 @@ dead-letters such an entry with that reason.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
 from cepr.errors import CeprError
 
-TERMINAL = ("ok", "error", "fallback", "shed", "dead")
+TERMINAL = ("ok", "error", "fallback", "shed", "dead", "expired")
 
 
 class BadFrame(CeprError):
@@ -56,7 +59,8 @@ def _names(fields: dict) -> list[str]:
 
 
 def encode_request(request_id: str, summary_bytes: bytes, task: str, meta: dict | None = None,
-                   image: bytes | None = None, submitted_at: float | None = None) -> dict[bytes, bytes]:
+                   image: bytes | None = None, submitted_at: float | None = None,
+                   deadline: float | None = None) -> dict[bytes, bytes]:
     if not request_id:
         raise CeprError("request_id must be a non-empty string")
     if not isinstance(summary_bytes, (bytes, bytearray)):
@@ -66,7 +70,25 @@ def encode_request(request_id: str, summary_bytes: bytes, task: str, meta: dict 
            b"t": repr(time.time() if submitted_at is None else submitted_at).encode()}
     if image is not None:
         out[b"image"] = bytes(image)
+    if deadline is not None:
+        d = float(deadline)
+        if not math.isfinite(d):
+            raise CeprError(f"deadline must be a finite time.time() value, got {deadline!r}")
+        out[b"deadline"] = repr(d).encode()
     return out
+
+
+def request_deadline(fields: dict) -> float | None:
+    """The entry's ``deadline`` (absolute, time.time() seconds), or None when it has none or it is unreadable
+    (``decode_request`` then names the problem)."""
+    v = fields.get(b"deadline", fields.get("deadline"))
+    if v is None:
+        return None
+    try:
+        d = float(v.decode() if isinstance(v, bytes) else v)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return d if math.isfinite(d) else None
 
 
 @dataclass
@@ -77,6 +99,7 @@ class StreamRequest:
     meta: dict
     image_bytes: bytes | None
     submitted_at: float
+    deadline: float | None = None
 
     def summary(self):
         """The decoded :class:`cepr.edge.summary.SceneSummary`."""
@@ -135,7 +158,11 @@ def decode_request(fields: dict) -> StreamRequest:
         t = float(_s(fields, "t", required=False) or 0.0)
     except ValueError:
         raise BadFrame("field 't' is not a number") from None
-    return StreamRequest(rid, task, bytes(summary), meta, fields.get(b"image", fields.get("image")), t)
+    raw_deadline = _s(fields, "deadline", required=False)
+    deadline = request_deadline(fields)
+    if raw_deadline is not None and deadline is None:
+        raise BadFrame(f"field 'deadline' is not a finite number: {raw_deadline[:40]!r}")
+    return StreamRequest(rid, task, bytes(summary), meta, fields.get(b"image", fields.get("image")), t, deadline)
 
 
 @dataclass

@@ -4,9 +4,10 @@ API::
 
     q = CloudQueue(url, stream="cepr:requests", group="cloud", results="cepr:results", dead="cepr:dead",
                    maxlen=1000, max_retries=3)
-    q.submit(request_id, summary_bytes, task, meta: dict, image: bytes | None = None) -> str   # the entry id
+    q.submit(request_id, summary_bytes, task, meta: dict, image: bytes | None = None,
+             deadline: float | None = None) -> str   # the entry id; deadline: absolute time.time() seconds
     for r in q.results(block_ms=1000): ...       # StreamResult objects that arrived (one XREAD; then it returns)
-    q.accepted, q.answered, q.shed, q.dead_lettered, q.retried, q.in_flight   # the counters (read from Redis)
+    q.accepted, q.answered, q.shed, q.dead_lettered, q.expired, q.retried, q.in_flight   # counters (from Redis)
     q.counts() -> dict                           # all of them at once, plus backlog, pending, late, duplicates
     q.dead_letters(count=100) -> list[dict]      # the dead-letter stream, with reasons
     q.reset()                                    # delete this queue's streams, counters and id records
@@ -14,9 +15,10 @@ API::
 Guarantees (all state lives in Redis, updated by Lua scripts, so each step is atomic and the counters are shared by
 every edge process and worker):
 
-* every request accepted by ``submit`` ends in exactly one of answered, shed or dead-lettered, or is still in flight:
-  ``accepted == answered + shed + dead_lettered + in_flight`` always, and ``in_flight`` equals the stream's length
-  (settled entries are acknowledged and deleted in the same script that counts them);
+* every request accepted by ``submit`` ends in exactly one of answered, shed, dead-lettered or expired (a worker
+  read it after its ``deadline`` and acknowledged it without calling the cloud), or is still in flight:
+  ``accepted == answered + shed + dead_lettered + expired + in_flight`` always, and ``in_flight`` equals the
+  stream's length (settled entries are acknowledged and deleted in the same script that counts them);
 * the backlog is bounded: when more than ``maxlen`` requests are waiting or being worked on, ``submit`` sheds the
   oldest waiting ones (acknowledged, deleted, counted in ``shed``, and a ``shed`` result tells the edge to keep its
   own answer); requests a worker already holds are shed only when fewer than the excess are waiting (an answer
@@ -37,7 +39,9 @@ from typing import Self
 from cepr.errors import CeprError
 from cepr.stream.codec import StreamResult, decode_result, encode_request
 
-COUNTERS = ("accepted", "answered", "shed", "dead_lettered", "retried")
+COUNTERS = ("accepted", "answered", "shed", "dead_lettered", "expired", "retried")
+# per-entry hashes kept while a request is in flight, removed when it is settled or shed
+ENTRY_HASHES = ("errors", "started", "failures")
 
 
 class QueueUnavailable(CeprError):
@@ -92,6 +96,8 @@ if over > 0 then
     redis.call('XACK', stream, group, id)
     redis.call('XDEL', stream, id)
     redis.call('HDEL', stream .. ':errors', id)
+    redis.call('HDEL', stream .. ':started', id)
+    redis.call('HDEL', stream .. ':failures', id)
     if redis.call('SET', stream .. ':done:' .. r, 'shed', 'NX', 'EX', ttl) then
       local kind = 'shed'
       if redis.call('EXISTS', stream .. ':req:' .. r) == 0 then kind = 'foreign_shed' end
@@ -106,7 +112,7 @@ end
 return {'accepted', eid, shed}
 """
 
-# KEYS: stream, counters, results, dead. ARGV: group, entry id, request id, kind (answered | dead_lettered), id ttl,
+# KEYS: stream, counters, results, dead. ARGV: group, entry id, request id, kind (answered | dead_lettered | expired), id ttl,
 # results maxlen, n result fields, result fields..., dead-letter fields...
 SETTLE_LUA = """
 local stream, counters, results, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -115,6 +121,8 @@ local nres = tonumber(ARGV[7])
 redis.call('XACK', stream, group, eid)
 redis.call('XDEL', stream, eid)
 redis.call('HDEL', stream .. ':errors', eid)
+redis.call('HDEL', stream .. ':started', eid)
+redis.call('HDEL', stream .. ':failures', eid)
 if not redis.call('SET', stream .. ':done:' .. rid, kind, 'NX', 'EX', ttl) then
   redis.call('HINCRBY', counters, 'late', 1)
   return 0
@@ -177,10 +185,12 @@ class CloudQueue:
 
     # ---- edge -> cloud ----------------------------------------------------------------------------------------
     def submit(self, request_id: str, summary_bytes: bytes, task: str, meta: dict | None = None,
-               image: bytes | None = None) -> str:
+               image: bytes | None = None, deadline: float | None = None) -> str:
         """Queue one hard sample; returns its stream entry id (the first one's for a duplicate id). Sheds the
-        oldest requests when the backlog passes ``maxlen``; their ids are in ``last_shed``."""
-        fields = encode_request(request_id, summary_bytes, task, meta, image)
+        oldest requests when the backlog passes ``maxlen``; their ids are in ``last_shed``. ``deadline``
+        (absolute, ``time.time()`` seconds): a worker that reads the request later does not call the cloud, it
+        acknowledges it as ``expired`` (an ``expired`` result tells the edge); None: no deadline."""
+        fields = encode_request(request_id, summary_bytes, task, meta, image, deadline=deadline)
         flat = [x for kv in fields.items() for x in kv]
         now = time.time()
         try:
@@ -231,7 +241,7 @@ class CloudQueue:
 
     # ---- counters ---------------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """accepted, answered, shed, dead_lettered, retried, in_flight (accepted minus the settled), backlog
+        """accepted, answered, shed, dead_lettered, expired, retried, in_flight (accepted minus the settled), backlog
         (entries in the request stream: equals in_flight when only ``submit`` writes to it), pending (delivered
         to a worker, not yet acknowledged), late, duplicates and foreign_* (entries not written by ``submit``)."""
         pipe = self.client.pipeline(transaction=True)
@@ -241,7 +251,8 @@ class CloudQueue:
         raw, backlog, pending = pipe.execute()
         c = {k.decode(): int(v) for k, v in raw.items()}
         out = {k: c.get(k, 0) for k in COUNTERS}
-        out["in_flight"] = out["accepted"] - out["answered"] - out["shed"] - out["dead_lettered"]
+        out["in_flight"] = (out["accepted"] - out["answered"] - out["shed"] - out["dead_lettered"]
+                            - out["expired"])
         out.update(backlog=int(backlog), pending=int(pending["pending"]), late=c.get("late", 0),
                    duplicates=c.get("duplicates", 0))
         out.update({k: v for k, v in c.items() if k.startswith("foreign_")})
@@ -254,6 +265,7 @@ class CloudQueue:
     answered = property(lambda self: self._counter("answered"))
     shed = property(lambda self: self._counter("shed"))
     dead_lettered = property(lambda self: self._counter("dead_lettered"))
+    expired = property(lambda self: self._counter("expired"))
     retried = property(lambda self: self._counter("retried"))
     in_flight = property(lambda self: self._counter("in_flight"))
 
@@ -271,7 +283,8 @@ class CloudQueue:
 
     def reset(self) -> None:
         """Delete this queue's streams, counters and request-id records (a fresh start for a benchmark)."""
-        keys = [self.stream, self.results_stream, self.dead, self.counters_key, f"{self.stream}:errors"]
+        keys = [self.stream, self.results_stream, self.dead, self.counters_key,
+                *(f"{self.stream}:{h}" for h in ENTRY_HASHES)]
         for pattern in (f"{self.stream}:req:*", f"{self.stream}:done:*"):
             keys += list(self.client.scan_iter(match=pattern, count=1000))
         for i in range(0, len(keys), 500):

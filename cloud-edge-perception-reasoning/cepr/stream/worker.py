@@ -7,20 +7,25 @@ API::
                     batch=1, retry_backoff_s=0.2)
     w.run_once() -> int          # one round: due retries, idle messages of dead consumers, new messages; how many
     w.run(stop_event, max_answers=None)    # until stop_event is set (or max_answers answered); survives Redis restarts
-    w.stats                      # this worker's own counts: answered, failed, dead_lettered, late, claimed
+    w.stats                      # this worker's own counts: answered, failed, dead_lettered, expired, late, claimed
 
 ``backend``: anything with ``infer(CloudRequest) -> CloudResult`` (a cepr cloud backend, a ``CloudClient``, the
 ``client`` of :class:`cepr.runner.modules.CloudModule`; :func:`cepr.stream.backend.cloud_module_from_yaml` builds
 one from a benchmark job's YAML).
 
-Per message: decode (:mod:`cepr.stream.codec`; a bad frame is a failure), ask the backend, then, in one Lua
-script, write the result, count it, XACK and XDEL. A result with status ``ok`` or ``error`` (the cloud answered,
-even unusably) is an answer; an exception or a ``fallback`` (timeout, open circuit) is a failure: the message stays
-pending, the failure is counted in ``retried`` and its reason kept, and it is re-claimed by this worker (XCLAIM,
-which raises its delivery count) after ``retry_backoff_s * attempts``. When the delivery count (XPENDING) passes
-``1 + max_retries`` the message goes to the dead-letter stream with its last reason and a ``dead`` result tells the
-edge. At start and every ``claim_every_s`` (default: half of ``claim_idle_ms``) XAUTOCLAIM takes over messages
-idle longer than ``claim_idle_ms``: those of a worker that was killed, or that Redis kept across a restart.
+Per message: a request read after its ``deadline`` (an absolute time the edge put on it) is acknowledged without
+calling the cloud and counted ``expired`` (an ``expired`` result tells the edge). Otherwise decode
+(:mod:`cepr.stream.codec`; a bad frame is a failure), ask the backend, then, in one Lua script, write the result,
+count it, XACK and XDEL. A result with status ``ok`` or ``error`` (the cloud answered, even unusably) is an answer;
+an exception or a ``fallback`` (timeout, open circuit) is a failure: the message stays pending, the failure is
+counted in ``retried`` and its reason kept, and it is re-claimed by this worker after
+``retry_backoff_s * failures``. The retry budget counts attempts, not deliveries: Redis keeps, per entry, how many
+attempts were started (``<stream>:started``) and how many failed (``<stream>:failures``), so a worker restarted
+under the same name, which reads its pending messages again, spends nothing. After ``1 + max_retries`` failed
+attempts the message goes to the dead-letter stream with its last reason and a ``dead`` result tells the edge; so
+does a message whose last ``1 + max_retries`` started attempts all ended without an outcome (it killed every worker
+that took it). At start and every ``claim_every_s`` (default: half of ``claim_idle_ms``) XAUTOCLAIM takes over
+messages idle longer than ``claim_idle_ms``: those of a worker that was killed, or that Redis kept across a restart.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import logging
 import threading
 import time
 
-from cepr.stream.codec import BadFrame, StreamResult, decode_request, encode_result
+from cepr.stream.codec import BadFrame, StreamResult, decode_request, encode_result, request_deadline
 from cepr.stream.queue import SETTLE_LUA, connect, ensure_group
 
 log = logging.getLogger(__name__)
@@ -50,12 +55,14 @@ class CloudWorker:
         self.results_maxlen, self.id_ttl_s = int(results_maxlen), int(id_ttl_s)
         self.counters_key = f"{stream}:counters"
         self.errors_key = f"{stream}:errors"
+        self.started_key = f"{stream}:started"  # entry id -> attempts started (a backend call begun)
+        self.failures_key = f"{stream}:failures"  # entry id -> attempts that failed (raised, fell back, bad frame)
         self.client = connect(url)
         self._settle = self.client.register_script(SETTLE_LUA)
         self._retries: dict[bytes, float] = {}  # entry id -> when to re-claim it
         self._last_claim = 0.0
         self._started = False
-        self.stats = {"answered": 0, "failed": 0, "dead_lettered": 0, "late": 0, "claimed": 0}
+        self.stats = {"answered": 0, "failed": 0, "dead_lettered": 0, "expired": 0, "late": 0, "claimed": 0}
 
     # ---- one round --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -82,7 +89,7 @@ class CloudWorker:
                                        block=block if done == 0 else 1)
         for _s, entries in reply or []:
             for eid, fields in entries:
-                done += self._handle(eid, fields, delivered=None)
+                done += self._handle(eid, fields)
         return done
 
     def run(self, stop_event: threading.Event | None = None, max_answers: int | None = None) -> dict:
@@ -116,13 +123,13 @@ class CloudWorker:
         now, done = time.monotonic(), 0
         for eid in [e for e, at in self._retries.items() if at <= now]:
             del self._retries[eid]
-            # XCLAIM raises the delivery count: that count is the attempt number the retry budget reads
+            # take the message back (it may have been shed meanwhile); the retry budget reads the failure count
             claimed = self.client.xclaim(self.stream, self.group, self.name, min_idle_time=0, message_ids=[eid])
             for cid, fields in claimed or []:
                 if fields is None:  # deleted meanwhile (shed): nothing to answer
                     self.client.xack(self.stream, self.group, cid)
                     continue
-                done += self._handle(cid, fields, delivered=None)
+                done += self._handle(cid, fields)
         return done
 
     def _autoclaim(self) -> int:
@@ -139,24 +146,29 @@ class CloudWorker:
                 self.stats["claimed"] += 1
                 self._retries.pop(eid, None)
                 log.info("worker %s: claimed %s, idle over %d ms", self.name, eid.decode(), self.claim_idle_ms)
-                done += self._handle(eid, fields, delivered=None)
+                done += self._handle(eid, fields)
             if start in (b"0-0", "0-0"):
                 return done
 
-    def _delivered(self, eid: bytes) -> int:
-        p = self.client.xpending_range(self.stream, self.group, min=eid, max=eid, count=1)
-        return int(p[0]["times_delivered"]) if p else 1
-
     # ---- one message ------------------------------------------------------------------------------------------
-    def _handle(self, eid: bytes, fields: dict, delivered: int | None) -> int:
-        delivered = self._delivered(eid) if delivered is None else delivered
+    def _handle(self, eid: bytes, fields: dict) -> int:
         rid = _field(fields, "id") or f"entry:{eid.decode()}"
         submitted = _float(_field(fields, "t"))
-        if delivered > 1 + self.max_retries:  # e.g. it killed every worker that took it
+        deadline = request_deadline(fields)
+        if deadline is not None and time.time() > deadline:
+            return self._expire(eid, rid, submitted, deadline)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hincrby(self.started_key, eid, 1)
+        pipe.hget(self.failures_key, eid)
+        started, failures = pipe.execute()
+        failures = int(failures or 0)
+        abandoned = int(started) - 1 - failures  # attempts begun before this one that ended without an outcome
+        if failures >= 1 + self.max_retries or abandoned >= 1 + self.max_retries:  # e.g. it killed every worker
             last = self.client.hget(self.errors_key, eid)
-            reason = last.decode(errors="replace") if last else (
-                f"delivered {delivered - 1} times without an answer (the workers that took it died?)")
-            return self._dead_letter(eid, rid, fields, reason, delivered - 1, submitted)
+            reason = last.decode(errors="replace") if last and failures >= 1 + self.max_retries else (
+                f"taken {abandoned} times and never answered: the workers that took it died while answering it")
+            return self._dead_letter(eid, rid, fields, reason, int(started) - 1, submitted)
+        delivered = int(started)  # this attempt's number (restarts and re-reads do not count)
         try:
             req = decode_request(fields)
             cloud_req = req.cloud_request()
@@ -186,15 +198,28 @@ class CloudWorker:
 
     def _failed(self, eid, rid, fields, reason: str, delivered: int, submitted: float) -> int:
         self.stats["failed"] += 1
-        if delivered >= 1 + self.max_retries:
-            return self._dead_letter(eid, rid, fields, reason, delivered, submitted)
-        log.warning("worker %s: %s (attempt %d of %d): %s", self.name, rid, delivered, 1 + self.max_retries, reason)
+        failures = int(self.client.hincrby(self.failures_key, eid, 1))
+        if failures >= 1 + self.max_retries:
+            return self._dead_letter(eid, rid, fields, reason, failures, submitted)
+        log.warning("worker %s: %s (failed attempt %d of %d): %s", self.name, rid, failures, 1 + self.max_retries,
+                    reason)
         pipe = self.client.pipeline(transaction=True)
         pipe.hincrby(self.counters_key, "retried", 1)
         pipe.hset(self.errors_key, eid, reason[:2000])
         pipe.execute()
-        self._retries[eid] = time.monotonic() + self.retry_backoff_s * delivered
+        self._retries[eid] = time.monotonic() + self.retry_backoff_s * failures
         return 0
+
+    def _expire(self, eid, rid, submitted: float, deadline: float) -> int:
+        late_s = time.time() - deadline
+        log.info("worker %s: %s read %.3f s after its deadline: acknowledged as expired", self.name, rid, late_s)
+        res = StreamResult(request_id=rid, status="expired", worker=self.name, submitted_at=submitted,
+                           answered_at=time.time(),
+                           reason=f"expired: read {late_s:.3f} s after its deadline; the cloud was not called",
+                           detail={"entry": eid.decode(), "deadline": deadline})
+        if self._settle_call(eid, rid, "expired", encode_result(res), []):
+            self.stats["expired"] += 1
+        return 1
 
     def _dead_letter(self, eid, rid, fields, reason: str, attempts: int, submitted: float) -> int:
         log.warning("worker %s: %s dead-lettered after %d attempts: %s", self.name, rid, attempts, reason)
