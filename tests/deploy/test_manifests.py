@@ -193,9 +193,14 @@ def test_kubernetes_manifests_fit_together():
         spec = d["spec"]["template"]["spec"]
         for c in _containers(spec):
             ports = {p.get("name") for p in c.get("ports", [])} | {p["containerPort"] for p in c.get("ports", [])}
+            if ports:  # a server: told ready and alive by probes; HTTP ones on /health at a declared port
+                assert {"readinessProbe", "livenessProbe"} <= set(c), (name, c["name"])
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                get = c[probe]["httpGet"]  # every container has all three, on /health
-                assert get["path"] == "/health" and get["port"] in ports, (name, probe)
+                if probe in c and "httpGet" in c[probe]:
+                    get = c[probe]["httpGet"]
+                    assert get["path"] == "/health" and get["port"] in ports, (name, probe)
+                if probe in c and "tcpSocket" in c[probe]:
+                    assert c[probe]["tcpSocket"]["port"] in ports, (name, probe)
             res = c["resources"]
             assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"]), name
         for v in spec.get("volumes", []):
@@ -323,9 +328,14 @@ def _written_commands() -> list[tuple[str, list[str]]]:
 
 def test_written_cepr_commands_parse():
     found = _written_commands()
-    assert len(found) >= 4  # the commands the manifests' comments say their containers run
+    assert len(found) >= 5  # the commands the manifests' comments say their containers run, and the workers'
     for where, argv in found:
         _parse(argv, where)
+    runs = [(w, a) for w, a in found if not w.endswith(": comment")]
+    assert [a[:3] for _, a in runs] == [["cepr", "stream", "worker"]]
+    for where, argv in runs:  # what a manifest's comment says a container runs is what it runs
+        said = [a for w, a in found if w == where.split(": ")[0] + ": comment" and a[:3] == argv[:3]]
+        assert said and all(vars(_parse(a, where)) == vars(_parse(argv, where)) for a in said), where
 
 
 @pytest.fixture
@@ -362,7 +372,7 @@ def _our_containers():
             continue
         for worker, spec in pods:
             for c in _containers(spec):
-                if c["image"].startswith(OUR_IMAGES):
+                if c["image"].startswith(OUR_IMAGES) and "command" not in c:  # those run cepr directly
                     role = "edge" if c["image"].startswith("cepr-edge:") else "cloud"
                     yield f"{f.relative_to(ROOT)}: {c['name']}", role, c, (doc, worker) if worker else None
 
@@ -422,6 +432,28 @@ def test_entrypoint_commands_parse_and_the_job_loads(image_dir, tmp_path):
         assert dep.cloud_hps["link"] == "none" and dep.cloud_hps["model"] == entrypoint.REFERENCE_EXPERT_MODEL
     assert seen == {("edge", False), ("edge", True), ("cloud", False), ("cloud", True)}
     assert compared == 2  # deploy/k8s/edge.yaml and cloud-expert.yaml say what their containers run
+    # the queue path that deploy/k8s/edge.yaml's comment describes, against deploy/k8s/cloud-queue.yaml's Redis
+    edge = next(c for w, role, c, sedna in _our_containers() if role == "edge" and not sedna)
+    queue = {"CEPR_CLOUD": "queue", "CEPR_QUEUE_URL": "redis://cepr-redis:6379/0", "CEPR_CLOUD_WORKERS": "0"}
+    text = re.sub(r"\n\s*#\s*", " ", (DEPLOY / "k8s" / "edge.yaml").read_text())
+    assert all(f"{k}={v}" in text for k, v in queue.items())
+    args = _parse(entrypoint.edge_command({**_container_env(edge), **queue}), "edge, queue path")
+    assert (args.cloud, args.cloud_workers) == ("queue", 0)
+    redis = {d["metadata"]["name"]: d for _, d in _all(K8S_FILES) if d["kind"] == "Service"}["cepr-redis"]
+    assert args.queue_url == f"redis://cepr-redis:{redis['spec']['ports'][0]['port']}/0"
+    worker = next(a for w, a in _written_commands() if a[:3] == ["cepr", "stream", "worker"] and "comment" not in w)
+    w = _parse(worker, "worker")
+    assert w.redis == args.queue_url
+    # the workers' backend: the cloud module that cepr stream worker builds from the same job (nothing connects)
+    from cepr.stream.backend import cloud_module_from_yaml
+
+    module = cloud_module_from_yaml(w.file, w.algorithm, overrides={"link": "none"} if w.no_link else None)
+    try:
+        assert module.client.link is None
+        assert (module.client.backend.cfg.base_url, module.client.backend.cfg.model) == (
+            "http://cepr-cloud:8000/v1", entrypoint.REFERENCE_EXPERT_MODEL)
+    finally:
+        module.cleanup()
 
 
 def test_entrypoint_refuses_what_it_cannot_run(image_dir, tmp_path, capsys, monkeypatch):
