@@ -127,7 +127,7 @@ class CloudWorker:
             claimed = self.client.xclaim(self.stream, self.group, self.name, min_idle_time=0, message_ids=[eid])
             for cid, fields in claimed or []:
                 if fields is None:  # deleted meanwhile (shed): nothing to answer
-                    self.client.xack(self.stream, self.group, cid)
+                    self._forget(cid)
                     continue
                 done += self._handle(cid, fields)
         return done
@@ -141,7 +141,7 @@ class CloudWorker:
             start, entries = reply[0], reply[1]
             for eid, fields in entries:
                 if fields is None:  # Redis 6.2 lists deleted entries this way
-                    self.client.xack(self.stream, self.group, eid)
+                    self._forget(eid)
                     continue
                 self.stats["claimed"] += 1
                 self._retries.pop(eid, None)
@@ -149,6 +149,14 @@ class CloudWorker:
                 done += self._handle(eid, fields)
             if start in (b"0-0", "0-0"):
                 return done
+
+    def _forget(self, eid: bytes) -> None:
+        """An entry deleted under a pending message (shed): acknowledge it, drop its per-entry records."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, eid)
+        for key in (self.errors_key, self.started_key, self.failures_key):
+            pipe.hdel(key, eid)
+        pipe.execute()
 
     # ---- one message ------------------------------------------------------------------------------------------
     def _handle(self, eid: bytes, fields: dict) -> int:
