@@ -493,3 +493,29 @@ def test_deadline_late_expired_pending_and_queue_depth_per_source(tmp_path):
                 worker.join(10)
             http.close()
             svc.stop()
+
+
+def test_direct_cloud_drops_requests_that_waited_past_the_deadline():
+    """--cloud direct, one worker thread, the reference expert over the modelled 4G link (each call waits out the
+    transfer of a 640x480 JPEG) and a 0.1 s deadline: the first request is taken at once and answered late, the
+    ones that queued behind it are past their deadline when the thread gets to them and are dropped unanswered
+    (expired); the ledger accepted = answered + failed + shed + expired + depth holds."""
+    from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
+
+    svc = EdgeService(EdgeServiceConfig(algorithm="cloud-only", tasks=["path_hazard"], deadline_s=0.1)).start()
+    try:
+        ids = [svc.perceive_array(make_rgb(640, 480, i), source="cam").answer_ids["path_hazard"] for i in range(3)]
+        end = time.time() + 30
+        while svc.stats()["cloud"]["depth"] > 0 or any(svc.answer(a)["cloud_status"] in (
+                "pending", "pending_past_deadline") for a in ids):
+            assert time.time() < end, [svc.answer(a) for a in ids]
+            time.sleep(0.05)
+        statuses = [svc.answer(a)["cloud_status"] for a in ids]
+        assert statuses[0] == "late" and "expired" in statuses[1:], statuses
+        c = svc.stats()["cloud"]
+        assert c["expired"] == statuses.count("expired") >= 1, c
+        assert c["accepted"] == c["answered"] + c["failed"] + c["shed"] + c["expired"] + c["depth"] == 3, c
+        assert svc.stats()["sources"]["cam"]["cloud_expired"] == c["expired"]
+        assert all(svc.answer(a)["source"] == "edge" for a in ids)
+    finally:
+        svc.stop()
