@@ -49,6 +49,14 @@ def _greedy(srv) -> list[str]:
     return out
 
 
+SHM = Path("/dev/shm")
+
+
+def _shm_segments() -> set[str]:
+    """vLLM's shared-memory segments between ranks (``vllm_dist_<id>-tp:...-cpushm_<rank>``)."""
+    return {p.name for p in SHM.glob("vllm_dist_*")} if SHM.is_dir() else set()
+
+
 def _titles(pids) -> list[str]:
     """Process titles (vLLM names its workers, e.g. VLLM::Worker_TP1) of ``pids``."""
     out = []
@@ -63,16 +71,27 @@ def _titles(pids) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_tensor_parallel_two_ranks_give_the_same_greedy_answers(tiny_llm, monkeypatch):
-    from cepr.cloud.base import CloudRequest
-    from cepr.cloud.client import create_backend
     from cepr.llm.vllm_env import INSTALL_HINT, find_vllm_python
-    from cepr.serve.vllm_server import VllmServer
 
     if find_vllm_python(required=False) is None:
         pytest.skip(f"vLLM is not installed: {INSTALL_HINT}")
     model = str(tiny_llm["dir"] / "hf")
     reference = _reference(model)
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # rank 0 on core 0, rank 1 on core 1
+    before = _shm_segments()
+    try:
+        _check_tensor_parallel(model, reference)
+    finally:
+        # vLLM 0.32's CPU ranks leave their 4 MiB segments in /dev/shm when stopped: remove the ones made here
+        for name in _shm_segments() - before:
+            (SHM / name).unlink(missing_ok=True)
+
+
+def _check_tensor_parallel(model: str, reference: list[str]) -> None:
+    from cepr.cloud.base import CloudRequest
+    from cepr.cloud.client import create_backend
+    from cepr.serve.vllm_server import VllmServer
+
     with VllmServer(model, max_model_len=512, extra_args=["--tensor-parallel-size=2"]) as two:
         titles = " ".join(_titles(two.pids()))
         assert "Worker_TP0" in titles and "Worker_TP1" in titles, titles
