@@ -100,24 +100,24 @@ w.run()
 
 
 def test_worker_restarted_under_the_same_name_spends_no_retries(redis_srv, tmp_path):
-    """A worker process (batch 6: it holds several messages) is SIGKILLed mid-stream three times and restarted
+    """A worker process (batch 6: it holds several messages) is SIGKILLed mid-stream twice and restarted
     under the same consumer name each time. With max_retries=1 counting deliveries, the messages it held would
     have been dead-lettered after one restart; counting failed attempts, every message is answered."""
     from cepr.stream.queue import CloudQueue
 
     q = CloudQueue(redis_srv.url)
-    ids = [f"r{i}" for i in range(36)]
+    ids = [f"r{i}" for i in range(24)]
     for i, rid in enumerate(ids):
         q.submit(rid, make_summary(person_col=2 * i, seed=i), "action", camera_meta())
     script = tmp_path / "drill_worker.py"
     script.write_text(_DRILL_WORKER)
     held_after_kills = []
-    for _kill in range(4):
+    for _kill in range(3):
         proc = subprocess.Popen([sys.executable, str(script), redis_srv.url], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready", proc.stdout.read()
-            if len(held_after_kills) == 3:  # the last run finishes the work
+            if len(held_after_kills) == 2:  # the last run finishes the work
                 wait_until(lambda p=proc: q.counts()["in_flight"] == 0 or p.poll() is not None, 60, "the rest")
                 break
             before = q.answered
@@ -132,7 +132,7 @@ def test_worker_restarted_under_the_same_name_spends_no_retries(redis_srv, tmp_p
             proc.stdout.close()
         held = q.client.xpending_range(q.stream, q.group, min="-", max="+", count=100, consumername="drill")
         held_after_kills.append(len(held))
-    assert sum(held_after_kills) >= 3, held_after_kills  # it was killed holding messages
+    assert min(held_after_kills) >= 1, held_after_kills  # it was killed holding messages, each time
     c = q.counts()
     assert c["answered"] == len(ids) and c["dead_lettered"] == 0 and c["pending"] == 0, c
     assert_counts_add_up(c)
