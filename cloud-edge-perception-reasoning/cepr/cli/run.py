@@ -17,7 +17,10 @@ def add_parser(sub) -> None:
                     "printed.",
         epilog="Examples:\n  cepr run -f benchmarkingjob.yaml\n  cepr run -f benchmarkingjob.yaml --limit 20\n"
                "  cepr run -f benchmarkingjob.yaml --resume --concurrency 2\n"
-               "  cepr run -f benchmarkingjob.yaml --no-report   # skip the HTML report (cepr report WORKSPACE)")
+               "  cepr run -f benchmarkingjob.yaml --no-report   # skip the HTML report (cepr report WORKSPACE)\n"
+               "  cepr run -f benchmarkingjob.yaml --cluster tcp://10.0.0.5:8786   # on a Dask cluster "
+               "(docs/cluster.md)\n"
+               "  cepr run -f benchmarkingjob.yaml --cluster tcp://10.0.0.5:8786 --shard-size 20 --resume")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("-f", "--file", required=True, metavar="YAML", help="the benchmarkingjob.yaml to run")
     p.add_argument("--resume", action="store_true", help="skip test cases that already finished (same id)")
@@ -36,6 +39,16 @@ def add_parser(sub) -> None:
                         "and records the bad frames as failed samples.)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write the HTML/markdown report (cepr report) at the end of the job")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run the test cases, split into shards of samples, as tasks on the Dask cluster whose "
+                        "scheduler is at ADDRESS (tcp://HOST:PORT; needs the cluster extra). Workers must see the "
+                        "job's files and data at the same paths (docs/cluster.md). Results are written here, as "
+                        "without --cluster")
+    p.add_argument("--cluster-timeout", type=float, default=10.0, metavar="S",
+                   help="--cluster: seconds to reach the scheduler and find a worker")
+    p.add_argument("--shard-size", type=int, default=None, metavar="K",
+                   help="--cluster: samples per task (default 50); cases whose policy carries state from sample "
+                        "to sample (e.g. Budget) always run as one task")
     p.set_defaults(func=cmd_run)
 
 
@@ -47,7 +60,8 @@ def cmd_run(a) -> int:
 
     r = run_job(a.file, RunOptions(resume=a.resume, concurrency=a.concurrency, limit=a.limit,
                                    progress=not a.no_progress, workspace=a.workspace,
-                                   max_cloud_failures=a.max_cloud_failures, check_data=a.check_data))
+                                   max_cloud_failures=a.max_cloud_failures, check_data=a.check_data,
+                                   cluster=a.cluster, cluster_timeout=a.cluster_timeout, shard_size=a.shard_size))
     if a.check_data:
         n = len(r.data) if r.data is not None else 0
         print(f"check-data: {n - len(r.bad_frames)} of {n} frame(s) good, {len(r.bad_frames)} bad")
@@ -72,7 +86,7 @@ def cmd_run(a) -> int:
                   f"not scored (see failed_samples in {rec['output_dir']}/record.json)")
     if r.rank_dir is not None and r.records:
         print(f"leaderboard: {r.rank_dir / 'selected_rank.csv'} (all: {r.rank_dir / 'all_rank.csv'})")
-        if not (a.no_report or r.interrupted or r.aborted):  # Ctrl-C or a full disk: out at once
+        if not (a.no_report or r.interrupted or r.aborted or r.cluster_error):  # Ctrl-C, a full disk: out
             _report(r.rank_dir.parent)
     failed = [rec for rec in r.failed if rec.get("status") != "interrupted"]
     print(f"{len(r.records) - len(r.degraded)} test case(s) ok, {len(r.degraded)} degraded, {len(failed)} failed; "
@@ -82,6 +96,9 @@ def cmd_run(a) -> int:
         kept += "" if r.rank_dir is not None else ", but not ranked"
         print(f"cepr run: error: {r.aborted or r.rank_error}; {kept}: make room (or fix the permissions) and run "
               "again with --resume", file=sys.stderr)
+        return 2
+    if r.cluster_error:
+        print(f"cepr run: error: {r.cluster_error} ({len(r.records)} test case(s) finished)", file=sys.stderr)
         return 2
     if r.interrupted:
         print(f"cepr run: interrupted; the {len(r.records)} finished test case(s) are kept", file=sys.stderr)

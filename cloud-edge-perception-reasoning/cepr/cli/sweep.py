@@ -19,6 +19,8 @@ Examples:
   cepr run -f sweep/job.yaml
   # every Pareto point as its own algorithm YAML
   cepr sweep -f benchmarkingjob.yaml --pick pareto --write-algorithm sweep/pareto.yaml
+  # fill the cache on a Dask cluster (samples partitioned across its workers; docs/cluster.md)
+  cepr sweep -f benchmarkingjob.yaml --cluster tcp://10.0.0.5:8786 --shard-size 25
   # evaluate a cache folder directly (no job needed; no model can run)
   cepr sweep --cache-dir workspace/cepr-default/sweep-cache/<key>
 
@@ -69,6 +71,14 @@ def add_parser(sub) -> None:
     p.add_argument("--write-job", metavar="YAML", help="also write a benchmarkingjob.yaml that runs them (the "
                    "source job's testenv and rank)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cluster", metavar="ADDRESS", help="fill the cache on the Dask cluster whose scheduler is at "
+                   "ADDRESS (tcp://HOST:PORT; the cluster extra): the samples are partitioned across its workers, "
+                   "which must see the job's files and data at the same paths; the output is the same as a local "
+                   "fill's (docs/cluster.md)")
+    p.add_argument("--cluster-timeout", type=float, default=10.0, metavar="S",
+                   help="--cluster: seconds to reach the scheduler and find a worker")
+    p.add_argument("--shard-size", type=int, default=None, metavar="K", help="--cluster: samples per task "
+                   "(default 50)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -95,7 +105,10 @@ def cmd_sweep(a) -> int:
     source = None
     if a.file is not None:
         source = sc.resolve_source(a.file, a.algorithm, a.workspace)
-        rep = sc.fill_cache(source, a.cache, a.limit, a.concurrency, not a.no_progress, a.refresh)
+        if a.shard_size is not None and a.shard_size < 1:
+            raise CeprError(f"--shard-size must be >= 1, got {a.shard_size}")
+        rep = sc.fill_cache(source, a.cache, a.limit, a.concurrency, not a.no_progress, a.refresh,
+                            cluster=a.cluster, cluster_timeout=a.cluster_timeout, shard_size=a.shard_size)
         print(f"sweep cache {rep.dir}: {rep.reused} sample(s) reused, {rep.ran} run now"
               + (f", {len(rep.failed)} failed (left out)" if rep.failed else "") + f" ({rep.seconds:.1f} s)",
               flush=True)

@@ -71,6 +71,10 @@ class RunOptions:
     max_cloud_failures: float = 0.05  # a case whose cloud calls fail (fallback or error) more often is degraded
     check_data: bool = False  # only the pre-flight: list the bad frames, run no model
     check_frames: bool = True  # the pre-flight (read every frame first); off for a set whose files are no images
+    cluster: str | None = None  # a Dask scheduler address: cases and shards run there (cepr.runner.cluster_job)
+    cluster_timeout: float = 10.0  # seconds to reach the scheduler (and to find a worker)
+    shard_size: int | None = None  # samples per cluster task (None: cepr.runner.cluster.DEFAULT_SHARD_SIZE)
+    cluster_retries: int = 2  # a cluster task that raises is tried again this many times
 
 
 @dataclass
@@ -88,6 +92,7 @@ class JobResult:
     interrupted: bool = False  # Ctrl-C: the case in flight is recorded "interrupted", finished ones kept
     aborted: str = ""  # the workspace could not be written: the one-line reason
     rank_error: str = ""  # the rank files could not be written: the one-line reason
+    cluster_error: str = ""  # --cluster: the scheduler was lost mid-job (finished cases kept): the reason
     data: IndexDataset | None = None
 
 
@@ -502,8 +507,14 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
     print(f"cepr run: {job.name}: {len(cases)} test case(s), {len(data)} sample(s) each, mining mode "
           f"{job.testenv.mining_mode}, concurrency {opts.concurrency}; results in {job.workspace / job.name}",
           flush=True)
+    if opts.shard_size is not None and opts.shard_size < 1:
+        raise CeprError(f"--shard-size must be >= 1, got {opts.shard_size}")
     try:
-        for i, tc in enumerate(cases, 1):
+        if opts.cluster:
+            from cepr.runner.cluster_job import run_on_cluster
+
+            run_on_cluster(cases, job, opts, metrics, data, bad, result)
+        for i, tc in enumerate(cases if not opts.cluster else [], 1):
             rec = _finished_record(tc) if opts.resume else None
             if rec is not None:
                 result.skipped += 1

@@ -346,9 +346,12 @@ class FillReport:
 
 
 def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit: int | None = None,
-               concurrency: int = 1, progress: bool = True, refresh: bool = False) -> FillReport:
+               concurrency: int = 1, progress: bool = True, refresh: bool = False, cluster: str | None = None,
+               cluster_timeout: float = 10.0, shard_size: int | None = None) -> FillReport:
     """Make sure the cache holds the first ``limit`` test samples (all when None): run the edge and the cloud
-    on the samples it lacks, append them as they finish, and return where it is and what ran."""
+    on the samples it lacks, append them as they finish, and return where it is and what ran. ``cluster`` (a
+    Dask scheduler address): the samples it lacks run there in shards of ``shard_size`` (this process writes
+    the cache, as locally; :func:`fill_on_cluster`)."""
     import shutil
 
     from cepr.cloud.autoserve import shutdown_all
@@ -399,7 +402,15 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
     todo = [i for i in range(len(samples)) if i not in have]
     failed: dict[int, str] = {}
     _write_json(meta_path, meta)
-    if todo:
+    if todo and cluster:
+        try:
+            fill_on_cluster(source, cluster, cluster_timeout, shard_size, todo, samples, data, cache_dir,
+                            concurrency, progress, failed)
+        finally:
+            meta["failed"] = {str(k): v for k, v in sorted(failed.items())}
+            meta["cluster"] = cluster
+            _write_json(meta_path, meta)
+    elif todo:
         force_register(CloudOnly, ClassType.HEM, _ALL_TO_CLOUD)
         instances, jobobj = {}, None
         try:
@@ -436,3 +447,70 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
                     len(failed), first, failed[first])
     return FillReport(cache_dir, key, reused=len(samples) - len(todo), ran=len(todo) - len(failed), failed=failed,
                       seconds=time.perf_counter() - t0)
+
+
+def fill_on_cluster(source: SweepSource, address: str, timeout_s: float, shard_size: int | None, todo: list[int],
+                    samples: list, data, cache_dir: Path, concurrency: int, progress: bool, failed: dict) -> None:
+    """The edge and the cloud on the samples ``todo``, in shards of consecutive samples, as tasks on the Dask
+    cluster at ``address``; each shard's lines (and masks) are written here when it completes, once per shard.
+    Only the cache's fill is partitioned: the evaluation of the settings reads the finished cache (in order, so
+    online policies such as Budget see every sample in sequence) and gives what a local fill gives."""
+    import uuid
+
+    from tqdm import tqdm
+
+    from cepr.runner import cluster as cl
+    from cepr.runner.config import ModuleSpec
+    from cepr.runner.paradigm import SampleFailure
+
+    client = cl.connect(address, timeout_s)
+    address = cl.normalise_address(address)
+    distributed = cl._distributed()
+    size = shard_size or cl.DEFAULT_SHARD_SIZE
+    modules = {"edgemodel": source.modules["edgemodel"], "cloudmodel": source.modules["cloudmodel"],
+               "hard_example_mining": ModuleSpec("hard_example_mining", _ALL_TO_CLOUD, source.hem.url, {})}
+    case_key = "sweep-" + cache_dir.name
+    nonce = uuid.uuid4().hex[:8]
+    futures, meta = [], {}
+    print(f"sweep cache: Dask cluster {address}: {len(cl.workers(client))} worker(s), {len(todo)} sample(s) in "
+          f"shards of at most {size}", flush=True)
+    try:
+        for positions in cl.plan_shards(todo, size):
+            task = cl.ShardTask(case_key=case_key, modules=modules, mining_mode=MINING_MODE,
+                                samples=[(i, samples[i]) for i in positions],
+                                paths=[p for i in positions for p in (str(data.x[i]), str(data.y[i]))],
+                                cwd=str(Path.cwd()), concurrency=concurrency)
+            key = f"cepr-sweep-{cache_dir.name}-{cl.shard_name(positions)}-{nonce}"
+            futures.append(client.submit(cl.run_fill_shard, task, key=key, pure=False, retries=cl.DEFAULT_RETRIES))
+            meta[key] = positions
+        written: set[str] = set()
+        bar = tqdm(total=len(todo), desc=f"sweep cache on {address}", unit="sample", disable=not progress)
+        try:
+            with (cache_dir / SAMPLES).open("a") as fh:
+                for fut in distributed.as_completed(futures, loop=client.loop):
+                    if fut.key in written:
+                        continue
+                    written.add(fut.key)
+                    if fut.status == "cancelled":
+                        raise cl.ClusterError(f"lost the Dask scheduler at {address}; the samples cached so far are "
+                                              "kept: rerun to fill the rest")
+                    sr = fut.result()
+                    for i, r in sr.results:
+                        if isinstance(r, SampleFailure):
+                            failed[i] = r.reason
+                            continue
+                        line = _line(i, samples[i] if isinstance(samples[i], dict) else {"key": str(samples[i])},
+                                     r, str(data.y[i]), cache_dir)
+                        fh.write(json.dumps(line, default=str) + "\n")
+                        fh.flush()
+                    bar.update(len(meta[fut.key]))
+        finally:
+            bar.close()
+    finally:
+        try:
+            if client.status == "running":
+                client.cancel(futures)
+                client.run(cl.release_worker)
+        except Exception as e:  # noqa: BLE001 - the cache is written; the workers clean up when they exit
+            log.debug("releasing the workers failed: %s", e)
+        client.close(timeout=5)

@@ -1,0 +1,344 @@
+"""``cepr run --cluster ADDRESS``: the job's test cases, split into shards of samples, as tasks on a Dask cluster.
+
+What is written is what ``cepr run`` writes locally (record.json, samples.jsonl, the rank files), by this process
+only: a shard's per-sample lines are written when its future completes (once per case and shard), and its results
+saved in ``<case>/shards/`` until the case is scored, so ``--resume`` after a lost scheduler or Ctrl-C reruns only
+the shards that had not finished. A worker lost mid-shard loses nothing that had finished: the scheduler runs the
+shard again on another worker. See :mod:`cepr.runner.cluster` and docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cepr.errors import CeprError
+from cepr.runner import cluster as cl
+from cepr.runner.paradigm import SampleFailure, instantiate
+
+log = logging.getLogger(__name__)
+NO_WORKER_S = 60.0  # a cluster without any worker this long stops the job (finished work kept)
+
+
+@dataclass
+class _Case:
+    tc: object  # TestCase
+    index: int
+    record: dict
+    started: float
+    samples: list
+    results: list
+    fh: object = None
+    writer: object = None
+    pending: set = field(default_factory=set)  # future keys not yet written
+    shards: list = field(default_factory=list)  # what ran where
+    t_submit: float = 0.0
+    error: str | None = None
+    done: bool = False
+    cloud_server: dict | None = None
+
+
+def _samples_of(tc, job, data) -> list:
+    from cepr.runner.dataset import IndexDataset
+
+    dataset = IndexDataset(data.x.copy(), data.y.copy(), job.testenv.test_index)
+    spec = tc.modules.get("dataset_processor")
+    if spec is not None:
+        proc = instantiate(spec)
+        if callable(proc):
+            dataset = proc(dataset)
+    return list(dataset.x)
+
+
+def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
+    """Run ``cases`` on the cluster ``opts.cluster``, filling ``result`` as the local loop does (records in case
+    order). A lost scheduler sets ``result.cluster_error``; Ctrl-C sets ``result.interrupted``."""
+    from cepr.runner import job as J
+
+    address = cl.normalise_address(opts.cluster)
+    client = cl.connect(address, opts.cluster_timeout)
+    distributed = cl._distributed()
+    try:
+        names = cl.workers(client)
+        size = opts.shard_size or cl.DEFAULT_SHARD_SIZE
+        print(f"cepr run: Dask cluster {address}: {len(names)} worker(s); shards of at most {size} sample(s)",
+              flush=True)
+        finished: dict[int, dict] = {}
+        states: dict[int, _Case] = {}
+        futures, meta = [], {}
+        nonce = uuid.uuid4().hex[:8]
+        cwd = str(Path.cwd())
+        total = 0
+        for idx, tc in enumerate(cases, 1):
+            rec = J._finished_record(tc) if opts.resume else None
+            if rec is not None:
+                result.skipped += 1
+                log.info("resume: test case %s already finished", tc.id)
+                finished[idx] = rec
+                continue
+            st = _prepare(tc, idx, job, opts, data, bad)
+            states[idx] = st
+            todo = [i for i, r in enumerate(st.results) if r is None]
+            hem = tc.modules["hard_example_mining"]
+            split = size if cl.order_independent(hem.name) else None
+            st.record["cluster"] = {"address": address, "workers": len(names), "worker_addresses": names,
+                                    "shard_size": split, "split": split is not None,
+                                    "reused_samples": len(st.results) - len(todo) - len(bad), "shards": []}
+            st.t_submit = time.perf_counter()
+            for k, positions in enumerate(cl.plan_shards(todo, split)):
+                task = cl.ShardTask(
+                    case_key=tc.id, modules={t: m for t, m in tc.modules.items() if t != "dataset_processor"},
+                    mining_mode=job.testenv.mining_mode, samples=[(i, st.samples[i]) for i in positions],
+                    paths=[p for i in positions for p in (str(data.x[i]), str(data.y[i]))], cwd=cwd,
+                    concurrency=opts.concurrency, artifacts=k == 0)
+                key = f"cepr-run-{tc.id}-{cl.shard_name(positions)}-{nonce}"
+                fut = client.submit(cl.run_shard, task, key=key, pure=False, retries=opts.cluster_retries)
+                futures.append(fut)
+                meta[key] = (idx, positions)
+                st.pending.add(key)
+                total += len(positions)
+            if not st.pending:  # every sample came from finished shards on disk
+                _finalize(st, job, opts, metrics, data, bad)
+        _collect(client, distributed, futures, meta, states, job, opts, metrics, data, bad, total, address, result)
+        for idx in range(1, len(cases) + 1):
+            rec = finished.get(idx) or (states[idx].record if idx in states else None)
+            if rec is None:
+                continue
+            if idx in states and not states[idx].done:
+                continue  # unfinished (lost scheduler, Ctrl-C): recorded as such, kept out of the table
+            (result.records if rec["status"] == "ok" else result.failed).append(rec)
+            if rec.get("degraded"):
+                result.degraded.append(rec)
+            if idx in states:
+                result.samples_failed += int(rec.get("n_failed") or 0)
+        for idx, st in states.items():
+            if not st.done:
+                result.failed.append(st.record)
+    finally:
+        try:
+            if client.status == "running":
+                client.run(cl.release_worker)
+        except Exception as e:  # noqa: BLE001 - the results are written; the workers clean up when they exit
+            log.debug("releasing the workers failed: %s", e)
+        try:
+            client.close(timeout=5)
+        except Exception as e:  # noqa: BLE001 - closing a client whose scheduler is gone may fail
+            log.debug("closing the Dask client failed: %s", e)
+
+
+def _prepare(tc, idx, job, opts, data, bad) -> _Case:
+    from cepr.runner import job as J
+
+    out_dir = tc.output_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise J.WorkspaceError.of(out_dir, e) from None
+    started = time.time()
+    record = J._start_record(tc, job, opts, started)
+    J._write_json(out_dir / J.RECORD, record)
+    samples = _samples_of(tc, job, data)
+    results: list = [None] * len(samples)
+    previous = cl.load_shards(out_dir) if opts.resume else {}
+    if not opts.resume:
+        cl.drop_shards(out_dir)
+    for i, r in previous.items():
+        if i < len(results) and i not in bad:
+            results[i] = r
+    for i, why in bad.items():
+        if 0 <= i < len(results):
+            results[i] = SampleFailure(i, why)
+    try:
+        fh = (out_dir / J.SAMPLES).open("w")
+    except OSError as e:
+        raise J.WorkspaceError.of(out_dir / J.SAMPLES, e) from None
+    writer = J._sample_writer(fh, samples, data.y, data.x)
+    for i, r in enumerate(results):  # the lines of bad frames and of shards finished in an earlier run
+        if r is not None:
+            writer(i, r)
+    if previous:
+        log.info("resume: test case %s: %d sample(s) from finished shards reused", tc.id, len(previous))
+    return _Case(tc, idx, record, started, samples, results, fh, writer)
+
+
+def _collect(client, distributed, futures, meta, states, job, opts, metrics, data, bad, total, address,
+             result) -> None:
+    from tqdm import tqdm
+
+    from cepr.runner import job as J
+
+    written: set[str] = set()
+    counts = {"edge": 0, "cloud": 0, "failed": 0}
+    bar = tqdm(total=total, desc=f"cluster {address}", unit="sample", disable=not opts.progress, leave=True,
+               dynamic_ncols=True)
+    try:
+        for fut in _completed(client, distributed, futures, address, opts.cluster_timeout):
+            key = fut.key
+            if key in written or key not in meta:
+                continue
+            idx, positions = meta[key]
+            st = states[idx]
+            written.add(key)
+            st.pending.discard(key)
+            if st.done:
+                continue
+            if fut.status == "cancelled":
+                raise _lost(client, address, "its task was cancelled")
+            try:
+                sr = fut.result()
+            except (distributed.client.FutureCancelledError, OSError) as e:
+                raise _lost(client, address, f"{type(e).__name__}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - a shard that failed after its retries fails its case
+                st.error = f"{type(e).__name__}: {e}"
+                for k in list(st.pending):  # the case's other shards are not needed any more
+                    client.cancel([f for f in futures if f.key == k])
+                st.pending.clear()
+                _fail(st, f"shard {cl.shard_name(positions)} failed on the cluster: {st.error}")
+                bar.update(len(positions))
+                continue
+            try:
+                cl.save_shard(st.tc.output_dir, positions, sr.results)
+            except OSError as e:
+                raise J.WorkspaceError.of(st.tc.output_dir / cl.SHARDS_DIR, e) from None
+            for i, r in sr.results:
+                st.results[i] = r
+                st.writer(i, r)
+                counts["failed" if isinstance(r, SampleFailure) else "cloud" if r[0] else "edge"] += 1
+            if sr.artifacts or sr.record:
+                for name, blob in sr.artifacts.items():
+                    (st.tc.output_dir / name).write_bytes(blob)
+                st.record.update(sr.record)
+            st.record["upper_bound"] = sr.upper_bound
+            if sr.cloud_server is not None:
+                st.cloud_server = sr.cloud_server
+            st.record["cluster"]["shards"].append(
+                {"shard": cl.shard_name(positions), "first": positions[0], "last": positions[-1],
+                 "samples": len(positions), "worker": sr.worker, "host": sr.host, "pid": sr.pid,
+                 "seconds": round(sr.seconds, 3), "resources": sr.resources})
+            bar.update(len(positions))
+            bar.set_postfix(counts, refresh=False)
+            if not st.pending:
+                _finalize(st, job, opts, metrics, data, bad)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        client.cancel(futures)
+        for st in states.values():
+            if not st.done:
+                _unfinished(st, "interrupted", "interrupted (Ctrl-C)")
+    except cl.ClusterError as e:
+        result.cluster_error = str(e)
+        for st in states.values():
+            if not st.done:
+                _unfinished(st, "interrupted", str(e))
+    finally:
+        bar.close()
+
+
+def _completed(client, distributed, futures, address: str, timeout_s: float):
+    """The futures as they complete; a ClusterError when the scheduler is gone or has had no worker for
+    ``NO_WORKER_S`` (a worker restarted by its nanny comes back well within that)."""
+    ac = distributed.as_completed(futures, loop=client.loop)
+    last_worker = time.monotonic()
+    last_check = 0.0
+    while not ac.is_empty():
+        if ac.has_ready():
+            yield from ac.next_batch(block=False)
+            continue
+        time.sleep(0.1)
+        if client.status not in ("running", "connecting"):
+            raise _lost(client, address, f"the client is {client.status}")
+        now = time.monotonic()
+        if now - last_check < 2.0:
+            continue
+        last_check = now
+        try:
+            n = len(client.nthreads())
+        except Exception as e:  # noqa: BLE001 - any failure to ask the scheduler means it is gone
+            raise _lost(client, address, f"{type(e).__name__}: {e}") from None
+        if n:
+            last_worker = now
+        elif now - last_worker > max(NO_WORKER_S, timeout_s):
+            raise cl.ClusterError(f"the Dask scheduler at {address} has had no worker for "
+                                  f"{max(NO_WORKER_S, timeout_s):g} s; the finished test cases and shards are kept "
+                                  f"on disk: start workers (`dask worker {address}`) and rerun with --resume")
+
+
+def _lost(client, address: str, why: str) -> cl.ClusterError:
+    return cl.ClusterError(f"lost the Dask scheduler at {address} ({why}); the finished test cases and shards are "
+                           "kept on disk: start the cluster again and rerun with --resume")
+
+
+def _unfinished(st: _Case, status: str, error: str) -> None:
+    from cepr.runner import job as J
+
+    got = [r for r in st.results if r is not None]
+    st.record.update(status=status, error=error, samples=len(got),
+                     n_ok=sum(not isinstance(r, SampleFailure) for r in got),
+                     n_failed=sum(isinstance(r, SampleFailure) for r in got))
+    _close(st)
+    J._finish(st.record, st.started, st.tc.output_dir, quiet=True)
+
+
+def _close(st: _Case) -> None:
+    if st.fh is not None:
+        try:
+            st.fh.close()
+        except OSError:
+            pass
+        st.fh = None
+
+
+def _fail(st: _Case, error: str) -> None:
+    from cepr.runner import job as J
+
+    st.record.update(status="failed", error=error)
+    log.error("test case %s failed: %s", st.tc.id, error)
+    _close(st)
+    st.done = True
+    J._finish(st.record, st.started, st.tc.output_dir)
+
+
+def _finalize(st: _Case, job, opts, metrics, data, bad) -> None:
+    """Score a case whose shards have all finished, as run_case does, and write its record."""
+    from cepr.runner import job as J
+
+    tc, record = st.tc, st.record
+    y_pred = st.results
+    y_true, x = data.y, data.x
+    wall = time.perf_counter() - st.t_submit
+    _close(st)
+    try:
+        ok, failed = J._split_failures(y_pred, y_true, x)
+        record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
+        if failed:
+            log.warning("test case %s: %d of %d samples failed and are not scored (first: sample %d, %s)", tc.id,
+                        len(failed), len(y_pred), failed[0]["index"], failed[0]["reason"])
+        if not ok:
+            raise CeprError(f"every sample failed (first: sample {failed[0]['index']}: {failed[0]['reason']})")
+        good = [y_pred[i] for i in ok]
+        record["edge_providers"] = sorted({str(r[2]["provider"]) for r in good
+                                           if isinstance(r[2], dict) and r[2].get("provider")})
+        record["resources"] = {f"{s['worker']} shard {s['shard']}: {name}": v
+                               for s in record["cluster"]["shards"] for name, v in (s["resources"] or {}).items()}
+        if st.cloud_server is not None:
+            record["cloud_server"] = st.cloud_server
+        values, errors = J._score(metrics, np.asarray(y_true)[ok], good, tc.id)
+        record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
+                      cloud=J.cloud_health(good, opts.max_cloud_failures))
+        record["degraded"] = record["cloud"]["degraded"]
+        if record["degraded"]:
+            log.warning("test case %s is DEGRADED: %s", tc.id, record["cloud"]["why"])
+        if errors:
+            record["metric_errors"] = errors
+    except Exception as e:  # noqa: BLE001 - fault isolation, as run_case
+        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        log.error("test case %s failed: %s", tc.id, record["error"])
+    st.done = True
+    J._finish(record, st.started, tc.output_dir)
+    if record["status"] == "ok":
+        cl.drop_shards(tc.output_dir)
