@@ -138,6 +138,7 @@ class ShardResult:
     host: str
     pid: int
     seconds: float
+    build_s: float = 0.0  # of ``seconds``: building the case's modules (0 when this worker had them loaded)
     resources: dict = field(default_factory=dict)
     cloud_server: dict | None = None
     upper_bound: bool = False
@@ -251,7 +252,8 @@ def run_shard(task: ShardTask) -> ShardResult:
         os.chdir(task.cwd)
     t0 = time.perf_counter()
     instances, job = _job_for(task)
-    out = ShardResult([], where, socket.gethostname(), os.getpid(), 0.0, upper_bound=bool(job.upper_bound))
+    out = ShardResult([], where, socket.gethostname(), os.getpid(), 0.0, build_s=time.perf_counter() - t0,
+                      upper_bound=bool(job.upper_bound))
     if task.artifacts:
         save = getattr(job.hem, "save_artifacts", None)
         if callable(save):

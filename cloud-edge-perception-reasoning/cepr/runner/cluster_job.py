@@ -219,7 +219,7 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
             st.record["cluster"]["shards"].append(
                 {"shard": cl.shard_name(positions), "first": positions[0], "last": positions[-1],
                  "samples": len(positions), "worker": sr.worker, "host": sr.host, "pid": sr.pid,
-                 "seconds": round(sr.seconds, 3), "resources": sr.resources})
+                 "seconds": round(sr.seconds, 3), "build_s": round(sr.build_s, 3), "resources": sr.resources})
             bar.update(len(positions))
             bar.set_postfix(counts, refresh=False)
             if not st.pending:
