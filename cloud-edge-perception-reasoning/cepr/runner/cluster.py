@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 50  # samples per task when a case is split (a task loads the case's models once per worker)
 DEFAULT_TIMEOUT_S = 10.0
+NO_WORKER_S = 60.0  # a cluster without any worker this long stops the job (finished work kept)
 DEFAULT_RETRIES = 2  # a task that raises is tried again this many times (a lost worker is handled by the scheduler)
 SHARDS_DIR = "shards"  # per case: the finished shards' results (pickled), for --resume of an unfinished case
 
@@ -81,6 +82,42 @@ def connect(address: str, timeout_s: float = DEFAULT_TIMEOUT_S):
                                f"some with `dask worker {address}` (docs/cluster.md)")
         time.sleep(0.2)
     return client
+
+
+RUN_KEPT = "the finished test cases and shards are kept on disk: start the cluster again and rerun with --resume"
+
+
+def completed(client, futures, address: str, timeout_s: float, kept: str = RUN_KEPT):
+    """The futures as they complete; a ClusterError when the scheduler is gone or has had no worker for
+    ``NO_WORKER_S`` (a worker restarted by its nanny comes back well within that). ``kept``: what the error says
+    is kept and what to do."""
+    ac = _distributed().as_completed(futures, loop=client.loop)
+    last_worker = time.monotonic()
+    last_check = 0.0
+    while not ac.is_empty():
+        if ac.has_ready():
+            yield from ac.next_batch(block=False)
+            continue
+        time.sleep(0.1)
+        if client.status not in ("running", "connecting"):
+            raise lost(address, f"the client is {client.status}", kept)
+        now = time.monotonic()
+        if now - last_check < 2.0:
+            continue
+        last_check = now
+        try:
+            n = len(client.nthreads())
+        except Exception as e:  # noqa: BLE001 - any failure to ask the scheduler means it is gone
+            raise lost(address, f"{type(e).__name__}: {e}", kept) from None
+        if n:
+            last_worker = now
+        elif now - last_worker > max(NO_WORKER_S, timeout_s):
+            raise ClusterError(f"the Dask scheduler at {address} has had no worker for "
+                               f"{max(NO_WORKER_S, timeout_s):g} s (start some: `dask worker {address}`); {kept}")
+
+
+def lost(address: str, why: str, kept: str = RUN_KEPT) -> ClusterError:
+    return ClusterError(f"lost the Dask scheduler at {address} ({why}); {kept}")
 
 
 def workers(client) -> list[str]:
@@ -139,6 +176,7 @@ class ShardResult:
     pid: int
     seconds: float
     build_s: float = 0.0  # of ``seconds``: building the case's modules (0 when this worker had them loaded)
+    finished: float = 0.0  # when the shard ended on the worker (epoch seconds, the worker's clock)
     resources: dict = field(default_factory=dict)
     cloud_server: dict | None = None
     upper_bound: bool = False
@@ -224,6 +262,11 @@ def _release_one(key: str) -> None:
         log.warning("cleanup of a case's modules failed on the worker: %s", e)
 
 
+def executing(dask_worker) -> list[str]:
+    """On a worker (``client.run(executing)``): the keys of the tasks it is executing now (diagnostics, tests)."""
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
 def release_worker() -> int:
     """On each worker at the end of a job (``client.run``): drop the loaded modules and stop auto-started
     servers (the reference cloud expert). Returns how many cases were released."""
@@ -272,6 +315,7 @@ def run_shard(task: ShardTask) -> ShardResult:
     if callable(stats):
         out.cloud_server = stats()
     out.seconds = time.perf_counter() - t0
+    out.finished = time.time()
     return out
 
 

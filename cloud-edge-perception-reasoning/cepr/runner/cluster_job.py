@@ -22,7 +22,6 @@ from cepr.runner import cluster as cl
 from cepr.runner.paradigm import SampleFailure, instantiate
 
 log = logging.getLogger(__name__)
-NO_WORKER_S = 60.0  # a cluster without any worker this long stops the job (finished work kept)
 
 
 @dataclass
@@ -33,8 +32,8 @@ class _Case:
     started: float
     samples: list
     results: list
-    fh: object = None
-    writer: object = None
+    y: object = None
+    x: object = None
     pending: set = field(default_factory=set)  # future keys not yet written
     shards: list = field(default_factory=list)  # what ran where
     t_submit: float = 0.0
@@ -153,17 +152,28 @@ def _prepare(tc, idx, job, opts, data, bad) -> _Case:
     for i, why in bad.items():
         if 0 <= i < len(results):
             results[i] = SampleFailure(i, why)
-    try:
-        fh = (out_dir / J.SAMPLES).open("w")
-    except OSError as e:
-        raise J.WorkspaceError.of(out_dir / J.SAMPLES, e) from None
-    writer = J._sample_writer(fh, samples, data.y, data.x)
-    for i, r in enumerate(results):  # the lines of bad frames and of shards finished in an earlier run
-        if r is not None:
-            writer(i, r)
+    st = _Case(tc, idx, record, started, samples, results, data.y, data.x)
+    # the lines of bad frames and of shards finished in an earlier run (a fresh samples.jsonl)
+    _write_lines(st, [(i, r) for i, r in enumerate(results) if r is not None], mode="w")
     if previous:
         log.info("resume: test case %s: %d sample(s) from finished shards reused", tc.id, len(previous))
-    return _Case(tc, idx, record, started, samples, results, fh, writer)
+    return st
+
+
+def _write_lines(st: _Case, results: list, mode: str = "a") -> None:
+    """samples.jsonl lines for ``results`` [(position, result)], the file opened only for this (a job of many
+    cases holds no file open per case)."""
+    from cepr.runner import job as J
+
+    path = st.tc.output_dir / J.SAMPLES
+    try:
+        fh = path.open(mode)
+    except OSError as e:
+        raise J.WorkspaceError.of(path, e) from None
+    with J._closing(fh):
+        write = J._sample_writer(fh, st.samples, st.y, st.x)
+        for i, r in results:
+            write(i, r)
 
 
 def _collect(client, distributed, futures, meta, states, job, opts, metrics, data, bad, total, address,
@@ -177,7 +187,7 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
     bar = tqdm(total=total, desc=f"cluster {address}", unit="sample", disable=not opts.progress, leave=True,
                dynamic_ncols=True)
     try:
-        for fut in _completed(client, distributed, futures, address, opts.cluster_timeout):
+        for fut in cl.completed(client, futures, address, opts.cluster_timeout):
             key = fut.key
             if key in written or key not in meta:
                 continue
@@ -188,11 +198,11 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
             if st.done:
                 continue
             if fut.status == "cancelled":
-                raise _lost(client, address, "its task was cancelled")
+                raise cl.lost(address, "its task was cancelled")
             try:
                 sr = fut.result()
             except (distributed.client.FutureCancelledError, OSError) as e:
-                raise _lost(client, address, f"{type(e).__name__}: {e}") from None
+                raise cl.lost(address, f"{type(e).__name__}: {e}") from None
             except Exception as e:  # noqa: BLE001 - a shard that failed after its retries fails its case
                 st.error = f"{type(e).__name__}: {e}"
                 for k in list(st.pending):  # the case's other shards are not needed any more
@@ -205,9 +215,9 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
                 cl.save_shard(st.tc.output_dir, positions, sr.results)
             except OSError as e:
                 raise J.WorkspaceError.of(st.tc.output_dir / cl.SHARDS_DIR, e) from None
+            _write_lines(st, sr.results)
             for i, r in sr.results:
                 st.results[i] = r
-                st.writer(i, r)
                 counts["failed" if isinstance(r, SampleFailure) else "cloud" if r[0] else "edge"] += 1
             if sr.artifacts or sr.record:
                 for name, blob in sr.artifacts.items():
@@ -219,7 +229,8 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
             st.record["cluster"]["shards"].append(
                 {"shard": cl.shard_name(positions), "first": positions[0], "last": positions[-1],
                  "samples": len(positions), "worker": sr.worker, "host": sr.host, "pid": sr.pid,
-                 "seconds": round(sr.seconds, 3), "build_s": round(sr.build_s, 3), "resources": sr.resources})
+                 "seconds": round(sr.seconds, 3), "build_s": round(sr.build_s, 3),
+                 "finished": round(sr.finished, 3), "resources": sr.resources})
             bar.update(len(positions))
             bar.set_postfix(counts, refresh=False)
             if not st.pending:
@@ -239,40 +250,6 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
         bar.close()
 
 
-def _completed(client, distributed, futures, address: str, timeout_s: float):
-    """The futures as they complete; a ClusterError when the scheduler is gone or has had no worker for
-    ``NO_WORKER_S`` (a worker restarted by its nanny comes back well within that)."""
-    ac = distributed.as_completed(futures, loop=client.loop)
-    last_worker = time.monotonic()
-    last_check = 0.0
-    while not ac.is_empty():
-        if ac.has_ready():
-            yield from ac.next_batch(block=False)
-            continue
-        time.sleep(0.1)
-        if client.status not in ("running", "connecting"):
-            raise _lost(client, address, f"the client is {client.status}")
-        now = time.monotonic()
-        if now - last_check < 2.0:
-            continue
-        last_check = now
-        try:
-            n = len(client.nthreads())
-        except Exception as e:  # noqa: BLE001 - any failure to ask the scheduler means it is gone
-            raise _lost(client, address, f"{type(e).__name__}: {e}") from None
-        if n:
-            last_worker = now
-        elif now - last_worker > max(NO_WORKER_S, timeout_s):
-            raise cl.ClusterError(f"the Dask scheduler at {address} has had no worker for "
-                                  f"{max(NO_WORKER_S, timeout_s):g} s; the finished test cases and shards are kept "
-                                  f"on disk: start workers (`dask worker {address}`) and rerun with --resume")
-
-
-def _lost(client, address: str, why: str) -> cl.ClusterError:
-    return cl.ClusterError(f"lost the Dask scheduler at {address} ({why}); the finished test cases and shards are "
-                           "kept on disk: start the cluster again and rerun with --resume")
-
-
 def _unfinished(st: _Case, status: str, error: str) -> None:
     from cepr.runner import job as J
 
@@ -280,17 +257,7 @@ def _unfinished(st: _Case, status: str, error: str) -> None:
     st.record.update(status=status, error=error, samples=len(got),
                      n_ok=sum(not isinstance(r, SampleFailure) for r in got),
                      n_failed=sum(isinstance(r, SampleFailure) for r in got))
-    _close(st)
     J._finish(st.record, st.started, st.tc.output_dir, quiet=True)
-
-
-def _close(st: _Case) -> None:
-    if st.fh is not None:
-        try:
-            st.fh.close()
-        except OSError:
-            pass
-        st.fh = None
 
 
 def _fail(st: _Case, error: str) -> None:
@@ -298,7 +265,6 @@ def _fail(st: _Case, error: str) -> None:
 
     st.record.update(status="failed", error=error)
     log.error("test case %s failed: %s", st.tc.id, error)
-    _close(st)
     st.done = True
     J._finish(st.record, st.started, st.tc.output_dir)
 
@@ -311,7 +277,6 @@ def _finalize(st: _Case, job, opts, metrics, data, bad) -> None:
     y_pred = st.results
     y_true, x = data.y, data.x
     wall = time.perf_counter() - st.t_submit
-    _close(st)
     try:
         ok, failed = J._split_failures(y_pred, y_true, x)
         record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)

@@ -487,14 +487,20 @@ def fill_on_cluster(source: SweepSource, address: str, timeout_s: float, shard_s
         bar = tqdm(total=len(todo), desc=f"sweep cache on {address}", unit="sample", disable=not progress)
         try:
             with (cache_dir / SAMPLES).open("a") as fh:
-                for fut in distributed.as_completed(futures, loop=client.loop):
+                kept = "the samples cached so far are kept: rerun to fill the rest"
+                for fut in cl.completed(client, futures, address, timeout_s, kept):
                     if fut.key in written:
                         continue
                     written.add(fut.key)
                     if fut.status == "cancelled":
-                        raise cl.ClusterError(f"lost the Dask scheduler at {address}; the samples cached so far are "
-                                              "kept: rerun to fill the rest")
-                    sr = fut.result()
+                        raise cl.lost(address, "its task was cancelled", kept)
+                    try:
+                        sr = fut.result()
+                    except (distributed.client.FutureCancelledError, OSError) as e:
+                        raise cl.lost(address, f"{type(e).__name__}: {e}", kept) from None
+                    except Exception as e:  # noqa: BLE001 - after its retries: say which shard, where
+                        raise CeprError(f"sweep cache: shard {cl.shard_name(meta[fut.key])} failed on the cluster "
+                                        f"{address}: {type(e).__name__}: {e}; {kept}") from None
                     for i, r in sr.results:
                         if isinstance(r, SampleFailure):
                             failed[i] = r.reason
