@@ -228,6 +228,7 @@ def test_a_lost_scheduler_names_its_address_and_a_rerun_resumes(synth_job, dask_
     assert proc.returncode == 2, out[-2000:] + err[-3000:]
     assert f"lost the Dask scheduler at {own.address}" in err and "--resume" in err
     assert t_noticed < 60, t_noticed
+    print(f"scheduler lost: noticed after {t_noticed:.1f} s")
     recs = records(ws)
     ok = [r for r in recs.values() if r["status"] == "ok"]
     assert ok and len(ok) < len(recs)
