@@ -304,6 +304,28 @@ def test_worker_that_cannot_see_a_path_names_it_and_itself(synth_job, dask_clust
             assert what in str(e.value) and "worker tcp://127.0.0.1:" in str(e.value)
 
 
+def test_only_policies_without_state_across_samples_are_split_into_shards():
+    from cepr.compat.class_factory import ClassFactory, ClassType
+    from cepr.dispatch import policies
+    from cepr.dispatch.budget import Budget
+    from cepr.runner import cluster as cl
+
+    class MyThreshold(policies.Threshold):  # a subclass may keep state: not split unless it says so
+        pass
+
+    class MyStateless(policies.Threshold):
+        order_independent = True
+
+    for alias, cls in (("ClusterTestThreshold", policies.Threshold), ("ClusterTestBudget", Budget),
+                       ("ClusterTestSub", MyThreshold), ("ClusterTestDeclared", MyStateless)):
+        ClassFactory.register(ClassType.HEM, alias=alias)(cls)
+    assert cl.order_independent("ClusterTestThreshold") and cl.order_independent("ClusterTestDeclared")
+    assert not cl.order_independent("ClusterTestBudget") and not cl.order_independent("ClusterTestSub")
+    assert not cl.order_independent("NoSuchPolicy")
+    assert cl.plan_shards([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
+    assert cl.plan_shards([0, 1, 2, 3, 4], None) == [[0, 1, 2, 3, 4]] and cl.plan_shards([], 3) == []
+
+
 def test_unreachable_scheduler_and_missing_package_are_clear_errors(monkeypatch):
     from cepr.errors import CeprError
     from cepr.runner import cluster as cl

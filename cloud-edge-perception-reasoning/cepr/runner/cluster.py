@@ -158,7 +158,8 @@ def shard_name(positions: list[int]) -> str:
 class ShardTask:
     """What a worker needs to run one shard: the modules of the case, the samples and where the driver ran."""
 
-    case_key: str  # which modules (the worker keeps them loaded for the next shard of the same key)
+    case_key: str  # which modules: the worker keeps them for the next shard of the same key (one key per case
+    # and run: a new run builds them afresh, so no state carries over from an earlier run)
     modules: dict  # module type -> ModuleSpec (edgemodel, cloudmodel, hard_example_mining)
     mining_mode: str
     samples: list  # (position, sample) pairs
@@ -184,7 +185,9 @@ class ShardResult:
     record: dict = field(default_factory=dict)  # what save_artifacts says the record should hold
 
 
-_loaded: dict[str, tuple] = {}  # case key -> (instances, JointInferenceJob), on a worker
+# (worker thread, case key) -> (instances, JointInferenceJob), on a worker: each of a worker's threads keeps the
+# modules of the case it ran last (a thread never releases what another thread is using)
+_loaded: dict[tuple[int, str], tuple] = {}
 _loaded_lock = threading.Lock()
 
 
@@ -214,11 +217,12 @@ def _check_visible(task: ShardTask, where: str) -> None:
 def _job_for(task: ShardTask):
     from cepr.runner.paradigm import JointInferenceJob, instantiate
 
+    me = threading.get_ident()
     with _loaded_lock:
-        hit = _loaded.get(task.case_key)
+        hit = _loaded.get((me, task.case_key))
         if hit is not None:
             return hit
-        for key in list(_loaded):  # one case's modules at a time per worker process
+        for key in [k for k in _loaded if k[0] == me]:  # one case's modules at a time per worker thread
             _release_one(key)
         _fresh_imports(task.modules)
         instances = {}
@@ -235,7 +239,7 @@ def _job_for(task: ShardTask):
                     except Exception as e:  # noqa: BLE001 - the original error matters
                         log.debug("cleanup after a failed start: %s", e)
             raise
-        _loaded[task.case_key] = (instances, job)
+        _loaded[(me, task.case_key)] = (instances, job)
         return instances, job
 
 
@@ -254,7 +258,7 @@ def _fresh_imports(modules: dict) -> None:
         sys.path.insert(0, folder)
 
 
-def _release_one(key: str) -> None:
+def _release_one(key: tuple[int, str]) -> None:
     _, job = _loaded.pop(key)
     try:
         job.cleanup()

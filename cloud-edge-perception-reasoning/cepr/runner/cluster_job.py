@@ -90,9 +90,9 @@ def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
                                     "reused_samples": len(st.results) - len(todo) - len(bad), "shards": []}
             st.t_submit = time.perf_counter()
             for k, positions in enumerate(cl.plan_shards(todo, split)):
+                mods = {t: m for t, m in tc.modules.items() if t != "dataset_processor"}
                 task = cl.ShardTask(
-                    case_key=tc.id, modules={t: m for t, m in tc.modules.items() if t != "dataset_processor"},
-                    mining_mode=job.testenv.mining_mode, samples=[(i, st.samples[i]) for i in positions],
+                    case_key=f"{tc.id}-{nonce}", modules=mods, mining_mode=job.testenv.mining_mode, samples=[(i, st.samples[i]) for i in positions],
                     paths=[p for i in positions for p in (str(data.x[i]), str(data.y[i]))], cwd=cwd,
                     concurrency=opts.concurrency, artifacts=k == 0)
                 key = f"cepr-run-{tc.id}-{cl.shard_name(positions)}-{nonce}"

@@ -469,8 +469,8 @@ def fill_on_cluster(source: SweepSource, address: str, timeout_s: float, shard_s
     size = shard_size or cl.DEFAULT_SHARD_SIZE
     modules = {"edgemodel": source.modules["edgemodel"], "cloudmodel": source.modules["cloudmodel"],
                "hard_example_mining": ModuleSpec("hard_example_mining", _ALL_TO_CLOUD, source.hem.url, {})}
-    case_key = "sweep-" + cache_dir.name
     nonce = uuid.uuid4().hex[:8]
+    case_key = f"sweep-{cache_dir.name}-{nonce}"
     futures, meta = [], {}
     print(f"sweep cache: Dask cluster {address}: {len(cl.workers(client))} worker(s), {len(todo)} sample(s) in "
           f"shards of at most {size}", flush=True)
