@@ -15,9 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from cepr.errors import CeprError
 from cepr.runner import cluster as cl
 from cepr.runner.paradigm import SampleFailure, instantiate
 
@@ -278,28 +275,11 @@ def _finalize(st: _Case, job, opts, metrics, data, bad) -> None:
     y_true, x = data.y, data.x
     wall = time.perf_counter() - st.t_submit
     try:
-        ok, failed = J._split_failures(y_pred, y_true, x)
-        record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
-        if failed:
-            log.warning("test case %s: %d of %d samples failed and are not scored (first: sample %d, %s)", tc.id,
-                        len(failed), len(y_pred), failed[0]["index"], failed[0]["reason"])
-        if not ok:
-            raise CeprError(f"every sample failed (first: sample {failed[0]['index']}: {failed[0]['reason']})")
-        good = [y_pred[i] for i in ok]
-        record["edge_providers"] = sorted({str(r[2]["provider"]) for r in good
-                                           if isinstance(r[2], dict) and r[2].get("provider")})
         record["resources"] = {f"{s['worker']} shard {s['shard']}: {name}": v
                                for s in record["cluster"]["shards"] for name, v in (s["resources"] or {}).items()}
         if st.cloud_server is not None:
             record["cloud_server"] = st.cloud_server
-        values, errors = J._score(metrics, np.asarray(y_true)[ok], good, tc.id)
-        record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
-                      cloud=J.cloud_health(good, opts.max_cloud_failures))
-        record["degraded"] = record["cloud"]["degraded"]
-        if record["degraded"]:
-            log.warning("test case %s is DEGRADED: %s", tc.id, record["cloud"]["why"])
-        if errors:
-            record["metric_errors"] = errors
+        J.score_case(record, metrics, y_pred, y_true, x, opts.max_cloud_failures, tc.id, wall)
     except Exception as e:  # noqa: BLE001 - fault isolation, as run_case
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("test case %s failed: %s", tc.id, record["error"])

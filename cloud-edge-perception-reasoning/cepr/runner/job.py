@@ -355,25 +355,7 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
             stats = getattr(instances["cloudmodel"], "server_stats", None)  # server: vllm's speculative counters
             if callable(stats) and (server := stats()) is not None:
                 record["cloud_server"] = server
-        ok, failed = _split_failures(y_pred, y_true, x)
-        record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
-        if failed:
-            log.warning("test case %s: %d of %d samples failed and are not scored (first: sample %d, %s)", tc.id,
-                        len(failed), len(y_pred), failed[0]["index"], failed[0]["reason"])
-        if not ok:
-            raise CeprError(f"every sample failed (first: sample {failed[0]['index']}: {failed[0]['reason']})")
-        good_pred = [y_pred[i] for i in ok]
-        # which ONNX Runtime execution provider ran the edge model (each sample's edge result says it too)
-        record["edge_providers"] = sorted({str(r[2]["provider"]) for r in good_pred
-                                           if isinstance(r[2], dict) and r[2].get("provider")})
-        values, errors = _score(metrics, np.asarray(y_true)[ok], good_pred, tc.id)
-        record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
-                      cloud=cloud_health(good_pred, opts.max_cloud_failures))
-        record["degraded"] = record["cloud"]["degraded"]
-        if record["degraded"]:
-            log.warning("test case %s is DEGRADED: %s", tc.id, record["cloud"]["why"])
-        if errors:
-            record["metric_errors"] = errors
+        score_case(record, metrics, y_pred, y_true, x, opts.max_cloud_failures, tc.id, wall)
     except WorkspaceError:
         record.update(status="failed", error="the workspace could not be written")
         _finish(record, started, out_dir, quiet=True)
@@ -390,6 +372,31 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
         _cleanup(jobobj, instances, tc.id)
     _finish(record, started, out_dir)
     return record
+
+
+def score_case(record: dict, metrics, y_pred: list, y_true, x, max_cloud_failures, case_id: str,
+               wall: float) -> None:
+    """Score a finished case's predictions into its record (failed samples set apart, the edge providers, the
+    metrics, cloud health): one code path for a local case and a case whose shards ran on a cluster."""
+    ok, failed = _split_failures(y_pred, y_true, x)
+    record.update(n_ok=len(ok), n_failed=len(failed), failed_samples=failed)
+    if failed:
+        log.warning("test case %s: %d of %d samples failed and are not scored (first: sample %d, %s)", case_id,
+                    len(failed), len(y_pred), failed[0]["index"], failed[0]["reason"])
+    if not ok:
+        raise CeprError(f"every sample failed (first: sample {failed[0]['index']}: {failed[0]['reason']})")
+    good_pred = [y_pred[i] for i in ok]
+    # which ONNX Runtime execution provider ran the edge model (each sample's edge result says it too)
+    record["edge_providers"] = sorted({str(r[2]["provider"]) for r in good_pred
+                                       if isinstance(r[2], dict) and r[2].get("provider")})
+    values, errors = _score(metrics, np.asarray(y_true)[ok], good_pred, case_id)
+    record.update(status="ok", metrics=values, samples=len(y_pred), wall_s=round(wall, 3),
+                  cloud=cloud_health(good_pred, max_cloud_failures))
+    record["degraded"] = record["cloud"]["degraded"]
+    if record["degraded"]:
+        log.warning("test case %s is DEGRADED: %s", case_id, record["cloud"]["why"])
+    if errors:
+        record["metric_errors"] = errors
 
 
 def _finish(record: dict, started: float, out_dir: Path, quiet: bool = False) -> None:
