@@ -322,6 +322,18 @@ def test_only_policies_without_state_across_samples_are_split_into_shards():
     assert cl.order_independent("ClusterTestThreshold") and cl.order_independent("ClusterTestDeclared")
     assert not cl.order_independent("ClusterTestBudget") and not cl.order_independent("ClusterTestSub")
     assert not cl.order_independent("NoSuchPolicy")
+    # the per-sample policies of cepr.dispatch declare it; a subclass does not inherit the declaration
+    from cepr.dispatch.complexity import Complexity
+    from cepr.dispatch.learned import Learned
+    from cepr.dispatch.network_aware import NetworkAware
+    from cepr.dispatch.risk_aware import RiskAware
+
+    class MyRiskAware(RiskAware):
+        pass
+
+    for cls in (RiskAware, Complexity, Learned, NetworkAware, MyRiskAware):
+        ClassFactory.register(ClassType.HEM, alias=f"ClusterTest{cls.__name__}")(cls)
+        assert cl.order_independent(f"ClusterTest{cls.__name__}") is (cls is not MyRiskAware), cls
     assert cl.plan_shards([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
     assert cl.plan_shards([0, 1, 2, 3, 4], None) == [[0, 1, 2, 3, 4]] and cl.plan_shards([], 3) == []
 

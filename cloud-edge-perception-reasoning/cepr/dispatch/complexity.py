@@ -42,6 +42,7 @@ class Complexity(Policy):
     Parameters: ``threshold`` (0.7, Ianvs's "high"), ``weights`` ([0.4, 0.4, 0.2]), ``scales`` ([15, 0.5, 20])."""
 
     name = "Complexity"
+    order_independent = True  # decides from the sample alone: `cepr run --cluster` may split its cases
 
     def __init__(self, threshold=0.7, weights=None, scales=None, **kwargs):
         check_kwargs(self.name, kwargs, ("threshold", "weights", "scales"))

@@ -228,6 +228,7 @@ class Learned(Policy):
     (``router-model.json``, named in ``record.json``)."""
 
     name = "Learned"
+    order_independent = True  # decides from the sample alone: `cepr run --cluster` may split its cases
 
     def __init__(self, model="learned-synth", threshold=0.5, **kwargs):
         check_kwargs(self.name, kwargs, ("model", "threshold"))

@@ -32,6 +32,7 @@ class NetworkAware(Policy):
     ``expected_ms(x)`` gives the figure for one edge result."""
 
     name = "NetworkAware"
+    order_independent = True  # decides from the sample alone: `cepr run --cluster` may split its cases
 
     def __init__(self, threshold=0.6, deadline_ms=300.0, link="4g", request_bytes=64000, reply_bytes=6000,
                  cloud_ms=70.0, count_edge=True, **kwargs):

@@ -26,6 +26,7 @@ class RiskAware(Policy):
     motorcycle, bicycle; or a list of those names)."""
 
     name = "RiskAware"
+    order_independent = True  # decides from the sample alone: `cepr run --cluster` may split its cases
 
     def __init__(self, hazard_distance_m=6.0, risk_threshold=0.5, confidence_threshold=0.6, hazard_classes="all",
                  **kwargs):

@@ -38,7 +38,7 @@ SHARDS_DIR = "shards"  # per case: the finished shards' results (pickled), for -
 # hard-example-mining policies whose decision on a sample depends on that sample alone (no state carried from one
 # sample to the next), so a case using one may be split into shards without changing a decision. Any other policy
 # (Budget's window, a user's online policy) runs its whole case as one task, in dataset order. A policy class may
-# declare ``order_independent = True`` to be split too.
+# declare ``order_independent = True`` in its own body to be split too (a subclass does not inherit it).
 ORDER_INDEPENDENT = frozenset({"Threshold", "CrossEntropy", "Random", "RandomRouter", "EdgeOnly", "CloudOnly",
                                "Oracle", "OracleRouter"})
 
@@ -136,7 +136,8 @@ def order_independent(hem_name: str) -> bool:
         return False
     if any(cls is getattr(policies, n, None) for n in ORDER_INDEPENDENT):
         return True
-    return getattr(cls, "order_independent", False) is True
+    # declared on the class itself: a subclass of a stateless policy may add state, so it must say so again
+    return vars(cls).get("order_independent", False) is True
 
 
 def plan_shards(positions: list[int], size: int | None) -> list[list[int]]:
