@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -31,16 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from cepr.bench.machine import format_machine, machine_info
 
 
 def start_cluster(folder: Path, workers: int) -> tuple[str, list[subprocess.Popen]]:
@@ -123,7 +113,7 @@ def main(argv=None) -> int:
     same = all(rl[c]["metrics"].get("accuracy") == rc[c]["metrics"].get("accuracy") for c in cases)
     n = len(cases)
     out = {
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end",
+        "machine": format_machine(machine_info()) + " (load at the end)",
         "job": a.file, "cases": n, "samples_per_case": a.limit, "workers": a.workers, "shards": shards,
         "local_job_wall_s": round(t_local, 2), "cluster_job_wall_s": round(t_cluster, 2),
         "t_case_local_mean_s": round(statistics.mean(t_case), 3),

@@ -16,24 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from cepr.bench.machine import machine_info
 
 
 def replicate(source: Path, dest: Path, n: int) -> str:
@@ -107,7 +95,7 @@ def main(argv=None) -> int:
             "what": "cepr sweep speed: settings x cached samples, evaluated without calling a model",
             "command": "python benchmarks/sweep_speed.py " + " ".join(argv if argv is not None else
                                                                        __import__("sys").argv[1:]),
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+            "machine": machine_info(),
             "cache": {"samples": data.n, "note": note, "source": str(source)},
             "settings": detail["vectorised"]["settings"], "repeat": a.repeat,
             "median_s": {k: round(v, 3) for k, v in med.items()},
