@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Self
 
+from cepr.cloud.autoserve import _free_port
 from cepr.errors import CeprError
 
 BINARY_ENV = "CEPR_REDIS_SERVER"
@@ -86,12 +87,6 @@ def _death_signal_hook():
             os._exit(1)
 
     return hook
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
