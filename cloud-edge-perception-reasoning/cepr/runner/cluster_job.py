@@ -86,10 +86,11 @@ def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
                                     "shard_size": split, "split": split is not None,
                                     "reused_samples": len(st.results) - len(todo) - len(bad), "shards": []}
             st.t_submit = time.perf_counter()
+            mods = {t: m for t, m in tc.modules.items() if t != "dataset_processor"}  # applied here, in _prepare
             for k, positions in enumerate(cl.plan_shards(todo, split)):
-                mods = {t: m for t, m in tc.modules.items() if t != "dataset_processor"}
                 task = cl.ShardTask(
-                    case_key=f"{tc.id}-{nonce}", modules=mods, mining_mode=job.testenv.mining_mode, samples=[(i, st.samples[i]) for i in positions],
+                    case_key=f"{tc.id}-{nonce}", modules=mods, mining_mode=job.testenv.mining_mode,
+                    samples=[(i, st.samples[i]) for i in positions],
                     paths=[p for i in positions for p in (str(data.x[i]), str(data.y[i]))], cwd=cwd,
                     concurrency=opts.concurrency, artifacts=k == 0)
                 key = f"cepr-run-{tc.id}-{cl.shard_name(positions)}-{nonce}"
@@ -131,13 +132,7 @@ def _prepare(tc, idx, job, opts, data, bad) -> _Case:
     from cepr.runner import job as J
 
     out_dir = tc.output_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise J.WorkspaceError.of(out_dir, e) from None
-    started = time.time()
-    record = J._start_record(tc, job, opts, started)
-    J._write_json(out_dir / J.RECORD, record)
+    started, record = J.begin_case(tc, job, opts)
     samples = _samples_of(tc, job, data)
     results: list = [None] * len(samples)
     previous = cl.load_shards(out_dir) if opts.resume else {}

@@ -297,6 +297,20 @@ def _split_failures(y_pred: list, y_true, x) -> tuple[list[int], list[dict]]:
     return ok, failed
 
 
+def begin_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions) -> tuple[float, dict]:
+    """Create the case's folder and write its starting record.json (so a crash leaves a trace); returns the start
+    time and the record. Shared by a local case and a case run on a cluster."""
+    out_dir = tc.output_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkspaceError.of(out_dir, e) from None
+    started = time.time()
+    record = _start_record(tc, job, opts, started)
+    _write_json(out_dir / RECORD, record)
+    return started, record
+
+
 def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict, y_true: np.ndarray,
              x: np.ndarray, index: int, total: int, bad: dict | None = None) -> dict:
     """One test case: build the modules, run every sample (each line saved as it finishes), score, and save
@@ -308,13 +322,7 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
     that cannot be written raises :class:`WorkspaceError`."""
 
     out_dir = tc.output_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WorkspaceError.of(out_dir, e) from None
-    started = time.time()
-    record = _start_record(tc, job, opts, started)
-    _write_json(out_dir / RECORD, record)
+    started, record = begin_case(tc, job, opts)
     instances = {}
     jobobj = None
     try:
