@@ -1,4 +1,4 @@
-"""Choose the edge model's INT8 quantisation recipe by measurement (issue 12).
+"""Choose the edge model's INT8 quantisation recipe by measurement.
 
 For each recipe of a grid (which node groups stay FP32, QDQ or QOperator, per-channel or per-tensor weights,
 u8 or s8 activations, ONNX Runtime's graph optimisation level and a few real session config keys), this

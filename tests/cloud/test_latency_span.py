@@ -1,4 +1,4 @@
-"""Cloud latency starts before the payload is built and encoded, in every backend (issue 11): image encoding is
+"""Cloud latency starts before the payload is built and encoded, in every backend: image encoding is
 part of what the robot waits for."""
 
 import time
@@ -53,7 +53,7 @@ def test_inprocess_backend_latency_includes_encoding(slow_encoding, tiny_rgb_mod
 
 
 def test_the_link_time_is_waited_out_unless_asked_not_to():
-    """The modelled transfer is slept, so wall clock and throughput pay for the link (issue 11)."""
+    """The modelled transfer is slept, so wall clock and throughput pay for the link."""
     from cepr.cloud.client import CloudClient
     from cepr.cloud.result import CloudResult
     from cepr.link.network import Link

@@ -63,7 +63,7 @@ def test_summary_mode_answers_like_the_planner_with_counted_bytes(start_server, 
         assert r.answer == Planner().answer(summ, (req.task,))[req.task].answer
         assert r.attempts == 1 and r.bytes_up == body_bytes(b, req)  # the request body, byte for byte
         assert r.bytes_down > 20
-        # the reference expert reports its counts and says they are estimates (issue 11): recorded as such
+        # the reference expert reports its counts and says they are estimates: recorded as such
         assert r.usage.counted == "server-estimate" and r.usage.completion_tokens > 0
         assert (r.timings.ttft_ms is not None) == stream
         assert r.timings.total_ms > 0

@@ -1,4 +1,4 @@
-"""The INT8 recipe options of ``quantize_int8`` / ``cepr edge quantize`` (issue 12) on the tiny model."""
+"""The INT8 recipe options of ``quantize_int8`` / ``cepr edge quantize`` on the tiny model."""
 
 import numpy as np
 import pytest

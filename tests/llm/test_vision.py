@@ -136,7 +136,7 @@ def test_converter_refuses_what_llama_cpp_would_compute_differently(vlm, tmp_pat
 
 
 def test_llama_cpp_agrees_with_transformers_on_the_same_image_and_prompt(engine, vlm):
-    """The stretch goal of issue 13 for issue 14: next-token logits of the HF LLaVA folder and of the GGUF decoder
+    """The LLM work's stretch goal for our VLM: next-token logits of the HF LLaVA folder and of the GGUF decoder
     + mmproj, on square images of the projector's size (no resizing, so both engines normalise the same
     pixels). The difference comes from ggml's GELU (a float16 table); the text alone agrees to float32."""
     import torch

@@ -1,4 +1,4 @@
-"""benchmarkingjob-vlm.yaml: our own VLM in the loop (issue 14), unchanged but for its data set, through the CLI;
+"""benchmarkingjob-vlm.yaml: our own VLM in the loop, unchanged but for its data set, through the CLI;
 on the synthetic layout and on the real one (no depth)."""
 
 from __future__ import annotations

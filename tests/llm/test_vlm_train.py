@@ -1,4 +1,4 @@
-"""`cepr vlm train` (issue 14, first slice): the tiny preset trains a few steps on the test frames, the loss falls,
+"""`cepr vlm train`: the tiny preset trains a few steps on the test frames, the loss falls,
 --resume continues the same run, the Hugging Face folder loads in transformers, and its GGUF + mmproj in llama.cpp
 score the allowed answers like transformers; bad inputs give errors that name the problem."""
 

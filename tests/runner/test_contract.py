@@ -194,7 +194,7 @@ def test_selected_hyperparameters_take_ianvs_column_names(tiny_job):
 
 def test_a_failing_sample_is_recorded_and_the_case_scored_on_the_others(tiny_job):
     """A sample whose inference raises is a failed sample (file and reason in samples.jsonl and record.json),
-    not a failed case: the other samples are run and scored (issue 11 section 2; the whole case failed before)."""
+    not a failed case: the other samples are run and scored (the whole case failed before)."""
     r = run(tiny_job(hem_hps={"threshold": [0.5]}, edge_hps={"quality": [1.0], "crash_at": [2, -1]}))
     assert len(r.records) == 2 and not r.failed
     bad = next(rec for rec in r.records if rec["n_failed"])

@@ -1,4 +1,4 @@
-"""Fault drills of issue 11 section 2 against the real CLI: bad frames in a set in the real layout, Ctrl-C with
+"""Fault drills against the real CLI: bad frames in a set in the real layout, Ctrl-C with
 --concurrency, a killed runner's auto-started server, an unwritable workspace."""
 
 import json

@@ -101,7 +101,7 @@ def test_uplink_bytes_are_the_request_bodies_that_arrived(run):
 
 def test_throughput_is_at_most_concurrency_over_mean_latency(run):
     """The link time is waited out (CloudClient emulates it), so wall-clock throughput can never beat what the
-    latency allows (issue 11: it did while the link time was only added on paper)."""
+    latency allows (it did while the link time was only added on paper)."""
     _, cases, _ = run
     for rec, _samples in cases.values():
         m = rec["metrics"]

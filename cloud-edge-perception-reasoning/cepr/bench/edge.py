@@ -15,7 +15,7 @@ import numpy as np
 from cepr.bench.machine import format_machine, machine_info
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 
-# the per-frame budgets of a small robot's companion computer, one core (issue 12)
+# the per-frame budgets of a small robot's companion computer, one core
 TARGETS_MS = {"summary": 5.0, "total": 15.0}
 TARGET_INT8_SPEEDUP = 2.5  # FP32 / INT8 network latency, where the CPU has VNNI
 

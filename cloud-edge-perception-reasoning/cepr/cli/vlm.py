@@ -1,4 +1,4 @@
-"""``cepr vlm``: our own vision-language model (issue 14)."""
+"""``cepr vlm``: our own vision-language model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from cepr.cli.formatting import HelpFormatter
 
 def add_parser(sub) -> None:
     p = sub.add_parser("vlm", help="train our own LLaVA-style vision-language model on the robot scenes",
-                       description="Our own vision-language model (issue 14): a SigLIP-style ViT, an MLP projector "
+                       description="Our own vision-language model: a SigLIP-style ViT, an MLP projector "
                                    "and a Llama decoder on the project's tokenizer, trained on CPU.")
     s = p.add_subparsers(dest="vlm_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

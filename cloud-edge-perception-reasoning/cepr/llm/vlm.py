@@ -13,7 +13,7 @@
   llama.cpp's multimodal library (libmtmd) loads beside the decoder.
 
 ``export_mmproj`` is generic: the dimensions come from the folder's ``config.json``, so a trained LLaVA folder
-(issue 14) converts the same way. What it maps (facts of llama.cpp's clip loader):
+(``cepr vlm train``) converts the same way. What it maps (facts of llama.cpp's clip loader):
 
 * keys ``clip.projector_type = mlp``, ``clip.has_vision_encoder``, ``clip.vision.{image_size, patch_size,
   embedding_length, feed_forward_length, projection_dim, block_count, attention.head_count,

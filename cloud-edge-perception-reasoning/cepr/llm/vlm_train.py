@@ -1,4 +1,4 @@
-"""``cepr vlm train``: train our own LLaVA-style vision-language model (issue 14) on the robot scenes, on CPU.
+"""``cepr vlm train``: train our own LLaVA-style vision-language model on the robot scenes, on CPU.
 
 The model is ``cepr.llm.vlm``'s architecture (a SigLIP-style ViT, an MLP projector, a Llama decoder) on the
 project's byte-level BPE tokenizer (``cepr.llm.tiny.train_tokenizer`` over ``cepr.llm.corpus``, plus ``<image>``),
