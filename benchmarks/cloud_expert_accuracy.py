@@ -36,14 +36,13 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.client import InProcessExpert
-    from cepr.cloud.payload import PayloadConfig
     from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
     from cepr.data.tasks import TASK_NAMES, TaskParams, answers_for_sample, camera_for, get_task
     from cepr.edge.models import model_path
     from cepr.edge.pipeline import EdgePipeline
     from cepr.edge.planner import Planner
+    from cepr.records import CloudRequest, PayloadConfig
 
     params = TaskParams()
     pipe = EdgePipeline(model_path(a.edge), Planner.from_file(model_path(a.calibration)))

@@ -1,4 +1,4 @@
-"""Cost of the edge result's ``features`` (cepr.dispatch.features): time per frame and bytes per samples.jsonl line.
+"""Cost of the edge result's ``features`` (cepr.edge.features): time per frame and bytes per samples.jsonl line.
 
 Runs cepr's edge module (the shipped models, ``model: auto``) on the first frames of a split, one task per frame
 round-robin as the default job asks them, and reports the time ``edge_features`` took (the edge result's
@@ -33,10 +33,10 @@ def main(argv=None) -> int:
 
     from cepr.data.cloud_robotics import load_rgb, read_index
     from cepr.data.tasks import TASK_NAMES
-    from cepr.dispatch.features import edge_features
+    from cepr.edge.features import edge_features
     from cepr.edge.models import auto_model
-    from cepr.runner.modules import EdgeModule, SampleRef
-    from cepr.runner.records import EdgeResult
+    from cepr.edge.module import EdgeModule
+    from cepr.records import EdgeResult, SampleRef
 
     frames = read_index(Path(a.data) / a.resolution / f"{a.split}-index.txt")[: a.frames]
     m = EdgeModule()

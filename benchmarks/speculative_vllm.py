@@ -2,7 +2,7 @@
 
 For each setting (no speculation; ngram prompt lookup; a draft model: the target itself, the tiny 1-layer draft or
 ``--draft``; each at several numbers of speculative tokens k) it starts vLLM's server (``cepr serve vllm`` through
-``cepr.serve.vllm_server.VllmServer``) on the same model, sends the same prompts one at a time as streamed greedy
+``cepr.servers.vllm_server.VllmServer``) on the same model, sends the same prompts one at a time as streamed greedy
 completions of exactly ``--max-tokens`` tokens (``ignore_eos``), and prints:
 
 * tokens/s: completion tokens over the requests' wall time (sent to last byte), and the speed-up over the
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from cepr.bench.machine import format_machine, machine_info
 from cepr.errors import CeprError
-from cepr.serve.vllm_server import VllmServer, acceptance_rate
+from cepr.servers.vllm_server import VllmServer, acceptance_rate
 
 # completions a robot's cloud model writes: structured text that repeats the prompt (where prompt lookup can
 # help), the task prompt as cepr sends it, and prose

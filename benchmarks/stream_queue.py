@@ -30,8 +30,8 @@ def main() -> int:
     from tqdm import tqdm
 
     from cepr.cloud.client import create_backend
+    from cepr.servers.redis_server import RedisServer
     from cepr.stream.queue import CloudQueue
-    from cepr.stream.redis_server import RedisServer
     from cepr.stream.worker import CloudWorker
 
     class Timed:

@@ -5,9 +5,9 @@ validity and the conversion check.
 For each training output folder given with ``--run`` (``hf/``, ``vlm-<quant>.gguf``, ``mmproj-f32.gguf``):
 
 * **FP32 (transformers)**: choice scoring in ``hf/`` (the most likely JSON answer prefix among the allowed answers,
-  ``cepr.llm.vlm_train.choice_scores``), the frame resized by the model's own image processor;
+  ``cepr.training.vlm_train.choice_scores``), the frame resized by the model's own image processor;
 * **each GGUF (llama.cpp)**: the edge reasoner exactly as a job runs it (``reasoner: llamacpp`` with the vlm
-  prompt, ``cepr.llm.reasoner``), on ``--threads`` threads: its answers, its time per frame (image encoded once,
+  prompt, ``cepr.edge.llm_reasoner``), on ``--threads`` threads: its answers, its time per frame (image encoded once,
   five answers) and per answer;
 * **free generation** on the first ``--gen-frames`` frames: greedy decoding until ``</s>``; the reply must parse
   as JSON with an allowed ``answer`` and a ``reason``; counted, and whether it agrees with the scored answer;
@@ -85,8 +85,8 @@ def eval_run(run: Path, samples, summaries, truths, threads: int, gen_frames: in
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from cepr.llm.reasoner import LlmReasoner
-    from cepr.llm.vlm_train import choice_scores, prompt_text
+    from cepr.edge.llm_reasoner import LlmReasoner
+    from cepr.training.vlm_train import choice_scores, prompt_text
 
     torch.set_num_threads(threads)
     out = {"run": str(run), "sizes_mb": {"hf": mb(run / "hf"), "mmproj-f32.gguf": mb(run / "mmproj-f32.gguf")}}
@@ -131,8 +131,8 @@ def eval_run(run: Path, samples, summaries, truths, threads: int, gen_frames: in
         gen = {"replies": 0, "valid_json": 0, "agrees_with_scored": 0, "correct": 0, "identical_to_transformers": 0}
         r.scorer._frame = None
         for i in range(min(gen_frames, len(samples))):
+            from cepr.edge.llm_reasoner import _resized
             from cepr.llm.mtmd import encode_png
-            from cepr.llm.reasoner import _resized
 
             png = encode_png(_resized(samples[i].rgb, r.image_size))
             scored = r.answer(summaries[i], image=samples[i].rgb)
@@ -213,7 +213,7 @@ def main() -> None:
     result = {"data": a.data, "split": a.split, "frames": len(samples), "threads": a.threads,
               "planner": {**planner.row(), "edge_model": name}, "majority": mtally.row()}
     if a.gemma:
-        from cepr.llm.reasoner import LlmReasoner
+        from cepr.edge.llm_reasoner import LlmReasoner
 
         g, ms = Tally(), []
         llm = LlmReasoner("gemma3-270m", threads=a.threads)

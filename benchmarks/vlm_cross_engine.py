@@ -42,8 +42,9 @@ def main() -> None:
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from cepr.llm.mtmd import VisionProjector, encode_png
-    from cepr.llm.tiny import TARGET, build_tiny
+    from cepr.llm.tiny import TARGET
     from cepr.llm.vlm import VISION, build_tiny_vlm
+    from cepr.training.tiny_set import build_tiny
 
     out = Path(a.out)
     if not (out / "manifest.json").is_file():

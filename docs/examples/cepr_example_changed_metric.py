@@ -7,7 +7,7 @@ edge's; NaN (with a warning) when the cloud answered none. List it in testenv.ya
 import math
 import warnings
 
-from cepr.compat import metric
+from cepr.metrics import metric
 
 
 @metric("cloud_changed")

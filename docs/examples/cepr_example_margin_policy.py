@@ -5,8 +5,7 @@ Margin: send a sample to the cloud when the edge's top answer is not ahead of th
 (``name: Margin``); it works under ``cepr run`` and ``ianvs -f`` alike.
 """
 
-from cepr.compat import policy
-from cepr.dispatch import Policy
+from cepr.dispatch import Policy, policy
 from cepr.errors import CeprError
 
 

@@ -11,9 +11,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.client import register_backend
-from cepr.cloud.result import CloudResult, Timings, Usage
+from cepr.records import CloudRequest, CloudResult, Timings, Usage
 
 
 class PriorConfig(BaseModel):

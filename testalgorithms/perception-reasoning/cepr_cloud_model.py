@@ -1,14 +1,14 @@
 """Ianvs cloud model: any OpenAI-compatible server (vLLM, llama.cpp, the OpenAI API, cepr's reference expert) or
 the reference expert in-process, with payload and link settings.
 
-Thin adapter: the logic is ``cepr.runner.modules.CloudModule``.
+Thin adapter: the logic is ``cepr.cloud.module.CloudModule``.
 """
 
 from cepr.compat import get_class_factory
 
 ClassFactory, ClassType = get_class_factory()
 
-from cepr.runner.modules import CloudModule
+from cepr.cloud.module import CloudModule
 
 
 @ClassFactory.register(ClassType.GENERAL, alias="CeprCloudModel")

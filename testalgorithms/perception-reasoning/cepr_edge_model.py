@@ -1,6 +1,6 @@
 """Ianvs edge model: cepr's on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner).
 
-Thin adapter: the logic is ``cepr.runner.modules.EdgeModule``. Importing this file sets ``BACKEND_TYPE=ONNX``
+Thin adapter: the logic is ``cepr.edge.module.EdgeModule``. Importing this file sets ``BACKEND_TYPE=ONNX``
 unless it is set (Sedna defaults to TensorFlow; ONNX gets its framework-free backend, so no torch is needed), and
 the edge module sets ``model_path`` to its ONNX file.
 """
@@ -10,7 +10,7 @@ from cepr.compat import get_class_factory, prepare_sedna_env
 prepare_sedna_env()
 ClassFactory, ClassType = get_class_factory()
 
-from cepr.runner.modules import EdgeModule
+from cepr.edge.module import EdgeModule
 
 
 @ClassFactory.register(ClassType.GENERAL, alias="CeprEdgeModel")

@@ -98,7 +98,7 @@ def test_queue_cloud_down_requests_wait_in_redis_then_expire_or_are_answered(wal
     deadline passed while the workers were away are dropped unanswered when they come back (expired, in the
     ledger); the later ones are answered."""
     from cepr.bench.stream import format_result
-    from cepr.stream.redis_server import redis_binary
+    from cepr.servers.redis_server import redis_binary
 
     try:
         redis_binary()

@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 
-from cepr.cloud.autoserve import ReferenceServer
+from cepr.servers.autoserve import ReferenceServer
 
 
 class Server(ReferenceServer):

@@ -5,8 +5,8 @@ import urllib.request
 
 import pytest
 
-from cepr.cloud.autoserve import ReferenceServer
 from cepr.errors import CeprError
+from cepr.servers.autoserve import ReferenceServer
 
 pytest.importorskip("fastapi")
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.openai_backend import OpenAIBackendConfig, build_messages
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TASKS, camera_for
 from cepr.edge.summary import summarize
+from cepr.records import CloudRequest
 
 
 @pytest.fixture(scope="module")

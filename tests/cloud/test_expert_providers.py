@@ -79,7 +79,7 @@ def test_serve_cloud_refuses_a_bad_provider_in_one_line():
 
 @cpu_build_only
 def test_serve_cloud_on_cuda_in_a_cpu_build_is_refused_at_start_up(cloud_model):
-    from cepr.cloud.autoserve import ReferenceServer
+    from cepr.servers.autoserve import ReferenceServer
 
     pytest.importorskip("fastapi")
     with pytest.raises(CeprError, match="(?s)exited at start-up.*execution provider cuda requested"):
@@ -88,7 +88,7 @@ def test_serve_cloud_on_cuda_in_a_cpu_build_is_refused_at_start_up(cloud_model):
 
 def test_auto_started_server_with_a_fallback_list_reports_what_ran(cloud_model):
     """What ``base_url: auto`` does with ``expert_providers: [cuda, cpu]``; options travel as JSON."""
-    from cepr.cloud.autoserve import ReferenceServer, providers_arg
+    from cepr.servers.autoserve import ReferenceServer, providers_arg
 
     pytest.importorskip("fastapi")
     assert providers_arg("cpu") == "cpu" and providers_arg(["cuda", "cpu"]) == "cuda,cpu"
@@ -104,7 +104,7 @@ def test_auto_started_server_with_a_fallback_list_reports_what_ran(cloud_model):
 
 
 def test_cloud_module_checks_expert_providers_up_front():
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     CloudModule.check_hyperparameters(expert_providers=["cuda", "cpu"])
     with pytest.raises(CeprError, match="cloudmodel: expert_providers: unknown execution provider 'cdua'; did you "
@@ -116,8 +116,8 @@ def test_cloud_module_checks_expert_providers_up_front():
 
 
 def test_cloud_module_expert_providers_reach_the_auto_started_server(monkeypatch):
-    from cepr.cloud import autoserve
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
+    from cepr.servers import autoserve
 
     started = []
 
@@ -142,7 +142,7 @@ def test_cloud_module_expert_providers_reach_the_auto_started_server(monkeypatch
 
 
 def test_cloud_module_in_process_expert_gets_the_providers():
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     m = CloudModule(backend="inprocess", payload="summary", link="none", server_sessions=1,
                     expert_providers=["cuda", "cpu"])

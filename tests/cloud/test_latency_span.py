@@ -6,9 +6,9 @@ import time
 import pytest
 
 from cepr.cloud import payload as payload_mod
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.client import create_backend
 from cepr.data.tasks import TASKS
+from cepr.records import CloudRequest
 
 SLOW_MS = 120.0
 
@@ -55,8 +55,8 @@ def test_inprocess_backend_latency_includes_encoding(slow_encoding, tiny_rgb_mod
 def test_the_link_time_is_waited_out_unless_asked_not_to():
     """The modelled transfer is slept, so wall clock and throughput pay for the link."""
     from cepr.cloud.client import CloudClient
-    from cepr.cloud.result import CloudResult
     from cepr.link.network import Link
+    from cepr.records import CloudResult
 
     class Instant:
         def infer(self, req):

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.openai_backend import OpenAIBackend
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TASKS, camera_for
 from cepr.edge.planner import Planner
 from cepr.edge.summary import summarize
 from cepr.errors import CeprError
+from cepr.records import CloudRequest
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 
 from cepr.cloud.parsing import AnswerParseError, parse_answer
-from cepr.cloud.result import CloudResult
+from cepr.records import CloudResult
 
 ACTIONS = ("stop", "slow", "go", "avoid_left", "avoid_right")
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cepr.cloud.payload import PayloadConfig, build_user_content, encode_image
+from cepr.cloud.payload import build_user_content, encode_image
+from cepr.records import PayloadConfig
 
 
 @pytest.fixture

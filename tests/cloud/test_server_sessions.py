@@ -116,8 +116,8 @@ def test_bench_cloud_refuses_bad_levels(tiny_data):
 
 
 def test_server_sessions_from_yaml_reach_the_started_server(monkeypatch):
-    from cepr.cloud import autoserve
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
+    from cepr.servers import autoserve
 
     started = []
 

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.openai_backend import OpenAIBackendConfig, build_messages
-from cepr.cloud.payload import PayloadConfig
 from cepr.errors import CeprError
+from cepr.records import CloudRequest, PayloadConfig
 
 PROMPT = "Is there a person or vehicle in the path within 6 m?"
 
@@ -60,7 +59,7 @@ def test_vlm_style_needs_the_image():
 
 
 def test_the_cloud_module_takes_message_style_and_checks_it_up_front():
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     base = {"backend": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "payload": "image"}
     CloudModule.check_hyperparameters(**base, message_style="vlm")
@@ -82,7 +81,7 @@ engines = pytest.mark.skipif(bool(_LLM), reason=f"needs the llm and serve extras
 
 @pytest.fixture(scope="module")
 def vlm_run(tiny_data, tmp_path_factory):
-    from cepr.llm.vlm_train import VlmTrainConfig, train
+    from cepr.training.vlm_train import VlmTrainConfig, train
 
     out = tmp_path_factory.mktemp("vlm-style") / "run"
     train(VlmTrainConfig(data=str(tiny_data), out=str(out), size="tiny", frames=1, steps=3, warmup=0, lr=3e-3,
@@ -102,7 +101,7 @@ def frames(tiny_data):
 @pytest.fixture(scope="module")
 def server(vlm_run):
     pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
-    from cepr.cloud.autoserve import LlamaCppServer
+    from cepr.servers.autoserve import LlamaCppServer
 
     srv = LlamaCppServer(str(vlm_run / "vlm-f32.gguf"), n_ctx=1024, mmproj=str(vlm_run / "mmproj-f32.gguf"))
     yield srv
@@ -132,7 +131,7 @@ def test_llama_cpp_renders_the_training_prompt(vlm_run, processor, frames):
     import llama_cpp.mtmd_cpp as mtmd
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter, MTMDChatHandler
 
-    from cepr.llm.vlm_train import prompt_text
+    from cepr.training.vlm_train import prompt_text
 
     llm = llama_cpp.Llama(model_path=str(vlm_run / "vlm-f32.gguf"), vocab_only=True, verbose=False)
     try:
@@ -153,7 +152,7 @@ def test_llama_cpp_renders_the_training_prompt(vlm_run, processor, frames):
 @pytest.mark.slow
 def test_openai_backend_asks_the_vlm_behind_llama_cpp(server, processor, frames):
     from cepr.cloud.client import create_backend
-    from cepr.llm.vlm_train import prompt_text
+    from cepr.training.vlm_train import prompt_text
 
     statuses = {}
     for answer_format in ("json_object", "none"):
@@ -188,7 +187,7 @@ def _pil(rgb):
 @pytest.mark.slow
 def test_transformers_backend_asks_the_vlm_with_the_training_prompt(vlm_run, processor, frames):
     from cepr.cloud.client import create_backend
-    from cepr.llm.vlm_train import prompt_text
+    from cepr.training.vlm_train import prompt_text
 
     reqs = _requests(frames[:1])
     for answer_format in ("choice", "none"):
@@ -213,7 +212,7 @@ def test_cloud_only_job_asks_the_vlm_with_message_style_vlm(tiny_data, vlm_run, 
     """The keys of docs/backends.md's snippet in a job's cloud.yaml: cepr starts the server, sends the frames."""
     pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
     from cepr.data.tasks import get_task
-    from cepr.llm.vlm_train import prompt_text
+    from cepr.training.vlm_train import prompt_text
     from helpers import run_one_algorithm
 
     lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only",

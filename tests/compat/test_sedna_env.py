@@ -9,7 +9,7 @@ import yaml
 
 from cepr.compat import ORACLE_MARKED, SEDNA_BACKEND, prepare_sedna_env
 from cepr.compat.class_factory import ClassType, lookup
-from cepr.runner.paradigm import import_module_file
+from cepr.registry import import_module_file
 
 REPO = Path(__file__).resolve().parents[2]
 SEDNA_FRAMEWORK_BACKENDS = {"TENSORFLOW", "KERAS", "TORCH", "MINDSPORE"}  # each imports its framework

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cepr.data.geometry import BandProfile
-from cepr.dispatch.features import (
+from cepr.edge.features import (
     COMPLEXITY_WIDTH,
     FEATURE_NAMES,
     HAZARD_CLASSES,
@@ -15,8 +15,9 @@ from cepr.dispatch.features import (
     edge_features,
     mask_complexity,
 )
+from cepr.edge.module import EdgeModule
 from cepr.edge.summary import SceneSummary, SummaryObject
-from cepr.runner.modules import EdgeModule, SampleRef
+from cepr.records import SampleRef
 
 INF = math.inf
 

@@ -6,13 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.openai_backend import OpenAIBackendConfig, build_messages
-from cepr.cloud.payload import PayloadConfig
 from cepr.dispatch.adaptive_payload import DEFAULT_RULES, AdaptivePayload
 from cepr.dispatch.payload_policy import PAYLOAD_POLICY_REGISTRY, payload_policy
 from cepr.dispatch.privacy_aware import PrivacyAware, nearest_person_m
 from cepr.errors import CeprError
+from cepr.records import CloudRequest, PayloadConfig
 
 FIELDS = ["class", "distance_m", "bearing_deg", "left_m", "path_m", "right_m", "path_x_m", "confidence", "bbox_xywh"]
 BASE = PayloadConfig(mode="summary+image", resolution="640x480", codec="jpeg", quality=85)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cepr.dispatch.features import FEATURE_NAMES
+from cepr.edge.features import FEATURE_NAMES
 from helpers import copy_default_job
 from real_layout import make_real_layout
 

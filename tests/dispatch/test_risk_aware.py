@@ -4,7 +4,7 @@ import pytest
 from routing_inputs import edge
 
 from cepr.dispatch import RiskAware, create_policy
-from cepr.dispatch.features import HAZARD_CLASSES
+from cepr.edge.features import HAZARD_CLASSES
 from cepr.errors import CeprError
 
 

@@ -20,7 +20,7 @@ def tiny_llm(tmp_path_factory):
     missing = missing_llm_modules()
     if missing:
         pytest.skip(f"the llm extra is not installed (missing {', '.join(missing)}): pip install -e '.[llm]'")
-    from cepr.llm.tiny import build_tiny
+    from cepr.training.tiny_set import build_tiny
 
     out = tmp_path_factory.mktemp("llm") / "tiny"
     manifest = build_tiny(out, seed=0)

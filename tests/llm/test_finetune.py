@@ -21,7 +21,7 @@ STEPS = 8
 
 
 def _cfg(tiny_llm, tiny_data, out, **kw):
-    from cepr.llm.finetune import FinetuneConfig
+    from cepr.training.finetune import FinetuneConfig
 
     base = {"base": str(tiny_llm["dir"] / "hf"), "data": str(tiny_data), "out": str(out), "summaries": "truth",
             "frames": 2, "steps": STEPS, "lr": 1e-2, "warmup": 0, "r": 8, "alpha": 16, "seed": 0, "threads": 2,
@@ -32,7 +32,7 @@ def _cfg(tiny_llm, tiny_data, out, **kw):
 
 @pytest.fixture(scope="module")
 def trained(tiny_llm, tiny_data, tmp_path_factory):
-    from cepr.llm.finetune import finetune
+    from cepr.training.finetune import finetune
 
     out = tmp_path_factory.mktemp("lora") / "run"
     return {"out": out, "log": finetune(_cfg(tiny_llm, tiny_data, out), log=lambda s: None)}
@@ -42,7 +42,7 @@ def _merged(tiny_llm, peft):
     import torch
 
     from cepr.llm import lora
-    from cepr.llm.finetune import load_base
+    from cepr.training.finetune import load_base
 
     model, tok, _ = load_base(str(tiny_llm["dir"] / "hf"))
     if peft is not None:
@@ -60,7 +60,7 @@ def _first_example(trained) -> dict:
 def test_the_cached_frame_gives_the_full_forward_pass(tiny_llm, trained):
     import torch
 
-    from cepr.llm.finetune import answer_logits, encode
+    from cepr.training.finetune import answer_logits, encode
 
     model, tok = _merged(tiny_llm, None)
     frame, tasks, targets = encode(tok, _first_example(trained))
@@ -75,7 +75,7 @@ def test_the_cached_frame_gives_the_full_forward_pass(tiny_llm, trained):
 def test_loss_goes_down(tiny_llm, trained):
     import torch
 
-    from cepr.llm.finetune import example_loss
+    from cepr.training.finetune import example_loss
 
     log = trained["log"]
     assert log["steps"] == STEPS and log["stopped"] == "steps" and len(log["loss"]) == STEPS
@@ -104,8 +104,8 @@ def _cpp_logits(path, ids, lora=None):
 def test_gguf_adapter_in_llamacpp_gives_the_merged_models_logits(tiny_llm, trained):
     import torch
 
-    from cepr.llm.finetune import encode
     from cepr.llm.lora import adapter_info
+    from cepr.training.finetune import encode
 
     info = adapter_info(trained["out"] / "adapter.gguf")
     assert info["architecture"] == "llama" and info["alpha"] == 16
@@ -147,7 +147,7 @@ def test_resume_continues_from_the_checkpoint(tiny_llm, tiny_data, trained, tmp_
     """4 steps, then --resume to STEPS, ends with the LoRA weights of one run of STEPS steps."""
     from safetensors.numpy import load_file
 
-    from cepr.llm.finetune import finetune
+    from cepr.training.finetune import finetune
 
     out = tmp_path / "resumed"
     first = finetune(_cfg(tiny_llm, tiny_data, out, steps=4), log=lambda s: None)
@@ -168,8 +168,8 @@ def test_resume_continues_from_the_checkpoint(tiny_llm, tiny_data, trained, tmp_
 def test_bad_inputs_are_refused_by_name(tiny_llm, tiny_data, trained, tmp_path):
     from cepr.cli import main
     from cepr.llm import lora
-    from cepr.llm.finetune import finetune
     from cepr.llm.llamacpp import LlamaCppScorer
+    from cepr.training.finetune import finetune
 
     with pytest.raises(CeprError, match="neither a Hugging Face folder"):
         finetune(_cfg(tiny_llm, tiny_data, tmp_path / "a", base=str(tmp_path / "nowhere")))
@@ -195,7 +195,7 @@ def test_bad_inputs_are_refused_by_name(tiny_llm, tiny_data, trained, tmp_path):
     with pytest.raises(CeprError, match="for a gemma3 model, tiny-f32.gguf is a llama model"):
         LlamaCppScorer(gguf, lora=other)
     # the job's edge settings, checked before any case runs
-    from cepr.runner.modules import _llm_options
+    from cepr.edge.module import _llm_options
 
     with pytest.raises(CeprError, match="edgemodel: llm_lora: LoRA adapter .*not found"):
         _llm_options("llamacpp", {"llm_lora": str(tmp_path / "nope.gguf")})

@@ -38,7 +38,7 @@ def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(tmp_pat
     assert r["top1_equal"] >= 0.9, r
     assert r["mean_abs_diff"] < 0.05 * r["logit_scale"], r
     # vLLM settings name it by its shipped name: the folder cached in ~/.cache/cepr (here: this one, linked there)
-    from cepr.serve.vllm_server import check_model
+    from cepr.servers.vllm_server import check_model
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "cache" / "cepr").mkdir(parents=True)

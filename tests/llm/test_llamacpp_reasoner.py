@@ -67,8 +67,8 @@ def test_only_the_tasks_asked_are_answered(reasoner, summaries):
 
 
 def test_bad_settings_are_clear_errors():
+    from cepr.edge.module import EdgeModule
     from cepr.edge.reasoners import create_reasoner
-    from cepr.runner.modules import EdgeModule
 
     with pytest.raises(CeprError, match="only apply to reasoner: llamacpp"):
         EdgeModule(llm_model="gemma3-270m")

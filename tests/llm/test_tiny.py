@@ -25,7 +25,7 @@ def test_a_second_build_with_the_same_seed_is_byte_identical_and_another_seed_is
     for name in ("tiny-f32.gguf", "tiny-q8_0.gguf", "draft-f32.gguf", "draft-q8_0.gguf", "tokenizer.json",
                  "hf/tokenizer.json", "hf/model.safetensors", "draft/hf/model.safetensors", "manifest.json"):
         assert _sha(first / name) == _sha(again / name), name
-    from cepr.llm.tiny import build_tiny
+    from cepr.training.tiny_set import build_tiny
 
     other = build_tiny(tmp_path / "seed1", seed=1, quant=("f32",))
     assert other["sha256"]["tiny-f32.gguf"] != tiny_llm["manifest"]["sha256"]["tiny-f32.gguf"]
@@ -144,7 +144,7 @@ def test_cepr_models_help_and_light_imports():
     out = subprocess.run([sys.executable, "-m", "cepr", "models", "tiny", "--help"], check=True,
                          capture_output=True, text=True).stdout
     assert "--out" in out and "--seed" in out and "deterministically" in out
-    code = ("import sys, cepr.cli, cepr.cli.models, cepr.llm.tiny, cepr.llm.gguf_export, cepr.llm.corpus\n"
+    code = ("import sys, cepr.cli, cepr.cli.models, cepr.llm.tiny, cepr.llm.gguf_export, cepr.training.corpus\n"
             "cepr.cli.build_parser()\n"
             "heavy = {'torch', 'transformers', 'tokenizers', 'gguf', 'llama_cpp', 'safetensors'}\n"
             "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n")

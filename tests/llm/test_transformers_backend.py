@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from cepr.cloud.base import CloudRequest
 from cepr.errors import CeprError
+from cepr.records import CloudRequest
 
 SUMMARY = {"image": [640, 480], "distances": "depth", "risk": 0.4, "uncertainty": 0.1, "corridor_m": [0.6, 1.2],
            "free_m": [None, 3.2, None], "object_fields": ["class", "distance_m"], "objects": [["person", 3.2]],
@@ -63,7 +63,7 @@ def test_free_generation_is_parsed_or_an_error(tiny_llm):
 
 def test_bad_settings(tiny_llm, tmp_path):
     from cepr.cloud.client import create_backend
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import PayloadConfig
 
     with pytest.raises(CeprError, match="not a local Hugging Face folder"):
         create_backend("transformers", {"model": str(tmp_path)})

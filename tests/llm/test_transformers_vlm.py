@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from cepr.cloud.base import CloudRequest
+from cepr.records import CloudRequest
 
 SUMMARY = {"image": [640, 480], "distances": "depth", "risk": 0.4, "uncertainty": 0.1, "corridor_m": [0.6, 1.2],
            "free_m": [None, 3.2, None], "object_fields": ["class", "distance_m"], "objects": [["person", 3.2]],
@@ -38,7 +38,7 @@ def _request(image):
 
 def _backend(vlm, mode="summary+image", **extra):
     from cepr.cloud.client import create_backend
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import PayloadConfig
 
     # PNG at the projector's size: the model sees exactly the pixels sent
     payload = PayloadConfig(mode=mode, codec="png", resolution=f"{vlm['size']}x{vlm['size']}")

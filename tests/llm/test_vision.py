@@ -170,7 +170,7 @@ def test_llama_cpp_agrees_with_transformers_on_the_same_image_and_prompt(engine,
 @pytest.fixture(scope="module")
 def server(vlm):
     pytest.importorskip("sse_starlette", reason="llama.cpp's server needs the llm extra's server packages")
-    from cepr.cloud.autoserve import llamacpp_server
+    from cepr.servers.autoserve import llamacpp_server
 
     return llamacpp_server(str(vlm["gguf"]), mmproj=str(vlm["mmproj"]), n_ctx=1024)
 
@@ -216,9 +216,8 @@ def test_the_server_takes_image_url_parts(server, vlm, engine):
 
 @pytest.mark.slow
 def test_the_openai_backend_sends_the_image_as_parts_and_the_server_counts_its_tokens(server, vlm):
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.client import create_backend
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import CloudRequest, PayloadConfig
 
     img = _images(96)["noise"]  # another size: the server resizes it to the projector's
     req = CloudRequest(task="path_hazard", prompt="Is there a person or vehicle in the path within 6 m?",
@@ -255,7 +254,8 @@ def test_cloud_only_job_on_the_tiny_vlm_behind_llamacpp_with_images(tiny_data, v
 
 
 def test_server_mmproj_is_checked_up_front(vlm):
-    from cepr.runner.modules import CloudModule, EdgeModule
+    from cepr.cloud.module import CloudModule
+    from cepr.edge.module import EdgeModule
 
     with pytest.raises(CeprError, match="only apply to server: llamacpp"):
         CloudModule.check_hyperparameters(server_mmproj=str(vlm["mmproj"]))

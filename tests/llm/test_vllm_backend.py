@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from cepr.cloud.base import CloudRequest
 from cepr.errors import CeprError
+from cepr.records import CloudRequest
 
 SUMMARY = {"image": [640, 480], "distances": "depth", "risk": 0.4, "uncertainty": 0.1, "corridor_m": [0.6, 1.2],
            "free_m": [None, 3.2, None], "object_fields": ["class", "distance_m"], "objects": [["person", 3.2]],
@@ -40,7 +40,7 @@ def hf_folder(tmp_path):
 
 def test_bad_settings_are_refused_before_vllm_starts(hf_folder, tmp_path):
     from cepr.cloud.client import create_backend
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import PayloadConfig
 
     with pytest.raises(CeprError, match="text-only.*payload: summary"):
         create_backend("vllm", {"model": str(hf_folder), "payload": PayloadConfig(mode="summary+image")})
@@ -57,7 +57,7 @@ def test_bad_settings_are_refused_before_vllm_starts(hf_folder, tmp_path):
 
 
 def test_the_runner_checks_the_settings_up_front(hf_folder):
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     with pytest.raises(CeprError, match="max_tokns"):
         CloudModule.check_hyperparameters(backend="vllm", model=str(hf_folder), payload="summary", max_tokns=3)
@@ -207,7 +207,7 @@ def test_in_process_when_this_python_imports_vllm(backend, tiny_llm, vllm_python
     req = _requests()[0]
     script = (
         "import json, sys\n"
-        "from cepr.cloud.base import CloudRequest\n"
+        "from cepr.records import CloudRequest\n"
         "from cepr.cloud.client import create_backend\n"
         f"b = create_backend('vllm', {{'model': {str(tiny_llm['dir'] / 'hf')!r}, 'max_model_len': 2048, "
         f"'max_tokens': {MAX_TOKENS}, 'answer_format': 'none'}})\n"

@@ -88,9 +88,9 @@ def test_tensor_parallel_two_ranks_give_the_same_greedy_answers(tiny_llm, monkey
 
 
 def _check_tensor_parallel(model: str, reference: list[str]) -> None:
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.client import create_backend
-    from cepr.serve.vllm_server import VllmServer
+    from cepr.records import CloudRequest
+    from cepr.servers.vllm_server import VllmServer
 
     with VllmServer(model, max_model_len=512, extra_args=["--tensor-parallel-size=2"]) as two:
         titles = " ".join(_titles(two.pids()))

@@ -21,7 +21,7 @@ import pytest
 
 from cepr.errors import CeprError
 from cepr.llm.spec_config import NOT_RUN, parse_speculative
-from cepr.serve.vllm_server import acceptance_rate, counter_delta, parse_spec_counters
+from cepr.servers.vllm_server import acceptance_rate, counter_delta, parse_spec_counters
 
 METRICS_PAGE = """\
 # HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.
@@ -86,7 +86,7 @@ def test_speculative_configs_are_checked(tmp_path):
 
 
 def test_server_vllm_settings_are_checked_up_front(tmp_path):
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     model = tmp_path / "hf"
     model.mkdir()
@@ -110,7 +110,7 @@ def test_server_vllm_settings_are_checked_up_front(tmp_path):
 
 
 def test_a_missing_vllm_python_is_named(tmp_path):
-    from cepr.serve.vllm_server import VllmServer
+    from cepr.servers.vllm_server import VllmServer
 
     model = tmp_path / "hf"
     model.mkdir()
@@ -168,7 +168,7 @@ class Servers:
         self.model, self.key, self.srv = model, None, None
 
     def get(self, speculative=None):
-        from cepr.serve.vllm_server import VllmServer
+        from cepr.servers.vllm_server import VllmServer
 
         key = json.dumps(speculative, sort_keys=True)
         if key != self.key:
@@ -231,8 +231,8 @@ def test_chat_stream_schema_and_logprobs(servers, plain_greedy):
                                                  "json_schema": {"name": "a", "schema": schema, "strict": True}}})
         assert json.loads(r["choices"][0]["message"]["content"])["answer"] in ("go", "stop", "slow"), r
     # streaming with usage, through cepr's openai backend
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.client import create_backend
+    from cepr.records import CloudRequest
 
     b = create_backend("openai", {"base_url": srv.url, "model": srv.model_id(), "max_tokens": 24, "timeout_s": 60,
                                   "extra_body": {"ignore_eos": True}})
@@ -258,8 +258,8 @@ def test_the_target_as_its_own_draft_accepts_everything(servers, plain_greedy):
     assert out == plain_greedy
     assert after["draft_tokens"] > before["draft_tokens"] and acceptance_rate(before, after) == 1.0
     # per-token inter-token latency: a streamed chunk carries every token a step accepted (up to 5 here)
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.client import create_backend
+    from cepr.records import CloudRequest
 
     b = create_backend("openai", {"base_url": srv.url, "model": srv.model_id(), "max_tokens": 40, "timeout_s": 60,
                                   "extra_body": {"ignore_eos": True}})
@@ -295,8 +295,8 @@ def test_a_vllm_started_elsewhere_is_measured_through_server_metrics_url(servers
 
 
 def test_server_metrics_url_is_checked(tmp_path):
-    from cepr.runner.modules import CloudModule
-    from cepr.serve.vllm_server import MetricsEndpoint
+    from cepr.cloud.module import CloudModule
+    from cepr.servers.vllm_server import MetricsEndpoint
 
     with pytest.raises(CeprError, match="server_metrics_url reads the speculative counters"):
         CloudModule.check_hyperparameters(server_metrics_url="http://127.0.0.1:9/metrics")  # base_url: auto
@@ -309,7 +309,7 @@ def test_server_metrics_url_is_checked(tmp_path):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_start_up_failure_shows_vllms_output(servers, tiny_llm):
-    from cepr.serve.vllm_server import VllmServer
+    from cepr.servers.vllm_server import VllmServer
 
     servers.close()
     with pytest.raises(CeprError, match=r"(?s)exited at start-up.*nonsense"):

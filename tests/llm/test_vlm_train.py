@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"needs the llm extra (mi
 
 
 def _cfg(data, out, **kw):
-    from cepr.llm.vlm_train import VlmTrainConfig
+    from cepr.training.vlm_train import VlmTrainConfig
 
     base = {"data": str(data), "out": str(out), "size": "tiny", "frames": 1, "steps": 3, "warmup": 0, "lr": 3e-3,
             "val_every": 100, "val_frames": 1, "checkpoint_every": 2, "threads": 2, "quant": ("f32",),
@@ -28,7 +28,7 @@ def _cfg(data, out, **kw):
 
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
-    from cepr.llm.vlm_train import train
+    from cepr.training.vlm_train import train
 
     out = tmp_path_factory.mktemp("vlm") / "run"
     first = train(_cfg(tiny_data, out), log=lambda *_: None)
@@ -71,7 +71,7 @@ def test_exports_load_in_transformers_and_llama_cpp_and_agree(trained, tiny_data
 
     from cepr.data.tasks import TASK_NAMES, get_task
     from cepr.llm.mtmd import VisionProjector
-    from cepr.llm.vlm_train import answer_prefix, choice_scores, prompt_text
+    from cepr.training.vlm_train import answer_prefix, choice_scores, prompt_text
 
     out = trained["out"]
     model = AutoModelForImageTextToText.from_pretrained(str(out / "hf"), dtype=torch.float32).eval()
@@ -119,7 +119,7 @@ def test_bad_inputs_name_the_problem(trained, tiny_data, tmp_path):
 
     from cepr.cli import main
     from cepr.errors import CeprError
-    from cepr.llm.vlm_train import VlmTrainConfig, train
+    from cepr.training.vlm_train import VlmTrainConfig, train
 
     with pytest.raises(CeprError, match="no checkpoint"):
         train(_cfg(tiny_data, tmp_path / "fresh"), resume=True)
@@ -136,7 +136,7 @@ def test_bad_inputs_name_the_problem(trained, tiny_data, tmp_path):
 
 def test_without_a_val_split_train_frames_are_held_out(tiny_data, tmp_path):
     from cepr.data.cloud_robotics import find_index
-    from cepr.llm.vlm_train import Frames
+    from cepr.training.vlm_train import Frames
 
     index = find_index(tiny_data, split="train")  # an index file: no val split beside it
     frames = Frames(_cfg(index, tmp_path / "h", frames=6, val_frames=2))
@@ -148,7 +148,7 @@ def _hf_scores(out, image, task):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from cepr.llm.vlm_train import choice_scores
+    from cepr.training.vlm_train import choice_scores
 
     model = AutoModelForImageTextToText.from_pretrained(str(out / "hf"), dtype=torch.float32).eval()
     proc = AutoProcessor.from_pretrained(str(out / "hf"))
@@ -221,7 +221,7 @@ def test_auto_size_and_device():
     import torch
 
     from cepr.errors import CeprError
-    from cepr.llm.vlm_train import presets, resolve_device_and_size
+    from cepr.training.vlm_train import presets, resolve_device_and_size
 
     if torch.cuda.is_available():
         assert resolve_device_and_size("auto", "auto") == ("cuda", "large")
@@ -237,7 +237,7 @@ def test_auto_size_and_device():
 
 
 def test_learning_rate_warms_up_holds_then_decays_with_the_clock():
-    from cepr.llm.vlm_train import MIN_LR_RATIO, VlmTrainConfig, _lr
+    from cepr.training.vlm_train import MIN_LR_RATIO, VlmTrainConfig, _lr
 
     c = VlmTrainConfig(out="x", lr=1e-3, warmup=10, max_minutes=10, decay_fraction=0.2)
     assert _lr(c, 0) == 1e-4 and _lr(c, 9) == 1e-3  # warm-up
@@ -253,7 +253,7 @@ def test_learning_rate_warms_up_holds_then_decays_with_the_clock():
 def test_curves_table_from_the_log(trained, tmp_path, capsys):
     from cepr.cli import main
     from cepr.errors import CeprError
-    from cepr.llm.vlm_train import curves
+    from cepr.training.vlm_train import curves
 
     rows = curves(trained["out"], every=3)
     assert [r["steps"] for r in rows] == ["1-3", "4-6"]
@@ -268,7 +268,7 @@ def test_curves_table_from_the_log(trained, tmp_path, capsys):
 def test_answer_weight_covers_the_answer_prefix(tiny_data):
     import torch
 
-    from cepr.llm.vlm_train import Frames, answer_prefix, batch, build_model, target_loss
+    from cepr.training.vlm_train import Frames, answer_prefix, batch, build_model, target_loss
 
     frames = Frames(_cfg(tiny_data, "unused", frames=2))
     model, proc, _ = build_model("tiny", 0)

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from cepr.cloud.payload import PayloadConfig, encode_image
+from cepr.cloud import pricing
+from cepr.cloud.payload import encode_image
 from cepr.dispatch.payload_policy import payload_policy
 from cepr.errors import CeprError
 from cepr.metrics import joint
-from cepr.runner.records import EDGE_STATE_KEY, EdgeState
+from cepr.records import EDGE_STATE_KEY, EdgeState, PayloadConfig
 
 FIELDS = ["class", "distance_m"]
 
@@ -81,9 +82,9 @@ def test_bandwidth_saving_with_a_payload_policy(tmp_path):
     y_true = [str(tmp_path / f"l{i}.png") for i in range(3)]
     y_pred = [[True, None, e(0), c(0)], [True, None, e(1), c(1)], [False, None, e(2), None]]
     baseline = sum(up) + parts(2, payloads[2]) + np.mean(overhead)
-    assert joint.bandwidth_saving(y_true, y_pred) == pytest.approx(1 - sum(up) / baseline)
+    assert pricing.bandwidth_saving(y_true, y_pred) == pytest.approx(1 - sum(up) / baseline)
     # priced with the fixed base instead (no policy recorded), the unsent sample costs the same here: its risk
     # is high, so the policy chose the base's settings; a low-risk unsent sample would differ
     low = [[True, None, e(1), c(1)], [False, None, e(0), None]]
     cheap = up[1] + parts(0, payloads[0]) + overhead[1]
-    assert joint.bandwidth_saving(y_true[1::-1], low) == pytest.approx(1 - up[1] / cheap)
+    assert pricing.bandwidth_saving(y_true[1::-1], low) == pytest.approx(1 - up[1] / cheap)

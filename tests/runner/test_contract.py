@@ -292,9 +292,9 @@ def test_every_case_is_validated_before_the_first_runs(tiny_job, tmp_path):
 ])
 def test_cepr_modules_check_values_without_starting_anything(mtype, name, hps, message):
     """cepr's modules check their values up front (the cloud module starts no server to do it)."""
-    from cepr.cloud import autoserve
     from cepr.runner.config import ModuleSpec
     from cepr.runner.testcase import check_module
+    from cepr.servers import autoserve
 
     adapters = Path(__file__).resolve().parents[2] / "testalgorithms" / "perception-reasoning"
     url = adapters / {"edgemodel": "cepr_edge_model.py", "cloudmodel": "cepr_cloud_model.py",

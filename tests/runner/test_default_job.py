@@ -149,8 +149,9 @@ def test_default_job_end_to_end_through_the_cli(job_copy):
 
 
 def test_edge_and_cloud_modules_accept_both_call_conventions(tiny_data):
-    from cepr.runner.dataset import load_index
-    from cepr.runner.modules import CloudModule, EdgeModule, TaskDatasetProcessor
+    from cepr.cloud.module import CloudModule
+    from cepr.edge.module import EdgeModule
+    from cepr.runner.dataset import TaskDatasetProcessor, load_index
 
     ds = TaskDatasetProcessor(tasks=["path_hazard", "action"])(load_index(tiny_data / "160x120" / "test-index.txt"))
     assert [s["task"] for s in ds.x[:2]] == ["path_hazard", "action"]
@@ -173,7 +174,7 @@ def test_edge_and_cloud_modules_accept_both_call_conventions(tiny_data):
     ({"model": "edge-int9"}, "did you mean the shipped model 'edge-int8'"),
 ])
 def test_edge_module_bad_hyperparameters(kwargs, message):
-    from cepr.runner.modules import EdgeModule
+    from cepr.edge.module import EdgeModule
 
     with pytest.raises(CeprError, match=message):
         EdgeModule(**kwargs)
@@ -186,7 +187,7 @@ def test_edge_module_bad_hyperparameters(kwargs, message):
     ({"backend": "inprocess", "link": "4G-ish"}, "link"),
 ])
 def test_cloud_module_bad_hyperparameters(kwargs, message):
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     with pytest.raises(CeprError, match=message):
         CloudModule(**kwargs)

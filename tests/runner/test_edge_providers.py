@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cepr.edge.module import EdgeModule
 from cepr.errors import CeprError
 from cepr.runner.config import ModuleSpec
-from cepr.runner.modules import EdgeModule
 from cepr.runner.testcase import check_module
 from helpers import copy_default_job
 
@@ -51,8 +51,7 @@ def test_cuda_alone_on_a_cpu_build_is_refused_up_front():
 
 @pytest.mark.skipif(not _cpu_build(), reason="this onnxruntime build has CUDA")
 def test_listed_fallback_runs_on_cpu_and_the_result_says_so(tiny_data, monkeypatch):
-    from cepr.runner.dataset import load_index
-    from cepr.runner.modules import TaskDatasetProcessor
+    from cepr.runner.dataset import TaskDatasetProcessor, load_index
 
     monkeypatch.setenv("BACKEND_TYPE", "ONNX")
     sample = TaskDatasetProcessor()(load_index(tiny_data / "160x120" / "test-index.txt")).x[0]
@@ -110,8 +109,7 @@ def _gpu() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _gpu(), reason="not run: no CUDA provider in this onnxruntime build / no GPU")
 def test_edge_module_on_cuda_records_it_and_answers_as_on_cpu(tiny_data, monkeypatch):
-    from cepr.runner.dataset import load_index
-    from cepr.runner.modules import TaskDatasetProcessor
+    from cepr.runner.dataset import TaskDatasetProcessor, load_index
 
     monkeypatch.setenv("BACKEND_TYPE", "ONNX")
     samples = TaskDatasetProcessor()(load_index(tiny_data / "160x120" / "test-index.txt")).x[:5]

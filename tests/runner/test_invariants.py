@@ -22,8 +22,8 @@ LIMIT = 8  # samples per case: enough for the policies to differ, few enough for
 def run(tiny_data, tmp_path_factory):
     """(rank rows, {case folder: (record, samples)}, the server's received body bytes) of one run of the job."""
     pytest.importorskip("fastapi")
-    from cepr.cloud.autoserve import ReferenceServer
     from cepr.cloud.expert import EXPERT_MODEL_NAME
+    from cepr.servers.autoserve import ReferenceServer
 
     cwd = tmp_path_factory.mktemp("invariants")
     te = copy_default_job(cwd, tiny_data)

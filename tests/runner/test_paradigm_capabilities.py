@@ -10,7 +10,8 @@ from cepr.compat import ORACLE_MARKED, ClassFactory, ClassType
 from cepr.compat.class_factory import lookup
 from cepr.dispatch import POLICY_REGISTRY, Policy, register_policy
 from cepr.errors import CeprError
-from cepr.runner.paradigm import JointInferenceJob, import_module_file
+from cepr.registry import import_module_file
+from cepr.runner.paradigm import JointInferenceJob
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -66,8 +66,8 @@ def _run(cwd: Path, job_file: str, limit: int) -> list[tuple[dict, list[dict]]]:
 def synth_run(tiny_data, tmp_path_factory):
     """(cases, the server's /metrics) of one run of the cloud-only job with 2 payload policies x 3 fusion rules."""
     pytest.importorskip("fastapi")
-    from cepr.cloud.autoserve import ReferenceServer
     from cepr.cloud.expert import EXPERT_MODEL_NAME
+    from cepr.servers.autoserve import ReferenceServer
 
     cwd = tmp_path_factory.mktemp("payload-fusion")
     te = copy_default_job(cwd, tiny_data)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cepr.data.identity import data_fingerprint
 from cepr.errors import CeprError
-from cepr.runner import fingerprint as fpr
 from cepr.runner.config import parse_job
 from cepr.runner.job import RunOptions, run_job
 from cepr.runner.testcase import build_test_cases
@@ -126,8 +126,8 @@ def test_data_fingerprint_is_cheap_and_names_the_set(tmp_path):
         (root / f"l{i}.png").write_bytes(b"y")
     (root / "test-index.txt").write_text("".join(f"r{i}.png l{i}.png\n" for i in range(300)))
     t = time.perf_counter()
-    d = fpr.data_fingerprint(root / "test-index.txt")
+    d = data_fingerprint(root / "test-index.txt")
     assert time.perf_counter() - t < 1.0
     assert d["files"] == 600 and d["name"] == "synth/640x480" and d["synthetic"] is True
-    assert fpr.data_fingerprint(root / "test-index.txt") == d
-    assert fpr.data_fingerprint(tmp_path / "missing.txt")["fingerprint"] == "missing"
+    assert data_fingerprint(root / "test-index.txt") == d
+    assert data_fingerprint(tmp_path / "missing.txt")["fingerprint"] == "missing"

@@ -128,7 +128,8 @@ def test_rtsp_source_is_read_perceived_and_counted(rtsp, walk_frames):
     original PNGs are, none bad; /metrics and /v1/state count them under the source's name."""
     import uvicorn
 
-    from cepr.serve.edge_service import EdgeService, EdgeServiceConfig, create_app
+    from cepr.serve.edge_app import create_app
+    from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
 
     _, originals = walk_frames
     svc = EdgeService(EdgeServiceConfig(cloud="none", fps=30, tasks=["action"])).start()

@@ -37,7 +37,7 @@ class Http:
     def __init__(self, service):
         import uvicorn
 
-        from cepr.serve.edge_service import create_app
+        from cepr.serve.edge_app import create_app
 
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=self.port,

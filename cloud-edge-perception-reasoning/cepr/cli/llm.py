@@ -71,7 +71,7 @@ def cmd_finetune(a) -> int:
         raise CeprError("--split test: fine-tuning on the test split would make its evaluation meaningless")
     import logging
 
-    from cepr.llm.finetune import FinetuneConfig, finetune
+    from cepr.training.finetune import FinetuneConfig, finetune
 
     logging.getLogger("gguf").setLevel(logging.WARNING)  # GGUFWriter logs every file it writes at INFO
 

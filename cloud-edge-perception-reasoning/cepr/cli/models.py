@@ -97,7 +97,7 @@ def cmd_tiny(a) -> int:
     _need("torch", "transformers", "tokenizers", "gguf", "safetensors")
     from pathlib import Path
 
-    from cepr.llm.tiny import build_tiny
+    from cepr.training.tiny_set import build_tiny
 
     _quiet_gguf(a)
     m = build_tiny(a.out, seed=a.seed, quant=tuple(dict.fromkeys(a.quant)))

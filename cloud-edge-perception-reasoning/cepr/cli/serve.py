@@ -129,7 +129,8 @@ def cmd_edge(a) -> int:
     from pydantic import ValidationError
 
     from cepr.errors import CeprError
-    from cepr.serve.edge_service import EdgeServiceConfig, serve
+    from cepr.serve.edge_app import serve  # FastAPI and uvicorn: the serve extra
+    from cepr.serve.edge_service import EdgeServiceConfig
 
     try:
         cfg = EdgeServiceConfig(sources=a.source, fps=a.fps, loop=a.loop, tasks=a.task or ["action"], job=a.job,
@@ -177,7 +178,7 @@ def add_vllm_parser(ssub) -> None:
 
 def cmd_vllm(a) -> int:
     from cepr.llm.spec_config import parse_speculative
-    from cepr.serve.vllm_server import serve
+    from cepr.servers.vllm_server import serve
 
     spec = parse_speculative(a.speculative, where="--speculative")
     return serve(a.model, port=a.port, host=a.host, startup_s=a.startup_s, speculative=spec, dtype=a.dtype,
@@ -187,7 +188,7 @@ def cmd_vllm(a) -> int:
 
 
 def cmd_llamacpp(a) -> int:
-    from cepr.serve.llamacpp_server import LlamaCppServerConfig, serve
+    from cepr.servers.llamacpp_server import LlamaCppServerConfig, serve
 
     serve(LlamaCppServerConfig(model=a.model, host=a.host, port=a.port, n_ctx=a.n_ctx, threads=a.threads,
                                speculative=a.speculative, draft_tokens=a.draft_tokens, chat_format=a.chat_format,

@@ -172,7 +172,7 @@ def cmd_status(a) -> int:
 
 
 def cmd_redis(a) -> int:
-    from cepr.stream.redis_server import RedisServer
+    from cepr.servers.redis_server import RedisServer
 
     with RedisServer(port=a.port, binary=a.binary, dir=a.dir) as srv:
         print(f"redis-server {srv.binary} on {srv.url} (data in {srv.dir}); Ctrl-C stops it", flush=True)

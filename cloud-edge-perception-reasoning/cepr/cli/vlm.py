@@ -85,7 +85,7 @@ def cmd_train(a) -> int:
         raise CeprError(f"cepr vlm train needs {', '.join(missing)}: pip install -e '.[llm]'")
     import logging
 
-    from cepr.llm.vlm_train import VlmTrainConfig, train
+    from cepr.training.vlm_train import VlmTrainConfig, train
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     fields = ("out", "data", "size", "device", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
@@ -102,7 +102,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_curves(a) -> int:
-    from cepr.llm.vlm_train import curves
+    from cepr.training.vlm_train import curves
 
     rows = curves(a.run, a.every)
     cols = ["steps", "loss", "aux_loss", "lr", "step_minutes", "val_loss", "val_acc"]

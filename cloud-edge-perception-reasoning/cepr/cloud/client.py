@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from cepr.cloud.base import CloudRequest
-from cepr.cloud.result import CloudResult, Timings, Usage
+from cepr.records import CloudRequest, CloudResult, Timings, Usage
 from cepr.registry import Registry, import_target
 
 _OPENAI_CONFIG = "cepr.cloud.openai_backend:OpenAIBackendConfig"

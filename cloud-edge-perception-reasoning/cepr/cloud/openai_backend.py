@@ -29,11 +29,11 @@ from typing import Literal
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
+from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
 from cepr.cloud.parsing import AnswerParseError, parse_answer
-from cepr.cloud.payload import PayloadConfig, build_user_content, encode_image
-from cepr.cloud.result import CloudResult, Timings, Usage
+from cepr.cloud.payload import build_user_content, encode_image
 from cepr.errors import CeprError
+from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 _ID_HEADER = "x-cepr-request-id"
 MessageStyle = Literal["chat", "vlm"]

@@ -34,10 +34,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
-from cepr.cloud.payload import PayloadConfig
-from cepr.cloud.result import CloudResult, Timings, Usage
+from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
 from cepr.errors import CeprError
+from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 
 class TransformersConfig(BaseModel):

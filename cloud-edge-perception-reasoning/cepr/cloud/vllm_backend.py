@@ -52,10 +52,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
-from cepr.cloud.payload import PayloadConfig
-from cepr.cloud.result import CloudResult, Timings, Usage
+from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
 from cepr.errors import CeprError
+from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).with_name("vllm_worker.py")
@@ -231,7 +230,7 @@ class VllmBackend:
         if cfg.payload.sends_image:
             raise CeprError("cloudmodel: the vllm backend runs text-only models here (no image input yet): use "
                             "payload: summary")
-        from cepr.serve.vllm_server import resolve_shipped_hf
+        from cepr.servers.vllm_server import resolve_shipped_hf
 
         path = Path(resolve_shipped_hf(cfg.model)).expanduser()
         if not (path / "config.json").is_file():

@@ -2,8 +2,8 @@
 
 from cepr.compat.class_factory import ClassFactory, ClassType, get_class_factory, sedna_available
 
-__all__ = ["ORACLE_MARKED", "SEDNA_BACKEND", "ClassFactory", "ClassType", "get_class_factory", "metric", "policy",
-           "prepare_sedna_env", "sedna_available"]
+__all__ = ["ORACLE_MARKED", "SEDNA_BACKEND", "ClassFactory", "ClassType", "get_class_factory", "prepare_sedna_env",
+           "sedna_available"]
 
 # The BACKEND_TYPE the adapters pick. Sedna's set_backend imports a framework for TENSORFLOW, KERAS, TORCH and
 # MINDSPORE; any other value uses its framework-free BackendBase, which calls ``load(model_url=$model_path)`` and
@@ -28,29 +28,8 @@ def prepare_sedna_env(model_file: str | None = None) -> None:
         os.environ["model_path"] = str(model_file)
 
 
-def policy(name: str, **capabilities):
-    """Decorator for a dispatch policy in one file: registered with cepr (``cepr.dispatch.POLICY_REGISTRY``, with
-    its capabilities) and, as a hard-example-mining filter, with the ClassFactory that Ianvs and ``cepr run`` read,
-    so the file itself can be the HEM module's ``url`` (docs/architecture.md)."""
-    def decorator(cls):
-        from cepr.compat.class_factory import force_register
-        from cepr.dispatch import register_policy
-
-        register_policy(name, **capabilities)(cls)
-        force_register(cls, ClassType.HEM, name)
-        return cls
-    return decorator
-
-
-def metric(name: str):
-    """Decorator for a testenv metric in one file, ``metric(y_true, y_pred) -> float``: registered with cepr
-    (``cepr.metrics.joint.METRIC_REGISTRY``) and with the ClassFactory under its name, so the file itself can be
-    the metric's ``url`` in testenv.yaml under both runners."""
-    def decorator(fn):
-        from cepr.metrics.joint import register_metric
-
-        register_metric(name)(fn)
-        factory, types = get_class_factory()
-        factory.register(types.GENERAL, alias=name)(fn)
-        return fn
-    return decorator
+def __getattr__(name: str):
+    if name in ("policy", "metric"):  # the plug-in decorators live with what they register
+        where = {"policy": "cepr.dispatch", "metric": "cepr.metrics"}[name]
+        raise AttributeError(f"cepr.compat.{name} is now {where}.{name}: from {where} import {name}")
+    raise AttributeError(f"module 'cepr.compat' has no attribute {name!r}")

@@ -9,6 +9,7 @@ is one file with ``@register_policy("Name", needs_edge_result=True)`` on its cla
 from __future__ import annotations
 
 # importing registers them: the baselines (policies.py) and the policies that read the edge features
+from cepr.compat.class_factory import ClassType, force_register
 from cepr.dispatch.budget import Budget
 from cepr.dispatch.complexity import Complexity
 from cepr.dispatch.learned import Learned, train_learned
@@ -31,6 +32,17 @@ from cepr.dispatch.risk_aware import RiskAware
 POLICIES = POLICY_REGISTRY.view()
 
 
+def policy(name: str, **capabilities):
+    """Decorator for a dispatch policy in one file: registered with cepr (:data:`POLICY_REGISTRY`, with its
+    capabilities) and, as a hard-example-mining filter, with the ClassFactory that Ianvs and ``cepr run`` read,
+    so the file itself can be the HEM module's ``url`` (docs/architecture.md)."""
+    def decorator(cls):
+        register_policy(name, **capabilities)(cls)
+        force_register(cls, ClassType.HEM, name)
+        return cls
+    return decorator
+
+
 def get_policy(name: str) -> type:
     """The policy class registered as ``name``; a typo gets a "did you mean" and the list of names."""
     return POLICY_REGISTRY.get(name)
@@ -43,4 +55,4 @@ def create_policy(name: str, **hyperparameters) -> Policy:
 
 __all__ = ["POLICIES", "POLICY_REGISTRY", "Budget", "CloudOnly", "Complexity", "CrossEntropy", "EdgeOnly", "Learned",
            "NetworkAware", "Oracle", "OracleRouter", "Policy", "Random", "RandomRouter", "RiskAware", "Threshold",
-           "create_policy", "get_policy", "register_policy", "train_learned"]
+           "create_policy", "get_policy", "policy", "register_policy", "train_learned"]

@@ -54,7 +54,7 @@ class PayloadRule(BaseModel):
     @classmethod
     def _valid(cls, v, info):
         if v is not None:  # PayloadConfig's own checks, with its messages
-            from cepr.cloud.payload import PayloadConfig
+            from cepr.records import PayloadConfig
 
             PayloadConfig(**{info.field_name: v})
         return v

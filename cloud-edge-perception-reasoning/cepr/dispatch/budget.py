@@ -6,9 +6,9 @@ import math
 import threading
 from collections import deque
 
-from cepr.dispatch.features import confidence
 from cepr.dispatch.params import check_kwargs, positive_float, positive_int, unit_float
 from cepr.dispatch.policies import Policy, register_policy
+from cepr.edge.features import confidence
 from cepr.errors import CeprError
 
 

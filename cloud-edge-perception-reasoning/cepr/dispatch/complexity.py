@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cepr.dispatch.features import feature
 from cepr.dispatch.params import check_kwargs, positive_float, unit_float
 from cepr.dispatch.policies import Policy, register_policy
+from cepr.edge.features import feature
 from cepr.errors import CeprError
 
 # Ianvs (examples/Cloud_Robotics/cloud-edge-collaborative-inference_bench/perception-reasoning): weights of the
@@ -35,7 +35,7 @@ class Complexity(Policy):
     Reads from the edge result: ``features.mask_classes`` (classes in the predicted mask other than road: the
     "object count"), ``features.edge_density`` (share of mask pixels, at 160 px wide, with another class in their
     3x3 neighbourhood) and ``features.fragments`` (8-connected components of every class but road, summed); see
-    ``cepr.dispatch.features``. These are the three terms, weights (0.4, 0.4, 0.2) and scales (15, 0.5, 20) of
+    ``cepr.edge.features``. These are the three terms, weights (0.4, 0.4, 0.2) and scales (15, 0.5, 20) of
     the complexity score in KubeEdge Ianvs's Cloud-Robotics perception example (its dispatcher calls a frame
     "high" above 0.7 and "medium" above 0.4). Nothing else is read: not the confidence, not the task.
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cepr.dispatch.features import confidence, edge_result, feature, features_of
 from cepr.dispatch.params import check_kwargs, positive_float, unit_float
 from cepr.dispatch.policies import Policy, register_policy
+from cepr.edge.features import confidence, edge_result, feature, features_of
 from cepr.errors import CeprError, did_you_mean
 
 FORMAT = "cepr-learned-router"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from cepr.dispatch.features import confidence, edge_result, number
 from cepr.dispatch.params import check_kwargs, positive_float, unit_float
 from cepr.dispatch.policies import Policy, register_policy
+from cepr.edge.features import confidence, edge_result, number
 from cepr.errors import CeprError
 
 

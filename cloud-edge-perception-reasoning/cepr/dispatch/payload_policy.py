@@ -112,7 +112,7 @@ class PayloadPolicyChain:
     """The cloud module's payload policies, applied in order to its base payload settings."""
 
     def __init__(self, spec=None, base=None):
-        from cepr.cloud.payload import PayloadConfig
+        from cepr.records import PayloadConfig
 
         self.base = base if base is not None else PayloadConfig()
         specs = spec if isinstance(spec, (list, tuple)) else [spec]
@@ -163,7 +163,7 @@ def payload_policy(spec=None, base=None) -> PayloadPolicyChain:
 
 def derive(base, **changes):
     """``base`` (a PayloadConfig) with ``changes`` (None values ignored), validated again."""
-    from cepr.cloud.payload import PayloadConfig
+    from cepr.records import PayloadConfig
 
     changes = {k: v for k, v in changes.items() if v is not None}
     if "scale" in changes and "resolution" not in changes:  # a size given one way replaces the other way

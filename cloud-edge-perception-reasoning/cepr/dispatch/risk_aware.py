@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cepr.dispatch.features import HAZARD_CLASSES, confidence, feature, features_of
 from cepr.dispatch.params import check_kwargs, positive_float, unit_float
 from cepr.dispatch.policies import Policy, register_policy
+from cepr.edge.features import HAZARD_CLASSES, confidence, feature, features_of
 from cepr.errors import CeprError, did_you_mean
 
 

@@ -65,8 +65,8 @@ def collect_edge_results(index, tasks="all", frames: int | None = None, edge: di
 
     from cepr.data.cloud_robotics import read_index
     from cepr.data.tasks import TASK_NAMES, ground_truth
-    from cepr.runner.modules import EdgeModule, SampleRef
-    from cepr.runner.records import EdgeResult
+    from cepr.edge.module import EdgeModule
+    from cepr.records import EdgeResult, SampleRef
 
     task_list = list(TASK_NAMES) if tasks in ("all", None) else ([tasks] if isinstance(tasks, str) else list(tasks))
     fr = read_index(index)

@@ -16,7 +16,10 @@ from cepr.edge.summary import SceneSummary, summarize
 
 
 @dataclass
-class EdgeResult:
+class FramePerception:
+    """What the pipeline saw in one frame (the class map, the summary, the local answers, stage timings); the
+    edge module turns it into the sample's :class:`cepr.records.EdgeResult`."""
+
     label: np.ndarray  # predicted class map at the frame's resolution
     summary: SceneSummary
     summary_bytes: bytes
@@ -43,7 +46,7 @@ class EdgePipeline:
         self.depth_for_distance = depth_for_distance  # False: ground-plane distances, as from an image alone
 
     def __call__(self, rgb: np.ndarray, depth: np.ndarray | None, camera: Camera,
-                 tasks: tuple[str, ...] | None = None) -> EdgeResult:
+                 tasks: tuple[str, ...] | None = None) -> FramePerception:
         """One frame; ``tasks`` (default: the pipeline's) are the ones the reasoner answers."""
         seg = self.model(rgb, depth if self.model.use_depth else None)
         t0 = time.perf_counter()
@@ -60,16 +63,16 @@ class EdgePipeline:
         t2 = time.perf_counter()
         timings = {f"perception.{k}": v for k, v in seg.timings_ms.items()}
         timings.update({"summary": 1e3 * (t1 - t0), "planner": 1e3 * (t2 - t1)})
-        return EdgeResult(seg.label, summary, blob, answers, timings)
+        return FramePerception(seg.label, summary, blob, answers, timings)
 
-    def run_sample(self, sample) -> EdgeResult:
+    def run_sample(self, sample) -> FramePerception:
         """A loaded ``cepr.data.cloud_robotics.Sample``; its sidecar camera when present, else the assumed one."""
         from cepr.data.tasks import camera_for
 
         h, w = sample.label.shape if sample.label is not None else sample.rgb.shape[:2]
         return self(sample.rgb, sample.depth, camera_for(sample.sidecar, w, h))
 
-    def run_batch(self, samples, progress: bool = False) -> list[EdgeResult]:
+    def run_batch(self, samples, progress: bool = False) -> list[FramePerception]:
         from tqdm import tqdm
 
         samples = list(samples)

@@ -36,13 +36,13 @@ def planner(calibration: str | Path | None = None):
 def llamacpp(calibration: str | Path | None = None, llm_model: str = "gemma3-270m", llm_threads: int = 1,
              llm_ctx: int = 2048, llm_mmproj: str | None = None, llm_lora: str | None = None,
              llm_prompt: str = "auto"):
-    """A GGUF language model run in-process by llama.cpp (``cepr.llm.reasoner``), answering from the summary's
+    """A GGUF language model run in-process by llama.cpp (``cepr.edge.llm_reasoner``), answering from the summary's
     text form with log-probability confidences; with ``llm_mmproj`` (the model's vision projector GGUF) from the
     frame too; ``llm_lora`` (a GGUF LoRA adapter from ``cepr llm finetune``, or a shipped adapter's name) is
     applied to the model. ``llm_prompt``: ``summary`` (the summary's text form), ``vlm`` (our own VLM's prompt: the
     image and the question only) or ``auto`` (``vlm`` for a ``cepr-vlm-*`` GGUF). ``calibration`` (the segmentation
     model's planner fit) does not apply to it. Needs the llm extra."""
-    from cepr.llm.reasoner import LlmReasoner
+    from cepr.edge.llm_reasoner import LlmReasoner
 
     return LlmReasoner(llm_model, threads=int(llm_threads), n_ctx=int(llm_ctx), mmproj=llm_mmproj,
                        lora=llm_lora, prompt=str(llm_prompt))

@@ -10,7 +10,7 @@ Methods (``method`` picks one; each has its own keys, anything else is an error)
   vLLM's JSON like the others, but **not run here**: no model with EAGLE heads is installable on this machine, so
   no test or number in this project comes from them.
 
-Acceptance is measured from vLLM's own counters (``cepr.serve.vllm_server.spec_counters``), never estimated.
+Acceptance is measured from vLLM's own counters (``cepr.servers.vllm_server.spec_counters``), never estimated.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One seed gives, byte for byte, the same set:
 
-* a byte-level BPE tokenizer trained with ``tokenizers`` on the suite's own texts (``cepr.llm.corpus``), with the
+* a byte-level BPE tokenizer trained with ``tokenizers`` on the suite's own texts (``cepr.training.corpus``), with the
   special tokens ``<s> </s> <pad> <unk>`` (ids 0-3) and a chat template;
 * a tiny ``LlamaForCausalLM`` (hidden 64, 2 layers, 2 query heads and 1 key/value head of head_dim 32, untied
   output), randomly initialised from the seed, saved as a Hugging Face folder with the tokenizer;
@@ -17,8 +17,7 @@ decoding does not hinge on rounding.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -134,45 +133,3 @@ def _save_hf(model, hf_tok, out: Path) -> None:
             hf_logging.enable_progress_bar()
 
 
-def build_tiny(out: str | Path, seed: int = 0, quant: tuple[str, ...] = ("f32", "q8_0")) -> dict:
-    """Build the tiny set in ``out``; returns (and writes as ``manifest.json``) what was built, with SHA-256s.
-
-    Layout: ``hf/`` (target, Hugging Face), ``tiny-<quant>.gguf``, ``draft/hf/``, ``draft-<quant>.gguf``,
-    ``tokenizer.json`` (the trained tokenizer), ``corpus.txt`` (what it was trained on)."""
-    import torch
-
-    from cepr.llm.corpus import build_corpus
-    from cepr.llm.gguf_export import export_gguf
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)  # nothing should draw from it (init_weights uses NumPy), but be sure
-    texts = build_corpus(seed)
-    (out / "corpus.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
-    tok = train_tokenizer(texts)
-    tok.save(str(out / "tokenizer.json"))
-    hf_tok = _hf_tokenizer(tok)
-    vocab = tok.get_vocab_size()
-    files = {"corpus": "corpus.txt", "tokenizer": "tokenizer.json"}
-    models = {}
-    for role, spec, sub, mseed in (("target", TARGET, "hf", seed), ("draft", DRAFT, "draft/hf", seed + 1_000_003)):
-        model = build_hf_model(spec, vocab, mseed)
-        _save_hf(model, hf_tok, out / sub)
-        files[f"{role}_hf"] = sub
-        stem = "tiny" if role == "target" else "draft"
-        for q in quant:
-            name = f"{stem}-{q}.gguf"
-            export_gguf(out / sub, out / name, q, name=f"cepr-tiny-{role}")
-            files[f"{role}_{q}"] = name
-        models[role] = asdict(spec)
-    from cepr.llm.vlm import build_tiny_vlm
-
-    # the tiny vision-language model (vlm/): its own seed, so the files above keep their bytes
-    vlm = build_tiny_vlm(out / "vlm", tok, TARGET, seed + 2_000_003, quant)
-    files.update(vlm["files"])
-    models["vlm"] = vlm["model"]
-    manifest = {"seed": seed, "vocab_size": vocab, "special_tokens": list(SPECIAL_TOKENS),
-                "chat_template": CHAT_TEMPLATE, "models": models, "files": files,
-                "sha256": {p: _sha256(out / p) for p in sorted(set(files.values())) if (out / p).is_file()}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import warnings
 
+from cepr.data.identity import dataset_identity
 from cepr.errors import CeprError
-from cepr.runner.fingerprint import dataset_identity
 
 
 def _identities(y_true, y_pred) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cepr.errors import CeprError, did_you_mean
-from cepr.report.rank import read_rank_csv
+from cepr.runner.rank import read_rank_csv
 
 log = logging.getLogger(__name__)
 

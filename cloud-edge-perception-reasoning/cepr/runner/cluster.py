@@ -275,7 +275,7 @@ def executing(dask_worker) -> list[str]:
 def release_worker() -> int:
     """On each worker at the end of a job (``client.run``): drop the loaded modules and stop auto-started
     servers (the reference cloud expert). Returns how many cases were released."""
-    from cepr.cloud.autoserve import shutdown_all
+    from cepr.servers.autoserve import shutdown_all
 
     with _loaded_lock:
         n = len(_loaded)

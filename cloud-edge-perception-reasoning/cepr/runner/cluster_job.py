@@ -54,7 +54,7 @@ def _samples_of(tc, job, data) -> list:
 def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
     """Run ``cases`` on the cluster ``opts.cluster``, filling ``result`` as the local loop does (records in case
     order). A lost scheduler sets ``result.cluster_error``; Ctrl-C sets ``result.interrupted``."""
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     address = cl.normalise_address(opts.cluster)
     client = cl.connect(address, opts.cluster_timeout)
@@ -71,7 +71,7 @@ def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
         cwd = str(Path.cwd())
         total = 0
         for idx, tc in enumerate(cases, 1):
-            rec = J._finished_record(tc) if opts.resume else None
+            rec = J.finished_record(tc) if opts.resume else None
             if rec is not None:
                 result.skipped += 1
                 log.info("resume: test case %s already finished", tc.id)
@@ -129,7 +129,7 @@ def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
 
 
 def _prepare(tc, idx, job, opts, data, bad) -> _Case:
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     out_dir = tc.output_dir
     started, record = J.begin_case(tc, job, opts)
@@ -155,15 +155,15 @@ def _prepare(tc, idx, job, opts, data, bad) -> _Case:
 def _write_lines(st: _Case, results: list, mode: str = "a") -> None:
     """samples.jsonl lines for ``results`` [(position, result)], the file opened only for this (a job of many
     cases holds no file open per case)."""
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     path = st.tc.output_dir / J.SAMPLES
     try:
         fh = path.open(mode)
     except OSError as e:
         raise J.WorkspaceError.of(path, e) from None
-    with J._closing(fh):
-        write = J._sample_writer(fh, st.samples, st.y, st.x)
+    with J.closing_samples(fh):
+        write = J.sample_writer(fh, st.samples, st.y, st.x)
         for i, r in results:
             write(i, r)
 
@@ -172,7 +172,7 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
              result) -> None:
     from tqdm import tqdm
 
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     written: set[str] = set()
     counts = {"edge": 0, "cloud": 0, "failed": 0}
@@ -243,27 +243,27 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
 
 
 def _unfinished(st: _Case, status: str, error: str) -> None:
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     got = [r for r in st.results if r is not None]
     st.record.update(status=status, error=error, samples=len(got),
                      n_ok=sum(not isinstance(r, SampleFailure) for r in got),
                      n_failed=sum(isinstance(r, SampleFailure) for r in got))
-    J._finish(st.record, st.started, st.tc.output_dir, quiet=True)
+    J.finish_record(st.record, st.started, st.tc.output_dir, quiet=True)
 
 
 def _fail(st: _Case, error: str) -> None:
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     st.record.update(status="failed", error=error)
     log.error("test case %s failed: %s", st.tc.id, error)
     st.done = True
-    J._finish(st.record, st.started, st.tc.output_dir)
+    J.finish_record(st.record, st.started, st.tc.output_dir)
 
 
 def _finalize(st: _Case, job, opts, metrics, data, bad) -> None:
     """Score a case whose shards have all finished, as run_case does, and write its record."""
-    from cepr.runner import job as J
+    from cepr.runner import case as J
 
     tc, record = st.tc, st.record
     y_pred = st.results
@@ -279,6 +279,6 @@ def _finalize(st: _Case, job, opts, metrics, data, bad) -> None:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("test case %s failed: %s", tc.id, record["error"])
     st.done = True
-    J._finish(record, st.started, tc.output_dir)
+    J.finish_record(record, st.started, tc.output_dir)
     if record["status"] == "ok":
         cl.drop_shards(tc.output_dir)

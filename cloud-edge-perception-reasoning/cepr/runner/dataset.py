@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cepr.errors import DatasetError
+from cepr.data.tasks import TASK_NAMES, get_task
+from cepr.errors import CeprError, DatasetError
+from cepr.hyperparameters import check_known
+from cepr.records import SampleRef
 
 
 @dataclass
@@ -72,3 +75,40 @@ def frame_problems(data: IndexDataset, progress: bool = False) -> dict[int, str]
         if label.shape != (h, w):
             out[i] = f"size mismatch: rgb {w}x{h} vs label {label.shape[1]}x{label.shape[0]} ({lab})"
     return out
+
+
+# ---- the dataset processor module ------------------------------------------------------------------------
+
+class TaskDatasetProcessor:
+    """``processor(dataset) -> dataset`` with ``x`` replaced by SampleRefs. ``tasks``: a task name, a list, or
+    "all"; frame i is asked ``tasks[i % len(tasks)]``, so every task gets an equal share of the frames."""
+
+    def __init__(self, tasks="all", **kwargs):
+        check_known("dataset_processor", kwargs, [])
+        if tasks in ("all", None):
+            tasks = list(TASK_NAMES)
+        if isinstance(tasks, str):
+            tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+        for t in tasks:
+            try:
+                get_task(t)
+            except KeyError as e:
+                raise CeprError(f"dataset_processor: {e.args[0]}") from None
+        if not tasks:
+            raise CeprError("dataset_processor: tasks is empty")
+        self.tasks = list(tasks)
+
+    def samples(self, xs, ys) -> list[SampleRef]:
+        ys = list(ys) if ys is not None and len(ys) else [None] * len(xs)
+        if len(ys) != len(xs):
+            raise CeprError(f"dataset has {len(xs)} inputs but {len(ys)} labels")
+        out = []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            rgb = str(x[0] if isinstance(x, (list, tuple, np.ndarray)) else x)
+            out.append(SampleRef(key=Path(rgb).stem, rgb=rgb, label=None if y is None else str(y),
+                                 task=self.tasks[i % len(self.tasks)], index=i))
+        return out
+
+    def __call__(self, dataset):
+        dataset.x = self.samples(list(dataset.x), getattr(dataset, "y", None))
+        return dataset

@@ -13,11 +13,9 @@ the filter in mining-then-inference, and a cloud exception propagates instead of
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
@@ -25,34 +23,11 @@ from copy import deepcopy
 from cepr.compat.class_factory import ClassType, lookup
 from cepr.dispatch import POLICY_REGISTRY
 from cepr.errors import CeprError
+from cepr.records import EDGE_STATE_KEY, CloudRecord, EdgeResult
+from cepr.registry import import_module_file
 from cepr.runner.config import ModuleSpec
-from cepr.runner.records import EDGE_STATE_KEY, CloudRecord, EdgeResult
 
 log = logging.getLogger(__name__)
-
-
-def import_module_file(path) -> None:
-    """Ianvs imports module files by basename with their folder on sys.path; do the same."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise CeprError(f"module file {path} does not exist")
-    folder, name = str(path.parent), path.stem
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    existing = sys.modules.get(name)
-    if existing is not None:
-        if Path(getattr(existing, "__file__", "") or "").resolve() != path.resolve():
-            raise CeprError(f"two module files share the basename {name!r} ({existing.__file__} and {path}); "
-                            "Ianvs imports by basename, so each adapter/metric file needs a unique name")
-        return
-    try:
-        importlib.import_module(name)
-    except CeprError:
-        raise
-    except Exception as e:
-        raise CeprError(f"importing {path} failed: {type(e).__name__}: {e}") from e
 
 
 def instantiate(spec: ModuleSpec):
@@ -148,7 +123,7 @@ class JointInferenceJob:
 
     def _cloud(self, data, post_process, edge_result=None, **kw):
         """The cloud model on a hard sample. A cloud model whose ``inference`` takes ``edge_state`` gets the edge
-        result's state explicitly (Ianvs passes nothing: there the module reads cepr.runner.records.EDGE_HANDOFF)."""
+        result's state explicitly (Ianvs passes nothing: there the module reads cepr.records.EDGE_HANDOFF)."""
         if self.cloud_takes_state and isinstance(edge_result, dict) and EDGE_STATE_KEY in edge_result:
             kw[EDGE_STATE_KEY] = edge_result[EDGE_STATE_KEY]
         cloud_result = self.cloud.inference(data, post_process=post_process, **kw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cepr.cloud.autoserve import server_pids
+from cepr.servers.autoserve import server_pids
 
 
 def _usage(pid: int) -> tuple[float, float] | None:

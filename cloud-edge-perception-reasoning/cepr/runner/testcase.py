@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cepr.compat.class_factory import ClassType, lookup
+from cepr.data.identity import data_fingerprint
 from cepr.errors import CeprError
+from cepr.registry import import_module_file
 from cepr.runner import fingerprint as fpr
 from cepr.runner.config import AlgorithmSpec, BenchmarkingJob, ModuleSpec
-from cepr.runner.paradigm import check_mining_mode, import_module_file, policy_capabilities
+from cepr.runner.paradigm import check_mining_mode, policy_capabilities
 
 
 class JobInputs:
@@ -37,7 +39,7 @@ class JobInputs:
     def data(self) -> dict:
         if self._data is None:
             index = self.job.testenv.test_index if self.job is not None else self.context.get("test_index")
-            self._data = fpr.data_fingerprint(index) if index else {"fingerprint": "missing", "files": 0}
+            self._data = data_fingerprint(index) if index else {"fingerprint": "missing", "files": 0}
         return self._data
 
     @property

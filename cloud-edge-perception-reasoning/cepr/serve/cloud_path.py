@@ -160,8 +160,8 @@ class DirectCloud(CloudPath):
             self.on_result(ans)
 
     def _call(self, job: CloudJob) -> CloudAnswer:
-        from cepr.cloud.base import CloudRequest
         from cepr.data.tasks import TaskParams, get_task
+        from cepr.records import CloudRequest
 
         m = self.module
         task = get_task(job.task)
@@ -203,8 +203,8 @@ class QueueCloud(CloudPath):
     def __init__(self, url: str | None = "embedded", payload=None, cloud_module=None, workers: int = 1,
                  maxlen: int = 1000, **queue_options):
         try:
+            from cepr.servers.redis_server import resolve_url
             from cepr.stream.queue import CloudQueue
-            from cepr.stream.redis_server import resolve_url
         except ImportError as e:
             raise CeprError(f"cloud: queue needs the stream extra (pip install -e '.[stream]'): {e}") from None
         self.url = resolve_url(url or "embedded")
@@ -243,7 +243,8 @@ class QueueCloud(CloudPath):
     def submit(self, job: CloudJob) -> bool:
         image = None
         if job.rgb is not None and (self.payload is None or self.payload.sends_image):
-            from cepr.cloud.payload import PayloadConfig, encode_image
+            from cepr.cloud.payload import encode_image
+            from cepr.records import PayloadConfig
 
             image = encode_image(job.rgb, self.payload or PayloadConfig()).data
         meta = {"source": job.source, "frame_id": job.frame_id, "camera": job.camera,

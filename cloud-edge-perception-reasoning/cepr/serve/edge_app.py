@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cepr.errors import CeprError
 from cepr.serve.edge_page import PAGE
-from cepr.serve.edge_service import UPLOAD_SOURCE, EdgeService
+from cepr.serve.edge_service import UPLOAD_SOURCE, EdgeService, EdgeServiceConfig
 
 
 class AskBody(BaseModel):
@@ -144,3 +144,16 @@ def create_app(service: EdgeService):
     return app
 
 
+def serve(config: EdgeServiceConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+    """Start the service and uvicorn; stop both on Ctrl-C / SIGTERM."""
+    import uvicorn  # optional heavy dependency (the serve extra)
+
+    service = EdgeService(config).start()
+    try:
+        s = service.stats()
+        print(f"cepr edge service on http://{host}:{port}/  (algorithm {service.deployment.algorithm}: "
+              f"{service.deployment.policy} {service.deployment.policy_hps}; cloud {s['cloud']['mode']}; sources: "
+              f"{', '.join(s['sources']) or 'none, POST /v1/perceive'})", flush=True)
+        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+    finally:
+        service.stop()

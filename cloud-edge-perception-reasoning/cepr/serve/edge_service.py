@@ -321,9 +321,10 @@ class EdgeService:
     def start(self) -> EdgeService:
         if self._started:
             return self
+        from cepr.cloud.module import CloudModule
         from cepr.dispatch import create_policy
         from cepr.edge.models import AUTO, auto_model
-        from cepr.runner.modules import CloudModule, EdgeModule
+        from cepr.edge.module import EdgeModule
 
         d = self.deployment
         self.policy = create_policy(d.policy, **d.policy_hps)
@@ -340,7 +341,7 @@ class EdgeService:
             self.cloud = DirectCloud(CloudModule(**d.cloud_hps), self.config.cloud_pending,
                                      max(1, self.config.cloud_workers))
         elif self.config.cloud == "queue":
-            from cepr.cloud.payload import PayloadConfig
+            from cepr.records import PayloadConfig
 
             p = d.cloud_hps
             payload = PayloadConfig(mode=p.get("payload", "summary+image"), resolution=p.get("resolution"),
@@ -534,7 +535,7 @@ class EdgeService:
     # -- answers --
     def _answer(self, st: _SourceState, rec: FrameRecord, task: str, local, label) -> dict:
         from cepr.data.tasks import get_task
-        from cepr.dispatch.features import edge_features
+        from cepr.edge.features import edge_features
 
         answers = get_task(task).answers
         if local.distribution is not None:
@@ -784,27 +785,3 @@ class EdgeService:
                 "deployment": self.deployment.describe(), "tasks": list(self.config.tasks),
                 "deadline_s": self.config.deadline_s, "uptime_s": round(time.time() - (self.started_at or time.time()),
                                                                         3)}
-
-
-# ---- HTTP ---------------------------------------------------------------------------------------------------
-
-def create_app(service: EdgeService):
-    """The FastAPI app of a (started) service (cepr.serve.edge_app; needs the serve extra)."""
-    from cepr.serve.edge_app import create_app as _create_app
-
-    return _create_app(service)
-
-
-def serve(config: EdgeServiceConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
-    """Start the service and uvicorn; stop both on Ctrl-C / SIGTERM."""
-    import uvicorn
-
-    service = EdgeService(config).start()
-    try:
-        s = service.stats()
-        print(f"cepr edge service on http://{host}:{port}/  (algorithm {service.deployment.algorithm}: "
-              f"{service.deployment.policy} {service.deployment.policy_hps}; cloud {s['cloud']['mode']}; sources: "
-              f"{', '.join(s['sources']) or 'none, POST /v1/perceive'})", flush=True)
-        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
-    finally:
-        service.stop()

@@ -3,7 +3,7 @@
 API::
 
     module_hyperparameters(path, module_type="cloudmodel", algorithm=None) -> dict
-    cloud_module_from_yaml(path, algorithm=None, overrides=None) -> cepr.runner.modules.CloudModule
+    cloud_module_from_yaml(path, algorithm=None, overrides=None) -> cepr.cloud.module.CloudModule
 
 ``path``: a benchmarkingjob YAML (``algorithm`` names one of its algorithms; default: the first with a cloud
 module that is not edge-only) or an algorithm YAML. Hyperparameters are read as ``cepr run`` reads them
@@ -73,7 +73,7 @@ def module_hyperparameters(path, module_type: str = "cloudmodel", algorithm: str
 
 def cloud_module_from_yaml(path, algorithm: str | None = None, overrides: dict | None = None):
     """The job's cloud module, built (servers started) as in a benchmark."""
-    from cepr.runner.modules import CloudModule
+    from cepr.cloud.module import CloudModule
 
     hps = {**module_hyperparameters(path, "cloudmodel", algorithm), **(overrides or {})}
     return CloudModule(**hps)

@@ -123,9 +123,9 @@ class StreamRequest:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def cloud_request(self):
-        """The :class:`cepr.cloud.base.CloudRequest` a cloud backend answers."""
-        from cepr.cloud.base import CloudRequest
+        """The :class:`cepr.records.CloudRequest` a cloud backend answers."""
         from cepr.data.tasks import TaskParams, get_task
+        from cepr.records import CloudRequest
 
         try:
             task = get_task(self.task)

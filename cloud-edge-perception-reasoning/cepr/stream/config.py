@@ -3,7 +3,7 @@
 YAML (every key optional; these are the defaults)::
 
     stream:
-      redis: embedded            # or redis://HOST:PORT/DB; embedded starts a local redis-server (cepr.stream.redis_server)
+      redis: embedded            # or redis://HOST:PORT/DB; embedded starts a local redis-server (cepr.servers.redis_server)
       stream: cepr:requests      # hard samples, read by the cloud workers' consumer group
       group: cloud
       results: cepr:results      # answers (and shed/dead notices) for the edge
@@ -54,7 +54,7 @@ class StreamConfig(BaseModel):
 
     def url(self) -> str:
         """The Redis URL (``embedded`` starts the process's local server now)."""
-        from cepr.stream.redis_server import resolve_url
+        from cepr.servers.redis_server import resolve_url
 
         return resolve_url(self.redis)
 

@@ -33,7 +33,7 @@ def replay_frames(queue, yaml_path, data, frames: int = 20, fps: float = 0.0, im
 
     from cepr.data.cloud_robotics import find_index, load_sample, read_index
     from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for
-    from cepr.runner.modules import EdgeModule
+    from cepr.edge.module import EdgeModule
     from cepr.stream.backend import module_hyperparameters
 
     tasks = list(tasks or TASK_NAMES)

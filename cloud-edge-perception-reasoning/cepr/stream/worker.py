@@ -10,7 +10,7 @@ API::
     w.stats                      # this worker's own counts: answered, failed, dead_lettered, expired, late, claimed
 
 ``backend``: anything with ``infer(CloudRequest) -> CloudResult`` (a cepr cloud backend, a ``CloudClient``, the
-``client`` of :class:`cepr.runner.modules.CloudModule`; :func:`cepr.stream.backend.cloud_module_from_yaml` builds
+``client`` of :class:`cepr.cloud.module.CloudModule`; :func:`cepr.stream.backend.cloud_module_from_yaml` builds
 one from a benchmark job's YAML).
 
 Per message: a request read after its ``deadline`` (an absolute time the edge put on it) is acknowledged without

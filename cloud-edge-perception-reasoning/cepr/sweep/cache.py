@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cepr.data.identity import data_fingerprint
 from cepr.errors import CeprError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def cache_parts(source: SweepSource, concurrency: int = 1) -> dict:
 
     mods = {t: {"name": m.name, "hyperparameters": m.hyperparameters} for t, m in source.modules.items()}
     models = fpr.models_fingerprint({t: m for t, m in source.modules.items() if t != "dataset_processor"})
-    data = fpr.data_fingerprint(source.test_index)
+    data = data_fingerprint(source.test_index)
     return {"format": FORMAT, "mining_mode": MINING_MODE, "modules": mods, "payload": source.payload,
             "models": models, "data": {"fingerprint": data["fingerprint"], "name": data.get("name")},
             "concurrency": int(concurrency)}
@@ -144,7 +145,7 @@ class _MaskRef:
 
 class CachedEdgeResult(dict):
     """An edge result read back from the cache, as the paradigm hands it to a policy: the edge model's dict, its
-    ``edge_state`` (an :class:`~cepr.runner.records.EdgeState`) and, where the edge module kept it, the
+    ``edge_state`` (an :class:`~cepr.records.EdgeState`) and, where the edge module kept it, the
     predicted class map under ``mask``, decoded from the cache on first use (``x["mask"]``, ``x.get("mask")``
     and ``"mask" in x`` all see it)."""
 
@@ -155,7 +156,7 @@ class CachedEdgeResult(dict):
         self._mask = mask
 
     def __missing__(self, key):
-        from cepr.runner.records import MASK_KEY
+        from cepr.records import MASK_KEY
 
         if key == MASK_KEY and self._mask is not None:
             return self._mask.get()
@@ -168,7 +169,7 @@ class CachedEdgeResult(dict):
             return default
 
     def __contains__(self, key) -> bool:
-        from cepr.runner.records import MASK_KEY
+        from cepr.records import MASK_KEY
 
         return dict.__contains__(self, key) or (key == MASK_KEY and self._mask is not None)
 
@@ -225,7 +226,7 @@ class CachedSet:
     def edge_results(self) -> list[CachedEdgeResult]:
         """Per sample, the edge result as the paradigm hands it to a policy in inference-then-mining."""
         if self._edge is None:
-            from cepr.runner.records import EDGE_STATE_KEY, EdgeState
+            from cepr.records import EDGE_STATE_KEY, EdgeState
 
             out = []
             for x in self.lines:
@@ -305,7 +306,7 @@ def _write_json(path: Path, doc: dict) -> None:
 
 def _line(i: int, sample: dict, result: list, label: str | None, cache_dir: Path) -> dict:
     from cepr.data.tasks import ground_truth
-    from cepr.runner.records import EDGE_STATE_KEY, MASK_KEY, CloudRecord, EdgeResult
+    from cepr.records import EDGE_STATE_KEY, MASK_KEY, CloudRecord, EdgeResult
 
     _, _, edge, cloud = result
     if not isinstance(edge, dict) or not isinstance(cloud, dict):
@@ -354,13 +355,13 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
     the cache, as locally; :func:`fill_on_cluster`)."""
     import shutil
 
-    from cepr.cloud.autoserve import shutdown_all
     from cepr.compat.class_factory import ClassType, force_register
     from cepr.dispatch import CloudOnly
     from cepr.runner import fingerprint as fpr
     from cepr.runner.dataset import IndexDataset, load_index
     from cepr.runner.job import ensure_dataset
     from cepr.runner.paradigm import JointInferenceJob, SampleFailure, instantiate, run_samples
+    from cepr.servers.autoserve import shutdown_all
 
     t0 = time.perf_counter()
     if concurrency < 1:
@@ -379,7 +380,7 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
     if meta and meta.get("code", {}).get("source") != code["source"]:
         log.warning("sweep cache %s was made with other cepr code (source %s, now %s): reused; --refresh rebuilds "
                     "it", cache_dir, meta.get("code", {}).get("source"), code["source"])
-    from cepr.runner.fingerprint import dataset_identity
+    from cepr.data.identity import dataset_identity
 
     meta = {"format": FORMAT, "key": key, "parts": parts, "code": meta.get("code") or code,
             "created": meta.get("created") or time.strftime("%Y-%m-%d %H:%M:%S"),

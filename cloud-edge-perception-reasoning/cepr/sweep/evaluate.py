@@ -73,7 +73,7 @@ def _policy_class(name: str, url: str | None) -> tuple[type, dict]:
     the ClassFactory) and its capabilities."""
     from cepr.compat.class_factory import ClassType, lookup
     from cepr.dispatch import POLICY_REGISTRY
-    from cepr.runner.paradigm import import_module_file
+    from cepr.registry import import_module_file
 
     if url is not None:
         p = Path(url).expanduser()

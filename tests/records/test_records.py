@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cepr.errors import CeprError
-from cepr.runner.records import EDGE_STATE_KEY, CloudRecord, EdgeHandoff, EdgeResult, EdgeState, SampleRecord
+from cepr.records import EDGE_STATE_KEY, CloudRecord, EdgeHandoff, EdgeResult, EdgeState, SampleRecord
 
 STATE = EdgeState(summary={"objects": []}, answer="go", camera={"fx": 1.0})
 

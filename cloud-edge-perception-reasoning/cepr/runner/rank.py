@@ -188,6 +188,96 @@ def format_table(header: list[str], rows: list[dict], drop=FIXED_BACK, digits: i
     return "\n".join(out)
 
 
+# the printed leaderboard fits this many columns; the CSVs keep every column whole
+TABLE_WIDTH = 120
+# columns that describe the data set rather than the case: printed once above the table when every row agrees
+_CONSTANT_FIRST = ("dataset", "synthetic", "n")
+
+
+def _short(v, digits: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return _fmt(v)
+    if isinstance(v, bool) or (isinstance(v, str) and not _isnum(v)):
+        return _fmt(v)
+    if math.isnan(f):
+        return ""
+    if abs(f) >= 1000:
+        return f"{f:,.0f}"
+    return f"{f:.0f}" if f == int(f) and abs(f) >= 10 else f"{f:.{digits}g}"
+
+
+def leaderboard(header: list[str], rows: list[dict], module_types=(), sort_by=(), width: int = TABLE_WIDTH,
+                marks: dict[int, str] | None = None, numbered: bool = True,
+                constants: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """The printed leaderboard, at most ``width`` characters wide: rank, algorithm, the selected module columns,
+    the hyperparameters that are set (one ``setting`` cell), then the metrics, the ones ``sort_by`` ranks on
+    first and an accuracy with its ``_ci_low``/``_ci_high`` columns as one ``0.873 [0.81, 0.92]`` cell, as many
+    as fit. Returns the table and the metric columns left out (the CSVs keep them). ``marks``: row index -> a
+    word such as ``DEGRADED``, shown in a ``status`` column. ``constants``: columns every row agrees on, which
+    the caller says above the table; they are left out here."""
+    marks, constants = marks or {}, constants or {}
+    modules = [h for h in header if h in set(module_types)]
+    hp_cols = [h for h in header if "-" in h and h.split("-", 1)[0] in set(module_types)]
+    skip = {*FIXED_FRONT, *FIXED_BACK, "paradigm", *modules, *hp_cols, *constants}
+    metric_cols = [h for h in header if h not in skip]
+    # the columns that decide the ranking first, then the rest in the selection's order
+    first = [m for m, _ in sort_by if m in metric_cols]
+    ordered = first + [m for m in metric_cols if m not in first]
+    merged = {m for m in ordered if f"{m}_ci_low" in metric_cols and f"{m}_ci_high" in metric_cols}
+    ordered = [m for m in ordered if not any(m in (f"{x}_ci_low", f"{x}_ci_high") for x in merged)]
+
+    def setting(r) -> str:
+        parts = [f"{h.split('-', 1)[1]} {_short(r.get(h))}" for h in hp_cols if _short(r.get(h)) != ""]
+        return ", ".join(parts) or "-"
+
+    def metric(r, m) -> str:
+        v = _short(r.get(m))
+        if m in merged and v:
+            v += f" [{_short(r.get(f'{m}_ci_low'), 2)}, {_short(r.get(f'{m}_ci_high'), 2)}]"
+        return v
+
+    cols = [("rank", [str(i) if numbered else "-" for i in range(1, len(rows) + 1)])]
+    if marks:
+        cols.append(("status", [marks.get(i, "") for i in range(len(rows))]))
+    cols.append(("algorithm", [str(r.get("algorithm", "")) for r in rows]))
+    cols += [(m, [_fmt(r.get(m)) for r in rows]) for m in modules]
+    if hp_cols:
+        cols.append(("setting", [setting(r) for r in rows]))
+    text = {h for h, _ in cols if h != "rank"}
+
+    def total(cs) -> int:
+        return 1 + sum(max([len(h), *(len(v) for v in vals)]) + 3 for h, vals in cs)
+
+    left_out = []
+    for m in ordered:
+        cand = cols + [(m, [metric(r, m) for r in rows])]
+        if total(cand) <= width:
+            cols = cand
+        else:
+            left_out.append(m)
+    widths = [max([len(h), *(len(v) for v in vals)]) for h, vals in cols]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(h.ljust(w) for (h, _), w in zip(cols, widths)) + " |", line]
+    for i in range(len(rows)):
+        out.append("| " + " | ".join(vals[i].ljust(w) if h in text else vals[i].rjust(w)
+                                     for (h, vals), w in zip(cols, widths)) + " |")
+    out.append(line)
+    return "\n".join(out), left_out
+
+
+def constant_columns(header: list[str], rows: list[dict]) -> dict[str, str]:
+    """Data-set columns (``dataset``, ``synthetic``, ``n``) on which every row agrees: said once above the table."""
+    out = {}
+    for h in _CONSTANT_FIRST:
+        if h in header and rows:
+            vals = {_fmt(r.get(h)) for r in rows}
+            if len(vals) == 1:
+                out[h] = vals.pop()
+    return out
+
+
 def _isnum(v: str) -> bool:
     try:
         float(v)

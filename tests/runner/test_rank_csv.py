@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from cepr.errors import CeprError
-from cepr.report.rank import build_rank, case_hyperparameters, case_url, read_rank_csv
+from cepr.runner.rank import build_rank, case_hyperparameters, case_url, read_rank_csv
 from cepr.runner.config import RankSpec
 
 
@@ -93,7 +93,7 @@ def test_case_url_keeps_the_workspace_as_written():
 def test_dataset_columns_are_written_and_printed_like_any_metric(tmp_path):
     """``dataset`` (a string) and ``synthetic`` (1.0/0.0) are testenv metrics, so both runners put them in every
     row; a string metric is a plain cell in the CSV and the table, and never breaks the sort."""
-    from cepr.report.rank import format_table
+    from cepr.runner.rank import format_table
 
     recs = [record(0.6, 0.7, case="a"), record(0.8, 0.9, case="b")]
     for r, name in zip(recs, ("synth-bench/640x480", "Cloud-Robotics/640x480")):

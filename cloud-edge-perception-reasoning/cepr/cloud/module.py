@@ -1,365 +1,37 @@
-"""The joint-inference modules behind the Ianvs adapters: dataset processor, edge model and cloud model.
-
-The adapter files in ``testalgorithms/perception-reasoning/`` only register these classes; they run the same way
-under ``ianvs -f`` and ``cepr run``. How they talk:
-
-* the dataset processor turns each index line into a :class:`SampleRef` (a dict: key, rgb, label, task, index)
-  and gives every frame one question, round-robin over the configured tasks;
-* the edge model answers it from its scene summary and keeps that summary on the sample object, because Ianvs
-  passes the cloud model nothing but the raw sample: that is how the cloud gets "what to send" and how a
-  failed cloud call falls back to the edge answer;
-* the cloud model sends the payload (summary, image or both) to its backend and returns the final answer.
+"""The cloud model of the Ianvs joint-inference paradigm: for one sample the edge sent, build the payload its
+payload policy chose (summary, image or both), ask the backend over the (optionally modelled) link, fuse the
+cloud's answer with the edge's, and fall back to the edge answer when the cloud fails. Servers that ``base_url:
+auto`` names are started here (cepr.servers). The adapter in ``testalgorithms/perception-reasoning/`` only
+registers this class.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from cepr.cloud.base import CloudRequest
 from cepr.cloud.client import CloudClient, backend_config_model, create_backend
-from cepr.cloud.payload import PayloadConfig, payload_frame_path
-from cepr.compat import prepare_sedna_env
-from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
-from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
-from cepr.dispatch.features import timed_edge_features
+from cepr.cloud.payload import payload_frame_path
+from cepr.data.cloud_robotics import load_rgb
+from cepr.data.tasks import TaskParams, camera_for, get_task
 from cepr.dispatch.fusion import Side, fuse
-from cepr.edge.models import (
-    ASSETS,
-    AUTO,
-    EDGE_RGB,
-    EDGE_RGBD,
-    NO_CALIBRATION,
-    SHIPPED,
-    auto_model,
-    calibration_for,
-    model_path,
-    rgbd_without_depth_message,
-)
 from cepr.edge.providers import DEFAULT as DEFAULT_PROVIDERS
 from cepr.edge.providers import resolve_providers
-from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY, create_reasoner
-from cepr.errors import CeprError, unknown
+from cepr.errors import CeprError
+from cepr.hyperparameters import as_flag, check_known
 from cepr.link.network import Link
-from cepr.runner.paradigm import import_module_file
-from cepr.runner.records import EDGE_HANDOFF, EDGE_STATE_KEY, CloudRecord, EdgeResult, EdgeState, handoff_key
-
-
-class SampleRef(dict):
-    """One sample as the modules see it: a dict (JSON-friendly, what HEM filters and records read).
-    ``tolist()`` returns itself, because the Sedna build inside Ianvs calls ``data.tolist()`` before handing a
-    sample to the cloud."""
-
-    def tolist(self):
-        return self
-
-
-def as_sample(data, default_task: str = "path_hazard") -> SampleRef:
-    """Accept a SampleRef, a plain dict, an RGB path (Ianvs without our dataset processor), or a one-element list
-    or array of either."""
-    if isinstance(data, SampleRef):
-        return data
-    if isinstance(data, (list, tuple, np.ndarray)) and len(data) >= 1 and not isinstance(data, str):
-        if len(data) == 2 and all(isinstance(v, (str, np.str_)) for v in data):
-            return SampleRef(key=Path(str(data[0])).stem, rgb=str(data[0]), label=str(data[1]), task=default_task,
-                             index=-1)
-        return as_sample(data[0], default_task)
-    if isinstance(data, dict):
-        if "rgb" not in data:
-            raise CeprError(f"a sample dict needs an 'rgb' path, got keys {sorted(data)}")
-        s = SampleRef(data)
-        s.setdefault("key", Path(str(s["rgb"])).stem)
-        s.setdefault("label", None)
-        s.setdefault("task", default_task)
-        s.setdefault("index", -1)
-        return s
-    if isinstance(data, (str, np.str_, Path)):
-        return SampleRef(key=Path(str(data)).stem, rgb=str(data), label=None, task=default_task, index=-1)
-    raise CeprError(f"cannot read a sample from {type(data).__name__}: {data!r:.200}")
-
-
-def _check_hps(kind: str, given: dict, allowed) -> None:
-    for k in given:
-        if k not in allowed:
-            raise CeprError(f"{kind}: " + unknown("hyperparameter", k, allowed, listing="known", sort=True))
-
-
-def load_plugins(kind: str, files) -> None:
-    """Import plug-in files (``plugins: [./my_backend.py]``) so what they register (a cloud backend, an edge
-    reasoner) can be named by the next hyperparameters; each file is imported once, by path, as Ianvs imports
-    module files. Plug-ins packaged with entry points need no such line."""
-
-    if files in (None, "", []):
-        return
-    for f in [files] if isinstance(files, str) else list(files):
-        path = Path(str(f)).expanduser()
-        if not path.is_file():
-            raise CeprError(f"{kind}: plugin file {str(f)!r} not found (relative paths resolve against the current "
-                            f"directory {Path.cwd()})")
-        import_module_file(path.resolve())
-
-
-# ---- dataset processor ----------------------------------------------------------------------------------------
-
-class TaskDatasetProcessor:
-    """``processor(dataset) -> dataset`` with ``x`` replaced by SampleRefs. ``tasks``: a task name, a list, or
-    "all"; frame i is asked ``tasks[i % len(tasks)]``, so every task gets an equal share of the frames."""
-
-    def __init__(self, tasks="all", **kwargs):
-        _check_hps("dataset_processor", kwargs, [])
-        if tasks in ("all", None):
-            tasks = list(TASK_NAMES)
-        if isinstance(tasks, str):
-            tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-        for t in tasks:
-            try:
-                get_task(t)
-            except KeyError as e:
-                raise CeprError(f"dataset_processor: {e.args[0]}") from None
-        if not tasks:
-            raise CeprError("dataset_processor: tasks is empty")
-        self.tasks = list(tasks)
-
-    def samples(self, xs, ys) -> list[SampleRef]:
-        ys = list(ys) if ys is not None and len(ys) else [None] * len(xs)
-        if len(ys) != len(xs):
-            raise CeprError(f"dataset has {len(xs)} inputs but {len(ys)} labels")
-        out = []
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            rgb = str(x[0] if isinstance(x, (list, tuple, np.ndarray)) else x)
-            out.append(SampleRef(key=Path(rgb).stem, rgb=rgb, label=None if y is None else str(y),
-                                 task=self.tasks[i % len(self.tasks)], index=i))
-        return out
-
-    def __call__(self, dataset):
-        dataset.x = self.samples(list(dataset.x), getattr(dataset, "y", None))
-        return dataset
-
-
-# ---- edge ---------------------------------------------------------------------------------------------------
-
-EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
-            "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
-# the language-model reasoner's own settings (cepr.edge.reasoners.llamacpp): only with reasoner: llamacpp
-LLM_HPS = ("llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
-
-
-def _flag(kind: str, name: str, value) -> bool:
-    """A YAML boolean; "true"/"false" strings are accepted, anything else is an error (``bool("false")`` is True)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
-        return value.strip().lower() in ("true", "yes")
-    raise CeprError(f"{kind}: {name} must be true or false, got {value!r}")
-
-
-def _llm_options(reasoner: str, hps: dict) -> dict:
-    """The llamacpp reasoner's settings from the hyperparameters, checked before any case runs."""
-    given = {k: hps[k] for k in LLM_HPS if k in hps}
-    if reasoner != "llamacpp":
-        if given:
-            raise CeprError(f"edgemodel: {', '.join(sorted(given))} only apply to reasoner: llamacpp "
-                            f"(this module's reasoner is {reasoner})")
-        return {}
-    import importlib.util
-
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise CeprError("edgemodel: reasoner llamacpp needs llama-cpp-python: pip install -e '.[llm]'")
-    out = {"llm_model": str(given.get("llm_model", "gemma3-270m"))}
-    for k, lo in (("llm_threads", 1), ("llm_ctx", 256)):
-        if k in given:
-            try:
-                out[k] = int(given[k])
-            except (TypeError, ValueError):
-                raise CeprError(f"edgemodel: {k} must be an integer, got {given[k]!r}") from None
-            if out[k] < lo:
-                raise CeprError(f"edgemodel: {k} must be >= {lo}, got {out[k]}")
-    if given.get("llm_mmproj") not in (None, "none"):
-        from cepr.llm.mtmd import mmproj_path
-
-        try:
-            out["llm_mmproj"] = str(mmproj_path(given["llm_mmproj"]))
-        except CeprError as e:
-            raise CeprError(f"edgemodel: llm_mmproj: {e}") from None
-    if "llm_prompt" in given:
-        from cepr.llm.reasoner import PROMPTS
-
-        if str(given["llm_prompt"]) not in PROMPTS:
-            from cepr.errors import did_you_mean
-
-            raise CeprError(f"edgemodel: llm_prompt must be one of {', '.join(PROMPTS)}, not "
-                            f"{given['llm_prompt']!r}{did_you_mean(str(given['llm_prompt']), PROMPTS)}")
-        out["llm_prompt"] = str(given["llm_prompt"])
-    if given.get("llm_lora") not in (None, "none"):
-        from cepr.llm.llamacpp import llm_path
-        from cepr.llm.lora import adapter_path, check_adapter_fits
-
-        try:
-            out["llm_lora"] = str(adapter_path(given["llm_lora"]))
-            check_adapter_fits(Path(out["llm_lora"]), llm_path(out["llm_model"]))
-        except CeprError as e:
-            raise CeprError(f"edgemodel: llm_lora: {e}") from None
-    return out
-
-
-class EdgeModule:
-    """The on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner) as an Ianvs edge model.
-
-    Hyperparameters:
-
-    * ``model``: ``auto`` (default) runs the shipped RGB-D model (``edge-int8``) on a frame that has depth and the
-      shipped RGB-only model (``edge-rgb-int8``) on one that has none, such as the real Cloud-Robotics set;
-      or a shipped name or an ONNX path, used for every frame;
-    * ``calibration``: ``auto`` (default) follows the model actually run (its shipped calibration, or
-      ``<model>.calibration.json`` beside an ONNX path, else none); a shipped name or a path; ``none`` for the
-      planner's uncalibrated confidence;
-    * ``reasoner``: what answers from the scene summary, by its name in ``cepr.edge.reasoners`` (``planner``,
-      the calibrated rule planner, by default; it gets the calibration above); ``llamacpp`` is a GGUF language
-      model in-process, set by ``llm_model`` (``gemma3-270m``, the shipped name, or a GGUF path), ``llm_threads``
-      (1) and ``llm_ctx`` (2048 tokens); it answers only the task asked; ``llm_mmproj``, the model's vision
-      projector GGUF, makes it read the frame too; ``llm_lora``, a GGUF LoRA adapter (``cepr llm finetune``) or
-      a shipped adapter's name, is applied to the model (its architecture checked before any case runs);
-      ``llm_prompt``: ``auto`` (default), ``summary`` or ``vlm`` (our own VLM's prompt, image and question only;
-      ``auto`` picks it for a ``cepr-vlm-*`` GGUF such as the shipped ``cepr-vlm-small-q4_0`` with
-      ``llm_mmproj: cepr-vlm-small``);
-    * ``threads``: ONNX Runtime intra-op threads (1);
-    * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
-      tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
-      build lacks is an error, found before any case runs); see ``cepr.edge.providers``. Each edge result says
-      which one ran (``provider``);
-    * ``use_depth`` (true): read the frame's depth where it has one. False ignores the depth camera: ``auto``
-      picks the RGB-only model and distances come from the ground plane; naming an RGB-D model is an error;
-    * ``depth_for_distance`` (true): measure distances with the depth that was read; false measures them on the
-      ground plane (as the cloud expert must from an image). Where no depth was read, it is always the ground plane;
-    * ``keep_mask`` (true): keep the predicted mask in the edge result (in memory, for the mIoU metric).
-
-    ``load()`` / ``load(model_url=...)`` and ``predict(data=...)`` / ``predict(data)`` are both accepted (Sedna's
-    TORCH backend and its others call them differently); the model always comes from ``model``."""
-
-    def __init__(self, **hps):
-        _check_hps("edgemodel", hps, EDGE_HPS)
-        load_plugins("edgemodel", hps.get("plugins"))
-        self.model = str(hps.get("model", AUTO))
-        self.model_file = None if self.model == AUTO else model_path(self.model)  # a bad name fails here
-        cal = hps.get("calibration", AUTO)
-        self.calibration = "none" if cal in NO_CALIBRATION else str(cal)
-        self.calibration_file = (model_path(self.calibration) if self.calibration not in ("none", AUTO) else None)
-        self.reasoner = str(hps.get("reasoner", DEFAULT_REASONER))
-        try:
-            REASONER_REGISTRY.get(self.reasoner)
-        except CeprError as e:
-            raise CeprError(f"edgemodel: {e}") from None
-        self.reasoner_options = _llm_options(self.reasoner, hps)
-        try:
-            self.threads = int(hps.get("threads", 1))
-        except (TypeError, ValueError):
-            raise CeprError(f"edgemodel: threads must be an integer, got {hps.get('threads')!r}") from None
-        if self.threads < 1:
-            raise CeprError(f"edgemodel: threads must be >= 1, got {self.threads}")
-        self.providers = hps.get("providers", DEFAULT_PROVIDERS)
-        try:  # names, options and this onnxruntime build's providers, checked before any case runs
-            resolve_providers(self.providers, warn=False)
-        except CeprError as e:
-            raise CeprError(f"edgemodel: providers: {e}") from None
-        self.use_depth = _flag("edgemodel", "use_depth", hps.get("use_depth", True))
-        self.depth_for_distance = _flag("edgemodel", "depth_for_distance", hps.get("depth_for_distance", True))
-        self.keep_mask = _flag("edgemodel", "keep_mask", hps.get("keep_mask", True))
-        self.pipelines: dict[str, object] = {}  # model name or path -> EdgePipeline, built on first use
-        self.calibrations: dict[str, Path | None] = {}  # model name or path -> the calibration file it uses
-
-        # Sedna only needs model_path to name an existing file; under auto, the first shipped edge model present
-        sedna_file = self.model_file or next((ASSETS / SHIPPED[n] for n in (EDGE_RGBD, EDGE_RGB)
-                                              if (ASSETS / SHIPPED[n]).is_file()), None)
-        prepare_sedna_env(str(sedna_file) if sedna_file else None)
-
-    @classmethod
-    def check_hyperparameters(cls, **hps) -> None:
-        """Raise a CeprError for bad hyperparameters. Construction is cheap (models load in ``load()``)."""
-        cls(**hps)
-
-    @property
-    def pipeline(self):
-        """The pipeline of a fixed ``model`` (None before ``load()``, and always None under ``model: auto``)."""
-        return self.pipelines.get(self.model) if self.model_file is not None else None
-
-    def _pipeline(self, name: str):
-        from cepr.edge.pipeline import EdgePipeline  # onnxruntime: only when an edge model is built
-        from cepr.edge.runtime import SegmentationModel
-
-        pipe = self.pipelines.get(name)
-        if pipe is None:
-            path = self.model_file if name == self.model and self.model_file is not None else model_path(name)
-            if self.calibration == "auto":
-                cal = calibration_for(name)
-            else:
-                cal = self.calibration_file
-            reasoner = create_reasoner(self.reasoner, cal, **self.reasoner_options)
-            seg = SegmentationModel(path, threads=self.threads, providers=self.providers)
-            pipe = EdgePipeline(seg, reasoner, depth_for_distance=self.depth_for_distance)
-            if pipe.model.use_depth and not self.use_depth:
-                raise CeprError(f"edgemodel: use_depth is false, but {rgbd_without_depth_message(path.name)}")
-            self.pipelines[name] = pipe
-            self.calibrations[name] = cal
-        return pipe
-
-    def load(self, model_url=None, **kwargs):
-        if self.model_file is not None:  # auto picks per frame, on first use
-            self._pipeline(self.model)
-        return self
-
-    def predict(self, data=None, **kwargs) -> dict:
-        if kwargs.get("mining_mode") == "self-design":
-            raise CeprError("mining mode self-design hands the whole sample to the edge model, which must then "
-                            "return [is_hard, final, edge, cloud] itself; cepr's edge model does not route. Use "
-                            "inference-then-mining or mining-then-inference")
-        s = as_sample(data)
-        frame = Frame(s["rgb"], s["label"] or s["rgb"])
-        dp = frame.depth_path if self.use_depth else None
-        name = self.model if self.model_file is not None else auto_model(dp is not None)
-        pipe, cal = self._pipeline(name), self.calibrations[name]  # built on first use, outside the timings
-        started = time.time()
-        t0 = time.perf_counter()
-        rgb = load_rgb(s["rgb"])
-        depth = load_depth(dp) if dp is not None and (pipe.model.use_depth or self.depth_for_distance) else None
-        sp = frame.sidecar_path
-        camera = camera_for(load_sidecar(sp) if sp is not None else None, rgb.shape[1], rgb.shape[0])
-        load_ms = 1e3 * (time.perf_counter() - t0)
-        task = get_task(s["task"])
-        r = pipe(rgb, depth, camera, tasks=(task.name,))  # only the task asked (a language model is not free)
-        local = r.answers[task.name]
-        if local.distribution is not None:
-            dist = {a: float(local.distribution.get(a, 0.0)) for a in task.answers}
-        else:  # the planner's: its confidence on its answer, the rest spread evenly
-            others = [a for a in task.answers if a != local.answer]
-            rest = (1.0 - local.confidence) / len(others) if others else 0.0
-            dist = {a: (local.confidence if a == local.answer else rest) for a in task.answers}
-        # what routing policies read (cepr.dispatch.features): from the summary and mask the edge already has
-        features, features_ms = timed_edge_features(r.summary, r.label, dist)
-        timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()},
-                   "features": round(features_ms, 3)}
-        compute_ms = r.total_ms + features_ms
-        state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict(),
-                          confidence=local.confidence, distribution=dist)
-        EDGE_HANDOFF.put(handoff_key(s), state)  # for a runner that hands the cloud only the sample (Ianvs)
-        result = EdgeResult(key=s["key"], task=task.name, answer=local.answer, confidence=local.confidence,
-                            distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
-                            latency_ms=round(compute_ms, 3), timings_ms=timings, summary_bytes=len(r.summary_bytes),
-                            summary_text_bytes=len(json.dumps(state.summary, separators=(",", ":"))),
-                            model=pipe.model.path.name, provider=pipe.model.provider,
-                            calibration=cal.name if cal is not None else None,
-                            distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
-                            features=features, started_at=started, finished_at=time.time())
-        return result.as_result(mask=r.label if self.keep_mask else None, **{EDGE_STATE_KEY: state})
-
-    def cleanup(self):
-        self.pipelines.clear()
-        self.calibrations.clear()
-
-
-# ---- cloud --------------------------------------------------------------------------------------------------
+from cepr.records import (
+    EDGE_HANDOFF,
+    CloudRecord,
+    CloudRequest,
+    EdgeState,
+    PayloadConfig,
+    SampleRef,
+    as_sample,
+    handoff_key,
+)
+from cepr.registry import load_plugins
 
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
@@ -418,7 +90,7 @@ def _auto_server(hps: dict, auto: bool) -> dict:
                         "with a base_url of your own, drop it")
     if server == "vllm":
         return _vllm_settings(hps)
-    from cepr.serve.llamacpp_server import LlamaCppServerConfig
+    from cepr.servers.llamacpp_server import LlamaCppServerConfig
 
     cfg = LlamaCppServerConfig(model=str(hps.get("server_model", "gemma3-270m")),
                                speculative=str(hps.get("server_speculative", "none")),
@@ -437,7 +109,7 @@ def _vllm_settings(hps: dict) -> dict:
     """``server: vllm``'s settings, checked (the model folder and the speculative config; not vLLM's python, which
     is looked up when the server starts)."""
     from cepr.llm.spec_config import parse_speculative
-    from cepr.serve.vllm_server import check_model
+    from cepr.servers.vllm_server import check_model
 
     if "server_model" not in hps:
         raise CeprError("cloudmodel: server: vllm needs server_model (a Hugging Face model folder, e.g. what "
@@ -498,7 +170,7 @@ class CloudModule:
         backend = hps.get("backend", "openai")
         config_model = backend_config_model(backend)  # an unknown backend gets a "did you mean" here
         backend_keys = set(config_model.model_fields) - {"payload"}
-        _check_hps("cloudmodel", hps, set(CLOUD_OWN_HPS) | backend_keys)
+        check_known("cloudmodel", hps, set(CLOUD_OWN_HPS) | backend_keys)
         try:
             payload = PayloadConfig(mode=hps.get("payload", "summary+image"), resolution=hps.get("resolution"),
                                     scale=hps.get("scale"), codec=hps.get("codec", "jpeg"),
@@ -536,7 +208,7 @@ class CloudModule:
             link_obj = None if link in (None, "none") else Link(link, seed=int(hps.get("link_seed", 0)))
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad link: {e}") from None
-        emulate = _flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
+        emulate = as_flag("cloudmodel", "emulate_link", hps.get("emulate_link", True))
         _server_sessions(hps)
         _expert_providers(hps)
         server = _auto_server(hps, auto)
@@ -557,7 +229,7 @@ class CloudModule:
         self.external_metrics = False  # server_metrics_url: the counters of a vLLM that cepr did not start
         if backend == "openai":
             if cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "vllm":
-                from cepr.serve.vllm_server import vllm_server
+                from cepr.servers.vllm_server import vllm_server
 
                 s = _auto_server(hps, True)
                 self.vllm = vllm_server(s["model"], speculative=s["speculative"], dtype=s["dtype"],
@@ -569,7 +241,7 @@ class CloudModule:
                 cfg.setdefault("model", self.vllm.model_id())
                 cfg.setdefault("answer_format", "json_schema")  # vLLM's structured output: the answer JSON's schema
             elif cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "llamacpp":
-                from cepr.cloud.autoserve import llamacpp_server
+                from cepr.servers.autoserve import llamacpp_server
 
                 s = _auto_server(hps, True)
                 srv = llamacpp_server(s["model"], int(hps.get("server_threads", 1)), s["speculative"],
@@ -581,14 +253,14 @@ class CloudModule:
                 # chat handler) parts are how the image travels
                 cfg.setdefault("content_format", "parts" if s["mmproj"] else "string")
             elif hps.get("server_metrics_url") is not None:  # a vLLM someone else started: read its counters
-                from cepr.serve.vllm_server import MetricsEndpoint
+                from cepr.servers.vllm_server import MetricsEndpoint
 
                 self.vllm = MetricsEndpoint(str(hps["server_metrics_url"]), model=str(cfg.get("model", "")))
                 self.vllm_spec, self.external_metrics = None, True  # its speculative config: the server's own
                 self.vllm_start = self.vllm.spec_counters()  # fails early when the page does not answer
             elif cfg.get("base_url", "auto") == "auto":
-                from cepr.cloud.autoserve import reference_server_url
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
+                from cepr.servers.autoserve import reference_server_url
 
                 cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)),
                                                        _server_sessions(hps), providers=_expert_providers(hps))
@@ -618,7 +290,7 @@ class CloudModule:
 
     def inference(self, data=None, post_process=None, edge_state: EdgeState | None = None, **kwargs) -> dict:
         """``edge_state``: what the edge saw, handed over by ``cepr run``; under Ianvs, which passes only the
-        sample, it comes from ``EDGE_HANDOFF`` (cepr.runner.records)."""
+        sample, it comes from ``EDGE_HANDOFF`` (cepr.records)."""
         s = as_sample(data)
         task = get_task(s["task"])
         stored = EDGE_HANDOFF.take(handoff_key(s))
@@ -680,7 +352,7 @@ class CloudModule:
         """vLLM's speculative counters around one request: the readings (``spec_before``/``spec_after``, from which
         the ``spec_acceptance`` metric takes the whole run's totals whatever the concurrency) and this request's
         acceptance (exact when requests run one at a time; overlapping requests share their steps' counts)."""
-        from cepr.serve.vllm_server import acceptance_rate
+        from cepr.servers.vllm_server import acceptance_rate
 
         after = self._spec_reading()
         if after is None:
@@ -692,7 +364,7 @@ class CloudModule:
         without server: vllm)."""
         if self.vllm is None:
             return None
-        from cepr.serve.vllm_server import counter_delta
+        from cepr.servers.vllm_server import counter_delta
 
         return {"server": "vllm", "model": self.vllm.model,
                 "speculative": self.vllm_spec.vllm_config() if self.vllm_spec else None,

@@ -9,9 +9,9 @@ import pytest
 from cepr.data.tasks import TaskParams, get_task
 from cepr.edge import models
 from cepr.edge.models import model_path
+from cepr.edge.module import EdgeModule
 from cepr.errors import CeprError
-from cepr.runner.modules import EdgeModule, SampleRef
-from cepr.runner.records import EDGE_STATE_KEY
+from cepr.records import EDGE_STATE_KEY, SampleRef
 from helpers import make_tiny_dataset
 
 RGBD_FILE = models.SHIPPED["edge-int8"]

@@ -56,9 +56,10 @@ def _reason(task: str, answer: str, s) -> str:
 
 def build_corpus(seed: int = 0, n_summaries: int = 300) -> list[str]:
     """The corpus: a list of texts (documents), in a fixed order for a given seed."""
-    from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT, CloudRequest
+    from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
     from cepr.data.classes import CLASSES
     from cepr.data.tasks import TASKS, TaskParams
+    from cepr.records import CloudRequest
 
     rng = np.random.default_rng(seed)
     p = TaskParams()

@@ -7,7 +7,7 @@ vLLM lives in a virtual environment of its own (``cepr.llm.vllm_env``), so it al
   own (vLLM spawns an engine-core process), waits until ``/v1/models`` answers, prints the URL, and kills the whole
   group on Ctrl-C, SIGTERM, or when the runner that started it (``CEPR_PARENT_PID``) is gone.
 - :class:`VllmServer` (the Python API, and what ``server: vllm`` in a cloud module starts) runs ``cepr serve vllm``
-  on a free port, the way ``cepr.cloud.autoserve`` runs the other servers, and reads vLLM's own counters from
+  on a free port, the way ``cepr.servers.autoserve`` runs the other servers, and reads vLLM's own counters from
   ``/metrics``: :meth:`VllmServer.spec_counters`, :func:`parse_spec_counters`, :func:`acceptance_rate`.
 
 CPU-safe defaults: ``VLLM_CPU_KVCACHE_SPACE`` (GiB) from ``kv_cache_gib`` (1), ``--dtype float32``, a short
@@ -29,8 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from cepr.cloud.autoserve import PARENT_ENV, ReferenceServer, _free_port
 from cepr.errors import CeprError
+from cepr.servers.autoserve import PARENT_ENV, ReferenceServer, _free_port
 
 # vLLM's speculative-decoding counters on /metrics (Prometheus counters, one sample per engine/model label set)
 SPEC_METRICS = {
@@ -369,8 +369,8 @@ def vllm_server(model, *, speculative=None, dtype: str = "float32", max_model_le
                 python: str | None = None, kv_cache_gib: float = 1.0) -> VllmServer:
     """A running :class:`VllmServer` for these settings, started on first use and shared by every test case that
     asks for the same ones (``server: vllm`` with ``base_url: auto``); the job's ``shutdown_all`` stops it."""
-    from cepr.cloud.autoserve import shared_server
     from cepr.llm.spec_config import parse_speculative
+    from cepr.servers.autoserve import shared_server
 
     spec = parse_speculative(speculative)
     key = ("vllm", check_model(model), spec.vllm_json() if spec else None, dtype, int(max_model_len), python,

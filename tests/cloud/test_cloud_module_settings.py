@@ -2,8 +2,8 @@
 
 import pytest
 
+from cepr.cloud.module import CloudModule
 from cepr.errors import CeprError
-from cepr.runner.modules import CloudModule
 
 OPENAI = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
 

@@ -1,7 +1,7 @@
 """``cepr vlm train``: train our own LLaVA-style vision-language model on the robot scenes, on CPU.
 
 The model is ``cepr.llm.vlm``'s architecture (a SigLIP-style ViT, an MLP projector, a Llama decoder) on the
-project's byte-level BPE tokenizer (``cepr.llm.tiny.train_tokenizer`` over ``cepr.llm.corpus``, plus ``<image>``),
+project's byte-level BPE tokenizer (``cepr.llm.tiny.train_tokenizer`` over ``cepr.training.corpus``, plus ``<image>``),
 in a size preset, initialized from the seed and trained from scratch: ``small`` (6.1M parameters, the edge
 model), ``base`` (15.8M, the cloud's larger variant), ``large`` (~50M, 224 px images: for a GPU) and ``tiny`` (the
 shapes of ``cepr models tiny``, for tests). ``--size auto`` and ``--device auto`` train ``large`` on a CUDA GPU when
@@ -213,9 +213,9 @@ def patch_targets(label, vision):
 # ---- model and batches -------------------------------------------------------------------------------------------
 def build_model(size: str, seed: int, tok=None):
     """(model, processor, tokenizer) of a preset; the tokenizer is trained from the corpus unless given."""
-    from cepr.llm.corpus import build_corpus
     from cepr.llm.tiny import train_tokenizer
     from cepr.llm.vlm import build_hf_vlm, vlm_tokenizer
+    from cepr.training.corpus import build_corpus
 
     text_spec, vision = presets()[size]
     if tok is None:

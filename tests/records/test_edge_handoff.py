@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 
 from cepr.errors import CeprError
-from cepr.runner.records import EDGE_HANDOFF, EDGE_STATE_KEY, EdgeState, handoff_key
+from cepr.records import EDGE_HANDOFF, EDGE_STATE_KEY, EdgeState, handoff_key
 
 
 @pytest.fixture
 def modules(tiny_data, monkeypatch):
-    from cepr.runner.dataset import load_index
-    from cepr.runner.modules import CloudModule, EdgeModule, TaskDatasetProcessor
+    from cepr.cloud.module import CloudModule
+    from cepr.edge.module import EdgeModule
+    from cepr.runner.dataset import TaskDatasetProcessor, load_index
 
     monkeypatch.setenv("BACKEND_TYPE", "ONNX")
     EDGE_HANDOFF.clear()
@@ -22,7 +23,8 @@ def modules(tiny_data, monkeypatch):
 
 def test_cepr_run_hands_the_state_over_explicitly(modules, monkeypatch):
     """With the store switched off, the paradigm's explicit hand-over still gets the summary to the cloud."""
-    from cepr.runner.paradigm import JointInferenceJob, import_module_file
+    from cepr.registry import import_module_file
+    from cepr.runner.paradigm import JointInferenceJob
 
     import_module_file(Path(__file__).resolve().parents[2] / "testalgorithms" / "perception-reasoning"
                        / "cepr_hard_example_mining.py")  # registers the policies, as the job does

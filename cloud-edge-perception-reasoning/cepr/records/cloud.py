@@ -1,8 +1,10 @@
-"""What a cloud model returns for one sample, whatever the backend."""
+"""What a cloud backend is asked (``CloudRequest``) and what it returns (``CloudResult``), whatever the backend."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 STATUSES = ("ok", "fallback", "error")
 
@@ -67,3 +69,20 @@ class CloudResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class CloudRequest:
+    task: str
+    prompt: str
+    answers: tuple[str, ...]
+    summary: dict | None = None  # SceneSummary.to_dict()
+    image: np.ndarray | None = None  # RGB frame, encoded by the payload settings
+    camera: dict | None = None  # the robot's camera (Camera.to_dict()): lets the cloud measure distances
+    key: str = ""  # sample id: names the request in logs and seeds the link model
+    # this request's payload settings (cepr.cloud.payload.PayloadConfig), chosen per sample by the cloud module's
+    # payload policy (cepr.dispatch.payload_policy); None: the backend's own ``payload`` setting
+    payload: object | None = None
+
+    def user_prompt(self) -> str:
+        return f"{self.prompt}\nAllowed answers: {', '.join(self.answers)}."

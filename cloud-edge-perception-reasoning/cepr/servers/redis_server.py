@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Self
 
-from cepr.cloud.autoserve import _free_port
 from cepr.errors import CeprError
+from cepr.servers.autoserve import _free_port
 
 BINARY_ENV = "CEPR_REDIS_SERVER"
 

@@ -97,7 +97,7 @@ class EdgeResult(_Result):
     provider: str | None = None  # the ONNX Runtime execution provider that ran the model (CPUExecutionProvider...)
     calibration: str | None = None
     distances: Literal["depth", "ground_plane"] | None = None
-    features: dict[str, Any] | None = None  # what routing policies read (cepr.dispatch.features)
+    features: dict[str, Any] | None = None  # what routing policies read (cepr.edge.features)
 
 
 class CloudRecord(_Result):
@@ -107,7 +107,7 @@ class CloudRecord(_Result):
     reason: str | None = None
     server_ms: float | None = None
     ttft_ms: float | None = None
-    inter_token_ms: float | None = None  # per token (a streamed chunk may carry several), see cepr.cloud.result
+    inter_token_ms: float | None = None  # per token (a streamed chunk may carry several), see cepr.records.cloud
     tokens_per_s: float | None = None  # completion tokens over the whole request
     transfer_ms: float | None = None
     bytes_up: int | None = None

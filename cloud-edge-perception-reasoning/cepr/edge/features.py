@@ -3,7 +3,7 @@
 The routing policies (RiskAware, Complexity, Learned, Budget, NetworkAware, and an offline sweep over cached edge
 results) decide from the edge result alone, so everything they need travels in it. ``edge_features`` computes the
 dict from what the edge already has (the scene summary, the predicted class mask and the answer distribution) in
-well under a millisecond; ``cepr.runner.modules.EdgeModule`` calls it and stores the result under ``features``
+well under a millisecond; ``cepr.edge.module.EdgeModule`` calls it and stores the result under ``features``
 (and its time under ``timings_ms["features"]``). The fields:
 
 =================== ====================================================================================
