@@ -79,6 +79,21 @@ def expert_backend():
     return create_backend("inprocess", {"expert_model": "cloud"})
 
 
+# ---- module files a test imported by path from a temporary copy of the job (Ianvs imports adapters by
+# basename) are forgotten after it, so the next test can import the repository's own files of the same name ----
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _forget_copied_module_files():
+    yield
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None) or ""
+        if name.startswith("cepr_") and f and not Path(f).resolve().is_relative_to(_REPO):
+            del sys.modules[name]
+
+
 # ---- a skip for any reason but "no GPU" fails the run (tests/allowed_skips.py lists what may skip) ----
 
 import re  # noqa: E402

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from recorded_answers import check_recorded_answers
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,3 +70,4 @@ def test_llm_job_end_to_end(tiny_data, tmp_path):
     assert float(by["edge-gemma"]["edge_ratio"]) == 1.0
     assert 0 < float(by["cloud-gemma-vllm-ngram"]["spec_acceptance"]) <= 1  # vLLM's /metrics
     assert by["cloud-gemma-vllm"]["spec_acceptance"] == ""  # no speculation, nothing measured: NaN, written empty
+    check_recorded_answers(root / "workspace" / "cepr-llm", "llm_job_tiny_2")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from recorded_answers import check_recorded_answers
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,9 +77,10 @@ def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
     by = {r["algorithm"]: r for r in rows}
     assert by["edge-vlm-small-q4_0"]["edgemodel-llm_model"] == "cepr-vlm-small-q4_0"
     for edge in ("edge-vlm-small-q8_0", "edge-vlm-small-q4_0"):
-        assert float(by[edge]["edge_ratio"]) == 1.0 and 0 <= float(by[edge]["accuracy"]) <= 1
+        assert float(by[edge]["edge_ratio"]) == 1.0
     r = by["cloud-vlm-base"]
     assert r["cloudmodel-server_model"] == "cepr-vlm-base-q4_0"
     assert float(r["edge_ratio"]) == 0.0 and float(r["ttft_mean"]) > 0 and float(r["cloud_error"]) == 0, r
     # the frame at 128x128 PNG, not the 640x480 JPEG of the reference's payload
     assert 0 < float(r["uplink_bytes"]) < float(by["cloud-reference"]["uplink_bytes"]), r
+    check_recorded_answers(root / "workspace" / "cepr-vlm", f"vlm_job_{layout}_2")

@@ -93,7 +93,7 @@ def test_case_url_keeps_the_workspace_as_written():
 def test_dataset_columns_are_written_and_printed_like_any_metric(tmp_path):
     """``dataset`` (a string) and ``synthetic`` (1.0/0.0) are testenv metrics, so both runners put them in every
     row; a string metric is a plain cell in the CSV and the table, and never breaks the sort."""
-    from cepr.runner.rank import format_table
+    from cepr.runner.job import ranked_table
 
     recs = [record(0.6, 0.7, case="a"), record(0.8, 0.9, case="b")]
     for r, name in zip(recs, ("synth-bench/640x480", "Cloud-Robotics/640x480")):
@@ -104,8 +104,58 @@ def test_dataset_columns_are_written_and_printed_like_any_metric(tmp_path):
     got = [dict(zip(head, b)) for b in body]
     assert [(g["dataset"], g["synthetic"]) for g in got] == [("Cloud-Robotics/640x480", "0.0"),
                                                              ("synth-bench/640x480", "1.0")]
-    table = format_table(sel["header"], sel["rows"])
+    table = ranked_table(sel["header"], sel["rows"], recs, rank.sort_by)
     assert "Cloud-Robotics/640x480" in table and "synth-bench/640x480" in table
+
+
+def _job_like(n_cases: int = 9):
+    """Records shaped like the default job's: every selected metric, CI columns, constant data-set columns."""
+    metrics = ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "n", "safety_recall", "edge_ratio", "latency_p50",
+               "latency_p95", "throughput", "uplink_bytes", "bandwidth_saving", "cloud_tokens", "cloud_fallback",
+               "cloud_error", "dataset", "synthetic"]
+    recs = []
+    for i in range(n_cases):
+        r = record(round(0.5 + 0.05 * i, 2), 0.7 + 0.02 * i, algorithm=f"algorithm-with-a-long-name-{i}", case=f"c{i}")
+        r["metrics"] = {"accuracy": 0.7 + 0.02 * i, "accuracy_ci_low": 0.61 + 0.02 * i,
+                        "accuracy_ci_high": 0.79 + 0.02 * i, "n": 150.0, "safety_recall": 0.969, "edge_ratio": 0.5,
+                        "latency_p50": 12.5, "latency_p95": 230.0 - i, "throughput": 9.2, "uplink_bytes": 35777.0,
+                        "bandwidth_saving": 0.484, "cloud_tokens": 642.0, "cloud_fallback": 0.0, "cloud_error": 0.0,
+                        "dataset": "cloud-robotics-synth-bench/640x480", "synthetic": 1.0}
+        recs.append(r)
+    rank = RankSpec([("accuracy", "descend"), ("latency_p95", "ascend")], hyperparameters=["all"], metrics=metrics,
+                    modules=["hard_example_mining"])
+    return recs, rank, metrics
+
+
+def test_the_printed_leaderboard_fits_120_columns_and_keeps_what_ranks(tmp_path):
+    from cepr.runner.job import ranked_table
+
+    recs, rank, metrics = _job_like()
+    sel = build_rank(recs, rank, tmp_path, metrics)
+    table = ranked_table(sel["header"], sel["rows"], recs, rank.sort_by)
+    lines = table.splitlines()
+    assert max(len(x) for x in lines) <= 120, table
+    assert lines[0] == "dataset: cloud-robotics-synth-bench/640x480, n: 150.0, synthetic: 1.0" or \
+        lines[0].startswith("dataset: cloud-robotics-synth-bench/640x480")  # said once, not per row
+    head = lines[2]
+    assert "accuracy [95% CI]" in head and "p95 ms" in head  # the sort_by columns are always shown
+    assert "0.86 [0.77, 0.95]" in table  # the accuracy of the best case with its interval, in one cell
+    assert lines[4].split("|")[1].strip() == "1" and "threshold 0.9 " in lines[4]  # best first
+    assert "edge-int8" not in table  # a hyperparameter the same in every row tells no row apart
+    assert "not shown (120 columns):" in table and "cloud_error" in table.split("not shown")[1]  # the CSV has them
+    assert "DEGRADED" not in table
+
+
+def test_a_degraded_case_is_marked_in_its_row(tmp_path):
+    from cepr.runner.job import ranked_table
+
+    recs, rank, metrics = _job_like(3)
+    recs[1]["degraded"] = True
+    sel = build_rank(recs, rank, tmp_path, metrics)
+    table = ranked_table(sel["header"], sel["rows"], recs, rank.sort_by)
+    marked = [x for x in table.splitlines() if "DEGRADED" in x]
+    assert len(marked) == 1 and "algorithm-with-a-long-name-1" in marked[0], table
+    assert max(len(x) for x in table.splitlines()) <= 120
 
 
 def test_dataset_metrics_read_the_set_from_the_label_paths(tmp_path):

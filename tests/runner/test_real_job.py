@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from recorded_answers import check_recorded_answers
 import yaml
 
 from cepr.edge.models import SHIPPED
@@ -105,6 +106,7 @@ def test_real_job_end_to_end_through_the_cli(real_root, tmp_path):
     pytest.importorskip("fastapi")
     cwd = _job_copy(real_root, tmp_path)
     _check_results(cwd, _run(cwd), RGB_MODEL, RGB_CALIBRATION)
+    check_recorded_answers(cwd / "workspace" / "cepr-real", "real_job_layout")
 
 
 def test_real_job_end_to_end_with_an_rgb_model_by_path(real_root, tmp_path, tiny_rgb_model):

@@ -100,7 +100,8 @@ def add_edge_parser(ssub) -> None:
     e.add_argument("-f", "--job", default="benchmarkingjob.yaml",
                    help="benchmark job YAML whose algorithm gives the edge/cloud settings and the policy")
     e.add_argument("--algorithm", default=None,
-                   help="algorithm name in the job (default: the first using Threshold, else the first mixed one)")
+                   help="algorithm name in the job "
+                        "(default: the first using Threshold, else the first mixed deployable one, else the first; docs/runner.md)")
     e.add_argument("--cloud", choices=["direct", "queue", "none"], default="direct",
                    help="direct: the job's cloud backend called in-process; queue: Redis Streams "
                         "(cepr.stream, --queue-url); none: edge answers only (default direct)")

@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
                "  cepr stream worker --redis redis://10.0.0.2:6379/0 -f benchmarkingjob.yaml --no-link   # a real link")
     w.add_argument("-f", "--file", required=True, metavar="YAML",
                    help="a benchmarkingjob YAML or an algorithm YAML: its cloud module is the backend")
-    w.add_argument("--algorithm", default=None, help="which algorithm of a job (default: the first that uses the "
-                                                     "cloud)")
+    w.add_argument("--algorithm", default=None, help="which algorithm of a job "
+                   "(default: the first using Threshold, else the first mixed deployable one, else the first; docs/runner.md)")
     w.add_argument("--name", default=None, help="consumer name (default: worker-<host>-<pid>); reuse it after a "
                                                 "restart to take back this worker's pending messages at once")
     w.add_argument("--max-answers", type=int, default=None, metavar="N", help="exit after N answers")
@@ -71,8 +71,8 @@ def add_parser(sub) -> None:
                "  cepr stream submit --redis redis://127.0.0.1:6390/0 -f benchmarkingjob-real.yaml \\\n"
                "      --data datasets/Cloud-Robotics --frames 20 --image --fps 5")
     sb.add_argument("-f", "--file", required=True, metavar="YAML", help="job or algorithm YAML: its edge module")
-    sb.add_argument("--algorithm", default=None, help="which algorithm of a job (default: the first that uses the "
-                                                      "cloud)")
+    sb.add_argument("--algorithm", default=None, help="which algorithm of a job "
+                   "(default: the first using Threshold, else the first mixed deployable one, else the first; docs/runner.md)")
     sb.add_argument("--data", required=True, help="data set root, resolution folder or index file (test split)")
     sb.add_argument("--frames", type=int, default=20, help="first N test frames")
     sb.add_argument("--fps", type=float, default=0.0, help="submit rate (0: as fast as the edge runs)")

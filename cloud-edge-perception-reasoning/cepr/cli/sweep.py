@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("-f", "--file", metavar="YAML", help="the benchmarkingjob.yaml whose testenv, edge and cloud "
                    "settings the cache runs")
     p.add_argument("--algorithm", metavar="NAME", help="which algorithm of the job supplies the edge and cloud "
-                   "settings (default: the first)")
+                   "settings (default: the first using Threshold, else the first mixed deployable one, else the first; docs/runner.md)")
     p.add_argument("--spec", metavar="YAML", help="the sweep spec: policies and parameter grids (default: the "
                    "built-in 50 settings of Threshold, CrossEntropy, Random, EdgeOnly, CloudOnly, Oracle)")
     p.add_argument("--cache", metavar="DIR", help="cache root (default: <workspace>/<job>/sweep-cache)")

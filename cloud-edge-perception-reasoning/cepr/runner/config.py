@@ -318,12 +318,36 @@ class ModuleSpec:
         return {"type": self.type, "name": self.name, "url": str(self.url), "hyperparameters": self.hyperparameters}
 
 
+@dataclass(frozen=True)
+class ModuleGrid:
+    """One module of an algorithm file with every value its hyperparameters list: ``grid`` is Ianvs's
+    ``[(hyperparameter, [values])]`` (test cases are their Cartesian product), ``base`` the fixed ones (from
+    ``other_hyperparameters`` files)."""
+
+    type: str
+    name: str
+    url: Path
+    grid: list[tuple[str, list]]
+    base: dict
+
+    def names(self) -> list[str]:
+        """Every hyperparameter this module sets, fixed ones first."""
+        return list(dict.fromkeys([*self.base, *(hp for hp, _ in self.grid)]))
+
+    def first_point(self) -> dict:
+        """The hyperparameters with each listed one at its first value."""
+        return {**self.base, **{hp: values[0] for hp, values in self.grid}}
+
+
 @dataclass
 class AlgorithmSpec:
     name: str
     file: Path
     paradigm_type: str
-    modules: list[tuple[str, str, Path, list[tuple[str, list]], dict]]  # type, name, url, [(hp, values)], base
+    modules: list[ModuleGrid]
+
+    def module(self, module_type: str) -> ModuleGrid | None:
+        return next((m for m in self.modules if m.type == module_type), None)
 
 
 def _hyperparameters(module: ModuleDoc, file: Path) -> tuple[list[tuple[str, list]], dict]:
@@ -353,7 +377,7 @@ def parse_algorithm(name: str, path: Path) -> AlgorithmSpec:
         seen.add(m.type)
         url = resolve_path(m.url, path, f"module {m.name!r} url")
         pairs, base = _hyperparameters(m, path)
-        mods.append((m.type, m.name, url, pairs, base))
+        mods.append(ModuleGrid(m.type, m.name, url, pairs, base))
     missing = {"edgemodel", "cloudmodel", "hard_example_mining"} - seen
     if missing:
         raise CeprError(f"{path}: jointinference needs modules of type {', '.join(sorted(missing))}")
@@ -406,9 +430,9 @@ def check_rank_names(rank: RankSpec, te: TestEnv, algos: list[AlgorithmSpec], pa
     metrics = [m.name for m in te.metrics]
     modules, hps = [], []
     for a in algos:
-        for mtype, _name, _url, pairs, base in a.modules:
-            modules.append(mtype)
-            hps += [f"{mtype}-{hp}" for hp in [*base, *(n for n, _ in pairs)]]
+        for m in a.modules:
+            modules.append(m.type)
+            hps += [f"{m.type}-{hp}" for hp in m.names()]
     modules, hps = list(dict.fromkeys(modules)), list(dict.fromkeys(hps))
     for m, _ in rank.sort_by:
         if m not in metrics:

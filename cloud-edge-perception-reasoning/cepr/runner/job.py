@@ -10,6 +10,7 @@ are written and the selected leaderboard printed.
 from __future__ import annotations
 
 import contextlib
+import textwrap
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from cepr.registry import import_module_file
 from cepr.runner.case import RunOptions, WorkspaceError, finished_record, run_case
 from cepr.runner.config import BenchmarkingJob, parse_job
 from cepr.runner.dataset import IndexDataset, frame_problems, load_index
-from cepr.runner.rank import build_rank, case_url, constant_columns, leaderboard
+from cepr.runner.rank import TABLE_WIDTH, build_rank, case_url, constant_columns, leaderboard
 from cepr.runner.testcase import build_test_cases, check_test_cases
 from cepr.servers.autoserve import shutdown_all
 
@@ -85,32 +86,26 @@ def load_metrics(job: BenchmarkingJob) -> dict:
 def ranked_table(header: list[str], rows: list[dict], records: list[dict], sort_by=()) -> str:
     """The printed leaderboard, 120 columns wide at most: the deployable policies ranked, a DEGRADED case marked
     in its row, and below them, apart and not ranked, the bounds (policies that read the labels, such as the
-    Oracle). The rank CSVs keep every row and column, as Ianvs writes them."""
+    Oracle), in the same columns. The rank CSVs keep every row and column, as Ianvs writes them."""
     bound_urls = {rec.get("url") for rec in records if rec.get("upper_bound")}
     degraded = {rec.get("url") for rec in records if rec.get("degraded")}
-    module_types = [t for rec in records for t in rec.get("modules", {})]
+    module_types = list(dict.fromkeys(t for rec in records for t in rec.get("modules", {})))
 
     def is_bound(r):
         return r.get("url") in bound_urls or "upper bound" in str(r.get("hard_example_mining", ""))
 
     ranked, bounds = [r for r in rows if not is_bound(r)], [r for r in rows if is_bound(r)]
+    marks = {id(r): "DEGRADED" for r in rows if r.get("url") in degraded}
     constants = constant_columns(header, rows)
+    tables, left_out = leaderboard(header, [ranked, bounds] if bounds else [ranked], module_types, sort_by,
+                                   marks=marks, constants=constants)
     out = [", ".join(f"{k}: {v}" for k, v in constants.items())] if constants else []
-    left_out: list[str] = []
-    for part, numbered in ((ranked, True), (bounds, False)):
-        if not part:
-            continue
-        marks = {i: "DEGRADED" for i, r in enumerate(part) if r.get("url") in degraded}
-        if any(r.get("url") in degraded for r in rows):
-            marks = marks or {-1: ""}  # the status column in both tables when any row is degraded
-        table, missing = leaderboard(header, part, module_types, sort_by, marks=marks, numbered=numbered,
-                                     constants=constants)
-        left_out += [m for m in missing if m not in left_out]
-        if not numbered:
-            out.append("bounds, not ranked (they read the labels: what a perfect dispatcher could reach):")
-        out.append(table)
+    out.append(tables[0])
+    if bounds:
+        out += ["bounds, not ranked (they read the labels: what a perfect dispatcher could reach):", tables[1]]
     if left_out:
-        out.append(f"not shown (120 columns): {', '.join(left_out)}; every column is in selected_rank.csv")
+        out += textwrap.wrap(f"not shown (120 columns): {', '.join(left_out)}; every column is in "
+                             "selected_rank.csv", TABLE_WIDTH)
     return "\n".join(out)
 
 

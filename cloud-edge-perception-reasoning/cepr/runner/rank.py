@@ -161,35 +161,14 @@ def build_rank(records: list[dict], rank, rank_dir: Path, metric_names: list[str
     return {"header": sel_header, "rows": sel_rows}
 
 
-def format_table(header: list[str], rows: list[dict], drop=FIXED_BACK, digits: int = 4, numbered: bool = True) -> str:
-    """A plain-text table of the selected leaderboard (numbers rounded for reading; the CSVs keep them whole)."""
-    cols = [h for h in header if h not in drop]
-
-    def cell(v):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            return _fmt(v)
-        if isinstance(v, bool) or (isinstance(v, str) and not _isnum(v)):
-            return _fmt(v)
-        if math.isnan(f):
-            return ""
-        return f"{f:.0f}" if abs(f) >= 1000 else f"{f:.{digits}g}"
-
-    body = [[str(i) if numbered else "-"] + [cell(r.get(c)) for c in cols] for i, r in enumerate(rows, 1)]
-    head = ["rank", *cols]
-    widths = [max(len(h), *(len(b[j]) for b in body)) if body else len(h) for j, h in enumerate(head)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |", line]
-    for b in body:
-        out.append("| " + " | ".join(v.rjust(w) if j and _isnum(v) else v.ljust(w)
-                                     for j, (v, w) in enumerate(zip(b, widths))) + " |")
-    out.append(line)
-    return "\n".join(out)
-
-
 # the printed leaderboard fits this many columns; the CSVs keep every column whole
 TABLE_WIDTH = 120
+# short headings for the printed table (the CSVs keep the metric names)
+HEADINGS = {"hard_example_mining": "policy", "accuracy": "accuracy [95% CI]", "latency_p50": "p50 ms",
+            "latency_p95": "p95 ms", "latency_p99": "p99 ms", "latency_mean": "mean ms", "safety_recall": "safety",
+            "edge_ratio": "edge", "throughput": "samples/s", "uplink_bytes": "up B", "downlink_bytes": "down B",
+            "bandwidth_saving": "bw saved", "cloud_tokens": "tokens", "cloud_fallback": "fallback",
+            "cloud_error": "error", "ttft_mean": "ttft ms", "spec_acceptance": "spec acc"}
 # columns that describe the data set rather than the case: printed once above the table when every row agrees
 _CONSTANT_FIRST = ("dataset", "synthetic", "n")
 
@@ -208,63 +187,89 @@ def _short(v, digits: int = 3) -> str:
     return f"{f:.0f}" if f == int(f) and abs(f) >= 10 else f"{f:.{digits}g}"
 
 
-def leaderboard(header: list[str], rows: list[dict], module_types=(), sort_by=(), width: int = TABLE_WIDTH,
-                marks: dict[int, str] | None = None, numbered: bool = True,
-                constants: dict[str, str] | None = None) -> tuple[str, list[str]]:
-    """The printed leaderboard, at most ``width`` characters wide: rank, algorithm, the selected module columns,
-    the hyperparameters that are set (one ``setting`` cell), then the metrics, the ones ``sort_by`` ranks on
-    first and an accuracy with its ``_ci_low``/``_ci_high`` columns as one ``0.873 [0.81, 0.92]`` cell, as many
-    as fit. Returns the table and the metric columns left out (the CSVs keep them). ``marks``: row index -> a
-    word such as ``DEGRADED``, shown in a ``status`` column. ``constants``: columns every row agrees on, which
-    the caller says above the table; they are left out here."""
+def leaderboard(header: list[str], parts: list[list[dict]], module_types=(), sort_by=(),
+                width: int = TABLE_WIDTH, marks: dict[int, str] | None = None,
+                constants: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """The printed leaderboard, at most ``width`` characters wide, as one table per part (the ranked rows, then
+    the bounds, unnumbered) with the same columns: rank, algorithm, the selected module columns (a policy's name
+    up to its first parenthesis), the hyperparameters that are set (one ``setting`` cell), then the metrics, the
+    ones ``sort_by`` ranks on first and an accuracy with its ``_ci_low``/``_ci_high`` columns as one
+    ``0.873 [0.81, 0.92]`` cell, as many as fit. Returns the tables and the metric columns left out (the CSVs keep
+    them). Data-set columns on which the rows differ come right after the sort columns. ``marks``: id() of a row -> a word such as ``DEGRADED``, shown in a ``status`` column. ``constants``:
+    columns every row agrees on, which the caller says above the table; they are left out here."""
     marks, constants = marks or {}, constants or {}
-    modules = [h for h in header if h in set(module_types)]
-    hp_cols = [h for h in header if "-" in h and h.split("-", 1)[0] in set(module_types)]
-    skip = {*FIXED_FRONT, *FIXED_BACK, "paradigm", *modules, *hp_cols, *constants}
+    rows = [r for part in parts for r in part]
+    def varies(h) -> bool:
+        return len({_fmt(r.get(h)) for r in rows}) > 1
+
+    # module and hyperparameter columns that are the same in every row tell no row from another: left out
+    modules = [h for h in header if h in set(module_types) and (varies(h) or h == "hard_example_mining")]
+    hp_all = [h for h in header if "-" in h and h.split("-", 1)[0] in set(module_types)]
+    hp_cols = [h for h in hp_all if varies(h)]
+    skip = {*FIXED_FRONT, *FIXED_BACK, "paradigm", *module_types, *hp_all, *constants}
     metric_cols = [h for h in header if h not in skip]
     # the columns that decide the ranking first, then the rest in the selection's order
     first = [m for m, _ in sort_by if m in metric_cols]
+    first += [m for m in _CONSTANT_FIRST if m in metric_cols and m not in first]  # rows on different data sets
     ordered = first + [m for m in metric_cols if m not in first]
     merged = {m for m in ordered if f"{m}_ci_low" in metric_cols and f"{m}_ci_high" in metric_cols}
     ordered = [m for m in ordered if not any(m in (f"{x}_ci_low", f"{x}_ci_high") for x in merged)]
 
     def setting(r) -> str:
-        parts = [f"{h.split('-', 1)[1]} {_short(r.get(h))}" for h in hp_cols if _short(r.get(h)) != ""]
-        return ", ".join(parts) or "-"
+        parts_ = [f"{h.split('-', 1)[1]} {_short(r.get(h))}" for h in hp_cols if _short(r.get(h)) != ""]
+        return ", ".join(parts_) or "-"
+
+    def ci(v) -> str:
+        try:
+            return f"{float(v):.2f}"
+        except (TypeError, ValueError):
+            return "?"
 
     def metric(r, m) -> str:
         v = _short(r.get(m))
         if m in merged and v:
-            v += f" [{_short(r.get(f'{m}_ci_low'), 2)}, {_short(r.get(f'{m}_ci_high'), 2)}]"
+            v += f" [{ci(r.get(f'{m}_ci_low'))}, {ci(r.get(f'{m}_ci_high'))}]"
         return v
 
-    cols = [("rank", [str(i) if numbered else "-" for i in range(1, len(rows) + 1)])]
+    cols: list[tuple[str, callable]] = [("rank", None)]
     if marks:
-        cols.append(("status", [marks.get(i, "") for i in range(len(rows))]))
-    cols.append(("algorithm", [str(r.get("algorithm", "")) for r in rows]))
-    cols += [(m, [_fmt(r.get(m)) for r in rows]) for m in modules]
+        cols.append(("status", lambda r: marks.get(id(r), "")))
+    cols.append(("algorithm", lambda r: str(r.get("algorithm", ""))))
+    cols += [(HEADINGS.get(m, m), lambda r, m=m: _fmt(r.get(m)).split(" (")[0]) for m in modules]
     if hp_cols:
-        cols.append(("setting", [setting(r) for r in rows]))
+        cols.append(("setting", setting))
     text = {h for h, _ in cols if h != "rank"}
 
-    def total(cs) -> int:
-        return 1 + sum(max([len(h), *(len(v) for v in vals)]) + 3 for h, vals in cs)
+    def widths(cs) -> list[int]:
+        out = []
+        for h, f in cs:
+            if f is None:
+                out.append(max(len(h), len(str(max((len(p) for p in parts), default=0)))))
+            else:
+                out.append(max([len(h), *(len(f(r)) for r in rows)]))
+        return out
 
     left_out = []
     for m in ordered:
-        cand = cols + [(m, [metric(r, m) for r in rows])]
-        if total(cand) <= width:
+        cand = cols + [(HEADINGS.get(m, m), lambda r, m=m: metric(r, m))]
+        if 1 + sum(w + 3 for w in widths(cand)) <= width:
             cols = cand
         else:
             left_out.append(m)
-    widths = [max([len(h), *(len(v) for v in vals)]) for h, vals in cols]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(h.ljust(w) for (h, _), w in zip(cols, widths)) + " |", line]
-    for i in range(len(rows)):
-        out.append("| " + " | ".join(vals[i].ljust(w) if h in text else vals[i].rjust(w)
-                                     for (h, vals), w in zip(cols, widths)) + " |")
-    out.append(line)
-    return "\n".join(out), left_out
+    ws = widths(cols)
+    line = "+" + "+".join("-" * (w + 2) for w in ws) + "+"
+    tables = []
+    for k, part in enumerate(parts):
+        out = [line, "| " + " | ".join(h.ljust(w) for (h, _), w in zip(cols, ws)) + " |", line]
+        for i, r in enumerate(part, 1):
+            cells = []
+            for (h, f), w in zip(cols, ws):
+                v = (str(i) if k == 0 else "-") if f is None else f(r)
+                cells.append(v.ljust(w) if h in text else v.rjust(w))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append(line)
+        tables.append("\n".join(out))
+    return tables, left_out
 
 
 def constant_columns(header: list[str], rows: list[dict]) -> dict[str, str]:

@@ -47,7 +47,7 @@ class JobInputs:
         if self._code is None:
             files = []
             if self.job is not None:
-                files = [url for a in self.job.algorithms for _, _, url, _, _ in a.modules]
+                files = [m.url for a in self.job.algorithms for m in a.modules]
                 files += [m.url for m in self.job.testenv.metrics if m.url is not None]
             self._code = {**fpr.code_fingerprint(files), "git_commit": fpr.git_commit()}
         return self._code
@@ -121,8 +121,8 @@ def build_test_cases(job: BenchmarkingJob, context: dict | None = None) -> list[
     cases = []
     for algo in job.algorithms:
         per_module = []
-        for mtype, name, url, pairs, base in algo.modules:
-            per_module.append([ModuleSpec(mtype, name, url, hps) for hps in _combinations(pairs, base)])
+        for m in algo.modules:
+            per_module.append([ModuleSpec(m.type, m.name, m.url, hps) for hps in _combinations(m.grid, m.base)])
         for combo in itertools.product(*per_module):
             cases.append(TestCase(algo, {m.type: m for m in combo}, job.workspace / job.name, context, inputs))
     return cases

@@ -35,7 +35,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cepr.dispatch import POLICY_REGISTRY
 from cepr.errors import CeprError
+from cepr.runner.resolve import resolve_algorithm
 
 log = logging.getLogger(__name__)
 
@@ -83,44 +85,18 @@ class Deployment:
                 "policy_hyperparameters": self.policy_hps}
 
 
-def load_deployment(job: str | Path = DEFAULT_JOB, algorithm: str | None = None) -> Deployment:
-    """The edge/cloud settings and the policy of ``algorithm`` in the job file (hyperparameters with several
-    values take the first). Default algorithm: the first using Threshold, else the first mixed deployable one
-    (not EdgeOnly/CloudOnly, not a policy that reads labels)."""
-    from cepr.dispatch import POLICY_REGISTRY
-    from cepr.errors import did_you_mean
-    from cepr.runner.config import parse_job
-
-    path = Path(job)
-    if not path.is_file():
-        raise CeprError(f"job file {str(job)!r} not found (relative paths resolve against {Path.cwd()})")
-    j = parse_job(path)
-
-    def policy_of(a) -> str:
-        return next(name for mtype, name, *_ in a.modules if mtype == "hard_example_mining")
-
-    def deployable(a) -> bool:
-        name = policy_of(a)
-        caps = POLICY_REGISTRY.capabilities(name)
-        return not caps.get("needs_labels") and POLICY_REGISTRY.canonical(name) not in ("EdgeOnly", "CloudOnly")
-
-    names = [a.name for a in j.algorithms]
-    if algorithm is not None:
-        algo = next((a for a in j.algorithms if a.name == algorithm), None)
-        if algo is None:
-            raise CeprError(f"{path}: no algorithm named {algorithm!r}{did_you_mean(algorithm, names)} "
-                            f"(this job has: {', '.join(names)})")
-    else:
-        algo = (next((a for a in j.algorithms if POLICY_REGISTRY.canonical(policy_of(a)) == "Threshold"), None)
-                or next((a for a in j.algorithms if deployable(a)), None) or j.algorithms[0])
-    parts = {}
-    for mtype, name, _url, pairs, base in algo.modules:
-        parts[mtype] = (name, {**base, **{hp: values[0] for hp, values in pairs}})
-    policy, policy_hps = parts["hard_example_mining"]
-    if POLICY_REGISTRY.capabilities(policy).get("needs_labels"):
-        raise CeprError(f"{path}: algorithm {algo.name!r} uses {policy}, which reads the labels (an upper bound, "
+def load_deployment(job: str | Path = DEFAULT_JOB, algorithm: str | None = None,
+                    point: dict | None = None) -> Deployment:
+    """The edge/cloud settings and the policy of one algorithm of the job file, chosen by the rule of
+    :mod:`cepr.runner.resolve` (``algorithm``, else the first Threshold, else the first mixed deployable one;
+    hyperparameters at their first values unless ``point`` names others). A policy that reads the labels is
+    refused: it is an upper bound, not something to deploy."""
+    r = resolve_algorithm(job, algorithm, point)
+    if POLICY_REGISTRY.capabilities(r.policy).get("needs_labels"):
+        raise CeprError(f"{job}: algorithm {r.name!r} uses {r.policy}, which reads the labels (an upper bound, "
                         "not deployable); pick another with --algorithm")
-    return Deployment(path.resolve(), algo.name, parts["edgemodel"][1], parts["cloudmodel"][1], policy, policy_hps)
+    return Deployment(r.file, r.name, r.hyperparameters("edgemodel"), r.hyperparameters("cloudmodel"), r.policy,
+                      r.policy_hyperparameters)
 
 
 # ---- records ------------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from cepr.data.identity import data_fingerprint
-from cepr.errors import CeprError, did_you_mean
+from cepr.errors import CeprError
+from cepr.runner.resolve import choose_algorithm
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +73,14 @@ class SweepSource:
 
 
 def resolve_source(job_file: str | Path, algorithm: str | None = None, workspace: str | None = None) -> SweepSource:
-    """The algorithm ``algorithm`` (default: the job's first) of the job in ``job_file``; its edge, cloud and
-    dataset-processor modules must have one setting each (the cache holds one configuration)."""
+    """The algorithm ``algorithm`` of the job in ``job_file`` (default: the one :mod:`cepr.runner.resolve`'s rule
+    picks); its edge, cloud and dataset-processor modules must have one setting each (the cache holds one
+    configuration)."""
     from cepr.runner.config import parse_job
     from cepr.runner.testcase import build_test_cases
 
     job = parse_job(job_file, workspace)
-    names = [a.name for a in job.algorithms]
-    name = algorithm or names[0]
-    if name not in names:
-        raise CeprError(f"{job.file}: no algorithm {name!r}" + did_you_mean(name, names)
-                        + f" (algorithms: {', '.join(names)})")
-    algo = next(a for a in job.algorithms if a.name == name)
+    algo = choose_algorithm(job.algorithms, algorithm, job.file)
     cases = build_test_cases(dataclasses.replace(job, algorithms=[algo]), {})
     modules: dict = {}
     for mtype in CACHED_MODULES:
