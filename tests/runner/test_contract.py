@@ -317,3 +317,22 @@ def test_missing_index_is_a_clear_error(tiny_job, tmp_path):
     (tmp_path / "data" / "test-index.txt").unlink()
     with pytest.raises(CeprError, match="test_index"):
         run(path)
+
+
+def test_resume_reads_records_of_the_earlier_version_and_refuses_newer_ones(tiny_job):
+    """record.json is versioned (cepr.records.CaseRecord): a record written before the version field existed is
+    reused as it was; one written by a newer cepr stops the job with what to do."""
+    import json as _json
+
+    path = tiny_job(hem_hps={"threshold": [0.5]})
+    r1 = run(path, limit=1)
+    rec_file = Path(r1.records[0]["output_dir"]) / "record.json"
+    doc = _json.loads(rec_file.read_text())
+    assert doc["schema_version"] == 2
+    del doc["schema_version"]  # as version 1 wrote it
+    rec_file.write_text(_json.dumps(doc))
+    r2 = run(path, resume=True, limit=1)
+    assert r2.skipped == 1 and r2.records[0]["metrics"] == r1.records[0]["metrics"]
+    rec_file.write_text(_json.dumps({**doc, "schema_version": 9}))
+    with pytest.raises(CeprError, match="record version 9.*written by a newer cepr"):
+        run(path, resume=True, limit=1)

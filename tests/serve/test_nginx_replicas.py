@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cepr.servers.autoserve import ReferenceServer, _free_port
+from cepr.servers.autoserve import ReferenceServer
+from cepr.servers.base import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "vllm-replicas.conf"
@@ -65,7 +66,7 @@ class Nginx:
 
     def __init__(self, binary: str, prefix: Path, replicas: list[int]):
         self.prefix = prefix
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.error_log, self.access_log = prefix / "error.log", prefix / "access.log"
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):

@@ -228,11 +228,11 @@ def test_cloud_down_requests_retry_then_dead_letter(redis_srv):
     retried, and is dead-lettered with the backend's reason."""
     pytest.importorskip("openai")
     from cepr.cloud.client import create_backend
-    from cepr.servers.autoserve import _free_port
+    from cepr.servers.base import free_port
     from cepr.stream.queue import CloudQueue
     from cepr.stream.worker import CloudWorker
 
-    backend = create_backend("openai", {"base_url": f"http://127.0.0.1:{_free_port()}/v1", "model": "x",
+    backend = create_backend("openai", {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "x",
                                         "timeout_s": 1.0, "retries": 0})
     q = CloudQueue(redis_srv.url)
     q.submit("down", make_summary(), "path_hazard", camera_meta())

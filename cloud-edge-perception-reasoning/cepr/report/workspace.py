@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cepr.errors import CeprError, did_you_mean
+from cepr.runner.case import read_record
 from cepr.runner.rank import read_rank_csv
 
 log = logging.getLogger(__name__)
@@ -254,12 +255,12 @@ def load_workspace(path: str | Path, sweeps: list[Path] | None = None) -> Worksp
     finished: list[Case] = []
     for p in records:
         try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
+            rec = read_record(p)
         except (OSError, json.JSONDecodeError) as e:
             ws.problems.append(f"{p}: unreadable record ({e})")
             continue
-        if not isinstance(rec, dict):
-            ws.problems.append(f"{p}: not a record (a JSON object)")
+        except CeprError as e:  # not a record, or one of a version this cepr does not read
+            ws.problems.append(str(e))
             continue
         if rec.get("status") != "ok":
             ws.failed.append({**rec, "output_dir": str(p.parent)})

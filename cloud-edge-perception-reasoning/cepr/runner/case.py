@@ -21,7 +21,7 @@ import numpy as np
 from cepr import __version__
 from cepr.data.tasks import ground_truth
 from cepr.errors import CeprError
-from cepr.records import SampleRecord
+from cepr.records import SampleRecord, check_case_record, parse_case_record
 from cepr.runner import resources
 from cepr.runner.config import BenchmarkingJob
 from cepr.runner.dataset import IndexDataset
@@ -113,6 +113,18 @@ def _write_json(path: Path, doc: dict) -> None:
         except OSError:
             pass
         raise WorkspaceError.of(path, e) from None
+
+
+def write_record(out_dir: Path, record: dict) -> None:
+    """The one way a case's record.json is written: checked against :class:`cepr.records.CaseRecord` (typed,
+    versioned) and written atomically."""
+    _write_json(out_dir / RECORD, check_case_record(record))
+
+
+def read_record(path: Path) -> dict:
+    """A record.json read back (``--resume``, the report): its version checked (:func:`parse_case_record`);
+    OSError or a JSON error when the file cannot be read."""
+    return parse_case_record(json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
 def _start_record(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, started: float) -> dict:
@@ -238,7 +250,7 @@ def begin_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions) -> tuple[fl
         raise WorkspaceError.of(out_dir, e) from None
     started = time.time()
     record = _start_record(tc, job, opts, started)
-    _write_json(out_dir / RECORD, record)
+    write_record(out_dir, record)
     return started, record
 
 
@@ -344,7 +356,7 @@ def finish_record(record: dict, started: float, out_dir: Path, quiet: bool = Fal
     record.update(finished=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished)),
                   seconds=round(finished - started, 3))
     try:
-        _write_json(out_dir / RECORD, record)
+        write_record(out_dir, record)
     except WorkspaceError:
         if not quiet:
             raise
@@ -363,8 +375,8 @@ def _earlier_results(tc: TestCase) -> list[tuple[str, list[str]]]:
         if p.parent.name == tc.id:
             continue
         try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = read_record(p)
+        except (OSError, json.JSONDecodeError, CeprError):
             continue
         te = rec.get("testenv") or {}
         if (rec.get("status") != "ok" or rec.get("modules") != mine["modules"]
@@ -393,6 +405,7 @@ def finished_record(tc: TestCase) -> dict | None:
     except (OSError, json.JSONDecodeError) as e:
         log.warning("resume: %s is unreadable (%s): running test case %s again", p, e, tc.id)
         return None
+    rec = parse_case_record(rec, str(p))  # a record of another version: a clear error, not a guess
     if rec.get("id") != tc.id:
         return None
     if rec.get("status") != "ok":

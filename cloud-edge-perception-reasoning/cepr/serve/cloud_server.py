@@ -248,7 +248,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threa
           faults: FaultConfig | None = None, log_level: str = "warning",
           min_object_confidence: float | None = None, limits: Limits | None = None,
           sessions: int | None = None, providers="cpu") -> None:
-    from cepr.servers.autoserve import watch_parent_from_env
+    from cepr.servers.base import watch_parent_from_env
 
     watch_parent_from_env()  # started by a runner (base_url: auto): exit when it is gone
     uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits,

@@ -10,55 +10,22 @@ killed with SIGKILL (no atexit) leaves no server behind.
 from __future__ import annotations
 
 import atexit
-import collections
 import logging
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 from cepr.errors import CeprError
+from cepr.servers.base import ManagedServer, free_port, http_ready
 
 log = logging.getLogger(__name__)
 _servers: dict[tuple, ReferenceServer] = {}
 _lock = threading.Lock()
-PARENT_ENV = "CEPR_PARENT_PID"
-PARENT_POLL_S = 0.5
 
 
-def watch_parent_from_env(poll_s: float = PARENT_POLL_S) -> threading.Thread | None:
-    """In a server started by :class:`ReferenceServer`: a daemon thread that ends this process when the parent
-    named by ``CEPR_PARENT_PID`` is gone (the parent changes when it dies: the orphan is re-parented). SIGTERM
-    first (uvicorn shuts down), a hard exit 3 s later. Does nothing when the variable is unset."""
-    want = os.environ.get(PARENT_ENV)
-    if not want or not want.isdigit():
-        return None
-    want_pid = int(want)
+class ReferenceServer(ManagedServer):
+    """``cepr serve cloud`` (the reference expert) on a free loopback port; the base of the other HTTP servers."""
 
-    def watch():
-        while os.getppid() == want_pid:
-            time.sleep(poll_s)
-        log.warning("cepr serve: the process that started this server (pid %d) is gone: exiting", want_pid)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(3)
-        os._exit(0)
-
-    t = threading.Thread(target=watch, name="cepr-parent-watch", daemon=True)
-    t.start()
-    return t
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ReferenceServer:
     def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0, extra_args=(),
                  sessions: int | None = None, providers="cpu"):
         try:
@@ -67,7 +34,7 @@ class ReferenceServer:
         except ImportError:
             raise CeprError("base_url: auto starts the reference cloud expert, which needs the serve extra: "
                             "pip install -e '.[serve]'") from None
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cmd = [sys.executable, "-m", "cepr", "serve", "cloud", "--port", str(self.port), "--model", str(model),
                "--threads", str(threads), *map(str, extra_args)]
@@ -75,57 +42,13 @@ class ReferenceServer:
             cmd += ["--sessions", str(int(sessions))]
         if providers_arg(providers) != "cpu":  # the default adds nothing to the command line
             cmd += ["--providers", providers_arg(providers)]
-        self._launch(cmd, "/health", "the reference cloud expert", startup_s)
+        self._launch_http(cmd, "/health", "the reference cloud expert", startup_s)
 
-    def _launch(self, cmd: list[str], health: str, what: str, startup_s: float) -> None:
+    def _launch_http(self, cmd: list[str], health: str, what: str, startup_s: float) -> None:
         """Start ``cmd`` and wait until ``health`` (a path on this server) answers; ``what`` names it in errors."""
-        log.info("starting %s: %s", what, " ".join(cmd))
-        env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the server exits when this process is gone
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     errors="replace", env=env)
-        # a thread drains the server's output for as long as it runs (a full pipe would block the server),
-        # keeping the last lines for error messages
-        self.output: collections.deque[str] = collections.deque(maxlen=self.KEEP_LINES)
-        self._drain = threading.Thread(target=self._read_output, name=f"cepr-expert-{self.port}-output", daemon=True)
-        self._drain.start()
-        deadline = time.time() + startup_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self._drain.join(5)
-                raise CeprError(f"{what} exited at start-up (code {self.proc.returncode}):\n{self.last_output()}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{health}", timeout=1).read()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise CeprError(f"{what} did not answer {health} within {startup_s:.0f} s; its last output:\n"
-                        f"{self.last_output()}")
-
-    KEEP_LINES = 50
-
-    def _read_output(self) -> None:
-        try:
-            for line in self.proc.stdout:
-                self.output.append(line.rstrip("\n"))
-        except (OSError, ValueError):  # the pipe was closed under us by stop()
-            pass
-
-    def last_output(self) -> str:
-        """The server's last lines of output (stdout and stderr), for error messages."""
-        return "\n".join(self.output).strip()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._drain.join(5)  # the pipe ends when the process does
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self.what = what
+        self._launch(cmd, http_ready(f"http://127.0.0.1:{self.port}{health}"), startup_s,
+                     waiting_for=f"answer {health}")
 
 
 class LlamaCppServer(ReferenceServer):
@@ -137,12 +60,12 @@ class LlamaCppServer(ReferenceServer):
             import llama_cpp  # noqa: F401
         except ImportError:
             raise CeprError("server: llamacpp needs the llm extra: pip install -e '.[llm,serve]'") from None
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cmd = [sys.executable, "-m", "cepr", "serve", "llamacpp", "--port", str(self.port), "--model", str(model),
                "--threads", str(threads), "--n-ctx", str(n_ctx), "--speculative", speculative,
                "--draft-tokens", str(draft_tokens)] + (["--mmproj", str(mmproj)] if mmproj else [])
-        self._launch(cmd, "/v1/models", f"the llama.cpp server ({model})", startup_s)
+        self._launch_http(cmd, "/v1/models", f"the llama.cpp server ({model})", startup_s)
 
     def model_id(self) -> str:
         import json

@@ -166,7 +166,7 @@ class _ImageCheck:
 def serve(cfg: LlamaCppServerConfig, log_level: str = "warning") -> None:
     import uvicorn
 
-    from cepr.servers.autoserve import watch_parent_from_env
+    from cepr.servers.base import watch_parent_from_env
 
     app = create_app(cfg)
     watch_parent_from_env()  # started by a runner: exit when it is gone

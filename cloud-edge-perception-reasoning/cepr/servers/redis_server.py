@@ -34,12 +34,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Self
 
 from cepr.errors import CeprError
-from cepr.servers.autoserve import _free_port
+from cepr.servers.base import ManagedServer, free_port
 
 BINARY_ENV = "CEPR_REDIS_SERVER"
 
@@ -89,8 +88,10 @@ def _death_signal_hook():
     return hook
 
 
-class RedisServer:
-    """One ``redis-server`` subprocess on 127.0.0.1; a context manager (``with RedisServer() as r: r.url``)."""
+class RedisServer(ManagedServer):
+    """One ``redis-server`` subprocess on 127.0.0.1; a context manager (``with RedisServer() as r: r.url``). It
+    logs to ``redis.log`` in its data folder (what :meth:`last_output` reads), and dies with the thread that
+    started it (Linux's parent-death signal: redis-server cannot watch ``CEPR_PARENT_PID``)."""
 
     def __init__(self, port: int | None = None, binary: str | None = None, dir: str | Path | None = None,
                  startup_s: float = 20.0):
@@ -104,6 +105,7 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.startup_s = startup_s
         self.proc: subprocess.Popen | None = None
+        self.what = f"redis-server ({self.binary})"
 
     @property
     def url(self) -> str:
@@ -121,20 +123,10 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
         if self.port is None:
-            self.port = _free_port()
+            self.port = free_port()
         self.proc = self._spawn()
-        deadline = time.monotonic() + self.startup_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise CeprError(f"redis-server ({self.binary}) exited with code {self.proc.returncode} on port "
-                                f"{self.port}: {err.strip() or self.log_tail()}")
-            if self.ping():
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise CeprError(f"redis-server ({self.binary}) did not answer PING on port {self.port} within "
-                        f"{self.startup_s:.0f} s; its log: {self.log_tail()}")
+        self._wait_ready(self.ping, self.startup_s, f"answer PING on port {self.port}", poll_s=0.05)
+        return self
 
     def _spawn(self) -> subprocess.Popen:
         """Popen the server; on Linux from a thread that then waits for it (the parent-death signal's owner)."""
@@ -175,22 +167,17 @@ class RedisServer:
         p = self.dir / "redis.log"
         return p.read_text(errors="replace")[-n:] if p.is_file() else "(no log)"
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """A clean shutdown (SIGTERM: redis-server writes its snapshot and the append-only file, then exits)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+    def last_output(self) -> str:
+        """What the server said: its stderr once it has exited (a bad argument), else its log's tail."""
+        err = ""
+        if self.proc is not None and self.proc.poll() is not None and self.proc.stderr:
+            err = self.proc.stderr.read().decode(errors="replace").strip()
+        return err or self.log_tail()
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would: only what the append-only file holds survives."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+    def stop(self, grace_s: float = 20.0) -> None:
+        """A clean shutdown (SIGTERM: redis-server writes its snapshot and the append-only file, then exits);
+        SIGKILL after ``grace_s``. :meth:`kill` is the crash (only what the append-only file holds survives)."""
+        super().stop(grace_s)
 
     def restart(self, crash: bool = False) -> RedisServer:
         """Stop (``crash``: SIGKILL instead of a clean shutdown) and start again on the same port and data dir."""

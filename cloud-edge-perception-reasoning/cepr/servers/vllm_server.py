@@ -27,10 +27,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Self
 
 from cepr.errors import CeprError
-from cepr.servers.autoserve import PARENT_ENV, ReferenceServer, _free_port
+from cepr.servers.autoserve import ReferenceServer
+from cepr.servers.base import PARENT_ENV, free_port
 
 # vLLM's speculative-decoding counters on /metrics (Prometheus counters, one sample per engine/model label set)
 SPEC_METRICS = {
@@ -281,7 +281,7 @@ class VllmServer(ReferenceServer):
         self.python = find_vllm_python(python)  # errors here, before anything starts
         self.model = check_model(model)
         self.spec = parse_speculative(speculative)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._pgid: int | None = None
         cmd = [sys.executable, "-m", "cepr", "serve", "vllm", "--port", str(self.port), "--model", self.model,
@@ -294,7 +294,7 @@ class VllmServer(ReferenceServer):
         if tokenizer:
             cmd += ["--tokenizer", str(tokenizer)]
         cmd += [f"--vllm-arg={a}" for a in extra_args]
-        self._launch(cmd, "/v1/models", f"vLLM ({self.model})", startup_s + 30)
+        self._launch_http(cmd, "/v1/models", f"vLLM ({self.model})", startup_s + 30)
 
     KEEP_LINES = KEEP_LINES
 
@@ -357,13 +357,6 @@ class VllmServer(ReferenceServer):
         self._drain.join(5)
         if self.proc.stdout:
             self.proc.stdout.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 def vllm_server(model, *, speculative=None, dtype: str = "float32", max_model_len: int = 1024,
                 python: str | None = None, kv_cache_gib: float = 1.0) -> VllmServer:
