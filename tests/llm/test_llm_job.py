@@ -43,6 +43,7 @@ def test_llm_job_files_are_checked_and_parse(tiny_data, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.vllm
+@pytest.mark.timeout(900)  # seven cases, three servers started (two vLLM, one llama.cpp): about 3 minutes alone
 def test_llm_job_end_to_end(tiny_data, tmp_path):
     """Every case of the job on 2 samples: Gemma in llama.cpp at the edge (with and without the shipped adapter)
     and behind llama.cpp's server, and Gemma behind vLLM (made into a Hugging Face folder on first use) with and

@@ -175,3 +175,20 @@ def test_dataset_metrics_read_the_set_from_the_label_paths(tmp_path):
         assert math.isnan(dataset([], [])) and math.isnan(synthetic([], []))
     with pytest.raises(CeprError, match="y_true has 3 entries but y_pred has 1"):
         dataset(labels, [None])
+
+
+def test_long_settings_give_way_to_the_columns_that_rank(tmp_path):
+    """Cases that differ in many long hyperparameters (the VLM job): the setting cell is cut ("~"), the sort_by
+    columns still show, and the table still fits."""
+    from cepr.runner.job import ranked_table
+
+    recs, rank, metrics = _job_like(4)
+    for i, r in enumerate(recs):
+        r["modules"]["cloudmodel"]["hyperparameters"] = {"server_model": f"a-very-long-model-name-number-{i}",
+                                                         "server": "llamacpp", "server_speculative": "none" * i}
+    sel = build_rank(recs, rank, tmp_path, metrics)
+    table = ranked_table(sel["header"], sel["rows"], recs, rank.sort_by)
+    assert max(len(x) for x in table.splitlines()) <= 120, table
+    head = table.splitlines()[2]
+    assert "accuracy [95% CI]" in head and "p95 ms" in head, table
+    assert "~ |" in table  # a cut setting says so

@@ -249,14 +249,34 @@ def leaderboard(header: list[str], parts: list[list[dict]], module_types=(), sor
                 out.append(max([len(h), *(len(f(r)) for r in rows)]))
         return out
 
+    # the sort_by columns always show: the text columns give up width to them if they must (cells cut with "~")
+    caps: dict[str, int] = {}
+    sort_cols = {m for m, _ in sort_by}
+    required = [(HEADINGS.get(m, m), lambda r, m=m: metric(r, m)) for m in ordered if m in sort_cols]
+
+    def total(cs) -> int:
+        return 1 + sum(min(w, caps.get(h, w)) + 3 for (h, _), w in zip(cs, widths(cs)))
+
+    for h, floor in (("setting", 16), ("algorithm", 16)):
+        over = total(cols + required) - width
+        w = dict(zip((c[0] for c in cols), widths(cols))).get(h)
+        if over > 0 and w is not None:
+            caps[h] = max(floor, min(w, w - over))
+    cols = cols + required
     left_out = []
     for m in ordered:
+        if any(h == HEADINGS.get(m, m) for h, _ in cols):
+            continue
         cand = cols + [(HEADINGS.get(m, m), lambda r, m=m: metric(r, m))]
-        if 1 + sum(w + 3 for w in widths(cand)) <= width:
+        if total(cand) <= width:
             cols = cand
         else:
             left_out.append(m)
-    ws = widths(cols)
+    ws = [min(w, caps.get(h, w)) for (h, _), w in zip(cols, widths(cols))]
+
+    def fit(v: str, w: int) -> str:
+        return v if len(v) <= w else v[: w - 1] + "~"
+
     line = "+" + "+".join("-" * (w + 2) for w in ws) + "+"
     tables = []
     for k, part in enumerate(parts):
@@ -264,7 +284,7 @@ def leaderboard(header: list[str], parts: list[list[dict]], module_types=(), sor
         for i, r in enumerate(part, 1):
             cells = []
             for (h, f), w in zip(cols, ws):
-                v = (str(i) if k == 0 else "-") if f is None else f(r)
+                v = fit((str(i) if k == 0 else "-") if f is None else f(r), w)
                 cells.append(v.ljust(w) if h in text else v.rjust(w))
             out.append("| " + " | ".join(cells) + " |")
         out.append(line)
