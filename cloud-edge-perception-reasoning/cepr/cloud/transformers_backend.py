@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
 from cepr.errors import CeprError
+from cepr.llm.hf_cache import cache_keyword, output_cache
 from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 
@@ -105,11 +106,7 @@ class TransformersBackend:
         self.model = auto.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         self.model.eval()
         self.model_name = path.name
-        import inspect
-
-        # the keyword that hands a forward pass its KV cache (transformers 5.x renames past_key_values to cache)
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_keyword(self.model)
 
     def _inputs(self, req: CloudRequest) -> tuple[dict, int]:
         """The model's inputs for a request (``input_ids``, and ``pixel_values`` etc. with an image) and the bytes
@@ -167,7 +164,7 @@ class TransformersBackend:
         replies = [self.tok.encode(t, add_special_tokens=False) for t in texts]
         with torch.no_grad():
             out = self.model(**inputs, use_cache=True)
-            past = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+            past = output_cache(out)
             first = out.logits[0, -1:]  # the prompt once; its last logits predict r[0]
             scores = []
             for r in replies:  # teacher-forced: each reply continues a copy of the cached prompt

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from cepr.errors import CeprError
+from cepr.llm.hf_cache import cache_keyword, output_cache
 
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% set ns = namespace(system='') %}"
@@ -121,7 +122,8 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
             for _ in range(greedy_tokens):
                 nxt = int(out.logits[0, -1].argmax())
                 hf_greedy.append(nxt)
-                out = model(torch.tensor([[nxt]]), cache=out.cache, use_cache=True, logits_to_keep=1)
+                out = model(torch.tensor([[nxt]]), **{cache_keyword(model): output_cache(out)}, use_cache=True,
+                            logits_to_keep=1)
         cpp_greedy = []
         for t in llm.generate(ids, top_k=1, temp=0.0, reset=True):
             cpp_greedy.append(int(t))

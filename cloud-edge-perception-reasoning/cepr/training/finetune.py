@@ -29,6 +29,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cepr.errors import CeprError
+from cepr.llm.hf_cache import cache_keyword, output_cache
+from cepr.training.loop import open_checkpoint, save_checkpoint, train_loop
 
 SHIPPED_BASES = {"gemma3-270m"}
 
@@ -188,14 +190,15 @@ def answer_logits(model, frame: list[int], tasks: list[list[int]], targets: list
 
     n = len(tasks)
     dev = next(model.parameters()).device
-    cache = model.model(input_ids=torch.tensor([frame], device=dev), use_cache=True).cache
+    key = cache_keyword(model.model)
+    cache = output_cache(model.model(input_ids=torch.tensor([frame], device=dev), use_cache=True))
     cache.batch_repeat_interleave(n)
     seqs = [t + c[:-1] for t, c in zip(tasks, targets)]
     width = max(len(s) for s in seqs)
     pad = 0 if model.config.pad_token_id is None else model.config.pad_token_id
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=dev)
     pos = torch.arange(len(frame), len(frame) + width, device=dev)
-    h = model.model(input_ids=ids, cache=cache, position_ids=pos.unsqueeze(0).expand(n, -1),
+    h = model.model(input_ids=ids, **{key: cache}, position_ids=pos.unsqueeze(0).expand(n, -1),
                     use_cache=True).last_hidden_state
     rows = [i for i, (t, c) in enumerate(zip(tasks, targets)) for _ in c]
     cols = [len(t) - 1 + j for t, c in zip(tasks, targets) for j in range(len(c))]
@@ -243,9 +246,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
     """Train (or continue) and save; returns the training log."""
     import torch
 
-    from cepr.llm import lora
-    from cepr.llm.checkpoint import open_checkpoint
-    from cepr.llm.checkpoint import save_checkpoint as write_checkpoint
+    from cepr.llm import lora  # torch
 
     out = Path(cfg.out)
     ckpt_path, ckpt = open_checkpoint(out, cfg.training_key(), resume)
@@ -279,22 +280,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
         f"LoRA r={cfg.r} alpha={cfg.alpha} on {', '.join(cfg.targets)} of {where}: {n_train:,} trainable; "
         f"{len(data)} {cfg.split} frames ({cfg.summaries} summaries); {torch.get_num_threads()} threads")
 
-    def save_checkpoint():
-        write_checkpoint(ckpt_path, {
+    def save(step: int) -> None:
+        save_checkpoint(ckpt_path, {
             "key": cfg.training_key(), "step": step, "lora": lora.lora_state(layers),
             "optim": opt.state_dict(), "torch_rng": torch.get_rng_state(), "hist": hist,
             "seconds": spent_before + time.perf_counter() - t_start})
 
-    from tqdm import tqdm
-
-    budget = cfg.max_minutes * 60
-    bar = tqdm(total=cfg.steps, initial=step, desc="finetune", unit="step", disable=not cfg.progress)
-    stopped = "steps"
-    model.train()
-    while step < cfg.steps:
-        if time.perf_counter() - t_start >= budget:
-            stopped = "max_minutes"
-            break
+    def one_step(step: int) -> dict:
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
@@ -305,20 +297,20 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
         hist["loss"].append(round(loss.item(), 5))
         hist["right"].append(right)
         hist["tasks"].append(len(example["tasks"]))
         hist["seconds"].append(round(time.perf_counter() - t0, 3))
         recent = hist["loss"][-20:]
         acc = sum(hist["right"][-20:]) / max(1, sum(hist["tasks"][-20:]))
-        bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", acc=f"{acc:.2f}")
-        bar.update(1)
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint()
-    bar.close()
+        return {"loss": f"{sum(recent) / len(recent):.3f}", "acc": f"{acc:.2f}"}
+
+    model.train()
+    done = train_loop(one_step, steps=cfg.steps, start_step=step, max_minutes=cfg.max_minutes,
+                      checkpoint_every=cfg.checkpoint_every, save=save, desc="finetune", progress=cfg.progress,
+                      t_start=t_start)
+    step, stopped = done.step, done.stopped
     model.eval()
-    save_checkpoint()
     lora.save_peft(layers, spec, out / "peft", base_model=str(folder))
     lora.save_gguf(lora.lora_state(layers), spec, model.config, out / "adapter.gguf", name=f"{Path(cfg.out).name}")
     result = {"config": cfg.model_dump(), "base_folder": str(folder), "steps": step, "stopped": stopped,

@@ -35,6 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cepr.errors import CeprError
+from cepr.training.loop import open_checkpoint, save_checkpoint, train_loop
 
 MIN_LR_RATIO = 0.02
 
@@ -334,8 +335,6 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
     import torch
     from tokenizers import Tokenizer
 
-    from cepr.llm.checkpoint import open_checkpoint
-    from cepr.llm.checkpoint import save_checkpoint as write_checkpoint
 
     device, size = resolve_device_and_size(cfg.device, cfg.size)
     cfg = cfg.model_copy(update={"size": size})  # the checkpoint keeps the preset auto chose
@@ -382,21 +381,13 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         with log_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    def save_checkpoint():
-        write_checkpoint(ckpt_path, {
+    def save(step: int) -> None:
+        save_checkpoint(ckpt_path, {
             "key": cfg.training_key(), "step": step, "model": model.state_dict(), "aux_head": aux_head.state_dict(),
             "optim": opt.state_dict(),
             "torch_rng": torch.get_rng_state(), "seconds": spent_before + time.perf_counter() - t_start})
 
-    from tqdm import tqdm
-
-    budget = cfg.max_minutes * 60
-    bar = tqdm(total=cfg.steps, initial=step, desc="vlm train", unit="step", disable=not cfg.progress)
-    stopped, last_val = "steps", None
-    while step < cfg.steps:
-        if time.perf_counter() - t_start >= budget:
-            stopped = "max_minutes"
-            break
+    def one_step(step: int) -> dict:
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_now = _lr(cfg, step, time.perf_counter() - t_start)
@@ -415,23 +406,27 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        write({"step": step, "loss": round(answer_loss.item(), 5),
+        write({"step": step + 1, "loss": round(answer_loss.item(), 5),
                **({"aux_loss": round(aux.item(), 5)} if aux is not None else {}), "lr": round(lr_now, 8),
                "seconds": round(time.perf_counter() - t0, 3)})
-        bar.set_postfix(loss=f"{answer_loss.item():.3f}")
-        bar.update(1)
+        return {"loss": f"{answer_loss.item():.3f}"}
+
+    last_val = None
+
+    def validate_every(step: int, _figures: dict) -> None:
+        nonlocal last_val
         if step % cfg.val_every == 0:
             last_val = {"step": step, **validate(model, proc, frames.val_items())}
             write(last_val)
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint()
-    bar.close()
+
+    done = train_loop(one_step, steps=cfg.steps, start_step=step, max_minutes=cfg.max_minutes,
+                      checkpoint_every=cfg.checkpoint_every, save=save, desc="vlm train", progress=cfg.progress,
+                      on_step=validate_every, t_start=t_start)
+    step, stopped = done.step, done.stopped
     if last_val is None or last_val["step"] != step:
         last_val = {"step": step, **validate(model, proc, frames.val_items())}
         write(last_val)
     model.eval()
-    save_checkpoint()
     files = export(model.to("cpu"), proc, out, cfg.quant)
     result = {"config": cfg.model_dump(), "device": device, "steps": step, "stopped": stopped, "parameters": n_params,
               "minutes_this_run": round((time.perf_counter() - t_start) / 60, 2),
