@@ -30,6 +30,13 @@ def case_answers(job_dir: Path) -> dict[str, list[list]]:
     return out
 
 
+def _dumps(answers: dict) -> str:
+    """One case per key, one sample per line: diffs of a re-recording read sample by sample."""
+    cases = [f"  {json.dumps(c)}: [\n" + ",\n".join(f"    {json.dumps(x)}" for x in rows) + "\n  ]"
+             for c, rows in sorted(answers.items())]
+    return "{\n" + ",\n".join(cases) + "\n}\n"
+
+
 def check_recorded_answers(job_dir: Path, name: str) -> None:
     """Assert the job's per-sample answers equal ``tests/recorded/<name>.json`` (or write it with
     CEPR_RECORD_ANSWERS=1)."""
@@ -38,7 +45,7 @@ def check_recorded_answers(job_dir: Path, name: str) -> None:
     path = RECORDED / f"{name}.json"
     if os.environ.get("CEPR_RECORD_ANSWERS") == "1":
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        path.write_text(_dumps(got))
         return
     assert path.is_file(), f"{path} is missing: record it with CEPR_RECORD_ANSWERS=1 (see tests/recorded_answers.py)"
     want = json.loads(path.read_text())
