@@ -34,6 +34,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -255,7 +256,6 @@ class Registry(Generic[T]):
         imported: each becomes a lazy entry, imported when it is chosen."""
         if self._discovered and not again:
             return
-        from importlib.metadata import entry_points
 
         self._discovered = True
         for ep in entry_points(group=self.group):

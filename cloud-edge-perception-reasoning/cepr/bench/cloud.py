@@ -19,15 +19,25 @@ another, so ``n_i`` of them take at least ``n_i * min latency``.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import numpy as np
 
 from cepr.bench.machine import machine_info
+from cepr.cloud.expert import EXPERT_MODEL_NAME
+from cepr.cloud.openai_backend import OpenAIBackendConfig, build_messages
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
+from cepr.edge.models import model_path
+from cepr.edge.pipeline import EdgePipeline
+from cepr.records import CloudRequest, PayloadConfig
+from cepr.servers.autoserve import ReferenceServer
 
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
 # what the requests carry: the default job's payload, or the scene summary alone (a text-only model)
@@ -86,15 +96,6 @@ def build_bodies(data: str, split: str = "test", frames: int = 16, payload=None,
     question (tasks in turn), camera, the edge's scene summary and the image by ``payload`` (default: summary and
     a 640x480 JPEG, quality 85). ``model``: the name the bodies carry (default: the reference expert's); a vLLM
     server refuses any name but the one it serves."""
-    import itertools
-
-    from cepr.cloud.expert import EXPERT_MODEL_NAME
-    from cepr.cloud.openai_backend import OpenAIBackendConfig, build_messages
-    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
-    from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for, get_task
-    from cepr.edge.models import model_path
-    from cepr.edge.pipeline import EdgePipeline
-    from cepr.records import CloudRequest, PayloadConfig
 
     payload = payload or PayloadConfig(mode="summary+image", resolution="640x480", codec="jpeg", quality=85)
     cfg = OpenAIBackendConfig(model=model or EXPERT_MODEL_NAME, payload=payload, max_tokens=max_tokens,
@@ -238,7 +239,6 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
     ``request_model``: the model name in the requests (what ``base_url`` serves, e.g. a vLLM server's; default:
     the reference expert's); ``payload``: ``summary+image`` (the default job's: the summary and a 640x480 JPEG)
     or ``summary`` (text only, for a model without image input); ``max_tokens``: per reply."""
-    from cepr.records import PayloadConfig
     concurrency = [int(c) for c in concurrency]
     if not concurrency or min(concurrency) < 1 or requests < 1 or repeat < 1:
         raise ValueError("concurrency levels, requests and repeat must be >= 1")
@@ -250,8 +250,6 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
                           model=request_model)
     server = None
     if base_url is None:
-        from cepr.servers.autoserve import ReferenceServer
-
         say(f"starting cepr serve cloud (model {model}, threads {threads}, sessions {sessions or 'default'}) ...",
             flush=True)
         server = ReferenceServer(model, threads, sessions=sessions, extra_args=server_args)
@@ -303,8 +301,6 @@ def bench_cloud(base_url: str | None = None, data: str = "datasets/cloud-robotic
 
 
 def _health(base_url: str) -> dict | None:
-    import urllib.request
-
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
         with urllib.request.urlopen(root + "/health", timeout=5) as r:
@@ -342,7 +338,3 @@ def format_bench_cloud(r: dict) -> str:
     lines.append("same answer for each request body at every level: " + ("yes" if r["answers_consistent"] else "NO"))
     return "\n".join(lines)
 
-
-def write_json(r: dict, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(r, f, indent=1)

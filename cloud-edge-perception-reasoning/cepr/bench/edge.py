@@ -14,6 +14,9 @@ import numpy as np
 
 from cepr.bench.machine import format_machine, machine_info
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.edge.evaluate import evaluate
+from cepr.edge.pipeline import EdgePipeline
+from cepr.edge.planner import Planner
 
 # the per-frame budgets of a small robot's companion computer, one core
 TARGETS_MS = {"summary": 5.0, "total": 15.0}
@@ -49,10 +52,6 @@ def bench_edge(data: str, int8: str, fp32: str | None, checkpoint: str | None, c
 
 def _bench_edge(data, int8, fp32, checkpoint, calibration, split, frames, threads, progress, providers,
                 distances) -> dict:
-    from cepr.edge.evaluate import evaluate
-    from cepr.edge.pipeline import EdgePipeline
-    from cepr.edge.planner import Planner
-
     ds = CloudRoboticsDataset(find_index(data, split=split))
     samples = list(itertools.islice(ds, min(frames, len(ds))))
     models = {"onnx-int8": ("onnx", int8)}
@@ -129,7 +128,3 @@ def format_bench_edge(r: dict) -> str:
                  f"[{' '.join(m.get('flags', []))}]; {verdict}")
     return "\n".join(L)
 
-
-def write_json(r: dict, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(r, f, indent=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 
 # the flags that decide how fast ONNX Runtime's INT8 and FP32 kernels are on x86
 INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -29,8 +30,6 @@ def _cpuinfo() -> tuple[str, set[str]]:
 
 
 def _version(module: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(module)
     except PackageNotFoundError:

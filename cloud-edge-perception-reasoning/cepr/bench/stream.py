@@ -38,8 +38,19 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm import tqdm
 
+from cepr.data.cloud_robotics import find_index, load_sample, read_index
+from cepr.data.synth.sequence import load_sequence_info
+from cepr.data.tasks import answers_for_sample, get_task
 from cepr.errors import CeprError
+from cepr.link.network import PRESETS
+from cepr.records import CloudResult
+from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
+from cepr.serve.sources import FrameSource
+from cepr.servers.redis_server import RedisServer, redis_binary
+from cepr.stream.backend import cloud_module_from_yaml
+from cepr.stream.worker import CloudWorker
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +96,6 @@ class StreamBenchConfig(BaseModel):
     @field_validator("link")
     @classmethod
     def _link(cls, v):
-        from cepr.link.network import PRESETS
-
         if v is not None and v not in PRESETS:
             raise ValueError(f"unknown link preset {v!r}; presets: {', '.join(PRESETS)}")
         return v
@@ -118,9 +127,6 @@ class Sequence:
 def load_sequence(path: str | Path) -> Sequence:
     """A sequence from its root / resolution directory / index file (frames in index order), or from its mp4
     (the index found through the dataset.json beside it)."""
-    from cepr.data.cloud_robotics import find_index, read_index
-    from cepr.data.synth.sequence import load_sequence_info
-
     p = Path(path).expanduser()
     if not p.exists():
         raise CeprError(f"sequence {str(path)!r} not found (relative paths resolve against {Path.cwd()}); render "
@@ -148,9 +154,6 @@ def load_sequence(path: str | Path) -> Sequence:
 def ground_truth(frames, tasks) -> list[dict]:
     """Each frame's answers: the sidecar's (synthetic), else recomputed from the label (+ depth) like the
     benchmark's ground truth (real layout)."""
-    from cepr.data.cloud_robotics import load_sample
-    from cepr.data.tasks import answers_for_sample
-
     out = []
     for f in frames:
         s = load_sample(f, rgb=False)
@@ -177,8 +180,6 @@ class CloudMeter:
         self._lock = threading.Lock()
 
     def infer(self, req):
-        from cepr.records import CloudResult
-
         if self.down:
             with self._lock:
                 self.refused += 1
@@ -204,8 +205,6 @@ class _Workers:
         self.stats: dict[str, int] = {}
 
     def start(self) -> None:
-        from cepr.stream.worker import CloudWorker
-
         for i in range(self.n):
             w = CloudWorker(self.url, self.backend, f"bench-worker-{i}", block_ms=100, claim_idle_ms=1000)
             ev = threading.Event()
@@ -241,9 +240,6 @@ def _dist(xs) -> dict:
 
 def run_stream_bench(cfg: StreamBenchConfig, out: str | Path, progress: bool = True) -> dict:
     """Run the replay and write ``stream.json``, the CSVs and the figure under ``out``; returns the result."""
-    from cepr.data.tasks import get_task
-    from cepr.serve.edge_service import EdgeService, EdgeServiceConfig
-
     for t in cfg.tasks:
         try:
             get_task(t)
@@ -278,9 +274,6 @@ def run_stream_bench(cfg: StreamBenchConfig, out: str | Path, progress: bool = T
     try:
         url = None
         if cfg.cloud == "queue":  # the cloud elsewhere: workers this bench can stop, the edge only queues
-            from cepr.servers.redis_server import RedisServer, redis_binary
-            from cepr.stream.backend import cloud_module_from_yaml
-
             if cfg.redis == "embedded":
                 redis_binary()  # names what is missing before anything starts
                 redis_server = RedisServer(dir=Path(tmp.name) / "redis").start()
@@ -327,8 +320,6 @@ def run_stream_bench(cfg: StreamBenchConfig, out: str | Path, progress: bool = T
 
 
 def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
-    from cepr.serve.sources import FrameSource
-
     src = FrameSource(SOURCE, where, cfg.fps)
     series = []
     down = {"active": False}
@@ -364,7 +355,6 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
 
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=n, unit="frame", desc=f"replay {cfg.fps:g} fps")
     t0 = time.time()  # at or before the source's own clock: frame i is read at t0 + i / fps or a little later
     svc.add_source(src)  # the service's own source path: pacing, newest-wins slot, drop counters

@@ -11,6 +11,7 @@ from cepr.errors import CeprError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # here, not at the top: each command's module imports this package's helpers (cepr.cli.formatting)
     from cepr.cli import bench, datasets, dispatch, edge, llm, models, report, run, serve, stream, sweep, vlm
 
     p = argparse.ArgumentParser(

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import textwrap
+
+from cepr.bench.cloud import bench_cloud, format_bench_cloud
+from cepr.bench.edge import bench_edge, format_bench_edge
+from cepr.bench.stream import StreamBenchConfig, format_result, parse_window, run_stream_bench
+from cepr.edge.models import model_path
+from cepr.errors import CeprError
+
+
+def write_json(r: dict, path: str) -> None:
+    """A benchmark's figures as JSON (``--json``)."""
+    with open(path, "w") as f:
+        json.dump(r, f, indent=1)
 
 
 class _DefaultsRawFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -127,9 +140,6 @@ def _providers(text: str):
 
 
 def cmd_edge(a) -> int:
-    from cepr.bench.edge import bench_edge, format_bench_edge, write_json
-    from cepr.edge.models import model_path
-
     def opt(x):
         return str(model_path(x)) if x else None
 
@@ -149,9 +159,6 @@ def cmd_edge(a) -> int:
 
 
 def cmd_cloud(a) -> int:
-    from cepr.bench.cloud import bench_cloud, format_bench_cloud, write_json
-    from cepr.errors import CeprError
-
     try:
         levels = [int(x) for x in str(a.concurrency).split(",") if x.strip()]
     except ValueError:
@@ -170,9 +177,6 @@ def cmd_cloud(a) -> int:
 
 
 def cmd_stream(a) -> int:
-    from cepr.bench.stream import StreamBenchConfig, format_result, parse_window, run_stream_bench
-    from cepr.errors import CeprError
-
     try:
         cfg = StreamBenchConfig(sequence=a.sequence, fps=a.fps, seconds=a.seconds, replay=a.replay, tasks=a.tasks,
                                 job=a.job, algorithm=a.algorithm, cloud=a.cloud, redis=a.redis,

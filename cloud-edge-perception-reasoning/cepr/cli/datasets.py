@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cepr.data.check import ClassStats, check_dataset
+from cepr.data.classes import CLASSES
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index, load_sample
+from cepr.data.layout import SPLITS, format_resolution, parse_resolution
+from cepr.data.stats import task_balance
+from cepr.data.synth import generate_dataset
+from cepr.data.synth.sequence import generate_sequence
+from cepr.data.tasks import TASK_NAMES, TASKS
+from cepr.errors import DatasetError
 
 
 def add_parser(sub) -> None:
@@ -61,8 +75,6 @@ def add_parser(sub) -> None:
 
 
 def _resolution(text: str) -> str:
-    from cepr.data.layout import format_resolution, parse_resolution
-
     try:
         return format_resolution(*parse_resolution(text))
     except ValueError as e:
@@ -70,11 +82,7 @@ def _resolution(text: str) -> str:
 
 
 def cmd_synth(a) -> int:
-    from cepr.data.synth import generate_dataset
-
     if a.sequence:
-        from cepr.data.synth.sequence import generate_sequence
-
         r = generate_sequence(a.out, a.frames, fps=a.fps, seed=a.seed, resolution=a.resolution,
                               progress=not a.no_progress, overwrite=a.overwrite)
         print(f"walk of {r.frames} frame(s) at {r.fps:g} fps ({r.frames / r.fps:.1f} s, {r.scene_type}) rendered "
@@ -94,8 +102,6 @@ def cmd_synth(a) -> int:
 
 
 def cmd_check(a) -> int:
-    from cepr.data.check import check_dataset
-
     rep = check_dataset(a.path, max_frames=a.max_frames, progress=not a.no_progress)
     for w in rep.warnings:
         print(f"warning: {w}")
@@ -107,11 +113,6 @@ def cmd_check(a) -> int:
 
 
 def _iter_samples(a):
-    from pathlib import Path
-
-    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
-    from cepr.data.layout import SPLITS
-    from cepr.errors import DatasetError
 
     p = Path(a.path)
     if p.is_file():
@@ -132,15 +133,7 @@ def _iter_samples(a):
 
 
 def cmd_stats(a) -> int:
-    import itertools
 
-    from tqdm import tqdm
-
-    from cepr.data.check import ClassStats
-    from cepr.data.classes import CLASSES
-    from cepr.data.cloud_robotics import load_sample
-    from cepr.data.stats import task_balance
-    from cepr.data.tasks import TASK_NAMES, TASKS
 
     indexes, datasets = _iter_samples(a)
     frames = list(itertools.chain.from_iterable(d.frames for d in datasets))

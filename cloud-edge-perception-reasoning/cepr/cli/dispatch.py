@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from cepr.dispatch import POLICY_REGISTRY
+from cepr.dispatch.learned import train_learned
+from cepr.dispatch.training import collect_edge_results, cross_validate, dedupe, read_records, write_jsonl
+from cepr.errors import CeprError
 
 
 def add_parser(sub) -> None:
@@ -44,12 +51,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_train_learned(a) -> int:
-    import json
-    from pathlib import Path
-
-    from cepr.dispatch.learned import train_learned
-    from cepr.dispatch.training import collect_edge_results, cross_validate, dedupe, read_records, write_jsonl
-    from cepr.errors import CeprError
 
     records, collected = [], []
     for d in a.data:
@@ -86,8 +87,6 @@ def cmd_train_learned(a) -> int:
 
 
 def cmd_list(a) -> int:
-    from cepr.dispatch import POLICY_REGISTRY
-
     for name in POLICY_REGISTRY.names():
         cls = POLICY_REGISTRY.get(name)
         caps = POLICY_REGISTRY.capabilities_of(cls)

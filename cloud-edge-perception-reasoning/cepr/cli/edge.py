@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 from cepr.cli.datasets import _resolution
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.layout import parse_resolution
+from cepr.edge.calibrate import calibrate, format_calibration
+from cepr.edge.evaluate import evaluate, format_reports
+from cepr.edge.export import export_onnx, quantize_int8, save_weights
+from cepr.edge.models import SHIPPED, model_path
+from cepr.edge.train import TrainConfig, train
+from cepr.errors import CeprError, DatasetError
 
 
 def _size(text: str) -> tuple[int, int]:
-    from cepr.data.layout import parse_resolution
-
     return parse_resolution(_resolution(text))
 
 
@@ -125,11 +132,6 @@ def _add_calibrate(esub, fmt) -> None:
 
 
 def cmd_calibrate(a) -> int:
-    from cepr.data.cloud_robotics import find_index
-    from cepr.edge.calibrate import calibrate, format_calibration
-    from cepr.edge.models import SHIPPED, model_path
-    from cepr.errors import CeprError, DatasetError
-
     if not a.out and a.model in SHIPPED:
         raise CeprError("pass --out: the shipped models' directory is not the place for new calibration files")
     out = a.out or str(a.model).rsplit(".onnx", 1)[0] + ".calibration.json"
@@ -150,8 +152,6 @@ def cmd_calibrate(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from cepr.edge.train import TrainConfig, train
-
     cfg = TrainConfig(data=a.data, out=a.out, width=a.width, blocks=tuple(a.blocks), use_depth=not a.no_depth,
                       input_size=tuple(a.input_size), crop=tuple(a.crop) if a.crop else None, steps=a.steps,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed, max_train_frames=a.max_train_frames,
@@ -163,21 +163,15 @@ def cmd_train(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from cepr.edge.export import export_onnx
-
     out = export_onnx(a.checkpoint, a.out)
     print(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB)")
     if a.weights_out:
-        from cepr.edge.export import save_weights
-
         w = save_weights(a.checkpoint, a.weights_out)
         print(f"saved weights {w} ({w.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
 def cmd_quantize(a) -> int:
-    from cepr.edge.export import quantize_int8
-
     out = quantize_int8(a.model, a.out, a.data, frames=a.calib_frames, seed=a.seed, method=a.method,
                         keep_fp32=tuple(a.keep_fp32), quant_format=a.quant_format, activation_type=a.activation_type,
                         per_channel=a.per_channel)
@@ -186,12 +180,6 @@ def cmd_quantize(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    import itertools
-
-    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
-    from cepr.edge.evaluate import evaluate, format_reports
-    from cepr.edge.models import model_path
-    from cepr.errors import CeprError
 
     models = {}
     if a.checkpoint:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
+from pydantic import ValidationError
+
 from cepr.cli.formatting import HelpFormatter
+from cepr.errors import CeprError
+from cepr.training.finetune import FinetuneConfig, finetune
 
 
 def add_parser(sub) -> None:
@@ -58,20 +65,14 @@ _FLAG = {"r": "rank"}  # config field -> its flag where the names differ
 
 
 def cmd_finetune(a) -> int:
-    import importlib.util
 
-    from pydantic import ValidationError
-
-    from cepr.errors import CeprError
 
     missing = [m for m in ("torch", "transformers", "safetensors", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
         raise CeprError(f"cepr llm finetune needs {', '.join(missing)}: pip install -e '.[llm]'")
     if a.split == "test":
         raise CeprError("--split test: fine-tuning on the test split would make its evaluation meaningless")
-    import logging
 
-    from cepr.training.finetune import FinetuneConfig, finetune
 
     logging.getLogger("gguf").setLevel(logging.WARNING)  # GGUFWriter logs every file it writes at INFO
 

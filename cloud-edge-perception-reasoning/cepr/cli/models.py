@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import logging
+from pathlib import Path
 
 from cepr.cli.formatting import HelpFormatter
+from cepr.errors import CeprError
+from cepr.llm.gemma_hf import build_gemma_hf, check_against_llamacpp
+from cepr.llm.gguf_export import export_gguf
+from cepr.llm.vlm import export_mmproj
+from cepr.training.tiny_set import build_tiny
 
 
 def add_parser(sub) -> None:
@@ -77,9 +86,6 @@ def add_parser(sub) -> None:
 
 
 def _need(*modules: str) -> None:
-    import importlib.util
-
-    from cepr.errors import CeprError
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
@@ -87,17 +93,13 @@ def _need(*modules: str) -> None:
 
 
 def _quiet_gguf(a) -> None:
-    import logging
-
     if not getattr(a, "verbose", False):  # GGUFWriter logs every file it writes at INFO
         logging.getLogger("gguf").setLevel(logging.WARNING)
 
 
 def cmd_tiny(a) -> int:
     _need("torch", "transformers", "tokenizers", "gguf", "safetensors")
-    from pathlib import Path
 
-    from cepr.training.tiny_set import build_tiny
 
     _quiet_gguf(a)
     m = build_tiny(a.out, seed=a.seed, quant=tuple(dict.fromkeys(a.quant)))
@@ -111,9 +113,6 @@ def cmd_tiny(a) -> int:
 
 
 def cmd_gemma_hf(a) -> int:
-    import json
-
-    from cepr.llm.gemma_hf import build_gemma_hf, check_against_llamacpp
 
     out = build_gemma_hf(a.out, a.model, log=print)
     if a.check:
@@ -124,7 +123,6 @@ def cmd_gemma_hf(a) -> int:
 
 def cmd_mmproj(a) -> int:
     _need("gguf", "safetensors")
-    from cepr.llm.vlm import export_mmproj
 
     _quiet_gguf(a)
     path = export_mmproj(a.hf_dir, a.out, name=a.name)
@@ -134,7 +132,6 @@ def cmd_mmproj(a) -> int:
 
 def cmd_gguf(a) -> int:
     _need("gguf", "safetensors")
-    from cepr.llm.gguf_export import export_gguf
 
     _quiet_gguf(a)
     path = export_gguf(a.hf_dir, a.out, a.quant, name=a.name)

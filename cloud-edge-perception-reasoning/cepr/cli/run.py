@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cepr.report.html import write_report
+from cepr.runner.job import RunOptions, run_job
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -56,8 +59,6 @@ def cmd_run(a) -> int:
     """Exit codes: 0 all good; 1 a test case failed; 3 a case is degraded; 4 samples failed (bad frames, or
     samples that raised) while every case finished; 2 a configuration error or an unwritable workspace; 130
     Ctrl-C (finished cases kept)."""
-    from cepr.runner.job import RunOptions, run_job
-
     r = run_job(a.file, RunOptions(resume=a.resume, concurrency=a.concurrency, limit=a.limit,
                                    progress=not a.no_progress, workspace=a.workspace,
                                    max_cloud_failures=a.max_cloud_failures, check_data=a.check_data,
@@ -109,8 +110,6 @@ def cmd_run(a) -> int:
 def _report(job_dir) -> None:
     """The job's report (cepr report); a failure to render it is a warning: the results are already saved."""
     try:
-        from cepr.report.html import write_report
-
         rep = write_report(job_dir)
     except Exception as e:  # noqa: BLE001 - the report must never fail or lose the job's results
         print(f"cepr run: warning: the report could not be written ({type(e).__name__}: {e}); the results are "

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from pydantic import ValidationError
+
+from cepr.edge.providers import resolve_providers
+from cepr.errors import CeprError
+from cepr.llm.spec_config import parse_speculative
+from cepr.serve.edge_service import EdgeServiceConfig
+from cepr.servers.llamacpp_server import LlamaCppServerConfig
+from cepr.servers.llamacpp_server import serve as serve_llamacpp
+from cepr.servers.vllm_server import serve
 
 
 def add_parser(sub) -> None:
@@ -124,14 +135,9 @@ def cmd_edge(a) -> int:
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        from cepr.errors import CeprError
-
         raise CeprError("serving needs the serve extra: pip install -e '.[serve]'") from None
-    from pydantic import ValidationError
 
-    from cepr.errors import CeprError
     from cepr.serve.edge_app import serve  # FastAPI and uvicorn: the serve extra
-    from cepr.serve.edge_service import EdgeServiceConfig
 
     try:
         cfg = EdgeServiceConfig(sources=a.source, fps=a.fps, loop=a.loop, tasks=a.task or ["action"], job=a.job,
@@ -178,9 +184,6 @@ def add_vllm_parser(ssub) -> None:
 
 
 def cmd_vllm(a) -> int:
-    from cepr.llm.spec_config import parse_speculative
-    from cepr.servers.vllm_server import serve
-
     spec = parse_speculative(a.speculative, where="--speculative")
     return serve(a.model, port=a.port, host=a.host, startup_s=a.startup_s, speculative=spec, dtype=a.dtype,
                  max_model_len=a.max_model_len, python=a.vllm_python, kv_cache_gib=a.kv_cache_gib,
@@ -189,9 +192,7 @@ def cmd_vllm(a) -> int:
 
 
 def cmd_llamacpp(a) -> int:
-    from cepr.servers.llamacpp_server import LlamaCppServerConfig, serve
-
-    serve(LlamaCppServerConfig(model=a.model, host=a.host, port=a.port, n_ctx=a.n_ctx, threads=a.threads,
+    serve_llamacpp(LlamaCppServerConfig(model=a.model, host=a.host, port=a.port, n_ctx=a.n_ctx, threads=a.threads,
                                speculative=a.speculative, draft_tokens=a.draft_tokens, chat_format=a.chat_format,
                                alias=a.alias, mmproj=a.mmproj), log_level=a.log_level)
     return 0
@@ -203,14 +204,10 @@ def cmd_cloud(a) -> int:
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        from cepr.errors import CeprError
-
         raise CeprError("serving needs the serve extra: pip install -e '.[serve]'") from None
-    from cepr.serve.cloud_server import FaultConfig, Limits, serve
+    from cepr.serve.cloud_server import FaultConfig, Limits, serve  # FastAPI, uvicorn: the serve extra
 
     if a.sessions is not None and a.sessions < 1:
-        from cepr.errors import CeprError
-
         raise CeprError(f"--sessions must be >= 1, got {a.sessions}")
     providers = cli_providers(a.providers)
     print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
@@ -227,13 +224,8 @@ def cmd_cloud(a) -> int:
 def cli_providers(text: str):
     """``--providers``: a name, a comma-separated list, or JSON (a list or mapping, for provider options); checked
     here, so a bad name or a provider this build lacks is one line before anything starts."""
-    from cepr.edge.providers import resolve_providers
-    from cepr.errors import CeprError
-
     spec = text
     if text.strip()[:1] in "[{":
-        import json
-
         try:
             spec = json.loads(text)
         except json.JSONDecodeError as e:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import socket
 import sys
 import threading
 import time
+
+from cepr.servers.redis_server import RedisServer
+from cepr.stream.backend import cloud_module_from_yaml
+from cepr.stream.config import load_stream_config
+from cepr.stream.replay import replay_frames
 
 
 def _common(p, worker: bool = False) -> None:
@@ -104,17 +111,11 @@ def add_parser(sub) -> None:
 
 
 def _config(a, **extra):
-    from cepr.stream.config import load_stream_config
-
     return load_stream_config(a.config, redis=a.redis, stream=a.stream, group=a.group, results=a.results,
                               dead=a.dead, **extra)
 
 
 def cmd_worker(a) -> int:
-    import os
-    import socket
-
-    from cepr.stream.backend import cloud_module_from_yaml
 
     cfg = _config(a, max_retries=a.max_retries, claim_idle_ms=a.claim_idle_ms)
     url = cfg.url()
@@ -138,8 +139,6 @@ def cmd_worker(a) -> int:
 
 
 def cmd_submit(a) -> int:
-    from cepr.stream.replay import replay_frames
-
     cfg = _config(a, maxlen=a.maxlen)
     q = cfg.queue()
     if a.reset:
@@ -172,8 +171,6 @@ def cmd_status(a) -> int:
 
 
 def cmd_redis(a) -> int:
-    from cepr.servers.redis_server import RedisServer
-
     with RedisServer(port=a.port, binary=a.binary, dir=a.dir) as srv:
         print(f"redis-server {srv.binary} on {srv.url} (data in {srv.dir}); Ctrl-C stops it", flush=True)
         stop = threading.Event()

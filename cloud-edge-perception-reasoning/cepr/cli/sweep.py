@@ -6,6 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from cepr.errors import CeprError
+from cepr.sweep import cache as sc
+from cepr.sweep.report import format_tables, run_sweep, write_algorithm, write_outputs
+from cepr.sweep.spec import load_spec
+
 EXAMPLES = """\
 Examples:
   # fill the cache (edge + cloud once per test sample), then sweep the built-in 50 settings
@@ -83,11 +88,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_sweep(a) -> int:
-    from cepr.errors import CeprError
-    from cepr.sweep import cache as sc
-    from cepr.sweep.report import format_tables, run_sweep, write_algorithm, write_outputs
-    from cepr.sweep.spec import load_spec
-
     if (a.file is None) == (a.cache_dir is None):
         raise CeprError("cepr sweep needs exactly one of -f benchmarkingjob.yaml (fill or reuse its cache) and "
                         "--cache-dir DIR (an existing cache)")

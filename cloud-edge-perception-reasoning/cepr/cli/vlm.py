@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
+from pydantic import ValidationError
+
 from cepr.cli.formatting import HelpFormatter
+from cepr.errors import CeprError
+from cepr.training.vlm_train import VlmTrainConfig, curves, train
 
 
 def add_parser(sub) -> None:
@@ -73,19 +80,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_train(a) -> int:
-    import importlib.util
 
-    from pydantic import ValidationError
-
-    from cepr.errors import CeprError
 
     missing = [m for m in ("torch", "transformers", "tokenizers", "safetensors", "gguf")
                if importlib.util.find_spec(m) is None]
     if missing:
         raise CeprError(f"cepr vlm train needs {', '.join(missing)}: pip install -e '.[llm]'")
-    import logging
 
-    from cepr.training.vlm_train import VlmTrainConfig, train
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     fields = ("out", "data", "size", "device", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
@@ -102,8 +103,6 @@ def cmd_train(a) -> int:
 
 
 def cmd_curves(a) -> int:
-    from cepr.training.vlm_train import curves
-
     rows = curves(a.run, a.every)
     cols = ["steps", "loss", "aux_loss", "lr", "step_minutes", "val_loss", "val_acc"]
     print("| " + " | ".join(cols) + " |")

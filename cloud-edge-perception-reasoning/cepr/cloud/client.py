@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 
+from cepr.cloud.parsing import AnswerParseError, parse_answer
 from cepr.records import CloudRequest, CloudResult, Timings, Usage
 from cepr.registry import Registry, import_target
 
@@ -50,6 +51,7 @@ class InProcessExpert:
     name = "inprocess"
 
     def __init__(self, config: dict):
+        # a backend's modules load when it is chosen (the registry is lazy: `import cepr` stays light)
         from cepr.cloud.expert import EXPERT_MODEL_NAME, ReferenceExpert
         from cepr.cloud.openai_backend import OpenAIBackendConfig
 
@@ -63,10 +65,7 @@ class InProcessExpert:
         self.expert = ReferenceExpert(model, threads=threads, sessions=sessions, providers=providers)
 
     def infer(self, req: CloudRequest) -> CloudResult:
-        import time
-
-        from cepr.cloud.openai_backend import build_messages
-        from cepr.cloud.parsing import AnswerParseError, parse_answer
+        from cepr.cloud.openai_backend import build_messages  # loaded with the backend, as above
 
         t0 = time.perf_counter()
         msgs = build_messages(self.cfg, req)

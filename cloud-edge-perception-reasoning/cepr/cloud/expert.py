@@ -31,6 +31,10 @@ import numpy as np
 from cepr.cloud.openai_backend import estimate_tokens
 from cepr.data.camera import Camera
 from cepr.data.tasks import TASK_NAMES, TASKS, TaskParams
+from cepr.edge.models import model_path
+from cepr.edge.planner import Planner
+from cepr.edge.runtime import SegmentationModel
+from cepr.edge.summary import borrow_distances, summarize, summary_from_dict
 
 EXPERT_MODEL_NAME = "cepr-reference-expert-not-an-llm"
 # objects of the expert's own segmentation with a lower mean class probability are dropped: at full resolution
@@ -185,8 +189,6 @@ def _camera(camera: dict, w: int, h: int) -> Camera:
 
 
 def _summary(summary: dict):
-    from cepr.edge.summary import summary_from_dict
-
     try:
         return summary_from_dict(summary)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
@@ -249,10 +251,6 @@ class ReferenceExpert:
                  max_question_chars: int = MAX_QUESTION_CHARS, sessions: int | None = None, providers="cpu"):
         """``providers``: the ONNX Runtime execution provider(s) of the model sessions (``cpu``, ``cuda``,
         ``[cuda, cpu]``...: :mod:`cepr.edge.providers`); ``self.provider`` is the one that runs."""
-        from cepr.edge.models import model_path
-        from cepr.edge.planner import Planner
-        from cepr.edge.runtime import SegmentationModel
-
         sessions = default_sessions(threads) if sessions is None else sessions
         if int(sessions) < 1:
             raise ValueError(f"sessions must be >= 1, got {sessions}")
@@ -280,8 +278,6 @@ class ReferenceExpert:
             self._pool.release(m)
 
     def answer(self, messages: list[dict]) -> ExpertReply:
-        from cepr.edge.summary import borrow_distances, summarize
-
         question, summary, camera, image, all_text = parse_messages(messages, self.max_image_pixels,
                                                                     self.max_question_chars)
         task = identify_task(question)

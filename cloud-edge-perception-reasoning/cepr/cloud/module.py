@@ -7,6 +7,7 @@ registers this class.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -15,12 +16,14 @@ from cepr.cloud.client import CloudClient, backend_config_model, create_backend
 from cepr.cloud.payload import payload_frame_path
 from cepr.data.cloud_robotics import load_rgb
 from cepr.data.tasks import TaskParams, camera_for, get_task
-from cepr.dispatch.fusion import Side, fuse
+from cepr.dispatch.fusion import DEFAULT_FUSION, FUSION_REGISTRY, Side, fuse, get_fusion_rule
+from cepr.dispatch.payload_policy import payload_policy
 from cepr.edge.providers import DEFAULT as DEFAULT_PROVIDERS
 from cepr.edge.providers import resolve_providers
-from cepr.errors import CeprError
+from cepr.errors import CeprError, did_you_mean
 from cepr.hyperparameters import as_flag, check_known
 from cepr.link.network import Link
+from cepr.llm.spec_config import parse_speculative
 from cepr.records import (
     EDGE_HANDOFF,
     CloudRecord,
@@ -32,6 +35,9 @@ from cepr.records import (
     handoff_key,
 )
 from cepr.registry import load_plugins
+from cepr.servers.autoserve import llamacpp_server, reference_server_url
+from cepr.servers.llamacpp_server import LlamaCppServerConfig
+from cepr.servers.vllm_server import MetricsEndpoint, acceptance_rate, check_model, counter_delta, vllm_server
 
 CLOUD_OWN_HPS = ("backend", "plugins", "emulate_link", "payload", "resolution", "scale", "codec", "quality", "link", "link_seed",
                  "expert_model", "server_threads", "server_sessions", "expert_providers", "server", "server_model",
@@ -74,8 +80,6 @@ def _auto_server(hps: dict, auto: bool) -> dict:
     settings, checked before any case runs."""
     server = str(hps.get("server", "reference"))
     if server not in AUTO_SERVERS:
-        from cepr.errors import did_you_mean
-
         raise CeprError(f"cloudmodel: server must be one of {', '.join(AUTO_SERVERS)}, not {server!r}"
                         f"{did_you_mean(server, AUTO_SERVERS)}")
     foreign = [k for k in sorted(set(LLAMACPP_HPS) | set(VLLM_HPS)) if k in hps and k not in SERVER_HPS[server]]
@@ -90,7 +94,6 @@ def _auto_server(hps: dict, auto: bool) -> dict:
                         "with a base_url of your own, drop it")
     if server == "vllm":
         return _vllm_settings(hps)
-    from cepr.servers.llamacpp_server import LlamaCppServerConfig
 
     cfg = LlamaCppServerConfig(model=str(hps.get("server_model", "gemma3-270m")),
                                speculative=str(hps.get("server_speculative", "none")),
@@ -108,9 +111,6 @@ def _auto_server(hps: dict, auto: bool) -> dict:
 def _vllm_settings(hps: dict) -> dict:
     """``server: vllm``'s settings, checked (the model folder and the speculative config; not vLLM's python, which
     is looked up when the server starts)."""
-    from cepr.llm.spec_config import parse_speculative
-    from cepr.servers.vllm_server import check_model
-
     if "server_model" not in hps:
         raise CeprError("cloudmodel: server: vllm needs server_model (a Hugging Face model folder, e.g. what "
                         "`cepr models tiny --out DIR` writes to DIR/hf)")
@@ -129,8 +129,6 @@ def _vllm_settings(hps: dict) -> dict:
 
 def _payload_chain(hps: dict, base: PayloadConfig):
     """``payload_policy``: what each hard sample sends (cepr.dispatch.payload_policy), over the fixed settings."""
-    from cepr.dispatch.payload_policy import payload_policy
-
     try:
         return payload_policy(hps.get("payload_policy"), base)
     except CeprError as e:
@@ -139,8 +137,6 @@ def _payload_chain(hps: dict, base: PayloadConfig):
 
 def _fusion(hps: dict) -> str:
     """``fusion``: the rule for the final answer when both sides answered (cepr.dispatch.fusion), checked."""
-    from cepr.dispatch.fusion import DEFAULT_FUSION, FUSION_REGISTRY, get_fusion_rule
-
     name = str(hps.get("fusion", DEFAULT_FUSION))
     try:
         get_fusion_rule(name)
@@ -229,8 +225,6 @@ class CloudModule:
         self.external_metrics = False  # server_metrics_url: the counters of a vLLM that cepr did not start
         if backend == "openai":
             if cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "vllm":
-                from cepr.servers.vllm_server import vllm_server
-
                 s = _auto_server(hps, True)
                 self.vllm = vllm_server(s["model"], speculative=s["speculative"], dtype=s["dtype"],
                                         max_model_len=s["max_model_len"], python=s["python"],
@@ -241,8 +235,6 @@ class CloudModule:
                 cfg.setdefault("model", self.vllm.model_id())
                 cfg.setdefault("answer_format", "json_schema")  # vLLM's structured output: the answer JSON's schema
             elif cfg.get("base_url", "auto") == "auto" and _auto_server(hps, True)["server"] == "llamacpp":
-                from cepr.servers.autoserve import llamacpp_server
-
                 s = _auto_server(hps, True)
                 srv = llamacpp_server(s["model"], int(hps.get("server_threads", 1)), s["speculative"],
                                       s["draft_tokens"], s["ctx"], mmproj=s["mmproj"])
@@ -253,14 +245,12 @@ class CloudModule:
                 # chat handler) parts are how the image travels
                 cfg.setdefault("content_format", "parts" if s["mmproj"] else "string")
             elif hps.get("server_metrics_url") is not None:  # a vLLM someone else started: read its counters
-                from cepr.servers.vllm_server import MetricsEndpoint
 
                 self.vllm = MetricsEndpoint(str(hps["server_metrics_url"]), model=str(cfg.get("model", "")))
                 self.vllm_spec, self.external_metrics = None, True  # its speculative config: the server's own
                 self.vllm_start = self.vllm.spec_counters()  # fails early when the page does not answer
             elif cfg.get("base_url", "auto") == "auto":
                 from cepr.cloud.expert import EXPERT_MODEL_NAME  # brings the openai SDK: only for auto
-                from cepr.servers.autoserve import reference_server_url
 
                 cfg["base_url"] = reference_server_url(self.expert_model, int(hps.get("server_threads", 1)),
                                                        _server_sessions(hps), providers=_expert_providers(hps))
@@ -275,7 +265,6 @@ class CloudModule:
         except ValueError as e:
             raise CeprError(f"cloudmodel: bad backend settings: {e}") from None
         if backend == "vllm" and backend_obj.cfg.speculative:  # vLLM's offline engine: its counters, read the same way
-            from cepr.llm.spec_config import parse_speculative
 
             self.vllm, self.vllm_spec = backend_obj, parse_speculative(backend_obj.cfg.speculative)
             self.vllm_start = backend_obj.spec_counters()
@@ -343,8 +332,6 @@ class CloudModule:
         try:
             return self.vllm.spec_counters()
         except CeprError as e:
-            import logging
-
             logging.getLogger(__name__).warning("speculative-decoding counters not read: %s", e)
             return None
 
@@ -352,8 +339,6 @@ class CloudModule:
         """vLLM's speculative counters around one request: the readings (``spec_before``/``spec_after``, from which
         the ``spec_acceptance`` metric takes the whole run's totals whatever the concurrency) and this request's
         acceptance (exact when requests run one at a time; overlapping requests share their steps' counts)."""
-        from cepr.servers.vllm_server import acceptance_rate
-
         after = self._spec_reading()
         if after is None:
             return {}
@@ -364,7 +349,6 @@ class CloudModule:
         without server: vllm)."""
         if self.vllm is None:
             return None
-        from cepr.servers.vllm_server import counter_delta
 
         return {"server": "vllm", "model": self.vllm.model,
                 "speculative": self.vllm_spec.vllm_config() if self.vllm_spec else None,

@@ -33,6 +33,7 @@ from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
 from cepr.cloud.parsing import AnswerParseError, parse_answer
 from cepr.cloud.payload import build_user_content, encode_image
 from cepr.errors import CeprError
+from cepr.llm.vlm import vlm_question
 from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 _ID_HEADER = "x-cepr-request-id"
@@ -91,8 +92,6 @@ def check_vlm_style(cfg) -> None:
 def vlm_messages(req: CloudRequest, payload: PayloadConfig) -> list[dict]:
     """The prompt our own VLM learned (``cepr vlm train``): one user turn, the image first, then
     ``vlm_question(prompt, answers)``; no system message, summary or camera."""
-    from cepr.llm.vlm import vlm_question
-
     if not payload.sends_image:
         raise CeprError(f"message_style: vlm needs the frame, but payload: {payload.mode} sends none: set "
                         "payload: image")

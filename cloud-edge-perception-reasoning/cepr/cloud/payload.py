@@ -11,10 +11,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cepr.data.cloud_robotics import Frame
+from cepr.data.layout import parse_resolution
+from cepr.errors import DatasetError
 from cepr.records.payload import CODECS, MODES, PayloadConfig  # noqa: F401 (the settings; encoding is here)
 
 
@@ -31,8 +35,6 @@ class EncodedImage:
 
 def encode_image(rgb: np.ndarray, cfg: PayloadConfig) -> EncodedImage:
     """Resize (when asked) and encode an RGB frame."""
-    from cepr.data.layout import parse_resolution
-
     h, w = rgb.shape[:2]
     if cfg.resolution:
         tw, th = parse_resolution(cfg.resolution)
@@ -73,10 +75,6 @@ def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | 
 def payload_frame_path(rgb_path: str, label_path: str | None, resolution: str | None) -> str:
     """The RGB file a payload sends for a frame: the dataset's own copy at ``resolution`` when it has one (no
     resize then), else the frame itself (``encode_image`` resizes it)."""
-    from pathlib import Path
-
-    from cepr.data.cloud_robotics import Frame
-    from cepr.errors import DatasetError
 
     if resolution:
         try:

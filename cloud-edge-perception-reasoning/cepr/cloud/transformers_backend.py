@@ -26,17 +26,24 @@ then compares the trained replies' start up to the comma after the answer (``vlm
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import math
 import time
 from pathlib import Path
 from typing import Literal
 
+import cv2
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
+from cepr.cloud.openai_backend import build_messages, check_vlm_style
+from cepr.cloud.parsing import AnswerParseError, parse_answer
 from cepr.errors import CeprError
 from cepr.llm.hf_cache import cache_keyword, output_cache
+from cepr.llm.vlm import vlm_answer_prefix
 from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 
@@ -56,8 +63,6 @@ class TransformersConfig(BaseModel):
 
     @model_validator(mode="after")
     def _vlm_style(self):
-        from cepr.cloud.openai_backend import check_vlm_style
-
         check_vlm_style(self)
         return self
 
@@ -111,8 +116,6 @@ class TransformersBackend:
     def _inputs(self, req: CloudRequest) -> tuple[dict, int]:
         """The model's inputs for a request (``input_ids``, and ``pixel_values`` etc. with an image) and the bytes
         the request would put on the wire (the rendered prompt as a JSON string, plus the image's data URL)."""
-        from cepr.cloud.openai_backend import build_messages
-
         msgs = build_messages(self.cfg, req)  # the same messages as over HTTP (message_style: vlm's one turn too)
         if self.processor is None:
             msgs = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
@@ -152,11 +155,8 @@ class TransformersBackend:
 
     def choice_probs(self, inputs: dict, answers) -> tuple[list[float], list[list[int]]]:
         """Each allowed answer's reply probability, normalised over the answers, and the replies' tokens."""
-        import copy
-
         torch = self.torch
         if self.cfg.message_style == "vlm":  # the trained replies' start, up to the comma after the answer
-            from cepr.llm.vlm import vlm_answer_prefix
 
             texts = [vlm_answer_prefix(a) for a in answers]
         else:
@@ -179,8 +179,6 @@ class TransformersBackend:
         return [x / sum(w) for x in w], replies
 
     def infer(self, req: CloudRequest) -> CloudResult:
-        from cepr.cloud.parsing import AnswerParseError, parse_answer
-
         t0 = time.perf_counter()
         started = time.time()
         inputs, up = self._inputs(req)
@@ -212,10 +210,6 @@ class TransformersBackend:
 
 def _decode_data_url(url: str):
     """The RGB image (PIL) a ``data:<mime>;base64,...`` URL carries: what the receiving server would decode."""
-    import base64
-
-    import cv2
-    import numpy as np
     from PIL import Image
 
     data = base64.b64decode(url.split(",", 1)[1])

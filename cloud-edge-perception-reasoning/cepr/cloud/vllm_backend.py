@@ -53,8 +53,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
+from cepr.cloud.openai_backend import answer_schema, build_messages
+from cepr.cloud.parsing import AnswerParseError, parse_answer
+from cepr.cloud.vllm_worker import Engine
 from cepr.errors import CeprError
+from cepr.llm.spec_config import parse_speculative
+from cepr.llm.vllm_env import find_vllm_python
 from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
+from cepr.servers.vllm_server import resolve_shipped_hf
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).with_name("vllm_worker.py")
@@ -94,8 +100,6 @@ class VllmConfig(BaseModel):
     @classmethod
     def _speculative(cls, v):
         """Checked by cepr.llm.spec_config (methods, their keys, the draft folder) and turned into vLLM's mapping."""
-        from cepr.llm.spec_config import parse_speculative
-
         try:
             spec = parse_speculative(v)
         except CeprError as e:
@@ -197,8 +201,6 @@ class _InProcess:
     """The same engine in this process (vllm importable here)."""
 
     def __init__(self, settings: dict):
-        from cepr.cloud.vllm_worker import Engine
-
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings["kv_cache_gib"]))
         try:
@@ -230,7 +232,6 @@ class VllmBackend:
         if cfg.payload.sends_image:
             raise CeprError("cloudmodel: the vllm backend runs text-only models here (no image input yet): use "
                             "payload: summary")
-        from cepr.servers.vllm_server import resolve_shipped_hf
 
         path = Path(resolve_shipped_hf(cfg.model)).expanduser()
         if not (path / "config.json").is_file():
@@ -250,8 +251,6 @@ class VllmBackend:
             self.where = "in-process"
             self.engine = _InProcess(settings)
         else:
-            from cepr.llm.vllm_env import find_vllm_python
-
             python = find_vllm_python(cfg.vllm_python)  # a CeprError naming the fix when there is none
             env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
                    "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib), "PYTHONUNBUFFERED": "1"}
@@ -305,8 +304,6 @@ class VllmBackend:
 
     def messages(self, req: CloudRequest) -> list[dict]:
         """The system prompt and user turn, as the openai backend sends them (text only, one string)."""
-        from cepr.cloud.openai_backend import build_messages
-
         return _flat(build_messages(self.cfg, req))
 
     def answer_batch(self, reqs: list[CloudRequest], started: list | None = None,
@@ -314,8 +311,6 @@ class VllmBackend:
         """Answers for ``reqs`` from one ``LLM.chat`` call, in order. ``started``: per request, the
         (time.time(), time.perf_counter()) it was asked at (default: now); ``answer_format``: this call's, instead
         of the settings' (json_schema or none)."""
-        from cepr.cloud.openai_backend import answer_schema
-
         if not reqs:
             return []
         fmt = answer_format or self.cfg.answer_format
@@ -337,8 +332,6 @@ class VllmBackend:
         return out
 
     def _result(self, req: CloudRequest, conv: list[dict], res: dict, started, done: float) -> CloudResult:
-        from cepr.cloud.parsing import AnswerParseError, parse_answer
-
         up = len(json.dumps({"model": self.model_name, "messages": conv, "max_tokens": self.cfg.max_tokens}))
         total = 1e3 * (done - started[1])
         if "error" in res:

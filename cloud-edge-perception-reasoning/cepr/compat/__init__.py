@@ -1,5 +1,8 @@
 """Glue for running the same adapter files under KubeEdge Ianvs/Sedna and under ``cepr run``."""
 
+import os
+import warnings
+
 from cepr.compat.class_factory import ClassFactory, ClassType, get_class_factory, sedna_available
 
 __all__ = ["ORACLE_MARKED", "SEDNA_BACKEND", "ClassFactory", "ClassType", "get_class_factory", "prepare_sedna_env",
@@ -19,9 +22,6 @@ def prepare_sedna_env(model_file: str | None = None) -> None:
     """Sedna picks its backend from ``BACKEND_TYPE`` (default TensorFlow, which fails) and needs ``model_path`` to
     name an existing file. Set both unless the user already did: ``BACKEND_TYPE=ONNX`` (:data:`SEDNA_BACKEND`), so
     that no torch is needed, and silence Sedna's warning that it does not know that value."""
-    import os
-    import warnings
-
     os.environ.setdefault("BACKEND_TYPE", SEDNA_BACKEND)
     warnings.filterwarnings("ignore", message=f"{SEDNA_BACKEND} Not Support yet, use itself")
     if model_file and not os.path.isfile(os.environ.get("model_path", "")):

@@ -17,6 +17,7 @@ import numpy as np
 
 from cepr.data.camera import Camera
 from cepr.data.classes import CLASSES, DYNAMIC_IDS, HUMAN_IDS
+from cepr.data.cloud_robotics import Frame, load_sample, load_sidecar
 from cepr.data.geometry import OBJECT_CLASS_IDS, BandProfile, SceneObject, extract_objects
 from cepr.errors import unknown
 
@@ -187,14 +188,10 @@ def answers_for_sample(sample, params: TaskParams | None = None, use_depth: bool
 
 @functools.lru_cache(maxsize=65536)
 def _ground_truth_cached(label_path: str, params_key: tuple) -> tuple:
-    from cepr.data.cloud_robotics import Frame, load_sample
-
     params = TaskParams(**dict(params_key))
     frame = Frame(label_path, label_path)  # only the label path is known (Ianvs gives metrics nothing else)
     sp = frame.sidecar_path
     if sp is not None:
-        from cepr.data.cloud_robotics import load_sidecar
-
         side = load_sidecar(sp)
         cached = side.get("answers")
         if isinstance(cached, dict) and side.get("task_params") == params.to_dict() \

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cepr.dispatch.payload_policy import PayloadChoice, PayloadPolicy, derive, register_payload_policy
 from cepr.errors import CeprError
+from cepr.records import PayloadConfig
 
 
 class PayloadRule(BaseModel):
@@ -54,7 +55,6 @@ class PayloadRule(BaseModel):
     @classmethod
     def _valid(cls, v, info):
         if v is not None:  # PayloadConfig's own checks, with its messages
-            from cepr.records import PayloadConfig
 
             PayloadConfig(**{info.field_name: v})
         return v

@@ -19,6 +19,7 @@ from cepr.dispatch.params import check_kwargs, positive_float, unit_float
 from cepr.dispatch.policies import Policy, register_policy
 from cepr.edge.features import confidence, edge_result, feature, features_of
 from cepr.errors import CeprError, did_you_mean
+from cepr.metrics.calibration import fit_logistic
 
 FORMAT = "cepr-learned-router"
 VERSION = 1
@@ -82,8 +83,6 @@ def _truth_pair(rec, i: int) -> tuple[Mapping, bool]:
 
 def _fit(X: np.ndarray, y: np.ndarray, l2: float, iters: int = 100) -> np.ndarray:
     """Weights [bias, w...] of an L2-regularised (bias excluded) logistic regression, Newton's method."""
-    from cepr.metrics.calibration import fit_logistic
-
     return fit_logistic(np.hstack([np.ones((len(X), 1)), X]), y, l2, iters, tol=1e-9)
 
 

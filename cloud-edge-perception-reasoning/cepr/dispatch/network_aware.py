@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from cepr.dispatch.params import check_kwargs, positive_float, unit_float
 from cepr.dispatch.policies import Policy, register_policy
 from cepr.edge.features import confidence, edge_result, number
-from cepr.errors import CeprError
+from cepr.errors import CeprError, unknown
 
 
 @register_policy("NetworkAware", needs_edge_result=True)
@@ -51,8 +51,6 @@ class NetworkAware(Policy):
             raise CeprError(f"{self.name}: count_edge must be true or false, got {count_edge!r}")
         self.count_edge = count_edge
         if isinstance(link, str):
-            from cepr.errors import unknown
-
             if link.lower() not in PRESETS:
                 raise CeprError(f"{self.name}: " + unknown("link preset", link, PRESETS, listing="presets"))
             self.link = PRESETS[link.lower()]

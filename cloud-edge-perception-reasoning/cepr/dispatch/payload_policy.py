@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cepr.errors import CeprError, unknown
+from cepr.records import PayloadConfig
 from cepr.registry import Registry
 
 PAYLOAD_POLICY_REGISTRY: Registry[type] = Registry("payload_policies", "payload policy")
@@ -112,8 +113,6 @@ class PayloadPolicyChain:
     """The cloud module's payload policies, applied in order to its base payload settings."""
 
     def __init__(self, spec=None, base=None):
-        from cepr.records import PayloadConfig
-
         self.base = base if base is not None else PayloadConfig()
         specs = spec if isinstance(spec, (list, tuple)) else [spec]
         self.policies = [p for p in (_one(s) for s in specs if s is not None) if p is not None]
@@ -163,8 +162,6 @@ def payload_policy(spec=None, base=None) -> PayloadPolicyChain:
 
 def derive(base, **changes):
     """``base`` (a PayloadConfig) with ``changes`` (None values ignored), validated again."""
-    from cepr.records import PayloadConfig
-
     changes = {k: v for k, v in changes.items() if v is not None}
     if "scale" in changes and "resolution" not in changes:  # a size given one way replaces the other way
         changes["resolution"] = None

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cepr.compat import ORACLE_MARKED
+from cepr.data import tasks
 from cepr.errors import CeprError, unknown
 from cepr.registry import Registry
 
@@ -203,8 +204,6 @@ class Oracle(Policy):
         return out
 
     def __call__(self, x=None) -> bool:
-        from cepr.data import tasks
-
         res = self._edge_result(x)
         raw = x if isinstance(x, Mapping) else {}
         key = res.get("key", raw.get("key", "?"))

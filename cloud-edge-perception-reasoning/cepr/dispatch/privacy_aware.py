@@ -23,13 +23,12 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cepr.data.classes import CLASSES, HUMAN_IDS
 from cepr.dispatch.payload_policy import PayloadChoice, PayloadPolicy, register_payload_policy, summary_only
-from cepr.errors import CeprError
+from cepr.errors import CeprError, unknown
 
 
 def _human_names() -> tuple[str, ...]:
-    from cepr.data.classes import CLASSES, HUMAN_IDS
-
     return tuple(CLASSES[i].name for i in HUMAN_IDS)
 
 
@@ -70,9 +69,6 @@ class PrivacyAware(PayloadPolicy):
         @field_validator("classes", mode="before")
         @classmethod
         def _known(cls, v):
-            from cepr.data.classes import CLASSES
-            from cepr.errors import unknown
-
             v = [v] if isinstance(v, str) else list(v)
             names = [c.name for c in CLASSES]
             for c in v:

@@ -12,9 +12,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from cepr.data.cloud_robotics import read_index
+from cepr.data.tasks import TASK_NAMES, ground_truth
 from cepr.dispatch.learned import auc, log_loss, predict_wrong, train_learned
+from cepr.edge.module import EdgeModule
 from cepr.errors import CeprError
+from cepr.records import EdgeResult, SampleRef
 
 
 def read_records(paths: Iterable) -> list[dict]:
@@ -61,12 +66,6 @@ def collect_edge_results(index, tasks="all", frames: int | None = None, edge: di
     """Run cepr's edge module (``edge``: its hyperparameters, default the shipped model) on the first ``frames``
     frames of an Ianvs index, asking every task in ``tasks`` of each frame; ``[{"edge": result, "truth": ...}]``
     with the result as samples.jsonl would hold it."""
-    from tqdm import tqdm
-
-    from cepr.data.cloud_robotics import read_index
-    from cepr.data.tasks import TASK_NAMES, ground_truth
-    from cepr.edge.module import EdgeModule
-    from cepr.records import EdgeResult, SampleRef
 
     task_list = list(TASK_NAMES) if tasks in ("all", None) else ([tasks] if isinstance(tasks, str) else list(tasks))
     fr = read_index(index)

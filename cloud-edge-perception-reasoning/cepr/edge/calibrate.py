@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TASK_NAMES, TaskParams, answers_for_sample
@@ -20,7 +21,6 @@ def collect(pipe: EdgePipeline, data: str, split: str, max_frames: int | None, p
     """(task, features, correct, raw confidence) for every task of every frame, plus the ground truths."""
     ds = CloudRoboticsDataset(find_index(data, split=split))
     n = min(len(ds), max_frames or len(ds))
-    from tqdm import tqdm
 
     recs = []
     for s in tqdm(itertools.islice(ds, n), total=n, desc=f"edge {split}", unit="frame", disable=not progress):

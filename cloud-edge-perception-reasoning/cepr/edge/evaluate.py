@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from cepr.data.classes import CLASSES
+from cepr.edge.export import load_checkpoint
 from cepr.edge.models import rgbd_without_depth_message
 from cepr.edge.preprocess import upsample_argmax
+from cepr.edge.runtime import SegmentationModel
 from cepr.errors import CeprError
 from cepr.metrics.segmentation import ConfusionMatrix
 
@@ -38,7 +41,6 @@ class _TorchRunner:
     def __init__(self, checkpoint: str, threads: int):
         import torch
 
-        from cepr.edge.export import load_checkpoint
 
         torch.set_num_threads(threads)
         self.model, _ = load_checkpoint(checkpoint)
@@ -46,15 +48,13 @@ class _TorchRunner:
         self.needs_depth = bool(self.model.cfg.use_depth)
 
     def logits(self, rgb, depth):
-        from cepr.edge.rfnet import predict_logits
+        from cepr.edge.rfnet import predict_logits  # torch
 
         return predict_logits(self.model, rgb, depth, tuple(self.model.cfg.input_size))
 
 
 class _OnnxRunner:
     def __init__(self, path: str, threads: int, providers="cpu"):
-        from cepr.edge.runtime import SegmentationModel
-
         self.m = SegmentationModel(path, threads=threads, providers=providers)
         self.name = self.m.path.name
         self.needs_depth = self.m.use_depth
@@ -67,8 +67,6 @@ def evaluate(samples, models: dict[str, tuple[str, str]], threads: int = 1, warm
              progress: bool = True, providers="cpu") -> list[ModelReport]:
     """``models``: name -> ("torch", checkpoint) or ("onnx", path). Every model sees the same frames; the ONNX
     ones run on ``providers`` (cepr.edge.providers)."""
-    from tqdm import tqdm
-
     runners = {n: (_TorchRunner(p, threads) if kind == "torch" else _OnnxRunner(p, threads, providers))
                for n, (kind, p) in models.items()}
     cms = {n: ConfusionMatrix() for n in runners}

@@ -7,12 +7,17 @@ convolutions slower on CPUs like ours. The FP32 graph is exported with its weigh
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.edge.preprocess import prepare_depth, prepare_rgb
 from cepr.errors import CeprError
 
 log = logging.getLogger(__name__)
@@ -20,8 +25,6 @@ META_KEY = "cepr"
 
 
 def _require(module: str, extra: str):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -30,7 +33,7 @@ def _require(module: str, extra: str):
 
 def load_checkpoint(path: str | Path):
     torch = _require("torch", "train")
-    from cepr.edge.rfnet import RFNet, RFNetConfig
+    from cepr.edge.rfnet import RFNet, RFNetConfig  # torch
 
     p = Path(path)
     if not p.is_file():
@@ -65,7 +68,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, extra_
     names = ["rgb"] + (["depth"] if cfg.use_depth else [])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import warnings
 
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for this static graph
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -92,8 +94,6 @@ def _set_meta(m, meta: dict) -> None:
 
 def read_meta(path: str | Path) -> dict:
     """The cepr recipe stored in an ONNX file (through onnxruntime, so no onnx package is needed)."""
-    import onnxruntime as ort
-
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     raw = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
     if raw is None:
@@ -105,8 +105,6 @@ class _Calibration:
     """Feeds preprocessed training frames to the ONNX Runtime calibrator."""
 
     def __init__(self, frames, cfg: dict):
-        from cepr.edge.preprocess import prepare_depth, prepare_rgb
-
         size = tuple(cfg["input_size"])
         self.items = []
         for s in frames:
@@ -162,7 +160,6 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 
     meta = read_meta(fp32)
     cfg = meta["model_config"]

@@ -39,6 +39,7 @@ import numbers
 import time
 from collections.abc import Mapping
 
+import cv2
 import numpy as np
 
 from cepr.data.classes import CLASSES, DYNAMIC_IDS, HUMAN_IDS
@@ -80,7 +81,6 @@ def mask_complexity(label: np.ndarray | None) -> tuple[int, float, int]:
     """(classes other than road, edge density, fragments) of a class mask, as defined in the module docstring."""
     if label is None or getattr(label, "size", 0) == 0:
         return 0, 0.0, 0
-    import cv2
 
     h, w = label.shape[:2]
     small = np.ascontiguousarray(label, dtype=np.uint8)

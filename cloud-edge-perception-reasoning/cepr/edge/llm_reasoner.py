@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from cepr.data.tasks import TASK_NAMES, TaskParams, get_task
 from cepr.edge.planner import LocalAnswer
+from cepr.errors import CeprError
 from cepr.llm.llamacpp import LlamaCppScorer, softmax
+from cepr.llm.mtmd import encode_png
 from cepr.llm.prompts import frame_prompt, option_continuation, option_letters, task_prompt
+from cepr.llm.vlm import VLM_ASSISTANT_TAG, is_cepr_vlm, vlm_answer_prefix, vlm_question
 
 DEFAULT_LLM = "gemma3-270m"
 PROMPTS = ("auto", "summary", "vlm")
@@ -39,7 +44,6 @@ def _projector_image_size(mmproj) -> int:
 
 def _resized(rgb, size: int):
     """The RGB array resized to size x size with PIL's bicubic filter (the training image processor's)."""
-    import numpy as np
     from PIL import Image
 
     if not size or rgb.shape[:2] == (size, size):
@@ -50,9 +54,6 @@ def _resized(rgb, size: int):
 class LlmReasoner:
     def __init__(self, model: str = DEFAULT_LLM, params: TaskParams | None = None, threads: int = 1,
                  n_ctx: int = 2048, mmproj: str | None = None, lora: str | None = None, prompt: str = "auto"):
-        from cepr.errors import CeprError
-        from cepr.llm.vlm import is_cepr_vlm
-
         if prompt not in PROMPTS:
             raise CeprError(f"llm_prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
         self.params = params or TaskParams()
@@ -73,8 +74,6 @@ class LlmReasoner:
     def prompt(self, summary, task: str) -> tuple[str, str, tuple[str, ...]]:
         """(frame part, task part, option continuations) for ``task`` about ``summary``."""
         if self.prompt_style == "vlm":
-            from cepr.llm.vlm import VLM_ASSISTANT_TAG, vlm_answer_prefix, vlm_question
-
             t = get_task(task)
             return (f"<|user|>\n{self.scorer.vision.marker}",
                     vlm_question(t.render_prompt(self.params), t.answers) + f"</s>\n{VLM_ASSISTANT_TAG}\n",
@@ -87,12 +86,8 @@ class LlmReasoner:
         """``image``: the frame (an RGB array, or encoded bytes) for a model with a vision projector."""
         summary.check_params(self.params)
         if self.prompt_style == "vlm" and image is None:
-            from cepr.errors import CeprError
-
             raise CeprError(f"{self.model_name}: the vlm prompt needs the frame's image (none was given)")
         if image is not None and not isinstance(image, (bytes, bytearray)):
-            from cepr.llm.mtmd import encode_png
-
             if self.image_size is not None:
                 image = _resized(image, self.image_size)
             image = encode_png(image)

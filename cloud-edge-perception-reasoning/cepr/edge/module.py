@@ -9,6 +9,7 @@ falls back to the edge answer. The adapter in ``testalgorithms/perception-reason
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from cepr.compat import prepare_sedna_env
 from cepr.data.cloud_robotics import Frame, load_depth, load_rgb, load_sidecar
 from cepr.data.tasks import camera_for, get_task
 from cepr.edge.features import timed_edge_features
+from cepr.edge.llm_reasoner import PROMPTS
 from cepr.edge.models import (
     ASSETS,
     AUTO,
@@ -32,8 +34,12 @@ from cepr.edge.models import (
 from cepr.edge.providers import DEFAULT as DEFAULT_PROVIDERS
 from cepr.edge.providers import resolve_providers
 from cepr.edge.reasoners import DEFAULT_REASONER, REASONER_REGISTRY, create_reasoner
-from cepr.errors import CeprError
+from cepr.edge.runtime import SegmentationModel
+from cepr.errors import CeprError, did_you_mean
 from cepr.hyperparameters import as_flag, check_known
+from cepr.llm.llamacpp import llm_path
+from cepr.llm.lora import adapter_path, check_adapter_fits
+from cepr.llm.mtmd import mmproj_path
 from cepr.records import EDGE_HANDOFF, EDGE_STATE_KEY, EdgeResult, EdgeState, as_sample, handoff_key
 from cepr.registry import load_plugins
 
@@ -51,7 +57,6 @@ def _llm_options(reasoner: str, hps: dict) -> dict:
             raise CeprError(f"edgemodel: {', '.join(sorted(given))} only apply to reasoner: llamacpp "
                             f"(this module's reasoner is {reasoner})")
         return {}
-    import importlib.util
 
     if importlib.util.find_spec("llama_cpp") is None:
         raise CeprError("edgemodel: reasoner llamacpp needs llama-cpp-python: pip install -e '.[llm]'")
@@ -65,25 +70,16 @@ def _llm_options(reasoner: str, hps: dict) -> dict:
             if out[k] < lo:
                 raise CeprError(f"edgemodel: {k} must be >= {lo}, got {out[k]}")
     if given.get("llm_mmproj") not in (None, "none"):
-        from cepr.llm.mtmd import mmproj_path
-
         try:
             out["llm_mmproj"] = str(mmproj_path(given["llm_mmproj"]))
         except CeprError as e:
             raise CeprError(f"edgemodel: llm_mmproj: {e}") from None
     if "llm_prompt" in given:
-        from cepr.edge.llm_reasoner import PROMPTS
-
         if str(given["llm_prompt"]) not in PROMPTS:
-            from cepr.errors import did_you_mean
-
             raise CeprError(f"edgemodel: llm_prompt must be one of {', '.join(PROMPTS)}, not "
                             f"{given['llm_prompt']!r}{did_you_mean(str(given['llm_prompt']), PROMPTS)}")
         out["llm_prompt"] = str(given["llm_prompt"])
     if given.get("llm_lora") not in (None, "none"):
-        from cepr.llm.llamacpp import llm_path
-        from cepr.llm.lora import adapter_path, check_adapter_fits
-
         try:
             out["llm_lora"] = str(adapter_path(given["llm_lora"]))
             check_adapter_fits(Path(out["llm_lora"]), llm_path(out["llm_model"]))
@@ -174,7 +170,6 @@ class EdgeModule:
 
     def _pipeline(self, name: str):
         from cepr.edge.pipeline import EdgePipeline  # onnxruntime: only when an edge model is built
-        from cepr.edge.runtime import SegmentationModel
 
         pipe = self.pipelines.get(name)
         if pipe is None:

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from cepr.data.camera import Camera
-from cepr.data.tasks import TASK_NAMES, TaskParams
+from cepr.data.tasks import TASK_NAMES, TaskParams, camera_for
 from cepr.edge.planner import LocalAnswer, Planner
 from cepr.edge.runtime import SegmentationModel
 from cepr.edge.summary import SceneSummary, summarize
@@ -67,13 +68,9 @@ class EdgePipeline:
 
     def run_sample(self, sample) -> FramePerception:
         """A loaded ``cepr.data.cloud_robotics.Sample``; its sidecar camera when present, else the assumed one."""
-        from cepr.data.tasks import camera_for
-
         h, w = sample.label.shape if sample.label is not None else sample.rgb.shape[:2]
         return self(sample.rgb, sample.depth, camera_for(sample.sidecar, w, h))
 
     def run_batch(self, samples, progress: bool = False) -> list[FramePerception]:
-        from tqdm import tqdm
-
         samples = list(samples)
         return [self.run_sample(s) for s in tqdm(samples, desc="edge", unit="frame", disable=not progress)]

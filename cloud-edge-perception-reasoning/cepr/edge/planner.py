@@ -22,6 +22,7 @@ import numpy as np
 from cepr.data.classes import DYNAMIC_IDS, HUMAN_IDS
 from cepr.data.tasks import TASK_NAMES, TaskParams, get_task
 from cepr.edge.summary import SceneSummary
+from cepr.metrics.calibration import fit_logistic
 
 MARGIN_CAP = 10.0
 FEATURES = ("log_margin", "object_conf", "uncertainty")
@@ -126,7 +127,6 @@ def fit_calibration(records: list[tuple[str, dict, bool]], l2: float = 1e-2, ite
         if len(rows) < 20 or y.min() == y.max():
             coefs[t] = [math.log(acc / (1 - acc))] + [0.0] * len(FEATURES)
             continue
-        from cepr.metrics.calibration import fit_logistic
 
         w = fit_logistic(X, y, l2, iters, tol=1e-8)
         coefs[t] = [round(float(v), 6) for v in w]

@@ -21,6 +21,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import onnxruntime as ort
+
 from cepr.errors import CeprError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,6 @@ DEFAULT = "cpu"
 
 
 def _available() -> list[str]:
-    import onnxruntime as ort
-
     return list(ort.get_available_providers())
 
 
@@ -155,7 +155,6 @@ class ProviderPlan:
 def _missing_message(requested: list[str], available: list[str]) -> str:
     names = ", ".join(short_name(r) for r in requested)
     hints = "; ".join(f"for {short_name(r)}: {INSTALL_HINTS[r]}" for r in requested if r in INSTALL_HINTS)
-    import onnxruntime as ort
 
     return (f"execution provider {names} requested, but this onnxruntime build ({ort.__version__}, "
             f"{ort.get_device()}) has only {', '.join(available)}"

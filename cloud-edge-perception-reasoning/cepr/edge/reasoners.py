@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cepr.edge.llm_reasoner import LlmReasoner
+from cepr.edge.planner import Planner
 from cepr.registry import Registry
 
 REASONER_REGISTRY: Registry = Registry("reasoners", "edge reasoner")
@@ -27,8 +29,6 @@ DEFAULT_REASONER = "planner"
 def planner(calibration: str | Path | None = None):
     """The rule planner: answers from the task definitions applied to the summary, with its fitted confidence
     (uncalibrated without a calibration file)."""
-    from cepr.edge.planner import Planner
-
     return Planner.from_file(calibration) if calibration is not None else Planner()
 
 
@@ -42,8 +42,6 @@ def llamacpp(calibration: str | Path | None = None, llm_model: str = "gemma3-270
     applied to the model. ``llm_prompt``: ``summary`` (the summary's text form), ``vlm`` (our own VLM's prompt: the
     image and the question only) or ``auto`` (``vlm`` for a ``cepr-vlm-*`` GGUF). ``calibration`` (the segmentation
     model's planner fit) does not apply to it. Needs the llm extra."""
-    from cepr.edge.llm_reasoner import LlmReasoner
-
     return LlmReasoner(llm_model, threads=int(llm_threads), n_ctx=int(llm_ctx), mmproj=llm_mmproj,
                        lora=llm_lora, prompt=str(llm_prompt))
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cepr.data.classes import NUM_CLASSES
+from cepr.edge.preprocess import prepare_depth, prepare_rgb
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,6 @@ def predict_logits(model: RFNet, rgb, depth, input_size: tuple[int, int]):
     """(C, h, w) numpy logits for one uint8 RGB frame (and depth in metres), prepared as for ONNX inference.
 
     ``input_size`` is explicit because a model trained on crops runs on whole frames of another size."""
-    from cepr.edge.preprocess import prepare_depth, prepare_rgb
-
     dev = next(model.parameters()).device
     with torch.inference_mode():
         x = torch.from_numpy(prepare_rgb(rgb, input_size)[None]).to(dev)

@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
+from cepr.edge.export import read_meta
+from cepr.edge.models import rgbd_without_depth_message
 from cepr.edge.preprocess import prepare_depth, prepare_rgb, softmax, upsample_argmax
+from cepr.edge.providers import check_session, resolve_providers
 from cepr.errors import CeprError
 
 
@@ -26,10 +30,6 @@ class SegmentationModel:
         """``providers``: the execution provider(s), by name (``cpu``, ``cuda``, ``tensorrt``...) or a list tried
         in order (``[cuda, cpu]`` opts into falling back); see :mod:`cepr.edge.providers`. ``self.provider`` is
         the one that runs, ``self.providers`` the session's whole list."""
-        import onnxruntime as ort
-
-        from cepr.edge.export import read_meta
-        from cepr.edge.providers import check_session, resolve_providers
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -57,8 +57,6 @@ class SegmentationModel:
         feed = {"rgb": prepare_rgb(rgb, self.input_size)[None]}
         if self.use_depth:
             if depth is None:
-                from cepr.edge.models import rgbd_without_depth_message
-
                 raise CeprError(rgbd_without_depth_message(self.path.name))
             feed["depth"] = prepare_depth(depth, self.input_size)[None]
         return feed

@@ -25,6 +25,7 @@ import numpy as np
 
 from cepr.data.camera import Camera
 from cepr.data.classes import CLASSES, DYNAMIC_IDS, HUMAN_IDS
+from cepr.data.classes import class_id as class_id_of
 from cepr.data.geometry import INF, BandProfile, extract_objects
 from cepr.data.tasks import TaskParams
 
@@ -272,7 +273,6 @@ def summarize(label: np.ndarray, depth: np.ndarray | None, camera: Camera, probs
 def summary_from_dict(d: dict) -> SceneSummary:
     """Inverse of ``SceneSummary.to_dict`` (the text form a cloud model receives); the mask and the omitted
     objects are not included, and an object's pixel area is its box's. A malformed summary raises ValueError."""
-    from cepr.data.classes import class_id
 
     def f(x):
         return INF if x is None else float(x)
@@ -283,7 +283,7 @@ def summary_from_dict(d: dict) -> SceneSummary:
         for row in d["objects"]:
             o = dict(zip(fields, row))
             x, y, w, h = (int(v) for v in o["bbox_xywh"])
-            objs.append(SummaryObject(class_id(o["class"]), w * h, (x, y, w, h), f(o["distance_m"]),
+            objs.append(SummaryObject(class_id_of(o["class"]), w * h, (x, y, w, h), f(o["distance_m"]),
                                       float(o["bearing_deg"]), float(o["confidence"]),
                                       BandProfile(f(o["left_m"]), f(o["path_m"]), f(o["right_m"]),
                                                   float(o.get("path_x_m") or 0.0))))

@@ -50,7 +50,7 @@ class TrainConfig:
     notes: dict = field(default_factory=dict)
 
     def model_config(self):
-        from cepr.edge.rfnet import RFNetConfig
+        from cepr.edge.rfnet import RFNetConfig  # torch
 
         size = self.input_size if self.crop is None else self.crop
         return RFNetConfig(width=self.width, blocks=tuple(self.blocks), use_depth=self.use_depth,
@@ -190,7 +190,7 @@ def resolve_device(name: str) -> str:
 
 def evaluate_torch(model, frames, cfg: TrainConfig) -> ConfusionMatrix:
     """Validation at the frames' own resolution with the same post-processing as ONNX inference."""
-    from cepr.edge.rfnet import predict_logits
+    from cepr.edge.rfnet import predict_logits  # torch
 
     cm = ConfusionMatrix()
     model.eval()
@@ -270,7 +270,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     except ImportError as e:
         raise CeprError("training needs torch: pip install -e '.[train]' (pins torch==2.13.0, CPU)") from e
 
-    from cepr.edge.rfnet import RFNet, count_parameters
+    from cepr.edge.rfnet import RFNet, count_parameters  # torch
 
     if cfg.batch_size < 2:
         raise CeprError("--batch-size must be at least 2 (batch norm on the globally pooled context branch)")

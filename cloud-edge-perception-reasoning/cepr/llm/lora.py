@@ -26,7 +26,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cepr.errors import CeprError
+from cepr.llm.gguf_export import permute_rope_rows
 
 # projection name in a decoder layer (Llama and Gemma 3 alike) -> llama.cpp's tensor name
 TARGETS = {
@@ -195,9 +198,7 @@ def read_peft(folder: str | Path) -> tuple[LoraSpec, dict]:
 def save_gguf(tensors: dict, spec: LoraSpec, config, out: str | Path, name: str = "cepr-lora") -> Path:
     """A GGUF LoRA adapter for llama.cpp from PEFT-named tensors (numpy or torch) and the base model's HF config."""
     import gguf
-    import numpy as np
 
-    from cepr.llm.gguf_export import permute_rope_rows
 
     model_type = getattr(config, "model_type", None) or config.get("model_type")
     get = (lambda k: getattr(config, k)) if not isinstance(config, dict) else config.__getitem__

@@ -15,7 +15,11 @@ import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from cepr.errors import CeprError
+from cepr.llm.vlm import SHIPPED_VLMS, shipped_vlm_file
 
 _LOG: list[str] = []  # libmtmd's recent warnings and errors (its info lines are dropped), for error messages
 _CALLBACK = None  # the ctypes callback, kept alive
@@ -57,8 +61,6 @@ class EvalCounts:
 
 def mmproj_path(path: str | Path) -> Path:
     """A vision projector GGUF: a path, or a shipped VLM's projector by name (``cepr-vlm-small``)."""
-    from cepr.llm.vlm import SHIPPED_VLMS, shipped_vlm_file
-
     if str(path) in SHIPPED_VLMS and SHIPPED_VLMS[str(path)][1] == "mmproj":
         return shipped_vlm_file(str(path))
     p = Path(str(path)).expanduser()
@@ -166,9 +168,6 @@ class VisionProjector:
 
 def encode_png(rgb) -> bytes:
     """An RGB array (H, W, 3, uint8) as PNG bytes (what libmtmd decodes)."""
-    import cv2
-    import numpy as np
-
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise CeprError("could not encode the frame as PNG")

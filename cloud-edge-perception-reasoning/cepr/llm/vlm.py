@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from cepr.errors import CeprError
+from cepr.llm.gguf_export import _load_weights, export_gguf
+from cepr.llm.tiny import BOS, EOS, PAD, UNK, _save_hf
 
 IMAGE_TOKEN = "<image>"
 # string content, or a list of parts: text parts as they are, an image part ({"type": "image"}, Hugging Face's
@@ -177,7 +179,6 @@ def build_hf_vlm(tok, text_spec, vision: VisionSpec, seed: int):
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-    from cepr.llm.tiny import BOS, EOS, PAD, UNK
 
     vocab = tok.get_vocab_size()
     image_id = tok.token_to_id(IMAGE_TOKEN)
@@ -225,9 +226,6 @@ def build_tiny_vlm(out: str | Path, tok, text_spec, seed: int, quant=("f32", "q8
                    vision: VisionSpec = VISION) -> dict:
     """Write ``out``/hf, the decoder GGUFs and the mmproj; returns {"files": {...}, "model": {...}}
     (paths relative to ``out``'s parent, for the tiny set's manifest)."""
-    from cepr.llm.gguf_export import export_gguf
-    from cepr.llm.tiny import _save_hf
-
     out = Path(out)
     vtok = vlm_tokenizer(tok)
     model, proc = build_hf_vlm(vtok, text_spec, vision, seed)
@@ -299,7 +297,6 @@ def export_mmproj(hf_dir: str | Path, out: str | Path, name: str | None = None) 
     """Write the vision tower and projector of the LLaVA folder ``hf_dir`` as a llama.cpp clip GGUF (F32)."""
     import gguf
 
-    from cepr.llm.gguf_export import _load_weights
 
     hf_dir, out = Path(hf_dir), Path(out)
     cfg_path = hf_dir / "config.json"

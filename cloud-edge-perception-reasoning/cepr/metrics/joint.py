@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cepr.data import layout
+from cepr.data.cloud_robotics import Frame, load_label
 from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
+from cepr.metrics.segmentation import ConfusionMatrix
 from cepr.registry import Registry
 
 __all__ = ["METRICS", "METRIC_REGISTRY", "accuracy", "cloud_accuracy", "cloud_tokens",
@@ -266,9 +269,6 @@ def safety_recall(y_true, y_pred) -> float:
 # ---- segmentation --------------------------------------------------------------------------------------------
 
 def _confusion(y_true, y_pred):
-    from cepr.data.cloud_robotics import load_label
-    from cepr.metrics.segmentation import ConfusionMatrix
-
     cm = ConfusionMatrix()
     for s in _samples(y_true, y_pred):
         mask = None if s.edge is None else s.edge.get("mask")
@@ -489,9 +489,6 @@ def full_resolution_path(label_path, rgb_path=None) -> Path:
 
     The RGB path comes from the label path via the layout; ``rgb_path`` (a result's own) is the fallback for a
     frame outside the layout. A clear ValueError when neither gives an existing file."""
-    from cepr.data import layout
-    from cepr.data.cloud_robotics import Frame
-
     label = Path(label_path)
     try:
         rgb = layout.sibling_path(label, "rgb")

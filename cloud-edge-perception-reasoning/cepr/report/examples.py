@@ -19,6 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cepr.data.classes import colorize
+from cepr.data.cloud_robotics import Frame, load_depth, load_label, load_rgb
+from cepr.edge.models import ASSETS, SHIPPED, auto_model, model_path
+from cepr.edge.runtime import SegmentationModel
+from cepr.report import plots
 from cepr.report.workspace import Case
 
 log = logging.getLogger(__name__)
@@ -101,8 +106,6 @@ def pick(cases: list[Case], n: int) -> list[Example]:
 
 def _model_file(name: str | None, has_depth: bool) -> tuple[Path | None, str]:
     """The ONNX file an edge result names (a shipped file name, or a path), else the one ``model: auto`` runs."""
-    from cepr.edge.models import ASSETS, SHIPPED, auto_model, model_path
-
     if name:
         if (ASSETS / name).is_file():
             return ASSETS / name, name
@@ -120,10 +123,6 @@ def _model_file(name: str | None, has_depth: bool) -> tuple[Path | None, str]:
 
 def render(examples: list[Example], threads: int = 1) -> None:
     """Fill each example's ``png``: the frame, the recomputed edge mask over it, the ground-truth label."""
-    from cepr.data.classes import colorize
-    from cepr.data.cloud_robotics import Frame, load_depth, load_label, load_rgb
-    from cepr.report import plots
-
     sessions: dict[Path, object] = {}
     for ex in examples:
         edge = ex.sample.get("edge") or {}
@@ -147,8 +146,6 @@ def render(examples: list[Example], threads: int = 1) -> None:
             ex.notes.append(f"edge mask not recomputed: {what}")
         else:
             try:
-                from cepr.edge.runtime import SegmentationModel
-
                 seg = sessions.get(path)
                 if seg is None:
                     seg = sessions[path] = SegmentationModel(path, threads=threads)

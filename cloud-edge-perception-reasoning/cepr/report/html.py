@@ -20,8 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cepr.bench.stream import FIGURE, find_stream_results, report_rows
 from cepr.errors import CeprError
+from cepr.metrics.joint import wilson_interval
+from cepr.report import examples as ex_mod
+from cepr.report import plots
 from cepr.report.workspace import Case, Workspace, load_workspace
+from cepr.sweep import curves
+from cepr.sweep.curves import oracle_curve
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ def _e(s) -> str:
 
 
 def _ci(k: int, n: int) -> str:
-    from cepr.metrics.joint import wilson_interval
-
     if n == 0:
         return "–"
     lo, hi = wilson_interval(k, n)
@@ -118,8 +122,6 @@ def _tasks(cases: list[Case]) -> list[str]:
 
 
 def _share_acc(c: Case) -> tuple[float, float, float, float]:
-    from cepr.metrics.joint import wilson_interval
-
     corr = c.correct()
     corr = corr[~np.isnan(corr)]
     if corr.size == 0:
@@ -131,8 +133,6 @@ def _share_acc(c: Case) -> tuple[float, float, float, float]:
 
 def _oracle_from_cases(cases: list[Case]) -> tuple[list | None, str]:
     """The Oracle curve from a case that sent every sample (both answers known per sample), else None."""
-    from cepr.sweep.curves import oracle_curve
-
     for c in cases:
         s = c.samples
         if s and all(x.get("cloud") is not None and x.get("truth") is not None for x in s):
@@ -145,8 +145,6 @@ def _oracle_from_cases(cases: list[Case]) -> tuple[list | None, str]:
 def _policy_curves(ws: Workspace, acc_w: float, acc_s: float) -> dict[str, dict]:
     """Per algorithm of the job (deployable ones, EdgeOnly and CloudOnly aside): its settings (test cases) joined
     into a call-performance curve, with APGR / CPT as cepr sweep computes them."""
-    from cepr.sweep import curves
-
     by: dict[str, list[tuple[float, float]]] = {}
     for c in ws.cases:
         if c.upper_bound or c.policy in ("EdgeOnly", "CloudOnly"):
@@ -352,8 +350,6 @@ def _leaderboard(page: _Page, ws: Workspace) -> None:
 
 
 def _call_performance(page: _Page, ws: Workspace, cols: dict) -> None:
-    from cepr.report import plots
-
     page.section("call-performance", "Accuracy against cloud share")
     points = []
     for c in ws.cases:
@@ -406,8 +402,6 @@ def _call_performance(page: _Page, ws: Workspace, cols: dict) -> None:
 
 
 def _sweep(page: _Page, ws: Workspace, sw, i: int, case_models: dict) -> None:
-    from cepr.report import plots
-
     doc = sw.doc
     cache = doc.get("cache") or {}
     rel = sw.path.relative_to(ws.dir) if sw.path.is_relative_to(ws.dir) else sw.path
@@ -448,8 +442,6 @@ def _sweep(page: _Page, ws: Workspace, sw, i: int, case_models: dict) -> None:
 
 
 def _latency(page: _Page, ws: Workspace, cols: dict) -> None:
-    from cepr.report import plots
-
     page.section("latency", "Latency")
     series = [(c.label, c.latencies(), cols[c.id]) for c in ws.cases]
     page.para("Per case, the share of samples answered end to end within a given time (edge compute + cloud "
@@ -467,8 +459,6 @@ def _latency(page: _Page, ws: Workspace, cols: dict) -> None:
 
 
 def _bytes(page: _Page, ws: Workspace, cols: dict) -> None:
-    from cepr.report import plots
-
     page.section("bytes", "Bytes per sample")
     rows, table = [], []
     for c in ws.cases:
@@ -488,8 +478,6 @@ def _bytes(page: _Page, ws: Workspace, cols: dict) -> None:
 
 
 def _per_task(page: _Page, ws: Workspace, cols: dict) -> None:
-    from cepr.report import plots
-
     page.section("per-task", "Accuracy per task")
     tasks = _tasks(ws.cases)
     series = [(c.label, c.per_task(), cols[c.id]) for c in ws.cases]
@@ -507,8 +495,6 @@ def _per_task(page: _Page, ws: Workspace, cols: dict) -> None:
 
 
 def _examples(page: _Page, ws: Workspace, n: int) -> None:
-    from cepr.report import examples as ex_mod
-
     page.section("examples", "Example frames")
     if n == 0:
         page.para("None asked for (--examples 0).")
@@ -561,8 +547,6 @@ def _examples(page: _Page, ws: Workspace, n: int) -> None:
 
 def _stream(page: _Page, ws: Workspace) -> None:
     """``cepr bench stream`` results in (or beside) the job folder: a table and their latency/queue figures."""
-    from cepr.bench.stream import FIGURE, find_stream_results, report_rows
-
     found = find_stream_results(ws.dir)
     if not found:
         return

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from cepr.errors import CeprError
 from cepr.metrics.joint import wilson_interval
 
 DPI = 110
@@ -21,8 +22,6 @@ def _mpl():
     try:
         import matplotlib
     except ImportError:
-        from cepr.errors import CeprError
-
         raise CeprError("the report's plots need matplotlib: pip install -e '.[report]' (or pip install "
                         "matplotlib)") from None
     del matplotlib  # only checked here: figures render on the Agg canvas below, the global backend is left alone

@@ -20,12 +20,21 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
+import socket
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cepr.compat.class_factory import ClassType, force_register, lookup
+from cepr.dispatch import CloudOnly, policies
 from cepr.errors import CeprError
+from cepr.runner import resources as usage
+from cepr.runner.paradigm import JointInferenceJob, SampleFailure, instantiate, run_samples
+from cepr.servers.autoserve import shutdown_all
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +137,6 @@ def order_independent(hem_name: str) -> bool:
     """May a case with this hard-example-mining policy be split into shards (see :data:`ORDER_INDEPENDENT`)?
     Decided on the class the name is registered to (exactly cepr's class, not a subclass, which may keep state)."""
     try:
-        from cepr.compat.class_factory import ClassType, lookup
-        from cepr.dispatch import policies
-
         cls = lookup(ClassType.HEM, hem_name)
     except Exception:  # noqa: BLE001 - an unknown policy is simply not split
         return False
@@ -216,8 +222,6 @@ def _check_visible(task: ShardTask, where: str) -> None:
 
 
 def _job_for(task: ShardTask):
-    from cepr.runner.paradigm import JointInferenceJob, instantiate
-
     me = threading.get_ident()
     with _loaded_lock:
         hit = _loaded.get((me, task.case_key))
@@ -248,8 +252,6 @@ def _fresh_imports(modules: dict) -> None:
     """A worker outlives jobs: forget the module files (imported by basename, as Ianvs does) a case names, so
     they are imported again from this case's paths: another job's copy of the same adapter, or an edited file,
     is never run in its place."""
-    import sys
-
     for spec in modules.values():
         path = Path(spec.url).resolve()
         sys.modules.pop(path.stem, None)
@@ -275,8 +277,6 @@ def executing(dask_worker) -> list[str]:
 def release_worker() -> int:
     """On each worker at the end of a job (``client.run``): drop the loaded modules and stop auto-started
     servers (the reference cloud expert). Returns how many cases were released."""
-    from cepr.servers.autoserve import shutdown_all
-
     with _loaded_lock:
         n = len(_loaded)
         for key in list(_loaded):
@@ -288,12 +288,6 @@ def release_worker() -> int:
 def run_shard(task: ShardTask) -> ShardResult:
     """Run one shard on this worker (the Dask task). Exceptions of single samples are SampleFailures in the
     results, as locally; a module that cannot be built raises (the task is retried, then the case fails)."""
-    import socket
-    import tempfile
-
-    from cepr.runner import resources
-    from cepr.runner.paradigm import SampleFailure, run_samples
-
     where = _worker_address()
     _check_visible(task, where)
     if os.getcwd() != task.cwd:
@@ -308,14 +302,14 @@ def run_shard(task: ShardTask) -> ShardResult:
             with tempfile.TemporaryDirectory() as tmp:
                 out.record = dict(save(tmp) or {})
                 out.artifacts = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
-    usage0 = resources.snapshot()
+    usage0 = usage.snapshot()
     positions = [i for i, _ in task.samples]
     res = run_samples(job, [s for _, s in task.samples], task.concurrency, False, "")
     for j, r in enumerate(res):
         if isinstance(r, SampleFailure):
             r = SampleFailure(positions[j], r.reason)
         out.results.append((positions[j], r))
-    out.resources = resources.per_case(usage0, resources.snapshot(), len(res))
+    out.resources = usage.per_case(usage0, usage.snapshot(), len(res))
     stats = getattr(instances["cloudmodel"], "server_stats", None)
     if callable(stats):
         out.cloud_server = stats()
@@ -329,9 +323,6 @@ def run_shard(task: ShardTask) -> ShardResult:
 def run_fill_shard(task: ShardTask) -> ShardResult:
     """The sweep cache's task: the edge and the cloud on every sample of the shard (hard example mining is
     CloudOnly, so both results come back), as ``fill_cache`` runs them locally."""
-    from cepr.compat.class_factory import ClassType, force_register
-    from cepr.dispatch import CloudOnly
-
     force_register(CloudOnly, ClassType.HEM, "CloudOnly")
     return run_shard(task)
 
@@ -366,6 +357,4 @@ def load_shards(case_dir: Path) -> dict[int, object]:
 
 
 def drop_shards(case_dir: Path) -> None:
-    import shutil
-
     shutil.rmtree(case_dir / SHARDS_DIR, ignore_errors=True)

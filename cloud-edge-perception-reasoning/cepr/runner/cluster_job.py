@@ -15,7 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
+from cepr.runner import case as J
 from cepr.runner import cluster as cl
+from cepr.runner.dataset import IndexDataset
 from cepr.runner.paradigm import SampleFailure, instantiate
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,6 @@ class _Case:
 
 
 def _samples_of(tc, job, data) -> list:
-    from cepr.runner.dataset import IndexDataset
-
     dataset = IndexDataset(data.x.copy(), data.y.copy(), job.testenv.test_index)
     spec = tc.modules.get("dataset_processor")
     if spec is not None:
@@ -54,8 +56,6 @@ def _samples_of(tc, job, data) -> list:
 def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
     """Run ``cases`` on the cluster ``opts.cluster``, filling ``result`` as the local loop does (records in case
     order). A lost scheduler sets ``result.cluster_error``; Ctrl-C sets ``result.interrupted``."""
-    from cepr.runner import case as J
-
     address = cl.normalise_address(opts.cluster)
     client = cl.connect(address, opts.cluster_timeout)
     distributed = cl._distributed()
@@ -129,8 +129,6 @@ def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:
 
 
 def _prepare(tc, idx, job, opts, data, bad) -> _Case:
-    from cepr.runner import case as J
-
     out_dir = tc.output_dir
     started, record = J.begin_case(tc, job, opts)
     samples = _samples_of(tc, job, data)
@@ -155,8 +153,6 @@ def _prepare(tc, idx, job, opts, data, bad) -> _Case:
 def _write_lines(st: _Case, results: list, mode: str = "a") -> None:
     """samples.jsonl lines for ``results`` [(position, result)], the file opened only for this (a job of many
     cases holds no file open per case)."""
-    from cepr.runner import case as J
-
     path = st.tc.output_dir / J.SAMPLES
     try:
         fh = path.open(mode)
@@ -170,9 +166,6 @@ def _write_lines(st: _Case, results: list, mode: str = "a") -> None:
 
 def _collect(client, distributed, futures, meta, states, job, opts, metrics, data, bad, total, address,
              result) -> None:
-    from tqdm import tqdm
-
-    from cepr.runner import case as J
 
     written: set[str] = set()
     counts = {"edge": 0, "cloud": 0, "failed": 0}
@@ -243,8 +236,6 @@ def _collect(client, distributed, futures, meta, states, job, opts, metrics, dat
 
 
 def _unfinished(st: _Case, status: str, error: str) -> None:
-    from cepr.runner import case as J
-
     got = [r for r in st.results if r is not None]
     st.record.update(status=status, error=error, samples=len(got),
                      n_ok=sum(not isinstance(r, SampleFailure) for r in got),
@@ -253,8 +244,6 @@ def _unfinished(st: _Case, status: str, error: str) -> None:
 
 
 def _fail(st: _Case, error: str) -> None:
-    from cepr.runner import case as J
-
     st.record.update(status="failed", error=error)
     log.error("test case %s failed: %s", st.tc.id, error)
     st.done = True
@@ -263,8 +252,6 @@ def _fail(st: _Case, error: str) -> None:
 
 def _finalize(st: _Case, job, opts, metrics, data, bad) -> None:
     """Score a case whose shards have all finished, as run_case does, and write its record."""
-    from cepr.runner import case as J
-
     tc, record = st.tc, st.record
     y_pred = st.results
     y_true, x = data.y, data.x

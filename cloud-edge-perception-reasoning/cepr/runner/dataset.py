@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from cepr.data.cloud_robotics import load_label, load_rgb
 from cepr.data.tasks import TASK_NAMES, get_task
 from cepr.errors import CeprError, DatasetError
 from cepr.hyperparameters import check_known
@@ -54,9 +56,6 @@ def frame_problems(data: IndexDataset, progress: bool = False) -> dict[int, str]
     found with the loaders ``cepr datasets check`` uses (cepr/data/check.py) before any model runs: a missing or
     undecodable RGB file, a missing, truncated or corrupt label, label ids outside the class set, or an RGB and
     label of different sizes. Reads every frame once (about 10 ms a frame at 640x480)."""
-    from tqdm import tqdm
-
-    from cepr.data.cloud_robotics import load_label, load_rgb
 
     out: dict[int, str] = {}
     pairs = list(zip(np.asarray(data.x).tolist(), data.y.tolist(), strict=True))

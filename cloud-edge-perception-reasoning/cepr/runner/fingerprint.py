@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cepr import __version__
 from cepr.data.identity import SHORT
+from cepr.edge.models import AUTO, EDGE_RGB, EDGE_RGBD, NO_CALIBRATION, calibration_for, model_path
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 _SOURCE: dict[str, str] = {}
@@ -51,8 +52,6 @@ def file_sha256(path: str | Path) -> str:
 # ---- models ----------------------------------------------------------------------------------------------
 
 def _resolve(name) -> Path | None:
-    from cepr.edge.models import model_path
-
     try:
         return model_path(str(name))
     except Exception:  # noqa: BLE001 - a bad name is reported by check_test_cases, not here
@@ -60,8 +59,6 @@ def _resolve(name) -> Path | None:
 
 
 def _edge_files(hps: dict) -> dict[str, Path | None]:
-    from cepr.edge.models import AUTO, EDGE_RGB, EDGE_RGBD, NO_CALIBRATION, calibration_for
-
     model = str(hps.get("model", AUTO))
     cal = hps.get("calibration", AUTO)
     names = [EDGE_RGBD, EDGE_RGB] if model == AUTO else [model]

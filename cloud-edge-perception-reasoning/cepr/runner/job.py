@@ -10,17 +10,19 @@ are written and the selected leaderboard printed.
 from __future__ import annotations
 
 import contextlib
-import textwrap
 import logging
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cepr.compat.class_factory import ClassType, lookup
+from cepr.data.synth import generate_dataset
 from cepr.errors import CeprError
 from cepr.metrics.joint import get_metric
 from cepr.registry import import_module_file
 from cepr.runner.case import RunOptions, WorkspaceError, finished_record, run_case
+from cepr.runner.cluster_job import run_on_cluster
 from cepr.runner.config import BenchmarkingJob, parse_job
 from cepr.runner.dataset import IndexDataset, frame_problems, load_index
 from cepr.runner.rank import TABLE_WIDTH, build_rank, case_url, constant_columns, leaderboard
@@ -58,7 +60,6 @@ def ensure_dataset(job: BenchmarkingJob, progress: bool) -> None:
             raise CeprError(f"{te.file}: test_index {te.test_index} does not exist. For the synthetic set run "
                             "`cepr datasets synth`; for the real Cloud-Robotics set see datasets/README.md")
         return
-    from cepr.data.synth import generate_dataset
 
     s = te.synthetic
     res_dir = te.test_index.parent
@@ -138,8 +139,6 @@ def run_job(path: str | Path, opts: RunOptions | None = None) -> JobResult:
         raise CeprError(f"--shard-size must be >= 1, got {opts.shard_size}")
     try:
         if opts.cluster:
-            from cepr.runner.cluster_job import run_on_cluster
-
             run_on_cluster(cases, job, opts, metrics, data, bad, result)
         for i, tc in enumerate(cases if not opts.cluster else [], 1):
             rec = finished_record(tc) if opts.resume else None

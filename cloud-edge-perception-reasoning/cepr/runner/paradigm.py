@@ -20,6 +20,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 
+from tqdm import tqdm
+
 from cepr.compat.class_factory import ClassType, lookup
 from cepr.dispatch import POLICY_REGISTRY
 from cepr.errors import CeprError
@@ -192,8 +194,6 @@ def run_samples(job: JointInferenceJob, samples: list, concurrency: int = 1, pro
     samples go on); ``skip`` maps positions not to run (bad frames) to the reason. Ctrl-C (KeyboardInterrupt)
     cancels every sample not yet started, lets the ones in flight end (each bounded by its own timeouts) and
     raises :class:`Interrupted` with what finished."""
-    from tqdm import tqdm
-
     skip = skip or {}
     results: list = [None] * len(samples)
     lock = threading.Lock()

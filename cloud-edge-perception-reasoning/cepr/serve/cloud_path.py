@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from cepr.cloud.payload import encode_image
+from cepr.data.tasks import TaskParams, get_task
 from cepr.errors import CeprError
+from cepr.records import CloudRequest, PayloadConfig
+from cepr.stream.worker import CloudWorker
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +165,6 @@ class DirectCloud(CloudPath):
             self.on_result(ans)
 
     def _call(self, job: CloudJob) -> CloudAnswer:
-        from cepr.data.tasks import TaskParams, get_task
-        from cepr.records import CloudRequest
-
         m = self.module
         task = get_task(job.task)
         summary = job.summary.to_dict()
@@ -202,7 +204,7 @@ class QueueCloud(CloudPath):
 
     def __init__(self, url: str | None = "embedded", payload=None, cloud_module=None, workers: int = 1,
                  maxlen: int = 1000, **queue_options):
-        try:
+        try:  # the stream extra (redis)
             from cepr.servers.redis_server import resolve_url
             from cepr.stream.queue import CloudQueue
         except ImportError as e:
@@ -223,9 +225,6 @@ class QueueCloud(CloudPath):
         t.start()
         self._threads.append(t)
         if self.workers:
-            import os
-
-            from cepr.stream.worker import CloudWorker
 
             for i in range(self.workers):
                 w = CloudWorker(self.url, self.module.client, f"edge-{os.getpid()}-{i}",
@@ -243,9 +242,6 @@ class QueueCloud(CloudPath):
     def submit(self, job: CloudJob) -> bool:
         image = None
         if job.rgb is not None and (self.payload is None or self.payload.sends_image):
-            from cepr.cloud.payload import encode_image
-            from cepr.records import PayloadConfig
-
             image = encode_image(job.rgb, self.payload or PayloadConfig()).data
         meta = {"source": job.source, "frame_id": job.frame_id, "camera": job.camera,
                 "submitted_at": job.submitted_at}

@@ -31,6 +31,7 @@ from cepr.cloud.expert import (
     ReferenceExpert,
     RequestError,
 )
+from cepr.servers.base import watch_parent_from_env
 
 log = logging.getLogger(__name__)
 MAX_BODY_MB = 20.0  # a 640x480 PNG is under 1 MB in base64; a 4096x4096 one about 30 MB at worst
@@ -248,8 +249,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threa
           faults: FaultConfig | None = None, log_level: str = "warning",
           min_object_confidence: float | None = None, limits: Limits | None = None,
           sessions: int | None = None, providers="cpu") -> None:
-    from cepr.servers.base import watch_parent_from_env
-
     watch_parent_from_env()  # started by a runner (base_url: auto): exit when it is gone
     uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits,
                            sessions=sessions, providers=providers),

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from email import message_from_bytes
+from email.policy import HTTP
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -18,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
+from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
 from cepr.serve.edge_page import PAGE
 from cepr.serve.edge_service import UPLOAD_SOURCE, EdgeService, EdgeServiceConfig
@@ -36,9 +39,6 @@ class AskBody(BaseModel):
 
 def _multipart_image(body: bytes, content_type: str) -> bytes:
     """The first file part (or the part named ``frame``/``file``/``image``) of a multipart/form-data body."""
-    from email import message_from_bytes
-    from email.policy import HTTP
-
     msg = message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\nMIME-Version: 1.0\r\n\r\n" + body,
                              policy=HTTP)
     if not msg.is_multipart():
@@ -87,8 +87,6 @@ def create_app(service: EdgeService):
     async def ask(body: AskBody):
         task = body.task
         if task is None:
-            from cepr.data.tasks import TASK_NAMES
-
             raise HTTPException(400, "give `task`, one of the closed-set tasks: " + ", ".join(TASK_NAMES)
                                 + (" (free-text questions are not answered on the edge)" if body.question else ""))
         try:

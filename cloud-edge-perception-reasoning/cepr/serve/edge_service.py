@@ -32,12 +32,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cepr.dispatch import POLICY_REGISTRY
+from cepr.cloud.module import CloudModule
+from cepr.data.classes import palette
+from cepr.data.tasks import camera_for, get_task
+from cepr.dispatch import POLICY_REGISTRY, create_policy
+from cepr.dispatch.fusion import Side, fuse
+from cepr.edge.features import edge_features
+from cepr.edge.models import AUTO, auto_model
+from cepr.edge.module import EdgeModule
+from cepr.edge.summary import rle_encode
 from cepr.errors import CeprError
+from cepr.records import PayloadConfig
 from cepr.runner.resolve import resolve_algorithm
+from cepr.serve.cloud_path import CloudJob, CloudPath, DirectCloud, QueueCloud
+from cepr.serve.sources import FrameSource, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +127,6 @@ class FrameRecord:
     answer_ids: dict = field(default_factory=dict)  # task -> answer id
 
     def to_json(self, mask: str = "rle") -> dict:
-        from cepr.edge.summary import rle_encode
-
         h, w = self.label.shape
         out = {"source": self.source, "frame_id": self.frame_id, "width": w, "height": h,
                "captured_at": self.captured_at, "perceived_at": self.perceived_at,
@@ -136,8 +146,6 @@ class FrameRecord:
 
 
 def encode_png(gray: np.ndarray) -> bytes:
-    import cv2
-
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(gray, np.uint8))
     if not ok:
         raise CeprError("could not encode the mask as PNG")
@@ -146,9 +154,6 @@ def encode_png(gray: np.ndarray) -> bytes:
 
 def overlay_jpeg(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.45, quality: int = 80) -> bytes:
     """The frame with its class mask blended on top (class colours of cepr.data.classes), as JPEG."""
-    import cv2
-
-    from cepr.data.classes import palette
 
     colours = palette()[label]
     mixed = (rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
@@ -161,8 +166,6 @@ def overlay_jpeg(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.45, qualit
 
 def decode_image(data: bytes, what: str = "the body") -> np.ndarray:
     """JPEG/PNG/... bytes -> RGB; a CeprError naming the problem otherwise."""
-    import cv2
-
     if not data:
         raise CeprError(f"{what} is empty: send a JPEG or PNG frame")
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -263,7 +266,6 @@ class EdgeService:
         self.config = cfg = (config or EdgeServiceConfig()).model_copy(update=overrides) if overrides else (
             config or EdgeServiceConfig())
         EdgeServiceConfig.model_validate(cfg.model_dump())  # overrides checked too
-        from cepr.data.tasks import get_task
 
         for t in cfg.tasks:
             try:
@@ -284,7 +286,6 @@ class EdgeService:
         self.edge = self.pipeline = None
         self.cloud = None
         self.policy = None
-        from cepr.serve.sources import FrameSource, parse_source
 
         self._pending_sources = []
         for i, spec in enumerate(cfg.sources):
@@ -297,10 +298,6 @@ class EdgeService:
     def start(self) -> EdgeService:
         if self._started:
             return self
-        from cepr.cloud.module import CloudModule
-        from cepr.dispatch import create_policy
-        from cepr.edge.models import AUTO, auto_model
-        from cepr.edge.module import EdgeModule
 
         d = self.deployment
         self.policy = create_policy(d.policy, **d.policy_hps)
@@ -311,14 +308,11 @@ class EdgeService:
             raise CeprError(f"edge model {name!r} needs depth, and the service's sources are RGB: use model: auto "
                             "or an RGB-only model in the edge settings")
         self.calibration = self.edge.calibrations.get(name)
-        from cepr.serve.cloud_path import CloudPath, DirectCloud, QueueCloud
 
         if self.config.cloud == "direct":
             self.cloud = DirectCloud(CloudModule(**d.cloud_hps), self.config.cloud_pending,
                                      max(1, self.config.cloud_workers))
         elif self.config.cloud == "queue":
-            from cepr.records import PayloadConfig
-
             p = d.cloud_hps
             payload = PayloadConfig(mode=p.get("payload", "summary+image"), resolution=p.get("resolution"),
                                     codec=p.get("codec", "jpeg"), quality=int(p.get("quality", 85)))
@@ -341,8 +335,6 @@ class EdgeService:
         ``WHERE``: a video file, folder, index file, camera number or URL), or a ``FrameSource`` (its own name, fps
         and loop; ``name``/``fps``/``loop`` are then not allowed). ``fps``/``loop`` default to the service's. A
         started service starts reading it at once (pacing, newest-wins slot, the drop/bad counters)."""
-        from cepr.serve.sources import FrameSource, parse_source
-
         if isinstance(source, FrameSource):
             if name is not None or fps is not None or loop is not None:
                 raise CeprError("add_source: name, fps and loop come from the FrameSource itself")
@@ -452,8 +444,6 @@ class EdgeService:
                 st.busy = False
 
     def _perceive(self, st: _SourceState, rgb: np.ndarray, frame_id: int, captured_at: float) -> FrameRecord:
-        from cepr.data.tasks import camera_for
-
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise CeprError(f"a frame must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
@@ -510,9 +500,6 @@ class EdgeService:
 
     # -- answers --
     def _answer(self, st: _SourceState, rec: FrameRecord, task: str, local, label) -> dict:
-        from cepr.data.tasks import get_task
-        from cepr.edge.features import edge_features
-
         answers = get_task(task).answers
         if local.distribution is not None:
             dist = {a: float(local.distribution.get(a, 0.0)) for a in answers}
@@ -552,8 +539,6 @@ class EdgeService:
         return a
 
     def _send(self, st: _SourceState, rec: FrameRecord, a: dict) -> None:
-        from cepr.serve.cloud_path import CloudJob
-
         if self.config.cloud == "none":
             a["cloud_status"] = "no_cloud"
             self.metrics.cloud.labels(st.name, "no_cloud").inc()
@@ -577,9 +562,6 @@ class EdgeService:
                 a["cloud_status"] = "refused"
 
     def _on_cloud(self, r) -> None:
-        from cepr.data.tasks import get_task
-        from cepr.dispatch.fusion import Side, fuse
-
         now = time.time()
         with self._lock:
             aid, src, _deadline = self._cloud_jobs.pop(r.request_id, (None, None, None))
@@ -672,8 +654,6 @@ class EdgeService:
     def ask(self, task: str, source: str | None = None, frame_id: int | None = None, wait_s: float = 0.0) -> dict:
         """The answer to ``task`` about ``source``'s latest frame (or ``frame_id``): the edge's at once, the
         cloud's if the policy sent it and it arrives within ``wait_s`` (and the deadline)."""
-        from cepr.data.tasks import get_task
-
         try:
             get_task(task)
         except KeyError as e:

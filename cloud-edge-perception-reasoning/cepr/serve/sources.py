@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cepr.errors import CeprError
@@ -141,8 +142,6 @@ class FrameSource:
             self._thread.join(timeout=5)
 
     def _open(self):
-        import cv2
-
         target = int(self.where) if self.kind == "camera" else self.where
         cap = cv2.VideoCapture(target)
         if not cap.isOpened():
@@ -188,8 +187,6 @@ class FrameSource:
         return not self._stop.wait(delay) if delay > 0 else not self._stop.is_set()
 
     def _run_folder(self) -> None:
-        import cv2
-
         t0, n, base = time.perf_counter(), 0, 0
         while True:
             for i, path in enumerate(self._files):
@@ -206,8 +203,6 @@ class FrameSource:
                 return
 
     def _run_capture(self, cap) -> None:
-        import cv2
-
         live = self.kind in ("camera", "stream")
         t0, n, index, failures = time.perf_counter(), 0, 0, 0
         last_pub = 0.0

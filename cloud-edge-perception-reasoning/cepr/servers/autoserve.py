@@ -10,6 +10,7 @@ killed with SIGKILL (no atexit) leaves no server behind.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import sys
 import threading
@@ -68,8 +69,6 @@ class LlamaCppServer(ReferenceServer):
         self._launch_http(cmd, "/v1/models", f"the llama.cpp server ({model})", startup_s)
 
     def model_id(self) -> str:
-        import json
-
         with urllib.request.urlopen(f"{self.url}/models", timeout=5) as r:
             return json.loads(r.read())["data"][0]["id"]
 
@@ -123,7 +122,6 @@ def providers_arg(providers) -> str:
         return providers
     if isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers):
         return ",".join(providers)
-    import json
 
     return json.dumps(providers, sort_keys=True)
 

@@ -14,9 +14,18 @@ bare 500.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass
 
-from cepr.errors import CeprError
+import cv2
+import numpy as np
+
+from cepr.errors import CeprError, did_you_mean
+from cepr.llm.llamacpp import llm_path
+from cepr.llm.mtmd import mmproj_path
+from cepr.servers.base import watch_parent_from_env
 
 SPECULATIVE = ("none", "prompt-lookup")
 # chat formats of the shipped models whose GGUF carries no chat template (llama-cpp-python would use llama-2's)
@@ -40,16 +49,12 @@ class LlamaCppServerConfig:
 
     def check(self) -> None:
         if self.speculative not in SPECULATIVE:
-            from cepr.errors import did_you_mean
-
             raise CeprError(f"speculative must be one of {', '.join(SPECULATIVE)}, not {self.speculative!r}"
                             f"{did_you_mean(self.speculative, SPECULATIVE)}")
         for k in ("n_ctx", "threads", "draft_tokens", "port"):
             if int(getattr(self, k)) < (0 if k == "port" else 1):
                 raise CeprError(f"{k} must be positive, got {getattr(self, k)}")
         if self.mmproj is not None:
-            from cepr.llm.mtmd import mmproj_path
-
             mmproj_path(self.mmproj)
 
 
@@ -62,15 +67,12 @@ def create_app(cfg: LlamaCppServerConfig):
     except ImportError as e:
         raise CeprError(f"cepr serve llamacpp needs llama-cpp-python and its server's packages ({e.name} is "
                         f"missing): {SERVER_EXTRA}") from None
-    from cepr.llm.llamacpp import llm_path
 
     path = llm_path(cfg.model)
     ms = {"model": str(path), "model_alias": cfg.alias or path.name, "n_ctx": int(cfg.n_ctx),
           "n_threads": int(cfg.threads), "n_threads_batch": int(cfg.threads), "verbose": False}
     chat_format = cfg.chat_format or CHAT_FORMATS.get(str(cfg.model))
     if cfg.mmproj is not None:
-        from cepr.llm.mtmd import mmproj_path
-
         ms["clip_model_path"] = str(mmproj_path(cfg.mmproj))  # a path, or a shipped VLM's projector by name
         chat_format = cfg.chat_format or "mtmd"
     if chat_format:
@@ -93,12 +95,6 @@ def _image_errors_as_400(app) -> None:
 
 def image_problem(body: bytes) -> str | None:
     """Why a chat request's data-URI image cannot be used, or None (other URLs are left to the server)."""
-    import base64
-    import binascii
-    import json
-
-    import cv2
-    import numpy as np
 
     try:
         req = json.loads(body)
@@ -166,7 +162,6 @@ class _ImageCheck:
 def serve(cfg: LlamaCppServerConfig, log_level: str = "warning") -> None:
     import uvicorn
 
-    from cepr.servers.base import watch_parent_from_env
 
     app = create_app(cfg)
     watch_parent_from_env()  # started by a runner: exit when it is gone

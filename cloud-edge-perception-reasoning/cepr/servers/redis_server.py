@@ -26,6 +26,7 @@ the server's own that lives exactly as long as the server process (it waits for 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
 import signal
@@ -74,8 +75,6 @@ _PR_SET_PDEATHSIG = 1
 def _death_signal_hook():
     """The function the child runs between fork and exec: a SIGTERM when the forking thread (RedisServer._spawn)
     dies. libc is loaded here, in the parent, so the child only makes the one system call."""
-    import ctypes
-
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
 

@@ -29,7 +29,10 @@ import urllib.request
 from pathlib import Path
 
 from cepr.errors import CeprError
-from cepr.servers.autoserve import ReferenceServer
+from cepr.llm.gemma_hf import cached_gemma_hf
+from cepr.llm.spec_config import parse_speculative
+from cepr.llm.vllm_env import find_vllm_python
+from cepr.servers.autoserve import ReferenceServer, shared_server
 from cepr.servers.base import PARENT_ENV, free_port
 
 # vLLM's speculative-decoding counters on /metrics (Prometheus counters, one sample per engine/model label set)
@@ -99,8 +102,6 @@ def resolve_shipped_hf(model) -> str:
     (``cepr models gemma-hf``'s conversion, done on first use: about a minute, 1 GB in ~/.cache/cepr)."""
     name = str(model)
     if name in SHIPPED_HF and not Path(name).exists():
-        from cepr.llm.gemma_hf import cached_gemma_hf
-
         return str(cached_gemma_hf(name))
     return name
 
@@ -111,8 +112,6 @@ def vllm_command(python: str, model: str, port: int, *, host: str = "127.0.0.1",
     """The command line of vLLM's OpenAI server for these settings (speculative: a mapping, checked here).
     ``compact_json``: JSON-constrained answers without optional whitespace (xgrammar's ``disable_any_whitespace``);
     otherwise a grammar lets a weak model spend its whole token budget on blanks inside the braces."""
-    from cepr.llm.spec_config import parse_speculative
-
     spec = parse_speculative(speculative)
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
            "--port", str(int(port)), "--dtype", dtype, "--max-model-len", str(int(max_model_len))]
@@ -144,8 +143,6 @@ class VllmProcess:
                  max_model_len: int = 1024, python: str | None = None, kv_cache_gib: float = 1.0,
                  enforce_eager: bool = True, tokenizer: str | None = None, compact_json: bool = True, extra_args=(),
                  echo: bool = False):
-        from cepr.llm.vllm_env import find_vllm_python
-
         if kv_cache_gib <= 0:
             raise CeprError(f"kv_cache_gib must be positive, got {kv_cache_gib}")
         self.python = find_vllm_python(python)
@@ -275,9 +272,6 @@ class VllmServer(ReferenceServer):
     def __init__(self, model, *, speculative: dict | None = None, dtype: str = "float32", max_model_len: int = 1024,
                  python: str | None = None, kv_cache_gib: float = 1.0, enforce_eager: bool = True, extra_args=(),
                  startup_s: float = 180, tokenizer: str | None = None, compact_json: bool = True):
-        from cepr.llm.spec_config import parse_speculative
-        from cepr.llm.vllm_env import find_vllm_python
-
         self.python = find_vllm_python(python)  # errors here, before anything starts
         self.model = check_model(model)
         self.spec = parse_speculative(speculative)
@@ -362,9 +356,6 @@ def vllm_server(model, *, speculative=None, dtype: str = "float32", max_model_le
                 python: str | None = None, kv_cache_gib: float = 1.0) -> VllmServer:
     """A running :class:`VllmServer` for these settings, started on first use and shared by every test case that
     asks for the same ones (``server: vllm`` with ``base_url: auto``); the job's ``shutdown_all`` stops it."""
-    from cepr.llm.spec_config import parse_speculative
-    from cepr.servers.autoserve import shared_server
-
     spec = parse_speculative(speculative)
     key = ("vllm", check_model(model), spec.vllm_json() if spec else None, dtype, int(max_model_len), python,
            float(kv_cache_gib))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from cepr.cloud.module import CloudModule
 from cepr.runner.resolve import resolve_algorithm
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,5 @@ def module_hyperparameters(path, module_type: str = "cloudmodel", algorithm: str
 
 def cloud_module_from_yaml(path, algorithm: str | None = None, overrides: dict | None = None):
     """The job's cloud module, built (servers started) as in a benchmark."""
-    from cepr.cloud.module import CloudModule
-
     hps = {**module_hyperparameters(path, "cloudmodel", algorithm), **(overrides or {})}
     return CloudModule(**hps)

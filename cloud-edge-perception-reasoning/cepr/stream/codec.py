@@ -27,7 +27,13 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
+
+from cepr.data.tasks import TaskParams, camera_for, get_task
+from cepr.edge.summary import SceneSummary
 from cepr.errors import CeprError
+from cepr.records import CloudRequest
 
 TERMINAL = ("ok", "error", "fallback", "shed", "dead", "expired")
 
@@ -103,8 +109,6 @@ class StreamRequest:
 
     def summary(self):
         """The decoded :class:`cepr.edge.summary.SceneSummary`."""
-        from cepr.edge.summary import SceneSummary
-
         try:
             return SceneSummary.from_bytes(self.summary_bytes)
         except Exception as e:  # noqa: BLE001 - msgpack raises several types for garbage
@@ -114,8 +118,6 @@ class StreamRequest:
         """The frame as an RGB array (OpenCV decoding), or None when none was sent."""
         if self.image_bytes is None:
             return None
-        import cv2
-        import numpy as np
 
         bgr = cv2.imdecode(np.frombuffer(self.image_bytes, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
@@ -124,9 +126,6 @@ class StreamRequest:
 
     def cloud_request(self):
         """The :class:`cepr.records.CloudRequest` a cloud backend answers."""
-        from cepr.data.tasks import TaskParams, get_task
-        from cepr.records import CloudRequest
-
         try:
             task = get_task(self.task)
         except KeyError as e:
@@ -135,8 +134,6 @@ class StreamRequest:
         image = self.image()
         camera = self.meta.get("camera")
         if camera is None and image is not None:
-            from cepr.data.tasks import camera_for
-
             camera = camera_for(None, image.shape[1], image.shape[0]).to_dict()
         return CloudRequest(task.name, task.render_prompt(TaskParams()), task.answers, summary=summary,
                             image=image, camera=camera, key=self.request_id)

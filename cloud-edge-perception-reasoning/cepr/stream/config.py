@@ -24,9 +24,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cepr.errors import CeprError
+from cepr.servers.redis_server import resolve_url
+from cepr.stream.queue import CloudQueue
+from cepr.stream.worker import CloudWorker
 
 
 class StreamConfig(BaseModel):
@@ -54,20 +58,14 @@ class StreamConfig(BaseModel):
 
     def url(self) -> str:
         """The Redis URL (``embedded`` starts the process's local server now)."""
-        from cepr.servers.redis_server import resolve_url
-
         return resolve_url(self.redis)
 
     def queue(self, url: str | None = None):
-        from cepr.stream.queue import CloudQueue
-
         return CloudQueue(url or self.url(), stream=self.stream, group=self.group, results=self.results,
                           dead=self.dead, maxlen=self.maxlen, max_retries=self.max_retries,
                           results_maxlen=self.results_maxlen, id_ttl_s=self.id_ttl_s)
 
     def worker(self, backend, consumer_name: str, url: str | None = None, **kw):
-        from cepr.stream.worker import CloudWorker
-
         return CloudWorker(url or self.url(), backend, consumer_name, stream=self.stream, group=self.group,
                            results=self.results, dead=self.dead, max_retries=self.max_retries,
                            claim_idle_ms=self.claim_idle_ms, block_ms=self.block_ms,
@@ -80,8 +78,6 @@ def load_stream_config(source=None, **overrides) -> StreamConfig:
     data: dict = {}
     where = "stream settings"
     if isinstance(source, (str, Path)):
-        import yaml
-
         p = Path(source)
         if not p.is_file():
             raise CeprError(f"stream config {str(source)!r} not found")

@@ -15,26 +15,25 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
+from cepr.data.cloud_robotics import find_index, load_sample, read_index
+from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for
+from cepr.edge.models import auto_model
+from cepr.edge.module import EdgeModule
 from cepr.errors import CeprError
+from cepr.stream.backend import module_hyperparameters
 
 
 def _edge_pipeline(module, has_depth: bool):
-    from cepr.edge.models import auto_model
-
     name = module.model if module.model_file is not None else auto_model(has_depth and module.use_depth)
     return module._pipeline(name)
 
 
 def replay_frames(queue, yaml_path, data, frames: int = 20, fps: float = 0.0, image: bool = False,
                   wait_s: float = 30.0, algorithm: str | None = None, tasks=None, progress: bool = True) -> dict:
-    import cv2
-
-    from cepr.data.cloud_robotics import find_index, load_sample, read_index
-    from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for
-    from cepr.edge.module import EdgeModule
-    from cepr.stream.backend import module_hyperparameters
 
     tasks = list(tasks or TASK_NAMES)
     edge = EdgeModule(**module_hyperparameters(yaml_path, "edgemodel", algorithm))
@@ -48,8 +47,6 @@ def replay_frames(queue, yaml_path, data, frames: int = 20, fps: float = 0.0, im
     t_next = time.monotonic()
     it = chosen
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(chosen, desc="submit", unit="frame")
     for i, frame in enumerate(it):
         s = load_sample(frame)

@@ -28,15 +28,31 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from cepr.data.identity import data_fingerprint
+from cepr.compat.class_factory import ClassType, force_register
+from cepr.data.identity import data_fingerprint, dataset_identity
+from cepr.data.tasks import ground_truth
+from cepr.dispatch import CloudOnly
 from cepr.errors import CeprError
+from cepr.records import EDGE_STATE_KEY, MASK_KEY, CloudRecord, EdgeResult, EdgeState
+from cepr.runner import cluster as cl
+from cepr.runner import fingerprint as fpr
+from cepr.runner.config import ModuleSpec, parse_job
+from cepr.runner.dataset import IndexDataset, load_index
+from cepr.runner.job import ensure_dataset
+from cepr.runner.paradigm import JointInferenceJob, SampleFailure, instantiate, run_samples
 from cepr.runner.resolve import choose_algorithm
+from cepr.runner.testcase import build_test_cases
+from cepr.servers.autoserve import shutdown_all
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +92,6 @@ def resolve_source(job_file: str | Path, algorithm: str | None = None, workspace
     """The algorithm ``algorithm`` of the job in ``job_file`` (default: the one :mod:`cepr.runner.resolve`'s rule
     picks); its edge, cloud and dataset-processor modules must have one setting each (the cache holds one
     configuration)."""
-    from cepr.runner.config import parse_job
-    from cepr.runner.testcase import build_test_cases
-
     job = parse_job(job_file, workspace)
     algo = choose_algorithm(job.algorithms, algorithm, job.file)
     cases = build_test_cases(dataclasses.replace(job, algorithms=[algo]), {})
@@ -97,8 +110,6 @@ def resolve_source(job_file: str | Path, algorithm: str | None = None, workspace
 
 def cache_parts(source: SweepSource, concurrency: int = 1) -> dict:
     """What the cache key is made of (see the module doc)."""
-    from cepr.runner import fingerprint as fpr
-
     mods = {t: {"name": m.name, "hyperparameters": m.hyperparameters} for t, m in source.modules.items()}
     models = fpr.models_fingerprint({t: m for t, m in source.modules.items() if t != "dataset_processor"})
     data = data_fingerprint(source.test_index)
@@ -127,8 +138,6 @@ class _MaskRef:
 
     def get(self) -> np.ndarray:
         if self.value is None:
-            import cv2
-
             arr = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
             if arr is None:
                 raise CeprError(f"sweep cache: cannot read the edge mask {self.path} (delete the cache folder or "
@@ -153,8 +162,6 @@ class CachedEdgeResult(dict):
         self._mask = mask
 
     def __missing__(self, key):
-        from cepr.records import MASK_KEY
-
         if key == MASK_KEY and self._mask is not None:
             return self._mask.get()
         raise KeyError(key)
@@ -166,8 +173,6 @@ class CachedEdgeResult(dict):
             return default
 
     def __contains__(self, key) -> bool:
-        from cepr.records import MASK_KEY
-
         return dict.__contains__(self, key) or (key == MASK_KEY and self._mask is not None)
 
     def copy(self) -> CachedEdgeResult:
@@ -223,8 +228,6 @@ class CachedSet:
     def edge_results(self) -> list[CachedEdgeResult]:
         """Per sample, the edge result as the paradigm hands it to a policy in inference-then-mining."""
         if self._edge is None:
-            from cepr.records import EDGE_STATE_KEY, EdgeState
-
             out = []
             for x in self.lines:
                 d = dict(x["edge"])
@@ -302,9 +305,6 @@ def _write_json(path: Path, doc: dict) -> None:
 
 
 def _line(i: int, sample: dict, result: list, label: str | None, cache_dir: Path) -> dict:
-    from cepr.data.tasks import ground_truth
-    from cepr.records import EDGE_STATE_KEY, MASK_KEY, CloudRecord, EdgeResult
-
     _, _, edge, cloud = result
     if not isinstance(edge, dict) or not isinstance(cloud, dict):
         raise CeprError(f"sample {i}: the sweep cache needs the edge and the cloud result dicts, got "
@@ -313,8 +313,6 @@ def _line(i: int, sample: dict, result: list, label: str | None, cache_dir: Path
     mask_rel = None
     mask = edge.get(MASK_KEY)
     if isinstance(mask, np.ndarray) and mask.ndim == 2:
-        import cv2
-
         mask_rel = f"{MASKS}/{i:06d}.png"
         if mask.dtype not in (np.uint8, np.uint16):
             mask = mask.astype(np.uint16 if mask.max(initial=0) > 255 else np.uint8)
@@ -350,15 +348,6 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
     on the samples it lacks, append them as they finish, and return where it is and what ran. ``cluster`` (a
     Dask scheduler address): the samples it lacks run there in shards of ``shard_size`` (this process writes
     the cache, as locally; :func:`fill_on_cluster`)."""
-    import shutil
-
-    from cepr.compat.class_factory import ClassType, force_register
-    from cepr.dispatch import CloudOnly
-    from cepr.runner import fingerprint as fpr
-    from cepr.runner.dataset import IndexDataset, load_index
-    from cepr.runner.job import ensure_dataset
-    from cepr.runner.paradigm import JointInferenceJob, SampleFailure, instantiate, run_samples
-    from cepr.servers.autoserve import shutdown_all
 
     t0 = time.perf_counter()
     if concurrency < 1:
@@ -377,7 +366,6 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
     if meta and meta.get("code", {}).get("source") != code["source"]:
         log.warning("sweep cache %s was made with other cepr code (source %s, now %s): reused; --refresh rebuilds "
                     "it", cache_dir, meta.get("code", {}).get("source"), code["source"])
-    from cepr.data.identity import dataset_identity
 
     meta = {"format": FORMAT, "key": key, "parts": parts, "code": meta.get("code") or code,
             "created": meta.get("created") or time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -453,13 +441,7 @@ def fill_on_cluster(source: SweepSource, address: str, timeout_s: float, shard_s
     cluster at ``address``; each shard's lines (and masks) are written here when it completes, once per shard.
     Only the cache's fill is partitioned: the evaluation of the settings reads the finished cache (in order, so
     online policies such as Budget see every sample in sequence) and gives what a local fill gives."""
-    import uuid
 
-    from tqdm import tqdm
-
-    from cepr.runner import cluster as cl
-    from cepr.runner.config import ModuleSpec
-    from cepr.runner.paradigm import SampleFailure
 
     client = cl.connect(address, timeout_s)
     address = cl.normalise_address(address)

@@ -33,8 +33,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from cepr.compat.class_factory import ClassType, lookup
+from cepr.dispatch import (
+    POLICY_REGISTRY,
+    CloudOnly,
+    CrossEntropy,
+    EdgeOnly,
+    Oracle,
+    OracleRouter,
+    Random,
+    RandomRouter,
+    Threshold,
+)
 from cepr.errors import CeprError
+from cepr.metrics.joint import wilson_interval
+from cepr.registry import import_module_file
 from cepr.sweep.cache import CachedSet
 from cepr.sweep.spec import SweepSpec, setting_id
 
@@ -71,10 +86,6 @@ class Setting:
 def _policy_class(name: str, url: str | None) -> tuple[type, dict]:
     """The class named ``name`` (cepr's policy registry; else a hard-example-mining class its url registered with
     the ClassFactory) and its capabilities."""
-    from cepr.compat.class_factory import ClassType, lookup
-    from cepr.dispatch import POLICY_REGISTRY
-    from cepr.registry import import_module_file
-
     if url is not None:
         p = Path(url).expanduser()
         if not p.is_file():
@@ -129,16 +140,6 @@ def _column(data: CachedSet, name: str, build: Callable[[], np.ndarray]) -> np.n
 
 
 def _install_builtins() -> None:
-    from cepr.dispatch import (
-        CloudOnly,
-        CrossEntropy,
-        EdgeOnly,
-        Oracle,
-        OracleRouter,
-        Random,
-        RandomRouter,
-        Threshold,
-    )
 
     if Threshold in VECTORISED:
         return
@@ -178,8 +179,6 @@ def _install_builtins() -> None:
 
 def vectorised_for(policy, data: CachedSet) -> Vectorised | None:
     """The vectorised form of ``policy`` on ``data``, or None (then it is called per sample)."""
-    from cepr.dispatch import Random
-
     _install_builtins()
     fn = VECTORISED.get(type(policy))
     if fn is not None and isinstance(policy, Random) and not _all_keyed(data):
@@ -264,8 +263,6 @@ def decide(settings: list[Setting], data: CachedSet, vectorise: bool = True, pro
 def _decide_per_sample(outcomes: list[Outcome], policies: list, data: CachedSet, progress: bool) -> None:
     """Sample-major: each sample's edge result built once, every live setting called on its own shallow copy,
     in dataset order. A setting whose policy raises stops there, with the error and the sample named."""
-    from tqdm import tqdm
-
     edges = data.edge_results()
     out = np.zeros((len(policies), data.n), bool)
     live = list(range(len(policies)))
@@ -290,8 +287,6 @@ def _is_hazard(tasks: np.ndarray, answers: np.ndarray) -> np.ndarray:
 
 def score(decisions: np.ndarray, data: CachedSet) -> dict[str, np.ndarray]:
     """Metrics of a stack of decisions (settings x samples), each an array over the settings."""
-    from cepr.metrics.joint import wilson_interval
-
     D = np.atleast_2d(np.asarray(decisions, bool))
     if D.shape[1] != data.n:
         raise CeprError(f"decisions cover {D.shape[1]} samples, the cache {data.n}")

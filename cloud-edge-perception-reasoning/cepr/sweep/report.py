@@ -8,13 +8,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from cepr.errors import CeprError, did_you_mean
+from cepr.runner.config import load_yaml
 from cepr.sweep import curves
 from cepr.sweep.cache import CachedSet
 from cepr.sweep.evaluate import Outcome, Timing, decide, expand, score
@@ -282,8 +286,6 @@ def format_tables(res: SweepResult, all_settings: bool = False) -> str:
 
 def _algorithm_doc(source, row: dict) -> dict:
     """The source algorithm's YAML with its hard_example_mining module replaced by this setting."""
-    from cepr.runner.config import load_yaml
-
     doc = load_yaml(Path(source.algorithm.file), "algorithm file")
     mods = doc["algorithm"]["modules"]
     hem = next((m for m in mods if m.get("type") == "hard_example_mining"), None)
@@ -298,8 +300,6 @@ def _algorithm_doc(source, row: dict) -> dict:
 
 
 def _safe(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower()
 
 
@@ -308,8 +308,6 @@ def write_algorithm(res: SweepResult, source, rows: list[dict], path: str | Path
     """One algorithm YAML per chosen setting (``path`` itself for one; ``<stem>-<setting>.yaml`` beside it for
     several), each the source algorithm with its hard_example_mining module set to the setting; with
     ``job_path``, a benchmarking job (the source job's testenv and rank) that runs them all."""
-    import yaml
-
     path = Path(path)
     urls = {s.id: s.url for s in (o.setting for o in res.outcomes)}
     written, names = [], []
@@ -333,11 +331,7 @@ def write_algorithm(res: SweepResult, source, rows: list[dict], path: str | Path
 
 
 def _write_job(source, algos: list[Path], names: list[str], rows: list[dict], job_path: Path) -> Path:
-    import os
 
-    import yaml
-
-    from cepr.runner.config import load_yaml
 
     doc = load_yaml(Path(source.job.file), "benchmarking job file")
     b = doc["benchmarkingjob"]

@@ -33,6 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cepr.runner.config import doc_error, load_yaml
+
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -124,8 +126,6 @@ def parse_spec(doc: dict, where: str = "the sweep spec") -> SweepSpec:
     try:
         return SweepSpec.model_validate(doc)
     except ValidationError as e:
-        from cepr.runner.config import doc_error
-
         raise doc_error(Path(where), e, SweepSpec) from None
 
 
@@ -133,7 +133,6 @@ def load_spec(path: str | Path | None) -> SweepSpec:
     """The spec in ``path`` (None: :data:`DEFAULT_SPEC`)."""
     if path is None:
         return parse_spec(DEFAULT_SPEC, "the built-in sweep spec")
-    from cepr.runner.config import load_yaml
 
     p = Path(path)
     return parse_spec(load_yaml(p, "sweep spec"), str(p))

@@ -13,6 +13,13 @@ import math
 
 import numpy as np
 
+from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
+from cepr.data.classes import CLASSES
+from cepr.data.geometry import OBJECT_CLASS_IDS, BandProfile
+from cepr.data.tasks import TASKS, TaskParams
+from cepr.edge.summary import SceneSummary, SummaryObject, rank_objects
+from cepr.records import CloudRequest
+
 # the frame the synthetic summaries describe (the synthetic set's full resolution)
 _W, _H = 640, 480
 
@@ -24,10 +31,6 @@ def _compact(doc) -> str:
 def random_summary(rng: np.random.Generator, params=None):
     """A plausible ``SceneSummary`` made of 0-6 random objects (no mask), with free space and risk computed the
     way ``summarize`` computes them."""
-    from cepr.data.geometry import OBJECT_CLASS_IDS, BandProfile
-    from cepr.data.tasks import TaskParams
-    from cepr.edge.summary import SceneSummary, SummaryObject, rank_objects
-
     p = params or TaskParams()
     objs = []
     for _ in range(int(rng.integers(0, 7))):
@@ -56,11 +59,6 @@ def _reason(task: str, answer: str, s) -> str:
 
 def build_corpus(seed: int = 0, n_summaries: int = 300) -> list[str]:
     """The corpus: a list of texts (documents), in a fixed order for a given seed."""
-    from cepr.cloud.base import DEFAULT_SYSTEM_PROMPT
-    from cepr.data.classes import CLASSES
-    from cepr.data.tasks import TASKS, TaskParams
-    from cepr.records import CloudRequest
-
     rng = np.random.default_rng(seed)
     p = TaskParams()
     texts = [f"<|system|>\n{DEFAULT_SYSTEM_PROMPT}", " ".join(c.name for c in CLASSES)]

@@ -28,8 +28,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for, get_task
+from cepr.edge.models import auto_model, calibration_for, model_path
+from cepr.edge.pipeline import EdgePipeline
+from cepr.edge.planner import Planner
+from cepr.edge.summary import summarize
 from cepr.errors import CeprError
+from cepr.llm.gemma_hf import cached_gemma_hf
 from cepr.llm.hf_cache import cache_keyword, output_cache
+from cepr.llm.prompts import frame_prompt, option_continuation, option_letters, task_prompt
 from cepr.training.loop import open_checkpoint, save_checkpoint, train_loop
 
 SHIPPED_BASES = {"gemma3-270m"}
@@ -69,8 +77,6 @@ class FinetuneConfig(BaseModel):
 def base_folder(base: str) -> Path:
     """A Hugging Face folder for ``base``: a folder with config.json, or a shipped name (converted once, cached)."""
     if base in SHIPPED_BASES:
-        from cepr.llm.gemma_hf import cached_gemma_hf
-
         return cached_gemma_hf(base)
     p = Path(base).expanduser()
     if not (p / "config.json").is_file():
@@ -94,9 +100,6 @@ def load_base(base: str):
 # ---- examples ----------------------------------------------------------------------------------------------------
 def frame_example(summary, answers: dict[str, str], params=None) -> dict:
     """The texts the reasoner scores for one frame: {frame, tasks: [[task text, answer continuation]]}."""
-    from cepr.data.tasks import TASK_NAMES, get_task
-    from cepr.llm.prompts import frame_prompt, option_continuation, option_letters, task_prompt
-
     tasks = []
     for t in TASK_NAMES:
         allowed = get_task(t).answers
@@ -111,8 +114,6 @@ class Examples:
     """The shuffled training frames; each frame's example is made on first use and kept in ``cache``."""
 
     def __init__(self, data: str, split: str, summaries: str, seed: int, frames: int | None, cache: Path):
-        from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
-
         try:
             self.ds = CloudRoboticsDataset(find_index(data, split=split))
         except Exception as e:  # noqa: BLE001 - a missing dataset surfaces as several error types
@@ -137,24 +138,15 @@ class Examples:
 
     def _summary(self, sample):
         if self.summaries == "truth":
-            from cepr.data.tasks import camera_for
-            from cepr.edge.summary import summarize
-
             h, w = sample.label.shape
             return summarize(sample.label, sample.depth, camera_for(sample.sidecar, w, h))
         if self._pipe is None:
-            from cepr.edge.models import auto_model, calibration_for, model_path
-            from cepr.edge.pipeline import EdgePipeline
-            from cepr.edge.planner import Planner
-
             name = auto_model(sample.depth is not None)
             self._pipe = EdgePipeline(model_path(name), planner=Planner.from_file(calibration_for(model_path(name))))
         return self._pipe.run_sample(sample).summary
 
     def __getitem__(self, step: int) -> dict:
         """The example of a step (the frames cycle when there are more steps than frames)."""
-        from cepr.data.tasks import answers_for_sample
-
         i = self.order[step % len(self.order)]
         if i not in self._done:
             sample = self.ds[i]
@@ -229,9 +221,6 @@ def example_loss(model, tok, example: dict):
 
 def option_tokens(tok, task: str) -> list[int] | None:
     """The options' tokens when each option is one token, else None."""
-    from cepr.data.tasks import get_task
-    from cepr.llm.prompts import option_continuation, option_letters
-
     ids = [tok.encode(option_continuation(c), add_special_tokens=False)
            for c in option_letters(len(get_task(task).answers))]
     return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None

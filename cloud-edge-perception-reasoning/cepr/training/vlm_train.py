@@ -32,18 +32,31 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cepr.errors import CeprError
+from cepr.data.classes import NUM_CLASSES
+from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.tasks import answers_for_sample, get_task
+from cepr.errors import CeprError, DatasetError
+from cepr.llm.gguf_export import export_gguf
+from cepr.llm.tiny import TARGET, TinySpec, _save_hf, train_tokenizer
+from cepr.llm.vlm import (
+    VISION,
+    VisionSpec,
+    build_hf_vlm,
+    export_mmproj,
+    vlm_answer_prefix,
+    vlm_question,
+    vlm_tokenizer,
+)
+from cepr.training.corpus import build_corpus
 from cepr.training.loop import open_checkpoint, save_checkpoint, train_loop
 
 MIN_LR_RATIO = 0.02
 
 
 def presets():
-    from cepr.llm.tiny import TARGET, TinySpec
-    from cepr.llm.vlm import VISION, VisionSpec
-
     # small: the edge model (~5M parameters); base: the cloud's larger variant (~2.5x). 128 px images in 16 px
     # patches: 64 image tokens. Every width a multiple of 32 (GGUF Q8_0/Q4_0 blocks); ViT FFN != hidden
     return {"tiny": (TARGET, VISION),
@@ -105,9 +118,6 @@ class VlmTrainConfig(BaseModel):
 
 # ---- examples ----------------------------------------------------------------------------------------------------
 def question(task: str) -> str:
-    from cepr.data.tasks import get_task
-    from cepr.llm.vlm import vlm_question
-
     t = get_task(task)
     return vlm_question(t.render_prompt(), t.answers)
 
@@ -124,14 +134,10 @@ def target(task: str, answers: dict[str, str]) -> str:
 
 def answer_prefix(option: str) -> str:
     """The start of a target up to the comma after the answer: what choice scoring compares."""
-    from cepr.llm.vlm import vlm_answer_prefix
-
     return vlm_answer_prefix(option)
 
 
 def _split_frames(data: str, split: str):
-    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
-
     return CloudRoboticsDataset(find_index(data, split=split))
 
 
@@ -139,8 +145,6 @@ class Frames:
     """The training and validation frames, each loaded once into (PIL image, answers, patch class targets)."""
 
     def __init__(self, cfg: VlmTrainConfig):
-        from cepr.errors import DatasetError
-
         self.vision = presets()[cfg.size][1]
         try:
             self.train = _split_frames(cfg.data, "train")
@@ -172,7 +176,6 @@ class Frames:
     def _load(self, ds, i: int):
         from PIL import Image
 
-        from cepr.data.tasks import answers_for_sample
 
         key = (id(ds), i)
         if key not in self._cache:
@@ -193,9 +196,6 @@ def patch_targets(label, vision):
     """Per-patch class frequencies (grid*grid, classes) of the TrainIds ``label`` resized (nearest) to the model's
     square input as the image processor resizes the frame; ignored pixels are left out (a patch of only ignored
     pixels is all zeros and carries no loss). The auxiliary target of the vision tower."""
-    import numpy as np
-
-    from cepr.data.classes import NUM_CLASSES
 
     size, p = vision.image_size, vision.patch_size
     h, w = label.shape
@@ -214,10 +214,6 @@ def patch_targets(label, vision):
 # ---- model and batches -------------------------------------------------------------------------------------------
 def build_model(size: str, seed: int, tok=None):
     """(model, processor, tokenizer) of a preset; the tokenizer is trained from the corpus unless given."""
-    from cepr.llm.tiny import train_tokenizer
-    from cepr.llm.vlm import build_hf_vlm, vlm_tokenizer
-    from cepr.training.corpus import build_corpus
-
     text_spec, vision = presets()[size]
     if tok is None:
         tok = vlm_tokenizer(train_tokenizer(build_corpus(seed)))
@@ -284,7 +280,6 @@ def choice_scores(model, proc, image, task: str):
     """Log-likelihood of each allowed option's answer prefix after the prompt (a list in option order)."""
     import torch
 
-    from cepr.data.tasks import get_task
 
     opts = get_task(task).answers
     p = prompt_text(proc, task)
@@ -301,7 +296,6 @@ def choice_scores(model, proc, image, task: str):
 def validate(model, proc, items) -> dict:
     import torch
 
-    from cepr.data.tasks import get_task
 
     losses, right, n = [], 0, 0
     model.eval()
@@ -351,7 +345,6 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
     if not resume:
         tok.save(str(out / "tokenizer.json"))
     model.train()
-    from cepr.data.classes import NUM_CLASSES
 
     vision = presets()[cfg.size][1]
     aux_head = torch.nn.Linear(vision.hidden, NUM_CLASSES)  # trained, not exported: it only shapes the tower
@@ -440,10 +433,6 @@ def train(cfg: VlmTrainConfig, resume: bool = False, log=print) -> dict:
 
 def export(model, proc, out: Path, quant=("f32",)) -> dict:
     """hf/ (transformers), the decoder GGUFs and the mmproj (llama.cpp)."""
-    from cepr.llm.gguf_export import export_gguf
-    from cepr.llm.tiny import _save_hf
-    from cepr.llm.vlm import export_mmproj
-
     _save_hf(model, proc, out / "hf")
     ggufs = []
     for q in quant:

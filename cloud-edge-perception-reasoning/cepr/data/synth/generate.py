@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from cepr import __version__
 from cepr.data.classes import CLASSES, DYNAMIC_IDS, NUM_CLASSES, colorize
@@ -127,7 +128,10 @@ def _difficulty(spec, objects: list[dict], width: int, height: int) -> dict:
 
 
 def _generate_one(args) -> FrameRecord:
-    from cepr.data.synth.scene import render_spec, sample_scene
+    from cepr.data.synth.scene import (  # here: scene imports this package, which imports this module
+        render_spec,
+        sample_scene,
+    )
 
     out, seed, index, resolutions, params = args
     t0 = time.perf_counter()
@@ -241,7 +245,6 @@ def generate_dataset(out: str | Path, frames: int, seed: int = 0, resolutions=("
     jobs = [(str(out), seed, i, resolutions, params) for i in todo]
     bar = None
     if progress and todo:
-        from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="frame", desc=f"synth {','.join(resolutions)}")
     if workers <= 1 or len(todo) <= 1:
         for j in jobs:

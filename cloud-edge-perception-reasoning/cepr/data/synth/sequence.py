@@ -23,11 +23,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from cepr import __version__
 from cepr.data.classes import CLASSES, colorize
 from cepr.data.geometry import extract_objects
 from cepr.data.layout import LABEL_SUFFIX, format_resolution, parse_resolution
+from cepr.data.synth.generate import _difficulty, _objects_record, _write_png
+from cepr.data.synth.objects import facing_axis
+from cepr.data.synth.scene import _Builder, _make, render_spec, sample_scene
 from cepr.data.tasks import TaskParams, answer_tasks
 from cepr.errors import CeprError
 
@@ -100,8 +104,6 @@ def _rotate_vec(v: np.ndarray, yaw: float) -> np.ndarray:
 
 def plan_walk(seed: int, frames: int, fps: float) -> Walk:
     """The static scene and the agents' trajectories for a walk of ``frames`` frames at ``fps``."""
-    from cepr.data.synth.scene import sample_scene
-
     if frames < 2:
         raise CeprError(f"--frames must be at least 2 for a sequence, got {frames}")
     if not 0.5 <= fps <= 120:
@@ -158,8 +160,6 @@ def plan_walk(seed: int, frames: int, fps: float) -> Walk:
 
 def frame_spec(walk: Walk, i: int):
     """(SceneSpec in the robot's frame for frame ``i``, pose, agent positions)."""
-    from cepr.data.synth.scene import _Builder, _make
-
     spec = walk.spec
     t = i / walk.fps
     pose = walk.pose(t)
@@ -174,7 +174,6 @@ def frame_spec(walk: Walk, i: int):
         a = anchors.get(p.instance)
         if (p.class_id in _BILLBOARD_CLASSES and a is not None and abs(p.origin[0] - a[0]) < 2e-3
                 and abs(p.origin[2] - a[1]) < 2e-3 and abs(p.e2[1] - 1.0) < 1e-9):
-            from cepr.data.synth.objects import facing_axis
             q.e1 = facing_axis(ox, oz)  # billboards keep facing the camera, as in single frames
         patches.append(q)
     instances = {}
@@ -223,9 +222,6 @@ def generate_sequence(out: str | Path, frames: int = 100, fps: float = 10.0, see
                       resolution: str = "640x480", progress: bool = True, overwrite: bool = False,
                       params: TaskParams | None = None) -> SequenceReport:
     """Render the walk for ``seed`` under ``out`` (see the module docstring)."""
-    from cepr.data.synth.generate import _difficulty, _objects_record, _write_png
-    from cepr.data.synth.scene import render_spec
-
     try:
         w, h = parse_resolution(resolution)
     except ValueError as e:
@@ -248,7 +244,6 @@ def generate_sequence(out: str | Path, frames: int = 100, fps: float = 10.0, see
         raise CeprError(f"OpenCV could not open a {FOURCC} video writer for {video} (codec missing in this build?)")
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=frames, unit="frame", desc=f"walk {res}")
     t0 = time.perf_counter()
     hazards = []
