@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -214,3 +215,13 @@ def pytest_report_header(config):
         lines.append("vLLM environment (.venv-vllm): " + (p.stdout.strip() or p.stderr.strip()[-200:]))
     lines.append(f"installed versions that differ from constraints.txt: {', '.join(differ) if differ else 'none'}")
     return lines
+
+
+# ---- with pytest-xdist (-n 2 --dist loadgroup): the language-model engines' tests share one worker, in file order,
+# so two vLLM servers never start at once and their module-scoped servers are reused ----
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = str(item.path)
+        if item.get_closest_marker("vllm") or f"{os.sep}tests{os.sep}llm{os.sep}" in path:
+            item.add_marker(pytest.mark.xdist_group("engines"))
