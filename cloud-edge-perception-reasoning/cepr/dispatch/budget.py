@@ -6,10 +6,10 @@ import math
 import threading
 from collections import deque
 
-from cepr.dispatch.params import check_kwargs, positive_float, positive_int, unit_float
-from cepr.dispatch.policies import Policy, register_policy
+from cepr.dispatch.policies import Policy, check_kwargs, register_policy
 from cepr.edge.features import confidence
 from cepr.errors import CeprError
+from cepr.hyperparameters import positive_float, positive_int, unit_float
 
 
 @register_policy("Budget", needs_edge_result=True)

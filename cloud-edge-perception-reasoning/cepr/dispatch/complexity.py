@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cepr.dispatch.params import check_kwargs, positive_float, unit_float
-from cepr.dispatch.policies import Policy, register_policy
+from cepr.dispatch.policies import Policy, check_kwargs, register_policy
 from cepr.edge.features import feature
 from cepr.errors import CeprError
+from cepr.hyperparameters import positive_float, unit_float
 
 # Ianvs (examples/Cloud_Robotics/cloud-edge-collaborative-inference_bench/perception-reasoning): weights of the
 # object count, edge density and fragmentation, and the values at which each term saturates

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cepr.dispatch.params import check_kwargs, positive_float, unit_float
-from cepr.dispatch.policies import Policy, register_policy
+from cepr.dispatch.policies import Policy, check_kwargs, register_policy
 from cepr.edge.features import confidence, edge_result, feature, features_of
 from cepr.errors import CeprError, did_you_mean
+from cepr.hyperparameters import positive_float, unit_float
 from cepr.metrics.calibration import fit_logistic
 
 FORMAT = "cepr-learned-router"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from cepr.dispatch.params import check_kwargs, positive_float, unit_float
-from cepr.dispatch.policies import Policy, register_policy
+from cepr.dispatch.policies import Policy, check_kwargs, register_policy
 from cepr.edge.features import confidence, edge_result, number
 from cepr.errors import CeprError, unknown
+from cepr.hyperparameters import positive_float, unit_float
 
 
 @register_policy("NetworkAware", needs_edge_result=True)

@@ -27,6 +27,7 @@ import numpy as np
 from cepr.compat import ORACLE_MARKED
 from cepr.data import tasks
 from cepr.errors import CeprError, unknown
+from cepr.hyperparameters import as_int, unit_float
 from cepr.registry import Registry
 
 POLICY_REGISTRY: Registry[type] = Registry("policies", "dispatch policy", capabilities={
@@ -45,37 +46,12 @@ register_policy = POLICY_REGISTRY.register
 _MODEL_KWARGS = ("edgemodel", "cloudmodel")
 
 
-def _check_kwargs(policy: str, given: dict, known: tuple[str, ...]) -> None:
+def check_kwargs(policy: str, given: dict, known: tuple[str, ...]) -> None:
     """A misspelt hyperparameter would otherwise be silently ignored and the default used."""
     for k in given:
         if k in known or k in _MODEL_KWARGS:
             continue
         raise CeprError(f"{policy}: " + unknown("hyperparameter", k, known, listing="known"))
-
-
-def _as_unit_float(policy: str, param: str, value) -> float:
-    """YAML may hand numbers over as strings; anything outside [0, 1] is almost surely a typo (e.g. 50 for 0.5)."""
-    if isinstance(value, bool):
-        raise CeprError(f"{policy}: {param} must be a number in [0, 1], got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise CeprError(f"{policy}: {param} must be a number in [0, 1], got {value!r}") from None
-    if not (0.0 <= v <= 1.0):  # also rejects NaN
-        raise CeprError(f"{policy}: {param} must be in [0, 1], got {value!r}")
-    return v
-
-
-def _as_int(policy: str, param: str, value) -> int:
-    if isinstance(value, bool):
-        raise CeprError(f"{policy}: {param} must be an integer, got {value!r}")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise CeprError(f"{policy}: {param} must be an integer, got {value!r}") from None
-    if not math.isfinite(f) or f != int(f):
-        raise CeprError(f"{policy}: {param} must be an integer, got {value!r}")
-    return int(f)
 
 
 def _sample_key(x):
@@ -143,9 +119,9 @@ class Random(Policy):
     name = "Random"
 
     def __init__(self, ratio=0.5, seed=0, **kwargs):
-        _check_kwargs(self.name, kwargs, ("ratio", "seed"))
-        self.ratio = _as_unit_float(self.name, "ratio", ratio)
-        self.seed = _as_int(self.name, "seed", seed)
+        check_kwargs(self.name, kwargs, ("ratio", "seed"))
+        self.ratio = unit_float(self.name, "ratio", ratio)
+        self.seed = as_int(self.name, "seed", seed)
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
 
@@ -177,7 +153,7 @@ class Oracle(Policy):
     name = "Oracle"
 
     def __init__(self, edgemodel=None, cloudmodel=None, **kwargs):
-        _check_kwargs(self.name, kwargs, ())
+        check_kwargs(self.name, kwargs, ())
         self.edgemodel = edgemodel
         self.cloudmodel = cloudmodel
         warnings.warn("Oracle dispatch reads the ground-truth labels: its results are an upper bound, not a "
@@ -269,8 +245,8 @@ class CrossEntropy(Policy):
     name = "CrossEntropy"
 
     def __init__(self, threshold_cross_entropy=0.5, **kwargs):
-        _check_kwargs(self.name, kwargs, ("threshold_cross_entropy",))
-        self.threshold_cross_entropy = _as_unit_float(self.name, "threshold_cross_entropy", threshold_cross_entropy)
+        check_kwargs(self.name, kwargs, ("threshold_cross_entropy",))
+        self.threshold_cross_entropy = unit_float(self.name, "threshold_cross_entropy", threshold_cross_entropy)
 
     def hyperparameters(self) -> dict:
         return {"threshold_cross_entropy": self.threshold_cross_entropy}
@@ -312,8 +288,8 @@ class Threshold(Policy):
     name = "Threshold"
 
     def __init__(self, threshold=0.5, **kwargs):
-        _check_kwargs(self.name, kwargs, ("threshold",))
-        self.threshold = _as_unit_float(self.name, "threshold", threshold)
+        check_kwargs(self.name, kwargs, ("threshold",))
+        self.threshold = unit_float(self.name, "threshold", threshold)
 
     def hyperparameters(self) -> dict:
         return {"threshold": self.threshold}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cepr.dispatch.params import check_kwargs, positive_float, unit_float
-from cepr.dispatch.policies import Policy, register_policy
+from cepr.dispatch.policies import Policy, check_kwargs, register_policy
 from cepr.edge.features import HAZARD_CLASSES, confidence, feature, features_of
 from cepr.errors import CeprError, did_you_mean
+from cepr.hyperparameters import positive_float, unit_float
 
 
 @register_policy("RiskAware", needs_edge_result=True)
