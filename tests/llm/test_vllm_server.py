@@ -21,7 +21,7 @@ import pytest
 
 from cepr.errors import CeprError
 from cepr.llm.spec_config import NOT_RUN, parse_speculative
-from cepr.servers.vllm_server import acceptance_rate, counter_delta, parse_spec_counters
+from cepr.servers.vllm_server import _group_alive, acceptance_rate, counter_delta, parse_spec_counters
 
 METRICS_PAGE = """\
 # HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.
@@ -374,14 +374,6 @@ def test_cepr_serve_vllm_with_ngram_keeps_greedy_output_and_stops_on_sigterm(tin
     while time.time() < deadline and _group_alive(pgid):
         time.sleep(0.2)
     assert not _group_alive(pgid), "vLLM processes outlived cepr serve vllm"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 @pytest.mark.slow
