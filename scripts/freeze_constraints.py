@@ -27,8 +27,9 @@ HEADER = """\
 """
 
 
-def closure(root: str, extras: tuple[str, ...]) -> dict[str, str]:
-    """{name: version} of the installed distributions ``root[extras]`` needs, directly or not."""
+def closure(root: str, extras: tuple[str, ...], warn: bool = True) -> dict[str, str]:
+    """{name: version} of the installed distributions ``root[extras]`` needs, directly or not (the test suite's
+    header uses it too, with ``warn`` off)."""
     out: dict[str, str] = {}
     visited: set[tuple[str, frozenset]] = set()
     todo = [(root, frozenset(extras))]
@@ -37,7 +38,8 @@ def closure(root: str, extras: tuple[str, ...]) -> dict[str, str]:
         try:
             dist = distribution(name)
         except PackageNotFoundError:
-            print(f"warning: {name} is required but not installed", file=sys.stderr)
+            if warn:
+                print(f"warning: {name} is required but not installed", file=sys.stderr)
             continue
         key = canonicalize_name(dist.metadata["Name"])
         if (key, ex) in visited:

@@ -150,32 +150,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @functools.lru_cache(maxsize=1)
 def _installed_closure() -> set[str]:
-    """Names of the installed distributions cepr (with every extra) depends on, directly or not."""
-    from importlib.metadata import PackageNotFoundError, distribution
+    """Names of the installed distributions cepr (with every extra) depends on, directly or not: the closure
+    scripts/freeze_constraints.py writes constraints.txt from."""
+    import importlib.util
 
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    seen: set[str] = set()
-    visited: set[tuple[str, frozenset]] = set()
-    todo = [("cloud-edge-perception-reasoning", {"test", "train", "serve", "llm", "cluster", "deploy", "report",
-                                                 "stream", "dev"})]
-    while todo:
-        name, extras = todo.pop()
-        try:
-            dist = distribution(name)
-        except PackageNotFoundError:
-            continue
-        key = canonicalize_name(dist.metadata["Name"])
-        if (key, frozenset(extras)) in visited:
-            continue
-        visited.add((key, frozenset(extras)))
-        seen.add(key)
-        for line in dist.requires or []:
-            req = Requirement(line)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
-                todo.append((req.name, set(req.extras)))
-    return seen
+    path = Path(__file__).resolve().parents[1] / "scripts" / "freeze_constraints.py"
+    spec = importlib.util.spec_from_file_location("cepr_freeze_constraints", path)
+    freeze = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(freeze)
+    return set(freeze.closure("cloud-edge-perception-reasoning", freeze.EXTRAS, warn=False))
 
 
 def pytest_report_header(config):
