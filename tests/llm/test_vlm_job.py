@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from recorded_answers import check_recorded_answers
 import yaml
+
+from recorded_answers import check_recorded_answers
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {"edge-planner", "edge-vlm-small-q8_0", "edge-vlm-small-q4_0", "cloud-reference", "cloud-vlm-base",

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from cepr.cloud import pricing
 from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
 from cepr.metrics import joint
@@ -308,43 +307,36 @@ def test_bandwidth_saving_vs_png_outside_the_layout(tmp_path):
         joint.bandwidth_saving_vs_png([str(lab)], [easy(edge("action", "go"))])
 
 
-def test_bandwidth_saving_against_sending_everything_with_the_same_payload(tmp_path):
-    """The baseline prices each sample not sent as its own request: its image (encoded as the payload says)
-    and its summary, plus the other bytes of a request measured on the samples that were sent."""
-    import json
+def test_bandwidth_saving_against_sending_everything_with_the_same_payload():
+    """Arithmetic on what the samples recorded as they ran: a sample not sent costs the bytes by payload part
+    the cloud module priced for it (``send_bytes``) plus the rest of a request (``bytes_up`` less the parts it
+    carried, ``payload_bytes``), averaged over the samples sent in one attempt."""
+    sent_parts = [{"image": 5000, "summary": 120}, {"image": 7000, "summary": 180}]
+    overhead = [300, 340]
+    sent_up = [sum(p.values()) + o for p, o in zip(sent_parts, overhead)]
+    y_true = ["L0", "L1", "L2"]
 
-    from cepr.cloud.payload import encode_image
-    from cepr.records import EDGE_STATE_KEY, EdgeState, PayloadConfig
+    def e(n):
+        return edge("action", "go", send_bytes={"image": 6000, "summary": n})
 
-    label = np.zeros((4, 4), np.uint8)
-    frames = [_write_frame(tmp_path, "640x480", k, label, (16, 12), seed=i) for i, k in enumerate("abc")]
-    payload = PayloadConfig(mode="summary+image", codec="jpeg", quality=80)
+    def c(i, **kw):
+        return cloud("action", "go", up=sent_up[i], payload_bytes=sent_parts[i], **kw)
 
-    def state(n):
-        return EdgeState(summary={"objects": [["person", 1.5]] * n}, answer="go", camera={})
-
-    def parts(rgb, n):
-        img = len(encode_image(cv2.cvtColor(cv2.imread(str(rgb)), cv2.COLOR_BGR2RGB), payload).data_url())
-        return img + len(json.dumps(json.dumps(state(n).summary, separators=(",", ":"))))
-
-    overhead = 300
-    sent_up = [parts(frames[0][1], 1) + overhead, parts(frames[1][1], 2) + overhead]
-    y_true = [str(f[0]) for f in frames]
-
-    def e(i, n):
-        return {**edge("action", "go", rgb_path=str(frames[i][1])), EDGE_STATE_KEY: state(n)}
-
-    def c(i):
-        return cloud("action", "go", up=sent_up[i], rgb_path=str(frames[i][1]), payload=payload.model_dump())
-
-    y_pred = [hard(e(0, 1), c(0)), hard(e(1, 2), c(1)), easy(e(2, 3))]
-    baseline = sum(sent_up) + parts(frames[2][1], 3) + overhead
-    assert pricing.bandwidth_saving(y_true, y_pred) == pytest.approx(1 - sum(sent_up) / baseline)
-    assert pricing.bandwidth_saving(y_true[:2], y_pred[:2]) == 0.0  # everything was sent
-    assert pricing.bandwidth_saving(y_true, [easy(e(i, 1)) for i in range(3)]) == 1.0  # nothing was
-    no_settings = [hard(e(0, 1), cloud("action", "go", up=10)), easy(e(2, 3))]
-    with pytest.warns(RuntimeWarning, match="payload settings"):
-        assert math.isnan(pricing.bandwidth_saving(y_true[::2], no_settings))
+    y_pred = [hard(e(1), c(0)), hard(e(2), c(1)), easy(e(200))]
+    baseline = sum(sent_up) + 6200 + np.mean(overhead)
+    assert joint.bandwidth_saving(y_true, y_pred) == pytest.approx(1 - sum(sent_up) / baseline)
+    assert joint.bandwidth_saving(y_true[:2], y_pred[:2]) == 0.0  # everything was sent
+    assert joint.bandwidth_saving(y_true, [easy(e(1)) for _ in range(3)]) == 1.0  # nothing was
+    # a retried request is not a clean measure of a request's other bytes: only first attempts count
+    retried = [hard(e(1), c(0)), hard(e(2), c(1, attempts=2)), easy(e(200))]
+    assert joint.bandwidth_saving(y_true, retried) == pytest.approx(
+        1 - sum(sent_up) / (sum(sent_up) + 6200 + overhead[0]))
+    no_parts = [hard(e(1), cloud("action", "go", up=10)), easy(e(3))]
+    with pytest.warns(RuntimeWarning, match="payload_bytes"):
+        assert math.isnan(joint.bandwidth_saving(y_true[::2], no_parts))
+    not_priced = [hard(e(1), c(0)), easy(edge("action", "go"))]
+    with pytest.warns(RuntimeWarning, match=r"send_bytes; first y_pred\[1\]"):
+        assert math.isnan(joint.bandwidth_saving(y_true[::2], not_priced))
 
 
 # ---- segmentation --------------------------------------------------------------------------------------------
@@ -435,9 +427,8 @@ def test_registry_names():
             "within_150ms", "within_300ms", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance",
             "privacy_redacted_share"} | per_task == \
         set(METRICS)
-    for name, fn in METRICS.items():  # bandwidth_saving prices unsent requests with the cloud's payload code
-        home = pricing if name == "bandwidth_saving" else joint
-        assert fn.__name__ == name and getattr(home, name) is fn and fn.__doc__
+    for name, fn in METRICS.items():
+        assert fn.__name__ == name and getattr(joint, name) is fn and fn.__doc__
 
 
 def test_get_metric_suggests_a_close_name():

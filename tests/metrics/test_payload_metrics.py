@@ -11,12 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cepr.cloud import pricing
 from cepr.cloud.payload import encode_image
 from cepr.dispatch.payload_policy import payload_policy
 from cepr.errors import CeprError
 from cepr.metrics import joint
-from cepr.records import EDGE_STATE_KEY, EdgeState, PayloadConfig
+from cepr.records import EdgeState, PayloadConfig
 
 FIELDS = ["class", "distance_m"]
 
@@ -45,9 +44,14 @@ def test_privacy_redacted_share_over_the_samples_sent():
         joint.privacy_redacted_share(["L0"], [[True, None, _edge(), _cloud()]])
 
 
-def test_bandwidth_saving_with_a_payload_policy(tmp_path):
-    """Sample 0 was sent as summary only (low risk), sample 1 with its 320x240 image (mid risk); sample 2 was not
-    sent and has high risk, so it is priced with its image at 640x480 q85, as AdaptivePayload would have sent it."""
+def test_the_cloud_module_prices_what_its_payload_policy_would_send(tmp_path):
+    """Sample 0 has low risk, so AdaptivePayload sends its summary only; samples 1 and 2 (mid and high risk) also
+    send the image, at 320x240 and at the base 640x480 q85. ``CloudModule.price`` gives those bytes by part, as
+    the request carries them, without contacting the server; the edge records it for every sample and
+    bandwidth_saving adds it up."""
+    from cepr.cloud.module import CloudModule
+    from cepr.records import PAYLOAD_PRICER
+
     rng = np.random.default_rng(0)
     frames = []
     for i in range(3):
@@ -60,31 +64,39 @@ def test_bandwidth_saving_with_a_payload_policy(tmp_path):
     summaries = [{"risk": r, "object_fields": FIELDS, "objects": [["car", 3.0]]} for r in risks]
     payloads = [chain.choose(s).payload for s in summaries]
     assert [p.mode for p in payloads] == ["summary", "summary+image", "summary+image"]
+    assert payloads[1].resolution != payloads[2].resolution
 
     def parts(i, p):
-        n = len(json.dumps(json.dumps(summaries[i], separators=(",", ":"))))
+        n = {"image": 0, "summary": len(json.dumps(json.dumps(summaries[i], separators=(",", ":"))))}
         if p.sends_image:
             rgb = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB)
-            n += len(encode_image(rgb, p).data_url())
+            n["image"] = len(encode_image(rgb, p).data_url())
         return n
 
-    overhead = [250, 350]  # prompt, camera, framing: the rest of each request
-    up = [parts(i, payloads[i]) + overhead[i] for i in range(2)]
+    cloud = CloudModule(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", link="none",
+                        payload="summary+image", resolution="640x480", quality=85, payload_policy="AdaptivePayload")
+    try:
+        assert PAYLOAD_PRICER.current == cloud.price  # published for an edge that runs under Ianvs
+        for i in range(3):
+            sample = {"rgb": str(frames[i]), "label": str(tmp_path / f"l{i}.png"), "task": "action", "key": f"k{i}"}
+            state = EdgeState(summary=summaries[i], answer="go", camera={})
+            assert cloud.price(sample, state) == parts(i, payloads[i])
+    finally:
+        cloud.cleanup()
+    assert PAYLOAD_PRICER.current is None
 
-    def e(i):
-        return {**_edge(rgb_path=str(frames[i])),
-                EDGE_STATE_KEY: EdgeState(summary=summaries[i], answer="go", camera={})}
+
+def test_bandwidth_saving_adds_up_what_each_sample_sent_or_would_have():
+    """Each sent sample against the payload it sent (a policy chose it), the unsent one with what the policy
+    would have chosen for it, as recorded: the metric is arithmetic."""
+    sent = [{"image": 0, "summary": 90}, {"image": 4000, "summary": 95}]
+    overhead = [250, 350]
+    up = [sum(p.values()) + o for p, o in zip(sent, overhead)]
+    would = {"image": 9000, "summary": 99}
 
     def c(i):
-        return _cloud(up=up[i], rgb_path=str(frames[i]), payload=payloads[i].model_dump(),
-                      payload_base=base.model_dump(), payload_policy=chain.describe(), privacy_redacted=False)
+        return _cloud(up=up[i], payload_bytes=sent[i], privacy_redacted=False)
 
-    y_true = [str(tmp_path / f"l{i}.png") for i in range(3)]
-    y_pred = [[True, None, e(0), c(0)], [True, None, e(1), c(1)], [False, None, e(2), None]]
-    baseline = sum(up) + parts(2, payloads[2]) + np.mean(overhead)
-    assert pricing.bandwidth_saving(y_true, y_pred) == pytest.approx(1 - sum(up) / baseline)
-    # priced with the fixed base instead (no policy recorded), the unsent sample costs the same here: its risk
-    # is high, so the policy chose the base's settings; a low-risk unsent sample would differ
-    low = [[True, None, e(1), c(1)], [False, None, e(0), None]]
-    cheap = up[1] + parts(0, payloads[0]) + overhead[1]
-    assert pricing.bandwidth_saving(y_true[1::-1], low) == pytest.approx(1 - up[1] / cheap)
+    y_pred = [[True, None, _edge(), c(0)], [True, None, _edge(), c(1)], [False, None, _edge(send_bytes=would), None]]
+    baseline = sum(up) + sum(would.values()) + np.mean(overhead)
+    assert joint.bandwidth_saving(["L0", "L1", "L2"], y_pred) == pytest.approx(1 - sum(up) / baseline)

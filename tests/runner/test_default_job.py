@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from recorded_answers import check_recorded_answers
 import yaml
 
 from cepr.errors import CeprError
 from cepr.runner.config import parse_job
 from cepr.runner.testcase import build_test_cases
 from helpers import copy_default_job
+from recorded_answers import check_recorded_answers
 
 REPO = Path(__file__).resolve().parents[2]
 

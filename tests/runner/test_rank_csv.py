@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from cepr.errors import CeprError
-from cepr.runner.rank import build_rank, case_hyperparameters, case_url, read_rank_csv
 from cepr.runner.config import RankSpec
+from cepr.runner.rank import build_rank, case_hyperparameters, case_url, read_rank_csv
 
 
 def record(threshold, acc, algorithm="threshold", extra_hps=None, case="c1"):

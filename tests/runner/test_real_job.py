@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from recorded_answers import check_recorded_answers
 import yaml
 
 from cepr.edge.models import SHIPPED
 from cepr.runner.config import parse_job
 from cepr.runner.testcase import build_test_cases
 from real_layout import make_real_layout
+from recorded_answers import check_recorded_answers
 
 REPO = Path(__file__).resolve().parents[2]
 N_TEST = 5  # one question per task (round-robin over the five tasks)
@@ -94,6 +94,12 @@ def _check_results(cwd: Path, proc: subprocess.CompletedProcess, model_file: str
     assert {x["task"] for x in lines} == {"path_hazard", "action", "people_count", "nearest_obstacle", "traversable"}
     cloud = [x["cloud"] for x in lines if x["cloud"] is not None]
     assert cloud and all(c["status"] == "ok" and c["bytes_up"] > 0 for c in cloud)
+    # what each sample would cost to send is recorded as it runs: priced on the edge result, carried in the cloud
+    # result, and a request's parts never outweigh the request (an upper bound the metric relies on)
+    assert all(set(e["send_bytes"]) == {"image", "summary"} and e["send_bytes"]["image"] > 0 for e in edges)
+    assert all(0 < sum(c["payload_bytes"].values()) < c["bytes_up"] for c in cloud)
+    sent_pairs = [(x["edge"]["send_bytes"], x["cloud"]["payload_bytes"]) for x in lines if x["cloud"] and x["edge"]]
+    assert sent_pairs and all(a == b for a, b in sent_pairs)  # priced as sent: the same payload, the same bytes
     saving = {r["algorithm"]: r["metrics"]["bandwidth_saving"] for r in recs}
     assert saving["edge-only"] == 1.0 and saving["cloud-only"] == 0.0  # against sending every sample
     vs_png = {r["algorithm"]: r["metrics"]["bandwidth_saving_vs_png"] for r in recs}

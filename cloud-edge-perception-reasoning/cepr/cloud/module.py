@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from cepr.cloud.client import CloudClient, backend_config_model, create_backend
-from cepr.cloud.payload import payload_frame_path
+from cepr.cloud.payload import part_bytes_of, payload_frame_path
 from cepr.data.cloud_robotics import load_rgb
 from cepr.data.tasks import TaskParams, camera_for, get_task
 from cepr.dispatch.fusion import DEFAULT_FUSION, FUSION_REGISTRY, Side, fuse, get_fusion_rule
@@ -26,6 +26,7 @@ from cepr.link.network import Link
 from cepr.llm.spec_config import parse_speculative
 from cepr.records import (
     EDGE_HANDOFF,
+    PAYLOAD_PRICER,
     CloudRecord,
     CloudRequest,
     EdgeState,
@@ -272,6 +273,16 @@ class CloudModule:
         self.link_name = link if isinstance(link, str) else "custom"
         self.client = CloudClient(backend_obj, link_obj, emulate=emulate)
         self.payload = payload
+        PAYLOAD_PRICER.publish(self.price)  # the edge prices unsent samples with it under Ianvs (cepr.records)
+
+    def price(self, data, edge_state: EdgeState | None) -> dict[str, int]:
+        """What sending this sample would carry, by payload part (``{"image": n, "summary": m}``), for the
+        payload this module would choose for it (its payload policy reads the edge's summary). The edge module
+        records it on every sample it answers, so the bandwidth metrics price unsent samples by arithmetic."""
+        s = as_sample(data)
+        payload = self.payload_chain.choose(edge_state.summary if edge_state else None, s["key"]).payload
+        image = self._image(s, payload) if payload.sends_image else None
+        return part_bytes_of(payload, image, edge_state.summary if edge_state else None)
 
     def _image(self, s: SampleRef, payload: PayloadConfig) -> np.ndarray:
         """The frame to send: the dataset's own copy at the requested resolution when it has one."""
@@ -301,6 +312,8 @@ class CloudModule:
         spec0 = self._spec_reading()
         r = self.client.infer(req)
         spec = self._spec_fields(spec0) if spec0 is not None else {}
+        finished = time.time()
+        parts = part_bytes_of(payload, image, req.summary)  # the sample-dependent part of bytes_up, after the timers
         ok = r.status == "ok"
         answer, fused_from = (edge.answer if edge else None), None  # a fallback or an unusable reply: the edge's
         if ok:
@@ -316,9 +329,9 @@ class CloudModule:
             transfer_ms=round(r.timings.transfer_ms, 3), bytes_up=r.bytes_up,
             bytes_down=r.bytes_down, prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
             tokens_counted=r.usage.counted, model=r.model, attempts=r.attempts, label_path=s["label"],
-            rgb_path=s["rgb"], started_at=started, finished_at=time.time(),
+            rgb_path=s["rgb"], started_at=started, finished_at=finished,
             payload=payload.model_dump(), payload_base=self.payload.model_dump(),
-            payload_policy=self.payload_chain.describe(), payload_rule=choice.rule,
+            payload_policy=self.payload_chain.describe(), payload_rule=choice.rule, payload_bytes=parts,
             privacy_redacted=choice.privacy_redacted, fusion=self.fusion, fused_from=fused_from, **spec).as_result()
         if callable(post_process):
             out = post_process(out)
@@ -358,4 +371,5 @@ class CloudModule:
                 **counter_delta(self.vllm_start, self.vllm.spec_counters())}
 
     def cleanup(self):
+        PAYLOAD_PRICER.withdraw(self.price)
         self.client.close()

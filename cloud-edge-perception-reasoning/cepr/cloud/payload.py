@@ -72,6 +72,20 @@ def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | 
     return parts
 
 
+def part_bytes_of(payload: PayloadConfig, image: np.ndarray | None, summary: dict | None) -> dict[str, int]:
+    """The sample-dependent parts of a request with ``payload``, in bytes as the request body carries them: the
+    image as its data URL (base64 needs no JSON escaping) and the scene summary as the JSON string the chat
+    message embeds. Everything else in a request (prompt, camera, framing) is the same size for every sample of
+    a task. An absent part is 0."""
+    img = 0
+    if payload.sends_image and image is not None:
+        img = len(encode_image(image, payload).data_url())
+    text = 0
+    if payload.sends_summary and summary is not None:
+        text = len(json.dumps(json.dumps(summary, separators=(",", ":"), allow_nan=False, default=str)))
+    return {"image": img, "summary": text}
+
+
 def payload_frame_path(rgb_path: str, label_path: str | None, resolution: str | None) -> str:
     """The RGB file a payload sends for a frame: the dataset's own copy at ``resolution`` when it has one (no
     resize then), else the frame itself (``encode_image`` resizes it)."""

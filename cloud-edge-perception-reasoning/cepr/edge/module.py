@@ -40,7 +40,15 @@ from cepr.hyperparameters import as_flag, check_known
 from cepr.llm.llamacpp import llm_path
 from cepr.llm.lora import adapter_path, check_adapter_fits
 from cepr.llm.mtmd import mmproj_path
-from cepr.records import EDGE_HANDOFF, EDGE_STATE_KEY, EdgeResult, EdgeState, as_sample, handoff_key
+from cepr.records import (
+    EDGE_HANDOFF,
+    EDGE_STATE_KEY,
+    PAYLOAD_PRICER,
+    EdgeResult,
+    EdgeState,
+    as_sample,
+    handoff_key,
+)
 from cepr.registry import load_plugins
 
 EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
@@ -192,7 +200,10 @@ class EdgeModule:
             self._pipeline(self.model)
         return self
 
-    def predict(self, data=None, **kwargs) -> dict:
+    def predict(self, data=None, pricer=None, **kwargs) -> dict:
+        """One sample through the edge pipeline. ``pricer``: the cloud module's ``price`` (``cepr run`` hands it
+        over; otherwise the one in ``cepr.records.PAYLOAD_PRICER``), which records what sending the sample would
+        carry (``send_bytes``), outside the edge's timings."""
         if kwargs.get("mining_mode") == "self-design":
             raise CeprError("mining mode self-design hands the whole sample to the edge model, which must then "
                             "return [is_hard, final, edge, cloud] itself; cepr's edge model does not route. Use "
@@ -234,6 +245,9 @@ class EdgeModule:
                             calibration=cal.name if cal is not None else None,
                             distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
                             features=features, started_at=started, finished_at=time.time())
+        pricer = pricer or PAYLOAD_PRICER.current
+        if pricer is not None:
+            result.send_bytes = pricer(s, state)
         return result.as_result(mask=r.label if self.keep_mask else None, **{EDGE_STATE_KEY: state})
 
     def cleanup(self):

@@ -27,9 +27,10 @@ from cepr.data.cloud_robotics import Frame, load_label
 from cepr.data.tasks import TASK_NAMES
 from cepr.errors import CeprError
 from cepr.metrics.segmentation import ConfusionMatrix
+from cepr.records import part_bytes
 from cepr.registry import Registry
 
-__all__ = ["METRICS", "METRIC_REGISTRY", "accuracy", "cloud_accuracy", "cloud_tokens",
+__all__ = ["METRICS", "METRIC_REGISTRY", "accuracy", "bandwidth_saving", "cloud_accuracy", "cloud_tokens",
            "downlink_bytes", "edge_accuracy", "edge_ratio", "full_resolution_bytes", "get_metric", "inter_token_mean",
            "latency_mean", "latency_p50", "latency_p95", "latency_p99", "miou", "pixel_accuracy", "register_metric",
            "safety_recall", "spec_acceptance", "throughput", "ttft_mean", "uplink_bytes"]  # and accuracy_<task>, added below
@@ -530,10 +531,38 @@ def bandwidth_saving_vs_png(y_true, y_pred) -> float:
     return 1.0 - sum(_num(s.cloud, "bytes_up", s) for s in samples) / full
 
 
-# bandwidth_saving prices the requests of samples that were not sent (their image encoded as the payload policy
-# would have chosen): that is the cloud module's knowledge, so the metric lives in cepr.cloud.pricing and is
-# registered here by name, imported when first used
-METRIC_REGISTRY.add_lazy("bandwidth_saving", "cepr.cloud.pricing:bandwidth_saving")
+@register_metric("bandwidth_saving")
+def bandwidth_saving(y_true, y_pred) -> float:
+    """1 - uplink bytes / the bytes of sending every sample to the cloud with the same payload settings.
+
+    Samples sent count what they sent. A sample not sent counts what its own request would have carried: the
+    bytes by payload part that the cloud module priced for it when it ran (the edge result's ``send_bytes``: its
+    image and summary, as the payload policy would have chosen), plus the mean of everything else in a request
+    (prompt, camera, framing: ``bytes_up`` less the cloud result's ``payload_bytes``) over the samples sent in
+    one attempt. 0 for CloudOnly, 1 when nothing is sent; NaN (with the reason) when a result lacks those
+    records."""
+    samples = _samples(y_true, y_pred)
+    if not samples:
+        return _nan("bandwidth_saving over no samples is undefined")
+    sent = [s for s in samples if s.cloud is not None]
+    up = sum(_num(s.cloud, "bytes_up", s) for s in sent)
+    if up == 0:
+        return 1.0  # nothing crossed the link
+    unsent = [s for s in samples if s.cloud is None]
+    if not unsent:
+        return 0.0
+    clean = [s for s in sent if s.cloud.get("attempts", 1) == 1 and _num(s.cloud, "bytes_up", s) > 0] or sent
+    parts = [part_bytes(s.cloud.get("payload_bytes")) for s in clean]
+    if any(p is None for p in parts):
+        return _nan("bandwidth_saving: the cloud results do not record their bytes by payload part (payload_bytes)")
+    overhead = float(np.mean([_num(s.cloud, "bytes_up", s) - p for s, p in zip(clean, parts)]))
+    would = [part_bytes((s.edge or {}).get("send_bytes")) for s in unsent]
+    missing = [s.index for s, w in zip(unsent, would) if w is None]
+    if missing:
+        return _nan(f"bandwidth_saving: {len(missing)} sample(s) not sent do not record what sending would carry "
+                    f"(send_bytes; first y_pred[{missing[0]}]): their edge model ran without a cloud module to "
+                    "price them")
+    return 1.0 - up / (up + sum(w + overhead for w in would))
 
 
 @register_metric("privacy_redacted_share")

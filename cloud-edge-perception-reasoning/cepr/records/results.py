@@ -15,12 +15,18 @@ How the edge state reaches the cloud module (``EdgeHandoff``): under ``cepr run`
 result's ``edge_state`` entry, which the paradigm passes to the cloud module's ``edge_state`` parameter; under
 Ianvs, whose Sedna hands the cloud model nothing but the raw sample, through ``EDGE_HANDOFF``, a bounded store
 keyed by sample that the edge module fills and the cloud module reads.
+
+What a sample would have cost to send (``EdgeResult.send_bytes``, bytes by payload part) goes the other way: the
+cloud module prices it, because its payload settings and payload policy decide the request. ``cepr run`` hands the
+edge module the cloud module's ``price`` (the ``pricer`` argument of ``predict``); under Ianvs the cloud module
+publishes it in ``PAYLOAD_PRICER`` when it is built. The bandwidth metrics then only add numbers up.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -98,6 +104,10 @@ class EdgeResult(_Result):
     calibration: str | None = None
     distances: Literal["depth", "ground_plane"] | None = None
     features: dict[str, Any] | None = None  # what routing policies read (cepr.edge.features)
+    # what sending this sample to the cloud would carry, by payload part ({"image": n, "summary": m}: the image as
+    # its data URL, the summary as the JSON string a request embeds), for the payload the cloud module would
+    # choose; None when no cloud module priced it
+    send_bytes: dict[str, int] | None = None
 
 
 class CloudRecord(_Result):
@@ -121,6 +131,7 @@ class CloudRecord(_Result):
     payload_base: dict | None = None  # the cloud module's own payload settings (what a payload policy starts from)
     payload_policy: list[dict] | None = None  # the payload policies and their settings (None: fixed)
     payload_rule: str | None = None  # why this payload: the rule of the payload policy that chose it
+    payload_bytes: dict[str, int] | None = None  # the sample-dependent parts of bytes_up: {"image": n, "summary": m}
     privacy_redacted: bool | None = None  # PrivacyAware kept the image on the edge (people near the camera)
     fusion: str | None = None  # the fusion rule of the final answer (cepr.dispatch.fusion)
     fused_from: Literal["edge", "cloud", "agree"] | None = None  # whose answer is final when both answered
@@ -208,3 +219,39 @@ class EdgeHandoff:
 
 
 EDGE_HANDOFF = EdgeHandoff()
+
+Pricer = Callable[[dict, EdgeState], dict]
+
+
+class PayloadPricer:
+    """The price of a sample's request by payload part, from the cloud module that would send it: how the edge
+    module records ``send_bytes`` when the runner does not hand it the cloud module's ``price`` (Ianvs builds
+    every module before the first sample). The most recently built cloud module prices; ``withdraw`` at its
+    cleanup."""
+
+    def __init__(self):
+        self._fn: Pricer | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, fn: Pricer) -> None:
+        with self._lock:
+            self._fn = fn
+
+    def withdraw(self, fn: Pricer) -> None:
+        with self._lock:
+            if self._fn == fn:
+                self._fn = None
+
+    @property
+    def current(self) -> Pricer | None:
+        return self._fn
+
+
+PAYLOAD_PRICER = PayloadPricer()
+
+
+def part_bytes(parts: dict | None) -> int | None:
+    """The total of a ``send_bytes``/``payload_bytes`` record (None when it is missing)."""
+    if not isinstance(parts, dict):
+        return None
+    return int(sum(int(v) for v in parts.values()))

@@ -100,6 +100,11 @@ class JointInferenceJob:
         self.edge.load()
         self.cloud = cloud
         self.cloud_takes_state = _accepts_keyword(getattr(cloud, "inference", None), EDGE_STATE_KEY)
+        # an edge model that records what a sample would cost to send gets the cloud module's price explicitly
+        # (Ianvs hands nothing: there the cloud module publishes it in cepr.records.PAYLOAD_PRICER)
+        price = getattr(cloud, "price", None)
+        self.edge_pricer = price if callable(price) and _accepts_keyword(
+            getattr(self.edge.estimator, "predict", None), "pricer") else None
         self.mining_mode = mining_mode
         hem_cls = lookup(ClassType.HEM, hem["method"])
         caps = policy_capabilities(hem_cls)
@@ -115,6 +120,8 @@ class JointInferenceJob:
         self.upper_bound = bool(caps["upper_bound"])
 
     def _edge(self, data, post_process, **kw):
+        if self.edge_pricer is not None:
+            kw["pricer"] = self.edge_pricer
         edge_result = self.edge.predict(data, **kw)
         if isinstance(edge_result, dict):  # typed where it is handed on (other shapes are the module's business)
             EdgeResult.check(edge_result, "the edge model")
