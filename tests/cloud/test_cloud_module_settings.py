@@ -32,3 +32,63 @@ def test_a_policy_that_can_drop_the_image_is_refused_for_the_vlm_message_style()
     with pytest.raises(CeprError, match="payload_policy PrivacyAware"):
         CloudModule.check_hyperparameters(**OPENAI, message_style="vlm", payload="image",
                                           payload_policy="PrivacyAware")
+
+
+def test_flat_keys_become_one_nested_model():
+    """The YAML's flat keys (which Ianvs passes and names rank columns after) group into what they configure:
+    the backend and the server as discriminated unions, each server owning its own keys."""
+    from cepr.cloud.settings import FLAT_KEYS, SERVER_KEYS, CloudSettings, LlamaCppServer, ReferenceServer
+
+    s = CloudSettings.from_flat({**OPENAI, "payload": "image", "quality": 70, "link": "wifi", "link_seed": 3,
+                                 "emulate_link": False, "fusion": "confidence_weighted"})
+    assert s.backend.name == "openai" and s.backend.options == {"base_url": OPENAI["base_url"], "model": "m"}
+    assert not s.backend.auto
+    assert isinstance(s.server, ReferenceServer) and s.expert.model == "cloud"
+    assert (s.payload.mode, s.payload.quality) == ("image", 70)
+    assert (s.link.preset, s.link.seed, s.link.emulate) == ("wifi", 3, False)
+    assert s.fusion == "confidence"  # the canonical name of the rule
+    auto = CloudSettings.from_flat({"server": "llamacpp", "server_ctx": 2048, "server_mmproj": "none",
+                                    "server_threads": 2, "expert_model": "cloud"})
+    assert auto.backend.auto and isinstance(auto.server, LlamaCppServer)
+    assert (auto.server.ctx, auto.server.mmproj, auto.threads) == (2048, None, 2)
+    # every flat key belongs to exactly one place; the servers' keys are theirs alone
+    owned = [k for keys in SERVER_KEYS.values() for k in keys]
+    assert set(owned) <= FLAT_KEYS and "server_model" in SERVER_KEYS["llamacpp"] and "server_dtype" in SERVER_KEYS["vllm"]
+    assert SERVER_KEYS["reference"] == ()
+
+
+@pytest.mark.parametrize("hps, message", [
+    ({"server": "llamacpp", "server_ctx": 0}, "n_ctx must be positive"),
+    ({"server": "llamacpp", "server_draft_tokens": "many"}, "server: llamacpp: server_draft_tokens"),
+    ({"server_threads": 0}, "server_threads"),
+    ({"server": "llamacpp", "server_dtype": "bfloat16"}, "server_dtype only apply to server: vllm"),
+    ({"link_seed": "x"}, "bad link"),
+    ({"emulate_link": "maybe"}, "emulate_link"),
+])
+def test_a_bad_nested_setting_names_its_flat_key(hps, message):
+    with pytest.raises(CeprError, match=message):
+        CloudModule.check_hyperparameters(**hps)
+
+
+def test_every_shipped_algorithm_file_parses_into_the_settings_model(monkeypatch):
+    """Users' files keep working: every cloud module setting of every test case in the repository's jobs builds
+    the typed model (nothing is started)."""
+    import itertools
+    from pathlib import Path
+
+    from cepr.cloud.settings import CloudSettings
+    from cepr.runner.config import parse_job
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    seen = set()
+    for job in sorted(root.glob("benchmarkingjob*.yaml")):
+        for alg in parse_job(job).algorithms:
+            grid = alg.module("cloudmodel")
+            names = [hp for hp, _ in grid.grid]
+            for values in itertools.product(*(v for _, v in grid.grid)):
+                point = {**grid.base, **dict(zip(names, values))}
+                if repr(sorted(point.items(), key=str)) not in seen:
+                    seen.add(repr(sorted(point.items(), key=str)))
+                    CloudSettings.from_flat(point)
+    assert len(seen) >= 10  # distinct settings (52 test cases share 12 today)
