@@ -39,18 +39,40 @@ def trained(tiny_llm, tiny_data, tmp_path_factory):
 
 
 def _merged(tiny_llm, peft):
-    import torch
-
     from cepr.llm import lora
     from cepr.training.finetune import load_base
 
     model, tok, _ = load_base(str(tiny_llm["dir"] / "hf"))
     if peft is not None:
-        spec, sd = lora.read_peft(peft)
-        layers = lora.inject(model, spec)
-        lora.load_lora_state(layers, {k: torch.from_numpy(v) for k, v in sd.items()})
-        lora.merge(model)
+        model = lora.load_merged(model, peft).eval()
     return model.eval(), tok
+
+
+def test_the_peft_folder_is_the_lora_update_and_merges_into_the_weights(tiny_llm, trained):
+    """PEFT built and saved the adapter: its folder holds plain LoRA (B zero-initialised, so only training moved
+    it), and merging it gives every target weight W + (alpha / r) B A, exactly our definition."""
+    import torch
+
+    from cepr.llm import lora
+    from cepr.training.finetune import load_base
+
+    spec, sd = lora.read_peft(trained["out"] / "peft")
+    assert (spec.r, spec.alpha) == (8, 16.0)  # what _cfg asked for
+    base, _, _ = load_base(str(tiny_llm["dir"] / "hf"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    merged = lora.load_merged(base, trained["out"] / "peft")
+    after = merged.state_dict()
+    n = 0
+    for key in sd:
+        if ".lora_A." not in key:
+            continue
+        a, b = torch.from_numpy(sd[key]), torch.from_numpy(sd[key.replace(".lora_A.", ".lora_B.")])
+        assert b.abs().max() > 0  # trained: B left zero
+        w = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+        torch.testing.assert_close(after[w], before[w] + spec.scale * (b @ a), rtol=1e-5, atol=1e-6)
+        n += 1
+    assert n == len(sd) // 2 > 0
+    assert not any("lora" in k for k in after)  # unwrapped: a plain model again
 
 
 def _first_example(trained) -> dict:

@@ -102,10 +102,7 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
     tok = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     if peft is not None:
-        spec, sd = lora.read_peft(peft)
-        layers = lora.inject(model, spec)
-        lora.load_lora_state(layers, {k: torch.from_numpy(v) for k, v in sd.items()})
-        lora.merge(model)
+        model = lora.load_merged(model, peft).eval()
     llm = Llama(model_path=str(llm_path(gguf_model)), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
                 logits_all=True, verbose=False, type_k=0, type_v=0,
                 lora_path=str(gguf_lora) if gguf_lora is not None else None)

@@ -1,27 +1,30 @@
-"""LoRA for the Hugging Face causal language models here (Llama, Gemma 3): our own small implementation.
+"""LoRA for the Hugging Face causal language models here (Llama, Gemma 3): built, trained, saved and merged with
+PEFT, exported for llama.cpp by our own code.
 
 A LoRA layer adds a low-rank update to a frozen linear layer: ``y = W x + (alpha / r) * B (A x)`` with ``A`` of
 shape (r, in), initialised like a linear layer, and ``B`` of shape (out, r), initialised to zero, so training
-starts from the base model exactly. ``inject`` wraps the chosen projections of every decoder layer; ``merge``
-folds the update into the weights (what a model without LoRA support then computes).
+starts from the base model exactly. ``inject`` wraps the chosen projections of the decoder layers with PEFT's
+LoRA layers (``peft.get_peft_model``); ``merge`` folds the update into the weights (PEFT's
+``merge_and_unload``: what a model without LoRA support then computes).
 
 Two on-disk forms:
 
-- **PEFT folder** (``save_peft``): ``adapter_config.json`` and ``adapter_model.safetensors`` with PEFT's names
-  (``base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight``), which vLLM's LoRA loader reads.
+- **PEFT folder** (``save_peft``, PEFT's ``save_pretrained``): ``adapter_config.json`` and
+  ``adapter_model.safetensors`` with PEFT's names (``base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight``),
+  which vLLM's LoRA loader and PEFT itself read.
 - **GGUF LoRA adapter** (``save_gguf``) for llama.cpp (``Llama(lora_path=...)``): ``general.type = adapter``,
   ``adapter.type = lora``, ``adapter.lora.alpha``, ``general.architecture`` of the base model, tensors
   ``blk.N.<name>.weight.lora_a`` (numpy shape (r, in)) and ``.lora_b`` ((out, r)), F32. For the ``llama``
   architecture the base GGUF's q/k rows are permuted to llama.cpp's adjacent-pair RoPE layout
   (``cepr.llm.gguf_export``), so ``B`` of q and k (whose rows are the projection's output rows) gets the same
   permutation; ``A`` is untouched. Gemma 3's GGUF keeps Hugging Face's row order (llama.cpp runs it with NeoX-style
-  RoPE, which rotates the same (i, i + head_dim/2) pairs as Hugging Face), so nothing is permuted there.
+  RoPE, which rotates the same (i, i + head_dim/2) pairs as Hugging Face), so nothing is permuted there. PEFT has
+  no GGUF export, so this part is ours.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,32 +68,6 @@ class LoraSpec:
         return self.alpha / self.r
 
 
-def _lora_linear_class():
-    import torch
-    from torch import nn
-
-    class LoraLinear(nn.Module):
-        """A frozen ``nn.Linear`` plus ``scale * B(A(dropout(x)))``."""
-
-        def __init__(self, base: nn.Linear, spec: LoraSpec):
-            super().__init__()
-            self.base = base
-            self.scale = spec.scale
-            self.lora_A = nn.Parameter(torch.empty(spec.r, base.in_features, dtype=base.weight.dtype))
-            self.lora_B = nn.Parameter(torch.zeros(base.out_features, spec.r, dtype=base.weight.dtype))
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-            self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-            base.weight.requires_grad_(False)
-
-        def forward(self, x):
-            return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scale
-
-        def delta(self):
-            return (self.lora_B @ self.lora_A) * self.scale
-
-    return LoraLinear
-
-
 def decoder_layers(model):
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
@@ -99,81 +76,75 @@ def decoder_layers(model):
     return layers
 
 
-def inject(model, spec: LoraSpec) -> dict[str, object]:
-    """Freeze ``model`` and wrap the target projections of every layer; returns {PEFT module path: LoRA layer}."""
-    LoraLinear = _lora_linear_class()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    out = {}
-    all_layers = decoder_layers(model)
-    bad = [i for i in spec.layers or () if not 0 <= i < len(all_layers)]
+def peft_config(spec: LoraSpec):
+    """PEFT's ``LoraConfig`` for ``spec`` (plain LoRA: no bias, no rsLoRA or DoRA)."""
+    from peft import LoraConfig  # torch
+
+    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, target_modules=list(spec.targets), lora_dropout=spec.dropout,
+                      bias="none", task_type="CAUSAL_LM", use_rslora=False, use_dora=False,
+                      layers_to_transform=list(spec.layers) if spec.layers is not None else None)
+
+
+def inject(model, spec: LoraSpec):
+    """``model`` frozen, with LoRA on the target projections of the chosen layers (in place: ``model`` itself
+    now computes with them). Returns PEFT's model around it, whose trainable parameters are exactly the LoRA
+    matrices, and which saves and loads the adapter."""
+    from peft import PeftModel, get_peft_model  # torch
+
+    if isinstance(model, PeftModel) or any(type(m).__module__.startswith("peft.") for m in model.modules()):
+        raise CeprError("LoRA is already injected into this model")
+    n = len(decoder_layers(model))
+    bad = [i for i in spec.layers or () if not 0 <= i < n]
     if bad:
-        raise CeprError(f"LoRA layers {bad} do not exist: the model has {len(all_layers)} decoder layers")
-    for i, layer in enumerate(all_layers):
-        if spec.layers is not None and i not in spec.layers:
-            continue
-        for t in spec.targets:
-            block, _ = TARGETS[t]
-            parent = getattr(layer, block)
-            lin = getattr(parent, t)
-            if isinstance(lin, LoraLinear) or type(lin).__name__ == "LoraLinear":
-                raise CeprError("LoRA is already injected into this model")
-            wrapped = LoraLinear(lin, spec)
-            setattr(parent, t, wrapped)
-            out[f"model.layers.{i}.{block}.{t}"] = wrapped
-    return out
+        raise CeprError(f"LoRA layers {bad} do not exist: the model has {n} decoder layers")
+    return get_peft_model(model, peft_config(spec))
 
 
-def lora_state(layers: dict) -> dict:
-    """PEFT-named tensors: {base_model.model.<path>.lora_A.weight: tensor, ...}."""
-    sd = {}
-    for path, m in layers.items():
-        sd[f"base_model.model.{path}.lora_A.weight"] = m.lora_A.detach().clone().contiguous()
-        sd[f"base_model.model.{path}.lora_B.weight"] = m.lora_B.detach().clone().contiguous()
-    return sd
+def trainable(peft_model) -> list:
+    """The LoRA matrices (what the optimizer updates)."""
+    return [p for p in peft_model.parameters() if p.requires_grad]
 
 
-def load_lora_state(layers: dict, sd: dict) -> None:
-    import torch
+def lora_state(peft_model) -> dict:
+    """PEFT-named tensors: {base_model.model.<path>.lora_A.weight: tensor, ...} (copies)."""
+    from peft import get_peft_model_state_dict  # torch
 
-    want = set(lora_state(layers))
+    return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+
+
+def load_lora_state(peft_model, sd: dict) -> None:
+    """Set the LoRA matrices from PEFT-named tensors; tensors that do not match the model are an error."""
+    from peft import set_peft_model_state_dict  # torch
+
+    want = set(lora_state(peft_model))
     if set(sd) != want:
         missing, extra = sorted(want - set(sd)), sorted(set(sd) - want)
         raise CeprError(f"LoRA tensors do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
-    with torch.no_grad():
-        for path, m in layers.items():
-            m.lora_A.copy_(sd[f"base_model.model.{path}.lora_A.weight"])
-            m.lora_B.copy_(sd[f"base_model.model.{path}.lora_B.weight"])
+    set_peft_model_state_dict(peft_model, sd)
 
 
-def merge(model) -> None:
-    """Fold every LoRA update into its base weight and unwrap it (in place)."""
-    import torch
-
-    with torch.no_grad():
-        for layer in decoder_layers(model):
-            for t, (block, _) in TARGETS.items():
-                parent = getattr(layer, block)
-                m = getattr(parent, t, None)
-                if type(m).__name__ == "LoraLinear":
-                    m.base.weight += m.delta().to(m.base.weight.dtype)
-                    setattr(parent, t, m.base)
+def merge(peft_model):
+    """The base model with every LoRA update folded into its weights (PEFT's ``merge_and_unload``)."""
+    return peft_model.merge_and_unload()
 
 
-def save_peft(layers: dict, spec: LoraSpec, out: str | Path, base_model: str = "") -> Path:
-    """The adapter as a PEFT folder (adapter_config.json, adapter_model.safetensors)."""
-    from safetensors.torch import save_file
+def load_merged(model, folder: str | Path):
+    """``model`` with the PEFT folder's adapter merged in."""
+    from peft import PeftModel  # torch
 
+    read_peft(folder)  # a folder that is not a plain LoRA adapter is named before PEFT reads it
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+
+
+def save_peft(peft_model, out: str | Path, base_model: str = "") -> Path:
+    """The adapter as a PEFT folder (PEFT's ``save_pretrained``: adapter_config.json, adapter_model.safetensors),
+    naming ``base_model`` as its base."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model, "r": spec.r,
-           "lora_alpha": spec.alpha, "lora_dropout": spec.dropout, "target_modules": list(spec.targets),
-           "bias": "none", "fan_in_fan_out": False, "modules_to_save": None, "use_rslora": False,
-           "use_dora": False, "inference_mode": True,
-           "layers_to_transform": list(spec.layers) if spec.layers is not None else None}
-    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
-    save_file({k: v.float() for k, v in lora_state(layers).items()}, str(out / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
+    peft_model.save_pretrained(str(out))
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base_model
+    cfg_path.write_text(json.dumps(cfg, indent=1) + "\n")
     return out
 
 

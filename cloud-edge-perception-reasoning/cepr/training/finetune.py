@@ -252,13 +252,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
         raise CeprError(f"last_layers {cfg.last_layers}: the model has {n_layers} decoder layers")
     chosen = tuple(range(n_layers - cfg.last_layers, n_layers)) if cfg.last_layers else None
     spec = lora.LoraSpec(r=cfg.r, alpha=cfg.alpha, targets=tuple(cfg.targets), dropout=cfg.dropout, layers=chosen)
-    layers = lora.inject(model, spec)
-    params = [p for m in layers.values() for p in (m.lora_A, m.lora_B)]
+    adapter = lora.inject(model, spec)  # PEFT's model: its LoRA layers sit inside ``model`` itself
+    params = lora.trainable(adapter)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hist = {"loss": [], "right": [], "tasks": [], "seconds": []}
     step, spent_before = 0, 0.0
     if ckpt is not None:
-        lora.load_lora_state(layers, ckpt["lora"])
+        lora.load_lora_state(adapter, ckpt["lora"])
         opt.load_state_dict(ckpt["optim"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, hist, spent_before = ckpt["step"], ckpt["hist"], ckpt["seconds"]
@@ -271,7 +271,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
 
     def save(step: int) -> None:
         save_checkpoint(ckpt_path, {
-            "key": cfg.training_key(), "step": step, "lora": lora.lora_state(layers),
+            "key": cfg.training_key(), "step": step, "lora": lora.lora_state(adapter),
             "optim": opt.state_dict(), "torch_rng": torch.get_rng_state(), "hist": hist,
             "seconds": spent_before + time.perf_counter() - t_start})
 
@@ -300,8 +300,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict:
                       t_start=t_start)
     step, stopped = done.step, done.stopped
     model.eval()
-    lora.save_peft(layers, spec, out / "peft", base_model=str(folder))
-    lora.save_gguf(lora.lora_state(layers), spec, model.config, out / "adapter.gguf", name=f"{Path(cfg.out).name}")
+    lora.save_peft(adapter, out / "peft", base_model=str(folder))
+    lora.save_gguf(lora.lora_state(adapter), spec, model.config, out / "adapter.gguf", name=f"{Path(cfg.out).name}")
     result = {"config": cfg.model_dump(), "base_folder": str(folder), "steps": step, "stopped": stopped,
               "minutes_this_run": round((time.perf_counter() - t_start) / 60, 2),
               "minutes_total": round((spent_before + time.perf_counter() - t_start) / 60, 2),
