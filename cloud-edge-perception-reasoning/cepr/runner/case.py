@@ -24,9 +24,8 @@ from cepr.errors import CeprError
 from cepr.records import SampleRecord, check_case_record, parse_case_record
 from cepr.runner import resources
 from cepr.runner.config import BenchmarkingJob
-from cepr.runner.dataset import IndexDataset
 from cepr.runner.fingerprint import changed_parts
-from cepr.runner.paradigm import Interrupted, JointInferenceJob, SampleFailure, instantiate, run_samples
+from cepr.runner.paradigm import Interrupted, SampleFailure, build_job, case_samples, release, run_samples
 from cepr.runner.testcase import TestCase
 
 log = logging.getLogger(__name__)
@@ -205,16 +204,6 @@ def _score(metrics: dict, y_true, y_pred, case_id: str) -> tuple[dict, dict]:
     return values, errors
 
 
-def _cleanup(jobobj, instances: dict, case_id: str) -> None:
-    """Release the modules (servers, sessions); a failed cleanup is logged, never allowed to lose the record."""
-    targets = [jobobj] if jobobj is not None else [i for i in instances.values() if hasattr(i, "cleanup")]
-    for t in targets:
-        try:
-            t.cleanup()
-        except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
-            log.warning("cleanup of test case %s (%s) failed: %s", case_id, type(t).__name__, e)
-
-
 def cloud_health(y_pred: list, max_failures: float) -> dict:
     """How the cloud calls of a case ended, and whether the case is degraded: more than ``max_failures`` of the
     samples sent to the cloud fell back or got an unusable reply, so its row measures the edge more than the
@@ -269,14 +258,8 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
     instances = {}
     jobobj = None
     try:
-        for mtype, spec in tc.modules.items():
-            instances[mtype] = instantiate(spec)
-        dataset = IndexDataset(x.copy(), y_true.copy(), job.testenv.test_index)
-        if "dataset_processor" in instances and callable(instances["dataset_processor"]):
-            dataset = instances["dataset_processor"](dataset)
-        samples = list(dataset.x)
-        jobobj = JointInferenceJob(instances["edgemodel"], instances["cloudmodel"],
-                                   instances["hard_example_mining"], job.testenv.mining_mode)
+        instances, jobobj = build_job(tc.modules, job.testenv.mining_mode, instances)
+        samples = case_samples(x, y_true, job.testenv.test_index, instances.get("dataset_processor"))
         record["upper_bound"] = jobobj.upper_bound
         save = getattr(jobobj.hem, "save_artifacts", None)  # e.g. the Learned router's model, kept with the run
         if callable(save):
@@ -320,7 +303,7 @@ def run_case(tc: TestCase, job: BenchmarkingJob, opts: RunOptions, metrics: dict
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         log.error("test case %s failed: %s", tc.id, record["error"])
     finally:
-        _cleanup(jobobj, instances, tc.id)
+        release(jobobj, instances, f"test case {tc.id}")
     finish_record(record, started, out_dir)
     return record
 

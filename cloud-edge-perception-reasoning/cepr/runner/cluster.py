@@ -33,7 +33,7 @@ from cepr.compat.class_factory import ClassType, force_register, lookup
 from cepr.dispatch import CloudOnly, policies
 from cepr.errors import CeprError
 from cepr.runner import resources as usage
-from cepr.runner.paradigm import JointInferenceJob, SampleFailure, instantiate, run_samples
+from cepr.runner.paradigm import SampleFailure, build_job, run_samples
 from cepr.servers.autoserve import shutdown_all
 
 log = logging.getLogger(__name__)
@@ -230,20 +230,8 @@ def _job_for(task: ShardTask):
         for key in [k for k in _loaded if k[0] == me]:  # one case's modules at a time per worker thread
             _release_one(key)
         _fresh_imports(task.modules)
-        instances = {}
-        try:
-            for mtype in ("edgemodel", "cloudmodel", "hard_example_mining"):
-                instances[mtype] = instantiate(task.modules[mtype])
-            job = JointInferenceJob(instances["edgemodel"], instances["cloudmodel"],
-                                    instances["hard_example_mining"], task.mining_mode)
-        except BaseException:
-            for inst in instances.values():
-                if hasattr(inst, "cleanup"):
-                    try:
-                        inst.cleanup()
-                    except Exception as e:  # noqa: BLE001 - the original error matters
-                        log.debug("cleanup after a failed start: %s", e)
-            raise
+        instances, job = build_job({t: task.modules[t] for t in ("edgemodel", "cloudmodel", "hard_example_mining")},
+                                   task.mining_mode)
         _loaded[(me, task.case_key)] = (instances, job)
         return instances, job
 

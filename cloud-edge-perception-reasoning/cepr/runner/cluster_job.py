@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from cepr.runner import case as J
 from cepr.runner import cluster as cl
-from cepr.runner.dataset import IndexDataset
-from cepr.runner.paradigm import SampleFailure, instantiate
+from cepr.runner.paradigm import SampleFailure, case_samples
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,7 @@ class _Case:
 
 
 def _samples_of(tc, job, data) -> list:
-    dataset = IndexDataset(data.x.copy(), data.y.copy(), job.testenv.test_index)
-    spec = tc.modules.get("dataset_processor")
-    if spec is not None:
-        proc = instantiate(spec)
-        if callable(proc):
-            dataset = proc(dataset)
-    return list(dataset.x)
+    return case_samples(data.x, data.y, job.testenv.test_index, tc.modules.get("dataset_processor"))
 
 
 def run_on_cluster(cases, job, opts, metrics, data, bad: dict, result) -> None:

@@ -28,6 +28,7 @@ from cepr.errors import CeprError
 from cepr.records import EDGE_STATE_KEY, CloudRecord, EdgeResult
 from cepr.registry import import_module_file
 from cepr.runner.config import ModuleSpec
+from cepr.runner.dataset import IndexDataset
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,45 @@ class JointInferenceJob:
         for m in (self.edge.estimator, self.cloud, self.hem):
             if hasattr(m, "cleanup"):
                 m.cleanup()
+
+
+def build_job(modules: dict[str, ModuleSpec], mining_mode: str,
+              instances: dict | None = None) -> tuple[dict, JointInferenceJob]:
+    """A case's modules, instantiated (``instances`` is filled as they are, so a caller sees what was built even
+    when a later one fails), and the joint-inference paradigm over them. A module that cannot be built releases
+    the ones already built and re-raises. The dataset processor, when ``modules`` has one, is instantiated too."""
+    instances = {} if instances is None else instances
+    try:
+        for mtype, spec in modules.items():
+            instances[mtype] = instantiate(spec)
+        return instances, JointInferenceJob(instances["edgemodel"], instances["cloudmodel"],
+                                            instances["hard_example_mining"], mining_mode)
+    except BaseException:
+        release(None, instances, "a case being built")
+        instances.clear()  # released: nobody cleans them up twice
+        raise
+
+
+def release(job: JointInferenceJob | None, instances: dict, what: str) -> None:
+    """Clean up a case's modules (servers, sessions): the paradigm's cleanup when it was built, else each module
+    that has one. A failed cleanup is logged, never raised: it must not lose a result or hide an error."""
+    targets = [job] if job is not None else [i for i in instances.values() if hasattr(i, "cleanup")]
+    for t in targets:
+        try:
+            t.cleanup()
+        except Exception as e:  # noqa: BLE001 - a failed cleanup must not lose the record
+            log.warning("cleanup of %s (%s) failed: %s", what, type(t).__name__, e)
+
+
+def case_samples(x, y, test_index, processor=None) -> list:
+    """The samples a case runs: the test index's frames, through the dataset processor (an instance, or a
+    ModuleSpec to instantiate) when there is one, as Ianvs hands them to the paradigm."""
+    dataset = IndexDataset(x.copy(), y.copy(), test_index)
+    if isinstance(processor, ModuleSpec):
+        processor = instantiate(processor)
+    if callable(processor):
+        dataset = processor(dataset)
+    return list(dataset.x)
 
 
 class SampleFailure:

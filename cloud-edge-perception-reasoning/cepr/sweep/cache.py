@@ -1,10 +1,10 @@
 """The sweep cache: the edge AND the cloud run once on every test sample, both results kept, so that any number of
 dispatch policies can then be evaluated without calling a model.
 
-**Filling** reuses the job machinery: the test index, the dataset processor, the edge and cloud modules are those
-of one algorithm of a benchmarking job (``cepr.runner.config.parse_job``, ``cepr.runner.paradigm.instantiate``),
-run by the joint-inference paradigm (``JointInferenceJob`` + ``run_samples``: progress bar, concurrency, a failing
-sample recorded, not fatal) in ``inference-then-mining`` mode with a filter that sends every sample to the cloud.
+**Filling** runs as a test case runs: the test index through the dataset processor (``case_samples``), the edge
+and cloud modules of one algorithm of a benchmarking job built with the paradigm (``build_job``, released with
+``release``) and run by ``run_samples`` (progress bar, concurrency, a failing sample recorded, not fatal), all
+from :mod:`cepr.runner.paradigm`, the code under ``cepr run``, in ``inference-then-mining`` mode with a filter that sends every sample to the cloud.
 So the cached edge result is exactly the dict a policy receives at run time, and the cloud result is what the
 cloud returns when that policy sends the sample (its ``edge_state``, the scene summary, is handed over as in
 ``cepr run``).
@@ -47,9 +47,9 @@ from cepr.records import EDGE_STATE_KEY, MASK_KEY, CloudRecord, EdgeResult, Edge
 from cepr.runner import cluster as cl
 from cepr.runner import fingerprint as fpr
 from cepr.runner.config import ModuleSpec, parse_job
-from cepr.runner.dataset import IndexDataset, load_index
+from cepr.runner.dataset import load_index
 from cepr.runner.job import ensure_dataset
-from cepr.runner.paradigm import JointInferenceJob, SampleFailure, instantiate, run_samples
+from cepr.runner.paradigm import SampleFailure, build_job, case_samples, release, run_samples
 from cepr.runner.resolve import choose_algorithm
 from cepr.runner.testcase import build_test_cases
 from cepr.servers.autoserve import shutdown_all
@@ -341,6 +341,13 @@ class FillReport:
     seconds: float
 
 
+def fill_modules(source: SweepSource) -> dict[str, ModuleSpec]:
+    """The modules a fill runs: the algorithm's edge and cloud modules, and a filter that sends every sample to
+    the cloud (so both results of every sample are kept)."""
+    return {"edgemodel": source.modules["edgemodel"], "cloudmodel": source.modules["cloudmodel"],
+            "hard_example_mining": ModuleSpec("hard_example_mining", _ALL_TO_CLOUD, source.hem.url, {})}
+
+
 def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit: int | None = None,
                concurrency: int = 1, progress: bool = True, refresh: bool = False, cluster: str | None = None,
                cluster_timeout: float = 10.0, shard_size: int | None = None) -> FillReport:
@@ -372,13 +379,7 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
             "test_index": str(source.test_index), "dataset": dataset_identity(source.test_index),
             "job": str(source.job.file), "algorithm": source.algorithm.name, "failed": {}}
     data = load_index(source.test_index, limit)
-    dataset = IndexDataset(data.x.copy(), data.y.copy(), source.test_index)
-    proc = source.modules.get("dataset_processor")
-    if proc is not None:
-        p = instantiate(proc)
-        if callable(p):
-            dataset = p(dataset)
-    samples = list(dataset.x)
+    samples = case_samples(data.x, data.y, source.test_index, source.modules.get("dataset_processor"))
     have = read_lines(cache_dir)
     for i, x in have.items():  # the same sample (frame and question) at that position, or the cache is wrong
         if i < len(samples) and isinstance(samples[i], dict) and (x.get("key"), x.get("task")) != (
@@ -398,12 +399,9 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
             _write_json(meta_path, meta)
     elif todo:
         force_register(CloudOnly, ClassType.HEM, _ALL_TO_CLOUD)
-        instances, jobobj = {}, None
+        jobobj, instances = None, {}
         try:
-            for mtype in ("edgemodel", "cloudmodel"):
-                instances[mtype] = instantiate(source.modules[mtype])
-            jobobj = JointInferenceJob(instances["edgemodel"], instances["cloudmodel"],
-                                       {"method": _ALL_TO_CLOUD, "param": {}}, MINING_MODE)
+            instances, jobobj = build_job(fill_modules(source), MINING_MODE, instances)
             with (cache_dir / SAMPLES).open("a") as fh:
                 def write(j, r):
                     i = todo[j]
@@ -418,12 +416,7 @@ def fill_cache(source: SweepSource, cache_root: str | Path | None = None, limit:
                 run_samples(jobobj, [samples[i] for i in todo], concurrency, progress,
                             f"sweep cache: edge + cloud on {len(todo)} sample(s)", on_result=write)
         finally:
-            if jobobj is not None:
-                jobobj.cleanup()
-            else:
-                for inst in instances.values():
-                    if hasattr(inst, "cleanup"):
-                        inst.cleanup()
+            release(jobobj, instances, "the sweep cache's modules")
             shutdown_all()
             meta["failed"] = {str(k): v for k, v in sorted(failed.items())}
             _write_json(meta_path, meta)
@@ -447,8 +440,7 @@ def fill_on_cluster(source: SweepSource, address: str, timeout_s: float, shard_s
     address = cl.normalise_address(address)
     distributed = cl._distributed()
     size = shard_size or cl.DEFAULT_SHARD_SIZE
-    modules = {"edgemodel": source.modules["edgemodel"], "cloudmodel": source.modules["cloudmodel"],
-               "hard_example_mining": ModuleSpec("hard_example_mining", _ALL_TO_CLOUD, source.hem.url, {})}
+    modules = fill_modules(source)
     nonce = uuid.uuid4().hex[:8]
     case_key = f"sweep-{cache_dir.name}-{nonce}"
     futures, meta = [], {}
