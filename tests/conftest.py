@@ -200,11 +200,10 @@ def pytest_report_header(config):
     return lines
 
 
-# ---- with pytest-xdist (-n 2 --dist loadgroup): the language-model engines' tests share one worker, in file order,
-# so two vLLM servers never start at once and their module-scoped servers are reused ----
+# ---- with pytest-xdist (--dist loadgroup): the tests that start vLLM or use the session's Gemma folder share one
+# worker, so two vLLM servers never start at once, module-scoped servers are reused and Gemma is converted once ----
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        path = str(item.path)
-        if item.get_closest_marker("vllm") or f"{os.sep}tests{os.sep}llm{os.sep}" in path:
+        if item.get_closest_marker("vllm") or "gemma_hf_cache" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("engines"))

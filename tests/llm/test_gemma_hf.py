@@ -1,6 +1,7 @@
 """cepr models gemma-hf: the shipped Gemma 3 270M GGUF as a Hugging Face folder, checked against llama.cpp.
 
-Slow (about a minute and 1 GB of float32 weights in a temporary folder): dequantize, save, reload with plain
+Slow (the conversion, about 50 s and 1 GB of float32 weights, is made once per test run by the ``gemma_hf_cache``
+fixture, which other Gemma tests share): dequantize, save, reload with plain
 ``from_pretrained``, render the chat template, and compare next-token logits with llama.cpp on an edge prompt
 longer than Gemma's 512-token sliding window. llama.cpp's Q4 kernels quantize activations too, so the logits
 differ by about 0.25 on average (docs/llm.md); the test asks for the same tokens and >= 90% equal top-1 tokens.
@@ -16,16 +17,15 @@ pytest.importorskip("accelerate", reason="needs the llm extra (pip install -e '.
 
 
 @pytest.mark.slow
-def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(tmp_path, monkeypatch):
+def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(gemma_hf_cache, monkeypatch):
+    """The folder ``cepr models gemma-hf`` wrote (the session's fixture runs the command once)."""
     import json
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from cepr.cli import main
     from cepr.llm.gemma_hf import check_against_llamacpp
 
-    out = tmp_path / "gemma-hf"
-    assert main(["models", "gemma-hf", "--out", str(out)]) == 0
+    out = gemma_hf_cache / "cepr" / "gemma3-270m-hf"
     cfg = AutoConfig.from_pretrained(str(out))
     assert cfg.model_type == "gemma3_text" and not hasattr(cfg, "quantization_config")
     assert json.loads((out / "cepr_source.json").read_text())["model"] == "gemma3-270m"
@@ -37,10 +37,8 @@ def test_gemma_folder_loads_renders_gemma_turns_and_agrees_with_llamacpp(tmp_pat
     assert r["tokens_equal"] and r["prompt_tokens"] > 512
     assert r["top1_equal"] >= 0.9, r
     assert r["mean_abs_diff"] < 0.05 * r["logit_scale"], r
-    # vLLM settings name it by its shipped name: the folder cached in ~/.cache/cepr (here: this one, linked there)
+    # vLLM settings name it by its shipped name: the folder in the user's cache (here the session's)
     from cepr.servers.vllm_server import check_model
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    (tmp_path / "cache" / "cepr").mkdir(parents=True)
-    (tmp_path / "cache" / "cepr" / "gemma3-270m-hf").symlink_to(out)
-    assert check_model("gemma3-270m") == str(tmp_path / "cache" / "cepr" / "gemma3-270m-hf")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(gemma_hf_cache))
+    assert check_model("gemma3-270m") == str(out)

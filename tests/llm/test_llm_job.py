@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -45,8 +46,8 @@ def test_llm_job_files_are_checked_and_parse(tiny_data, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.timeout(900)  # seven cases, three servers started (two vLLM, one llama.cpp): about 3 minutes alone
-def test_llm_job_end_to_end(tiny_data, tmp_path):
-    """Every case of the job on 2 samples: Gemma in llama.cpp at the edge (with and without the shipped adapter)
+def test_llm_job_end_to_end(tiny_data, tmp_path, gemma_hf_cache):
+    """Every case of the job on one sample: Gemma in llama.cpp at the edge (with and without the shipped adapter)
     and behind llama.cpp's server, and Gemma behind vLLM (made into a Hugging Face folder on first use) with and
     without n-gram speculation, whose acceptance comes from vLLM's counters."""
     from cepr.llm.vllm_env import INSTALL_HINT, find_vllm_python
@@ -56,8 +57,9 @@ def test_llm_job_end_to_end(tiny_data, tmp_path):
     if find_vllm_python(required=False) is None:
         pytest.skip(f"vLLM is not installed: {INSTALL_HINT}")
     root = _job(tmp_path, tiny_data)
-    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-llm.yaml", "--limit", "2",
-                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=1500, check=False)
+    env = {**os.environ, "XDG_CACHE_HOME": str(gemma_hf_cache)}  # the Gemma folder made once for this test run
+    p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-llm.yaml", "--limit", "1",
+                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=1500, check=False, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = list(csv.DictReader((root / "workspace" / "cepr-llm" / "rank" / "all_rank.csv").open()))
     assert {r["algorithm"] for r in rows} == CASES
@@ -72,4 +74,4 @@ def test_llm_job_end_to_end(tiny_data, tmp_path):
     assert float(by["edge-gemma"]["edge_ratio"]) == 1.0
     assert 0 < float(by["cloud-gemma-vllm-ngram"]["spec_acceptance"]) <= 1  # vLLM's /metrics
     assert by["cloud-gemma-vllm"]["spec_acceptance"] == ""  # no speculation, nothing measured: NaN, written empty
-    check_recorded_answers(root / "workspace" / "cepr-llm", "llm_job_tiny_2")
+    check_recorded_answers(root / "workspace" / "cepr-llm", "llm_job_tiny_1")

@@ -57,8 +57,10 @@ def build_gemma_hf(out: str | Path, model: str = "gemma3-270m", log=None) -> Pat
     log = log or (lambda s: None)
     log(f"reading {gguf_path} (dequantizing)")
     kw = {"gguf_file": gguf_path.name}
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kw)
     m = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **kw)
+    # the model's config, so the tokenizer does not parse the GGUF's metadata (its 262k-token vocabulary) once more
+    # for it: each parse takes about 15 s here
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), config=m.config, **kw)
     if m.config.model_type not in ("gemma3_text", "gemma3"):
         raise CeprError(f"{gguf_path}: a {m.config.model_type} model; this command makes Gemma 3 folders")
     # a plain float32 model from here on: the GGUF quantizer only blocks saving

@@ -155,6 +155,11 @@ class VllmProcess:
         kv = f"{kv_cache_gib:g}" if float(kv_cache_gib).is_integer() else str(kv_cache_gib)
         self.env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": kv}
         self.env.pop(PARENT_ENV, None)  # that is cepr's wrapper's business, not vLLM's
+        if not any(str(a).startswith(("--tensor-parallel-size", "-tp", "--pipeline-parallel-size", "-pp"))
+                   for a in extra_args):
+            # one rank: its worker runs inside the engine-core process instead of a third process of its own, which
+            # saves a Python start with torch and vLLM (about 7 s of the 22 s a tiny model's server takes here)
+            self.env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.echo = echo
         self.output: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
         self.proc: subprocess.Popen | None = None
