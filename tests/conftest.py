@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -201,9 +200,13 @@ def pytest_report_header(config):
 
 
 # ---- with pytest-xdist (--dist loadgroup): the tests that start vLLM or use the session's Gemma folder share one
-# worker, so two vLLM servers never start at once, module-scoped servers are reused and Gemma is converted once ----
+# worker, so two vLLM servers never start at once, module-scoped servers are reused and Gemma is converted once;
+# every other test goes with the rest of its file, so a module-scoped fixture (a rendered set, a finished job) is
+# built once, not once per worker ----
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("vllm") or "gemma_hf_cache" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("engines"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
