@@ -46,6 +46,19 @@ def _record(summary, answers, logits=None) -> dict:
     return rec
 
 
+def _kept_logits(model) -> dict:
+    """Keep the raw network output of ``model``'s last pass (``["last"]``), so a frame's logits are hashed from the
+    pass its summary came from instead of a second pass (the model runs once per frame and way)."""
+    kept, run = {}, model.run
+
+    def keep(feed):
+        kept["last"] = out = run(feed)
+        return out
+
+    model.run = keep
+    return kept
+
+
 def build(data: Path, limit: int | None = None) -> dict:
     """{frame id: {variant: record}} for the test frames under ``data``."""
     from cepr.cloud.expert import MIN_OBJECT_CONFIDENCE
@@ -62,6 +75,7 @@ def build(data: Path, limit: int | None = None) -> dict:
     edge = EdgePipeline(model_path("edge-int8"), planner=planner)
     edge_rgb = EdgePipeline(model_path("edge-rgb-int8"), planner=rgb_planner, depth_for_distance=False)
     cloud = SegmentationModel(model_path("cloud"))
+    edge_logits, edge_rgb_logits, cloud_logits = _kept_logits(edge.model), _kept_logits(edge_rgb.model), _kept_logits(cloud)
     plain = Planner()
     frames = {}
     ds = CloudRoboticsDataset(find_index(data, split="test"))
@@ -71,14 +85,14 @@ def build(data: Path, limit: int | None = None) -> dict:
         h, w = s.label.shape
         cam = camera_for(s.sidecar, w, h)
         rec = {}
-        for name, pipe, depth in (("edge_int8", edge, s.depth), ("edge_rgb_int8", edge_rgb, None)):
-            logits = pipe.model.logits(s.rgb, depth if pipe.model.use_depth else None)
+        for name, pipe, depth, kept in (("edge_int8", edge, s.depth, edge_logits),
+                                        ("edge_rgb_int8", edge_rgb, None, edge_rgb_logits)):
             r = pipe(s.rgb, depth, cam)
-            rec[name] = _record(r.summary, r.answers, logits)
+            rec[name] = _record(r.summary, r.answers, kept["last"])
         seg = cloud(s.rgb)
         cs = summarize(seg.label, None, cam, probs=seg.probs, params=plain.params, mask_size=None,
                        min_confidence=MIN_OBJECT_CONFIDENCE)
-        rec["cloud_expert"] = _record(cs, plain.answer(cs), cloud.logits(s.rgb))
+        rec["cloud_expert"] = _record(cs, plain.answer(cs), cloud_logits["last"])
         for name, depth in (("truth_depth", s.depth), ("truth_ground", None)):
             ts = summarize(s.label, depth, cam, params=plain.params)
             rec[name] = _record(ts, plain.answer(ts))
