@@ -204,9 +204,21 @@ def pytest_report_header(config):
 # every other test goes with the rest of its file, so a module-scoped fixture (a rendered set, a finished job) is
 # built once, not once per worker ----
 
+def pytest_configure(config):
+    # the marker is pytest-xdist's; registered here too so that a run without xdist (-p no:xdist) keeps
+    # --strict-markers happy
+    config.addinivalue_line("markers", "xdist_group(name): tests of one group run in one xdist worker")
+
+
 def pytest_collection_modifyitems(config, items):
+    engines = []
     for item in items:
         if item.get_closest_marker("vllm") or "gemma_hf_cache" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("engines"))
+            engines.append(item)
         else:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # the engines' group is the longest (about a third of the suite): first, so one worker starts on it at once and
+    # the other files fill the other worker meanwhile, instead of the run waiting on it at the end
+    ids = {id(i) for i in engines}
+    items[:] = engines + [i for i in items if id(i) not in ids]

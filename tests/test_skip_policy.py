@@ -1,0 +1,52 @@
+"""The skip policy of tests/conftest.py holds in a parallel run too: a skip not listed in tests/allowed_skips.py
+fails the run, a listed one does not, whether one process runs the tests or pytest-xdist's workers do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+PROBE = '''
+import pytest
+
+def test_gpu():
+    pytest.skip("not run: no CUDA provider in this onnxruntime build / no GPU")
+
+def test_other():
+    pytest.skip({reason!r})
+
+def test_ok():
+    assert True
+'''
+
+
+def _run(tmp_path: Path, reason: str, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_probe.py").write_text(PROBE.format(reason=reason))
+    # tests/conftest.py as a plugin of a run outside tests/, with the project's pytest settings
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
+                           "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path),
+                           "-o", "addopts=-ra", str(tmp_path / "test_probe.py"), *args],
+                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(TESTS)},
+                          capture_output=True, text=True, timeout=240, check=False)
+
+
+def test_an_unlisted_skip_fails_the_run_and_a_listed_one_does_not(tmp_path):
+    bad = _run(tmp_path, "redis-server is not installed")
+    assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr[-2000:]
+    assert "skips not in tests/allowed_skips.py" in bad.stdout and "redis-server is not installed" in bad.stdout
+    good = _run(tmp_path, "not run: no GPU here (TensorRT)")
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    allowed = _run(tmp_path, "redis-server is not installed", "--allow-skips")
+    assert allowed.returncode == 0 and "allowed by --allow-skips" in allowed.stdout
+
+
+def test_the_policy_holds_with_xdist_workers(tmp_path):
+    """The workers' skips reach the controller, which fails the run."""
+    bad = _run(tmp_path, "redis-server is not installed", "-n", "2", "--dist", "loadgroup")
+    assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr[-2000:]
+    assert "redis-server is not installed" in bad.stdout
