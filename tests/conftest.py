@@ -210,14 +210,29 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): tests of one group run in one xdist worker")
 
 
+def _name_group(config, item, group: str) -> None:
+    """pytest-xdist's loadgroup scheduler reads a test's group from its id (``path::name@group``), which its worker
+    writes into ``item._nodeid``; pytest 9.2 builds ids from the structured ``item._id`` instead, so that write is
+    lost and every test is scheduled on its own (pytest-dev/pytest-xdist#1386). Write the suffix where pytest
+    reads it."""
+    if not getattr(config.option, "loadgroup", False) or not hasattr(item, "_id") or item.nodeid.endswith(f"@{group}"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook
 def pytest_collection_modifyitems(config, items):
     engines = []
     for item in items:
         if item.get_closest_marker("vllm") or "gemma_hf_cache" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("engines"))
+            group = "engines"
             engines.append(item)
         else:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            group = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        _name_group(config, item, group)
     # the engines' group is the longest (about a third of the suite): first, so one worker starts on it at once and
     # the other files fill the other worker meanwhile, instead of the run waiting on it at the end
     ids = {id(i) for i in engines}

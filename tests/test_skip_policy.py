@@ -50,3 +50,31 @@ def test_the_policy_holds_with_xdist_workers(tmp_path):
     bad = _run(tmp_path, "redis-server is not installed", "-n", "2", "--dist", "loadgroup")
     assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr[-2000:]
     assert "redis-server is not installed" in bad.stdout
+
+
+GROUPS_PROBE = '''
+import os
+
+import pytest
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_where(i, tmp_path_factory):
+    with open({out!r}, "a") as f:
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+'''
+
+
+def test_one_files_tests_share_one_xdist_worker(tmp_path):
+    """tests/conftest.py groups each file's tests onto one worker (so a module's fixtures, such as a started
+    server, are built once); pytest-xdist's own grouping is lost under pytest 9.2 unless the conftest repairs it."""
+    out = tmp_path / "workers.txt"
+    (tmp_path / "test_probe.py").write_text(GROUPS_PROBE.format(out=str(out)))
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
+                        "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path), "-o", "addopts=-ra",
+                        "-n", "2", "--dist", "loadgroup", str(tmp_path / "test_probe.py")],
+                       cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(TESTS)},
+                       capture_output=True, text=True, timeout=240, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    workers = out.read_text().split()
+    assert len(workers) == 6 and len(set(workers)) == 1 and workers[0].startswith("gw"), workers
