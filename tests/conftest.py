@@ -79,6 +79,21 @@ def expert_backend():
     return create_backend("inprocess", {"expert_model": "cloud"})
 
 
+@pytest.fixture(scope="session")
+def reference_expert():
+    """The cloud settings of a job whose cloud is the reference expert served for the whole session (`cepr serve
+    cloud`, what ``base_url: auto`` starts, with the same model and threads), for jobs that do not test how their
+    expert gets started: they skip a server start per `cepr run` / `cepr sweep` and, on a Dask cluster, per worker."""
+    from cepr.cloud.expert import EXPERT_MODEL_NAME
+    from cepr.servers.autoserve import ReferenceServer
+
+    server = ReferenceServer("cloud", threads=1, startup_s=60)
+    try:
+        yield {"base_url": server.url, "model": EXPERT_MODEL_NAME}
+    finally:
+        server.stop()
+
+
 # ---- module files a test imported by path from a temporary copy of the job (Ianvs imports adapters by
 # basename) are forgotten after it, so the next test can import the repository's own files of the same name ----
 

@@ -123,9 +123,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def copy_default_job(dest: Path, tiny_data: Path) -> dict:
+def copy_default_job(dest: Path, tiny_data: Path, cloud: dict | None = None) -> dict:
     """The repository's default job, testenv and algorithm files copied into ``dest``, the testenv pointed at the
-    tiny synthetic set. Returns the testenv document (already written) for callers that extend it."""
+    tiny synthetic set; ``cloud``: keys set in the shared cloud settings (settings/cloud.yaml) of every algorithm.
+    Returns the testenv document (already written) for callers that extend it."""
     import shutil
 
     import yaml
@@ -134,12 +135,23 @@ def copy_default_job(dest: Path, tiny_data: Path) -> dict:
     for d in ("testenv", "testalgorithms"):
         shutil.copytree(repo / d, dest / d)
     shutil.copy(repo / "benchmarkingjob.yaml", dest)
+    if cloud:
+        update_yaml(dest / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml", cloud)
     te_path = dest / "testenv" / "testenv.yaml"
     te = yaml.safe_load(te_path.read_text())
     res = tiny_data / "160x120"
     te["testenv"]["dataset"] = {"train_index": str(res / "train-index.txt"), "test_index": str(res / "test-index.txt")}
     te_path.write_text(yaml.safe_dump(te))
     return te
+
+
+def update_yaml(path: Path, update: dict) -> None:
+    """Set the top-level keys of ``update`` in the YAML mapping at ``path``."""
+    import yaml
+
+    doc = yaml.safe_load(path.read_text()) or {}
+    doc.update(update)
+    path.write_text(yaml.safe_dump(doc))
 
 
 def run_one_algorithm(dest: Path, tiny_data: Path, algorithm: str, edge: dict | None = None,

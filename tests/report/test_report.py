@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import copy_default_job
+from helpers import copy_default_job, update_yaml
 from real_layout import make_real_layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,10 +94,11 @@ def rank_rows(job: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, tiny_data):
-    """The default job (9 cases) on the first N frames of the tiny synthetic set, then a sweep of its cache."""
+def job(tmp_path_factory, tiny_data, reference_expert):
+    """The default job (9 cases) on the first N frames of the tiny synthetic set, its cloud the session's reference
+    expert (reference_expert), the link's modelled transfer time added to the latencies but not waited out."""
     dest = tmp_path_factory.mktemp("report-job")
-    copy_default_job(dest, tiny_data)
+    copy_default_job(dest, tiny_data, cloud={**reference_expert, "emulate_link": False})
     run = cepr(dest, "run", "-f", "benchmarkingjob.yaml", "--limit", str(N), "--no-progress")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return dest, dest / "workspace" / "cepr-default", run
@@ -105,6 +106,7 @@ def job(tmp_path_factory, tiny_data):
 
 @pytest.fixture(scope="module")
 def swept(job):
+    """A `cepr sweep` of the job (its cache in the workspace), then a report of the workspace with 3 examples."""
     dest, ws, _ = job
     p = cepr(dest, "sweep", "-f", "benchmarkingjob.yaml", "--limit", str(N), "--no-progress")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -243,16 +245,23 @@ def test_missing_metrics_read_as_a_dash(job, tmp_path):
     assert len(page.sections["examples"]["imgs"]) == 1  # frame and label still shown
 
 
-def test_no_report_and_a_report_failure_never_fail_the_job(job, tmp_path):
-    dest, _, _ = job
-    shutil.copytree(dest, tmp_path / "job", ignore=shutil.ignore_patterns("report", "with-sweep", "sweep-cache"))
-    d = tmp_path / "job"
-    jobdir = d / "workspace" / "cepr-default"
-    p = cepr(d, "run", "-f", "benchmarkingjob.yaml", "--limit", str(N), "--no-progress", "--resume", "--no-report")
+def test_no_report_and_a_report_failure_never_fail_the_job(job):
+    """Both runs resume a copy of the job's workspace (its records, not its report or rank CSVs) in another
+    workspace of the job's folder: every case is reused, nothing runs again, and the job ends as a full run does
+    (rank CSVs, then the report unless --no-report)."""
+    dest, ws, _ = job
+    jobdir = dest / "ws-no-report" / ws.name
+    shutil.copytree(ws, jobdir, ignore=shutil.ignore_patterns("report", "rank", "sweep-cache"))
+    run = ("run", "-f", "benchmarkingjob.yaml", "--limit", str(N), "--no-progress", "--resume",
+           "--workspace", "ws-no-report")
+    p = cepr(dest, *run, "--no-report")
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed: 9 finished test case(s) reused" in p.stdout
     assert not (jobdir / "report").exists() and "report: " not in p.stdout
+    assert (jobdir / "rank" / "selected_rank.csv").is_file()
+    shutil.rmtree(jobdir / "rank")
     (jobdir / "report").write_text("a file where the report folder should be")
-    p = cepr(d, "run", "-f", "benchmarkingjob.yaml", "--limit", str(N), "--no-progress", "--resume")
+    p = cepr(dest, *run)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "the report could not be written" in p.stderr and f"cepr report {jobdir}" in p.stderr
     assert (jobdir / "rank" / "selected_rank.csv").is_file()
@@ -274,7 +283,7 @@ def test_import_cepr_does_not_pull_matplotlib():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_report_on_the_real_cloud_robotics_layout(tmp_path):
+def test_report_on_the_real_cloud_robotics_layout(tmp_path, reference_expert):
     """No depth, uint16 labels, no val index: the RGB-only edge model recomputes the mask."""
     make_real_layout(tmp_path / "datasets" / "Cloud-Robotics", n_test=3, n_train=1)
     for d in ("testenv", "testalgorithms"):
@@ -285,6 +294,9 @@ def test_report_on_the_real_cloud_robotics_layout(tmp_path):
                                                            ("edge-only", "cloud-only", "threshold")]
     job["benchmarkingjob"]["rank"]["selected_dataitem"]["hyperparameters"] = ["hard_example_mining-threshold"]
     (tmp_path / "benchmarkingjob-real.yaml").write_text(yaml.safe_dump(job))
+    # the session's reference expert; the link's time added to the latency, not waited out
+    update_yaml(tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml",
+                {**reference_expert, "emulate_link": False})
     p = cepr(tmp_path, "run", "-f", "benchmarkingjob-real.yaml", "--no-progress")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     html_path = tmp_path / "workspace" / "cepr-real" / "report" / "report.html"

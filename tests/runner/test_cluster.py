@@ -1,8 +1,9 @@
 """`cepr run --cluster` and `cepr sweep --cluster` on a real Dask cluster: a scheduler and two workers (each with
-its nanny) started as subprocesses bound to 127.0.0.1, the shipped default job on the tiny synthetic set and on the
-real Cloud-Robotics layout (no depth). Checked against local runs of the same cases: every non-timing metric
-identical; a worker SIGKILLed mid-shard loses and duplicates nothing; a lost scheduler is a clear error naming its
-address, with the finished cases kept and a rerun resuming them (and the finished shards of the case in flight)."""
+its nanny) started as subprocesses bound to 127.0.0.1, the shipped default job on the tiny synthetic set (its cloud
+the session's reference expert) and on the real Cloud-Robotics layout (no depth; each worker starts its own expert,
+base_url: auto). Checked against local runs of the same cases: every non-timing metric identical; a worker SIGKILLed
+mid-shard loses and duplicates nothing; a lost scheduler is a clear error naming its address, with the finished
+cases kept and a rerun resuming them (and the finished shards of the case in flight)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,21 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import copy_default_job
+from helpers import copy_default_job, update_yaml
 from real_layout import make_real_layout
 
 distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 4
+# the synthetic job's cloud settings, for runs compared with each other only: the image sent at the tiny set's own
+# 160x120 (the shipped 640x480 is 16 times the pixels for the reference expert to segment), the link's modelled
+# transfer time added to the latencies but not waited out
+QUICK_CLOUD = {"resolution": "160x120", "emulate_link": False}
 # metrics that measure time: measured again on every run, so never compared
-TIMING = {"latency_mean", "latency_p50", "latency_p95", "latency_p99", "within_300ms", "throughput"}
+TIMING = {"latency_mean", "latency_p50", "latency_p95", "latency_p99", "within_150ms", "within_300ms", "throughput"}
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -102,9 +108,12 @@ def sample_counts(case_dir: Path) -> collections.Counter:
     return collections.Counter(json.loads(line)["index"] for line in (case_dir / "samples.jsonl").open())
 
 
-def assert_same_results(local: Path, clustered: Path) -> None:
-    """The same cases, every non-timing metric equal, every sample recorded once with the same answer."""
+def assert_same_results(local: Path, clustered: Path, subset: bool = False) -> None:
+    """The same cases (``subset``: the clustered job is some of the local job's algorithms, and each of its cases
+    is one of the local run's), every non-timing metric equal, every sample recorded once with the same answer."""
     a, b = records(local), records(clustered)
+    if subset:
+        a = {cid: r for cid, r in a.items() if cid in b}
     assert sorted(a) == sorted(b) and a
     for cid, ra in a.items():
         rb = b[cid]
@@ -127,6 +136,19 @@ def assert_same_results(local: Path, clustered: Path) -> None:
         assert not (cb / "shards").exists()  # dropped once the case is scored
 
 
+def subset_job(folder: Path, job: str, algorithms: tuple[str, ...], out: str) -> str:
+    """``job`` with only ``algorithms`` (their cases keep the ids they have in the whole job), written to
+    ``folder / out``; returns ``out``."""
+    doc = yaml.safe_load((folder / job).read_text())
+    bj = doc["benchmarkingjob"]
+    bj["test_object"]["algorithms"] = [a for a in bj["test_object"]["algorithms"] if a["name"] in algorithms]
+    assert [a["name"] for a in bj["test_object"]["algorithms"]] == list(algorithms)
+    # rank columns of the policies left out would name no column of this job
+    bj["rank"]["selected_dataitem"]["hyperparameters"] = ["hard_example_mining-threshold"]
+    (folder / out).write_text(yaml.safe_dump(doc))
+    return out
+
+
 def non_timing_rank(path: Path) -> list[dict]:
     rows = list(csv.DictReader(path.open()))
     # rank: ties on accuracy are broken by p95 latency; time: when the row was written; url: the workspace
@@ -135,10 +157,13 @@ def non_timing_rank(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def synth_job(tmp_path_factory, tiny_data):
-    """The shipped default job on the tiny synthetic set, run locally once (the reference)."""
+def synth_job(tmp_path_factory, tiny_data, reference_expert):
+    """The shipped default job on the tiny synthetic set, run locally once (the reference). Its cloud, the same for
+    every run of this job, local or clustered: the session's reference expert (not one started by each run and
+    each worker: the real-layout test keeps base_url: auto), sent the image at the set's own 160x120, the link's
+    time not waited out (QUICK_CLOUD: timing metrics are never compared)."""
     dest = tmp_path_factory.mktemp("cluster-synth")
-    copy_default_job(dest, tiny_data)
+    copy_default_job(dest, tiny_data, cloud={**QUICK_CLOUD, **reference_expert})
     p = cepr(dest, *run_args("ws-local"))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return dest
@@ -202,17 +227,22 @@ def test_cluster_run_gives_the_local_results_with_a_worker_killed_mid_shard(synt
 
 
 def test_a_lost_scheduler_names_its_address_and_a_rerun_resumes(synth_job, dask_cluster, tmp_path):
+    """The job's cloud-only and threshold algorithms (three cases, shards of one sample, on a cluster of one
+    single-threaded worker): its scheduler is SIGKILLed once a case has finished and another has finished shards."""
+    job = subset_job(synth_job, "benchmarkingjob.yaml", ("cloud-only", "threshold"), "benchmarkingjob-gone.yaml")
     own = Cluster(tmp_path, workers=1)
     ws = synth_job / "ws-gone"
     try:
         proc = subprocess.Popen([sys.executable, "-m", "cepr", *run_args(
-            "ws-gone", "--cluster", own.address, "--shard-size", "1")], cwd=synth_job,
+            "ws-gone", "--cluster", own.address, "--shard-size", "1", job=job)], cwd=synth_job,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and proc.poll() is None:
-                done = [r for r in records(ws).values() if r["status"] == "ok"]
-                if done and any(ws.glob("*/*/*/shards/*.pkl")):
+                done = {Path(r["output_dir"]).resolve() for r in records(ws).values() if r["status"] == "ok"}
+                # a finished shard of a case not finished (a finished case's shards are dropped just after its
+                # record is written: those do not count)
+                if done and any(p.parent.parent.resolve() not in done for p in ws.glob("*/*/*/shards/*.pkl")):
                     break
                 time.sleep(0.05)
             os.killpg(own.scheduler.pid, signal.SIGKILL)
@@ -230,19 +260,21 @@ def test_a_lost_scheduler_names_its_address_and_a_rerun_resumes(synth_job, dask_
     assert t_noticed < 60, t_noticed
     print(f"scheduler lost: noticed after {t_noticed:.1f} s")
     recs = records(ws)
+    assert len(recs) == 3
     ok = [r for r in recs.values() if r["status"] == "ok"]
     assert ok and len(ok) < len(recs)
     assert all(r["status"] == "interrupted" and own.address in r["error"] for r in recs.values() if r not in ok)
     partial = [r for r in recs.values() if r not in ok and any((Path(r["output_dir"]) / "shards").glob("*.pkl"))]
     assert partial
     # a rerun on another cluster resumes: finished cases reused, finished shards of the unfinished ones too
-    p = cepr(synth_job, *run_args("ws-gone", "--cluster", dask_cluster.address, "--shard-size", "1", "--resume"))
+    p = cepr(synth_job, *run_args("ws-gone", "--cluster", dask_cluster.address, "--shard-size", "1", "--resume",
+                                  job=job))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert f"resumed: {len(ok)} finished test case(s) reused" in p.stdout
     again = records(ws)
     assert all(again[r["id"]]["cluster"]["reused_samples"] > 0 for r in partial)
     assert all(again[r["id"]]["finished"] == r["finished"] for r in ok)  # not run again
-    assert_same_results(synth_job / "ws-local", ws)
+    assert_same_results(synth_job / "ws-local", ws, subset=True)
 
 
 def test_sweep_cache_filled_on_the_cluster_gives_the_local_output(synth_job, dask_cluster):
@@ -275,14 +307,21 @@ def test_sweep_cache_filled_on_the_cluster_gives_the_local_output(synth_job, das
 
 @pytest.mark.slow
 def test_real_layout_on_the_cluster_gives_the_local_results(tmp_path, dask_cluster):
+    """The real-set job's edge-only, cloud-only and threshold algorithms (four cases; the link's time not waited
+    out) on the real layout (no depth: the RGB-only edge model), locally and on the cluster, with the shipped
+    base_url: auto (the local run and each worker start their own reference expert)."""
     make_real_layout(tmp_path / "datasets" / "Cloud-Robotics", n_test=LIMIT, n_train=1)
     for d in ("testenv", "testalgorithms"):
         shutil.copytree(REPO / d, tmp_path / d)
     shutil.copy(REPO / "benchmarkingjob-real.yaml", tmp_path)
-    job = "benchmarkingjob-real.yaml"
+    update_yaml(tmp_path / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml",
+                {"emulate_link": False})
+    job = subset_job(tmp_path, "benchmarkingjob-real.yaml", ("edge-only", "cloud-only", "threshold"),
+                     "benchmarkingjob-real-3.yaml")
     pl = cepr(tmp_path, *run_args("ws-local", job=job))
     pc = cepr(tmp_path, *run_args("ws-cluster", "--cluster", dask_cluster.address, "--shard-size", "3", job=job))
     assert pl.returncode == 0 and pc.returncode == 0, pl.stderr[-2000:] + pc.stderr[-3000:]
+    assert len(records(tmp_path / "ws-local")) == 4
     assert_same_results(tmp_path / "ws-local", tmp_path / "ws-cluster")
 
 
