@@ -63,8 +63,9 @@ def test_cloud_only_job_on_gemma_behind_llamacpp(tiny_data, tmp_path):
     from helpers import run_one_algorithm
 
     lines = run_one_algorithm(tmp_path, tiny_data, "cloud-only",  # a text-only model: the summary, no image
-                              cloud={"server": "llamacpp", "payload": "summary", "timeout_s": 60.0})
-    assert len(lines) == 3
+                              cloud={"server": "llamacpp", "payload": "summary", "timeout_s": 60.0},
+                              limit=1)  # Gemma's answers on more samples: the LLM job's cloud-gemma-llamacpp case
+    assert len(lines) == 1
     for rec in lines:
         c = rec["cloud"]
         assert c["status"] == "ok" and c["model"] == "gemma-3-270m-q4_k_m.gguf", c
