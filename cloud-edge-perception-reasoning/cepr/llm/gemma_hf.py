@@ -87,12 +87,13 @@ def cached_gemma_hf(model: str = "gemma3-270m") -> Path:
 
 def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", prompt: str | None = None,
                            greedy_tokens: int = 16, threads: int = 2, peft: str | Path | None = None,
-                           gguf_lora: str | Path | None = None) -> dict:
+                           gguf_lora: str | Path | None = None, last: int | None = None) -> dict:
     """Next-token logits of the Hugging Face folder (transformers, float32) against llama.cpp's on the GGUF, on one
     prompt (default: an edge reasoner prompt about a made-up scene, longer than Gemma's 512-token sliding window),
     and greedy continuations. ``peft`` merges a LoRA folder into the transformers model and ``gguf_lora`` gives
     llama.cpp the same adapter. Returns {max_abs_diff, logit_scale, greedy_equal, greedy_tokens, prompt_tokens,
-    tokens_equal, top1_equal}."""
+    tokens_equal, top1_equal}. ``last``: compare the logits of the last ``last`` positions only (the output layer
+    over Gemma's 262k-token vocabulary at every position is most of the check's time); None: every position."""
     import torch
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,11 +112,12 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
     try:
         ids = llm.tokenize(prompt.encode(), add_bos=True, special=False)
         hf_ids = [tok.bos_token_id, *tok.encode(prompt, add_special_tokens=False)]
+        keep = len(ids) if last is None else max(1, min(int(last), len(ids)))
         with torch.no_grad():
-            hf = model(torch.tensor([ids])).logits[0].numpy()
+            hf = model(torch.tensor([ids]), logits_to_keep=keep).logits[0].numpy()
         llm.reset()
         llm.eval(ids)
-        cpp = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        cpp = np.array(llm.scores[len(ids) - keep: len(ids)], dtype=np.float32)
         hf_greedy = []
         with torch.no_grad():  # greedy with the KV cache, the output layer on the last position only
             out = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
@@ -136,7 +138,7 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
         if a != b:
             break
         same += 1
-    return {"prompt_tokens": len(ids), "tokens_equal": hf_ids == ids,
+    return {"prompt_tokens": len(ids), "positions_compared": keep, "tokens_equal": hf_ids == ids,
             "max_abs_diff": float(np.abs(hf - cpp).max()), "mean_abs_diff": float(np.abs(hf - cpp).mean()),
             "logit_scale": float(np.abs(hf).max()),
             "top1_equal": float((hf.argmax(-1) == cpp.argmax(-1)).mean()),
