@@ -2,7 +2,7 @@
 cell that is not a timing. Usage: python scripts/compare_ranks.py IANVS.csv CEPR.csv
 
 Ianvs orders its metric columns as a Python set does, so columns are compared as a set; cases are matched by
-algorithm and policy hyperparameters. Latency, throughput, TTFT, timestamps and urls vary run to run and are
+algorithm and every module hyperparameter column (two cases that share a key are an error). Latency, throughput, TTFT, timestamps and urls vary run to run and are
 skipped; every other differing cell is printed (inter-token and tokens/s figures and within_* shares are timings
 too, and are printed so that a reader sees them).
 """
@@ -19,8 +19,21 @@ def load(path):
     return header, rows
 
 
+MODULE_COLUMNS = ("hard_example_mining-", "edgemodel-", "cloudmodel-", "dataset_processor-")
+
+
 def key(row):
-    return (row["algorithm"],) + tuple(v for k, v in row.items() if k.startswith("hard_example_mining-"))
+    return (row["algorithm"],) + tuple(f"{k}={v}" for k, v in sorted(row.items()) if k.startswith(MODULE_COLUMNS)
+                                       and v != "")
+
+
+def by_key(rows, path):
+    out = {}
+    for r in rows:
+        if key(r) in out:
+            sys.exit(f"{path}: two cases share {key(r)}")
+        out[key(r)] = r
+    return out
 
 
 def volatile(col):
@@ -31,7 +44,7 @@ def main(a, b):
     ha, ra = load(a)
     hb, rb = load(b)
     print("same columns:", set(ha) == set(hb), "; same order:", ha == hb)
-    A, B = {key(r): r for r in ra}, {key(r): r for r in rb}
+    A, B = by_key(ra, a), by_key(rb, b)
     print("cases:", len(A), len(B), "; same cases:", set(A) == set(B))
     compared = diff = 0
     for k in sorted(set(A) & set(B)):
