@@ -239,13 +239,22 @@ def _name_group(config, item, group: str) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook
 def pytest_collection_modifyitems(config, items):
+    def engine(item) -> bool:
+        return bool(item.get_closest_marker("vllm")) or "gemma_hf_cache" in getattr(item, "fixturenames", ())
+
+    def file_of(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    # a file with one engine test goes whole into the engines' group, so its module fixtures (a trained adapter,
+    # a started server) are built once, not once per group
+    engine_files = {file_of(i) for i in items if engine(i)}
     engines = []
     for item in items:
-        if item.get_closest_marker("vllm") or "gemma_hf_cache" in getattr(item, "fixturenames", ()):
+        if file_of(item) in engine_files:
             group = "engines"
             engines.append(item)
         else:
-            group = item.nodeid.split("::")[0]
+            group = file_of(item)
         item.add_marker(pytest.mark.xdist_group(group))
         _name_group(config, item, group)
     # the engines' group is the longest (about a third of the suite): first, so one worker starts on it at once and
