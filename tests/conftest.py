@@ -248,16 +248,10 @@ def pytest_collection_modifyitems(config, items):
     # a file with one engine test goes whole into the engines' group, so its module fixtures (a trained adapter,
     # a started server) are built once, not once per group
     engine_files = {file_of(i) for i in items if engine(i)}
-    engines = []
     for item in items:
-        if file_of(item) in engine_files:
-            group = "engines"
-            engines.append(item)
-        else:
-            group = file_of(item)
+        group = "engines" if file_of(item) in engine_files else file_of(item)
         item.add_marker(pytest.mark.xdist_group(group))
         _name_group(config, item, group)
-    # the engines' group is the longest (about a third of the suite): first, so one worker starts on it at once and
-    # the other files fill the other worker meanwhile, instead of the run waiting on it at the end
-    ids = {id(i) for i in engines}
-    items[:] = engines + [i for i in items if id(i) not in ids]
+    # the engines' group is the longest (about a third of the suite): first (a stable sort keeps every other
+    # order), so one worker starts on it at once and the other files fill the other worker meanwhile
+    items.sort(key=lambda i: file_of(i) not in engine_files)

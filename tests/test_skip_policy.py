@@ -3,6 +3,7 @@ fails the run, a listed one does not, whether one process runs the tests or pyte
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +24,18 @@ def test_ok():
 '''
 
 
-def _run(tmp_path: Path, reason: str, *args: str) -> subprocess.CompletedProcess:
-    (tmp_path / "test_probe.py").write_text(PROBE.format(reason=reason))
-    # tests/conftest.py as a plugin of a run outside tests/, with the project's pytest settings
+def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """pytest in ``tmp_path`` with tests/conftest.py as a plugin and the project's pytest settings."""
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
                            "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path),
-                           "-o", "addopts=-ra", str(tmp_path / "test_probe.py"), *args],
-                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(TESTS)},
+                           "-o", "addopts=-ra", *args],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(TESTS)},
                           capture_output=True, text=True, timeout=240, check=False)
+
+
+def _run(tmp_path: Path, reason: str, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_probe.py").write_text(PROBE.format(reason=reason))
+    return _pytest(tmp_path, str(tmp_path / "test_probe.py"), *args)
 
 
 def test_an_unlisted_skip_fails_the_run_and_a_listed_one_does_not(tmp_path):
@@ -68,11 +73,7 @@ def test_one_files_tests_share_one_xdist_worker(tmp_path):
     server, are built once); pytest-xdist's own grouping is lost under pytest 9.2 unless the conftest repairs it."""
     out = tmp_path / "workers.txt"
     (tmp_path / "test_probe.py").write_text(GROUPS_PROBE.format(out=str(out)))
-    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
-                        "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path), "-o", "addopts=-ra",
-                        "-n", "2", "--dist", "loadgroup", str(tmp_path / "test_probe.py")],
-                       cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(TESTS)},
-                       capture_output=True, text=True, timeout=240, check=False)
+    p = _pytest(tmp_path, "-n", "2", "--dist", "loadgroup", str(tmp_path / "test_probe.py"))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     workers = out.read_text().split()
     assert len(workers) == 6 and len(set(workers)) == 1 and workers[0].startswith("gw"), workers
