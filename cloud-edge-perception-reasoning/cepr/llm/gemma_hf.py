@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,11 @@ def build_gemma_hf(out: str | Path, model: str = "gemma3-270m", log=None) -> Pat
     log = log or (lambda s: None)
     log(f"reading {gguf_path} (dequantizing)")
     kw = {"gguf_file": gguf_path.name}
-    m = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **kw)
-    # the model's config, so the tokenizer does not parse the GGUF's metadata (its 262k-token vocabulary) once more
-    # for it: each parse takes about 15 s here
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), config=m.config, **kw)
+    with _one_gguf_reader():
+        m = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **kw)
+        # the model's config, so the tokenizer does not parse the GGUF's metadata (its 262k-token vocabulary) once
+        # more for it
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), config=m.config, **kw)
     if m.config.model_type not in ("gemma3_text", "gemma3"):
         raise CeprError(f"{gguf_path}: a {m.config.model_type} model; this command makes Gemma 3 folders")
     # a plain float32 model from here on: the GGUF quantizer only blocks saving
@@ -75,6 +77,30 @@ def build_gemma_hf(out: str | Path, model: str = "gemma3-270m", log=None) -> Pat
     (out / "cepr_source.json").write_text(json.dumps({"gguf": gguf_path.name, "model": str(model)}, indent=1) + "\n")
     log(f"wrote {out}")
     return out
+
+
+@contextmanager
+def _one_gguf_reader():
+    """Parse each GGUF once while transformers loads it: it opens a ``gguf.GGUFReader`` for the config and another
+    for the weights, and each parses the metadata (Gemma's 262k-token vocabulary) in Python, about 15 s on a 2-core
+    machine. The reader is read-only (a memory map), so one instance can serve both."""
+    import gguf
+
+    real = gguf.GGUFReader
+    readers: dict = {}
+
+    def shared(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = real(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+        readers.clear()
 
 
 def cached_gemma_hf(model: str = "gemma3-270m") -> Path:
