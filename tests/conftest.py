@@ -11,47 +11,60 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 
-# ---- a tiny synthetic set and tiny models trained on it (the real recipe, in seconds), shared by all tests ----
-
 import pytest
+from built_once import built_once
 
+
+# ---- a tiny synthetic set and tiny models trained on it (the real recipe, in seconds), shared by all tests.
+# Torch trains on one thread: the suite's other xdist worker keeps the second core busy, and two threads
+# contending for one core made a 5 s training take 40 s ----
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    from cepr.data.synth import generate_dataset
+    def build(folder):
+        from cepr.data.synth import generate_dataset
 
-    out = tmp_path_factory.mktemp("edge") / "synth"
-    generate_dataset(out, 24, seed=11, resolutions=["160x120"], workers=2, progress=False)
-    return out
+        generate_dataset(folder / "synth", 24, seed=11, resolutions=["160x120"], workers=2, progress=False)
+        return str(folder / "synth")
+
+    return Path(built_once(tmp_path_factory, "tiny-data", build))
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_data, tmp_path_factory):
     pytest.importorskip("torch")
-    from cepr.edge.export import export_onnx, quantize_int8
-    from cepr.edge.train import TrainConfig, train
 
-    run = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(data=str(tiny_data), out=str(run), width=8, input_size=(160, 120), steps=12, batch_size=4,
-                      val_every=6, val_frames=3, log_every=4, threads=2)
-    result = train(cfg, progress=False)
-    fp32 = export_onnx(run / "best.pt", run / "fp32.onnx")
-    int8 = quantize_int8(fp32, run / "int8.onnx", str(tiny_data), frames=4)
-    return {"run": run, "result": result, "fp32": fp32, "int8": int8, "checkpoint": run / "best.pt"}
+    def build(run):
+        from cepr.edge.export import export_onnx, quantize_int8
+        from cepr.edge.train import TrainConfig, train
+
+        cfg = TrainConfig(data=str(tiny_data), out=str(run), width=8, input_size=(160, 120), steps=12,
+                          batch_size=4, val_every=6, val_frames=3, log_every=4, threads=1)
+        result = train(cfg, progress=False)
+        fp32 = export_onnx(run / "best.pt", run / "fp32.onnx")
+        int8 = quantize_int8(fp32, run / "int8.onnx", str(tiny_data), frames=4)
+        return {"run": str(run), "result": result, "fp32": str(fp32), "int8": str(int8),
+                "checkpoint": str(run / "best.pt")}
+
+    out = built_once(tmp_path_factory, "tiny-models", build)
+    return {k: v if k == "result" else Path(v) for k, v in out.items()}
 
 
 @pytest.fixture(scope="session")
 def tiny_rgb_model(tiny_data, tmp_path_factory):
     """An RGB-only model, like the cloud reference model, exported to ONNX FP32."""
     pytest.importorskip("torch")
-    from cepr.edge.export import export_onnx
-    from cepr.edge.train import TrainConfig, train
 
-    run = tmp_path_factory.mktemp("run-rgb")
-    cfg = TrainConfig(data=str(tiny_data), out=str(run), width=8, use_depth=False, input_size=(160, 120), steps=6,
-                      batch_size=4, val_every=6, val_frames=2, log_every=3, threads=2)
-    train(cfg, progress=False)
-    return export_onnx(run / "best.pt", run / "rgb-fp32.onnx")
+    def build(run):
+        from cepr.edge.export import export_onnx
+        from cepr.edge.train import TrainConfig, train
+
+        cfg = TrainConfig(data=str(tiny_data), out=str(run), width=8, use_depth=False, input_size=(160, 120),
+                          steps=6, batch_size=4, val_every=6, val_frames=2, log_every=3, threads=1)
+        train(cfg, progress=False)
+        return str(export_onnx(run / "best.pt", run / "rgb-fp32.onnx"))
+
+    return Path(built_once(tmp_path_factory, "tiny-rgb-model", build))
 
 
 # ---- a real redis-server per test (cepr.servers.redis_server) and the reference expert in this process: for

@@ -1,5 +1,6 @@
-"""The skip policy of tests/conftest.py holds in a parallel run too: a skip not listed in tests/allowed_skips.py
-fails the run, a listed one does not, whether one process runs the tests or pytest-xdist's workers do."""
+"""The suite's parallel-run machinery: the skip policy of tests/conftest.py holds in a parallel run too (a skip
+not listed in tests/allowed_skips.py fails the run, a listed one does not, whether one process runs the tests or
+pytest-xdist's workers do), one file's tests share a worker, and what tests/built_once.py builds is built once."""
 
 from __future__ import annotations
 
@@ -77,3 +78,43 @@ def test_one_files_tests_share_one_xdist_worker(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     workers = out.read_text().split()
     assert len(workers) == 6 and len(set(workers)) == 1 and workers[0].startswith("gw"), workers
+
+
+BUILT_PROBE = '''
+import os
+import time
+
+import pytest
+from built_once import built_once
+
+
+@pytest.fixture(scope="session")
+def thing(tmp_path_factory):
+    def build(folder):
+        with open({builds!r}, "a") as f:
+            f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+        time.sleep(1)  # the other workers ask meanwhile
+        (folder / "made.txt").write_text("x")
+        return {{"folder": str(folder)}}
+
+    return built_once(tmp_path_factory, "thing", build)
+
+
+def test_uses_it(thing):
+    assert open(os.path.join(thing["folder"], "made.txt")).read() == "x"
+    with open({users!r}, "a") as f:
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+'''
+
+
+def test_what_is_built_once_is_built_once_for_all_workers(tmp_path):
+    """tests/built_once.py: a session fixture that several xdist workers need is built by one of them."""
+    builds, users = tmp_path / "builds.txt", tmp_path / "users.txt"
+    files = []
+    for i in range(4):  # four files, one group each: both workers get some
+        files.append(tmp_path / f"test_probe{i}.py")
+        files[-1].write_text(BUILT_PROBE.format(builds=str(builds), users=str(users)))
+    p = _pytest(tmp_path, "-n", "2", "--dist", "loadgroup", *map(str, files))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert len(builds.read_text().split()) == 1
+    assert len(users.read_text().split()) == 4 and len(set(users.read_text().split())) == 2

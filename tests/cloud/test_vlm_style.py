@@ -85,7 +85,7 @@ def vlm_run(tiny_data, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("vlm-style") / "run"
     train(VlmTrainConfig(data=str(tiny_data), out=str(out), size="tiny", frames=1, steps=3, warmup=0, lr=3e-3,
-                         val_every=100, val_frames=1, checkpoint_every=100, threads=2, quant=("f32",),
+                         val_every=100, val_frames=1, checkpoint_every=100, threads=1, quant=("f32",),
                          progress=False), log=lambda *_: None)
     return out
 

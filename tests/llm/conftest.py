@@ -1,10 +1,12 @@
-"""The tiny language models (``cepr models tiny``), built once per session for the tests in tests/llm."""
+"""The tiny language models (``cepr models tiny``), built once per test run for the tests in tests/llm."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
+from built_once import built_once
 
 # what building and running the tiny models needs (the `llm` extra); without one of them tests/llm is skipped
 LLM_MODULES = ("torch", "transformers", "tokenizers", "gguf", "safetensors", "llama_cpp")
@@ -22,9 +24,11 @@ def tiny_llm(tmp_path_factory):
         pytest.skip(f"the llm extra is not installed (missing {', '.join(missing)}): pip install -e '.[llm]'")
     from cepr.training.tiny_set import build_tiny
 
-    out = tmp_path_factory.mktemp("llm") / "tiny"
-    manifest = build_tiny(out, seed=0)
-    return {"dir": out, "manifest": manifest}
+    def build(folder):
+        return {"dir": str(folder / "tiny"), "manifest": build_tiny(folder / "tiny", seed=0)}
+
+    out = built_once(tmp_path_factory, "tiny-llm", build)
+    return {"dir": Path(out["dir"]), "manifest": out["manifest"]}
 
 
 @pytest.fixture(scope="session")

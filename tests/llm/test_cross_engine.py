@@ -29,7 +29,7 @@ def _llama(path, f32_cache=False):
     from llama_cpp import Llama
 
     extra = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_cache else {}
-    return Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=2, seed=0, **extra)
+    return Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False, n_threads=1, seed=0, **extra)
 
 
 def _hf_logits(model, ids) -> np.ndarray:

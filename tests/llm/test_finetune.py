@@ -114,7 +114,7 @@ def test_loss_goes_down(tiny_llm, trained):
 def _cpp_logits(path, ids, lora=None):
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=2048, logits_all=True, verbose=False, n_threads=2, seed=0,
+    llm = Llama(model_path=str(path), n_ctx=2048, logits_all=True, verbose=False, n_threads=1, seed=0,
                 type_k=0, type_v=0, lora_path=str(lora) if lora else None)
     try:
         llm.eval(ids)

@@ -78,7 +78,7 @@ def test_exports_load_in_transformers_and_llama_cpp_and_agree(trained, tiny_data
     proc = AutoProcessor.from_pretrained(str(out / "hf"))
     size = model.config.vision_config.image_size
     img, png = _square_frame(tiny_data, size)
-    llm = llama_cpp.Llama(model_path=str(out / "vlm-f32.gguf"), n_ctx=1024, n_threads=2, n_threads_batch=2,
+    llm = llama_cpp.Llama(model_path=str(out / "vlm-f32.gguf"), n_ctx=1024, n_threads=1, n_threads_batch=1,
                           verbose=False, type_k=0, type_v=0)
     vp = VisionProjector(llm, out / "mmproj-f32.gguf")
 
