@@ -27,7 +27,7 @@ def test_resume_continues_from_last_checkpoint(tiny_data, tmp_path):
     from cepr.edge.train import TrainConfig, train
 
     cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path), width=4, input_size=(160, 120), steps=4,
-                      batch_size=2, val_every=2, val_frames=2, log_every=1)
+                      batch_size=2, val_every=2, val_frames=2, log_every=1, threads=1)
     train(cfg, progress=False)
     cfg.steps = 6
     train(cfg, progress=False)
