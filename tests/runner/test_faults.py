@@ -11,18 +11,24 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import update_yaml
 from real_layout import make_real_layout
 
 REPO = Path(__file__).resolve().parents[2]
 N_TEST = 5
 
 
-def _real_job(root: Path) -> tuple[Path, list[str], list[str]]:
-    """The repository's real-set job on a 5-frame set in the real layout: (job folder, rgb paths, label paths)."""
+def _real_job(root: Path, cloud: dict | None = None) -> tuple[Path, list[str], list[str]]:
+    """The repository's real-set job on a 5-frame set in the real layout: (job folder, rgb paths, label paths).
+    ``cloud``: keys set in the shared cloud settings (the session's reference expert for the fault tests that do
+    not test how the expert starts, and the link's time not waited out: they check records, not timings)."""
     make_real_layout(root / "datasets" / "Cloud-Robotics", n_test=N_TEST, n_train=1)
     for d in ("testenv", "testalgorithms"):
         shutil.copytree(REPO / d, root / d)
     shutil.copy(REPO / "benchmarkingjob-real.yaml", root)
+    if cloud:
+        update_yaml(root / "testalgorithms" / "perception-reasoning" / "settings" / "cloud.yaml",
+                    {**cloud, "emulate_link": False})
     res = root / "datasets" / "Cloud-Robotics" / "640x480"
     cols = (res / "test-index.txt").read_text().split()
     return root, [str(res / c) for c in cols[0::2]], [str(res / c) for c in cols[1::2]]
@@ -57,11 +63,11 @@ def test_check_data_lists_bad_frames_before_any_model_runs(tmp_path):
     assert not (cwd / "workspace").exists()  # no model ran, nothing was written
 
 
-def test_bad_frames_are_failed_samples_and_the_good_ones_are_scored(tmp_path):
+def test_bad_frames_are_failed_samples_and_the_good_ones_are_scored(tmp_path, reference_expert):
     """Before: a bad label left the case "ok" with blank accuracy and mIoU and exit 0; a missing RGB failed the
     whole case. Now each bad frame is a failed sample with its file and reason; metrics come from the others."""
     pytest.importorskip("fastapi")
-    cwd, rgbs, labels = _real_job(tmp_path)
+    cwd, rgbs, labels = _real_job(tmp_path, reference_expert)
     reasons = _break_frames(rgbs, labels)
     proc = _cepr(cwd)
     out = proc.stdout + proc.stderr
@@ -238,7 +244,8 @@ def test_a_killed_runner_leaves_no_cloud_server(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["disk-full", "not-a-folder"])
-def test_an_unwritable_workspace_fails_with_one_line_and_keeps_what_finished(tmp_path, monkeypatch, fault):
+def test_an_unwritable_workspace_fails_with_one_line_and_keeps_what_finished(tmp_path, monkeypatch, fault,
+                                                                             reference_expert):
     """Before: a 30-line traceback, a record.json stuck at "running" and no rank for the cases that finished.
     The second case cannot be written (its samples.jsonl on a full disk, /dev/full; or a file where its folder
     goes): one line naming the path, exit 2, the first case's record and its rank row kept."""
@@ -250,7 +257,7 @@ def test_an_unwritable_workspace_fails_with_one_line_and_keeps_what_finished(tmp
     pytest.importorskip("fastapi")
     if fault == "disk-full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
-    cwd, _, _ = _real_job(tmp_path)
+    cwd, _, _ = _real_job(tmp_path, reference_expert)
     monkeypatch.chdir(cwd)
     job = parse_job("benchmarkingjob-real.yaml")
     context = {"test_index": str(job.testenv.test_index), "mining_mode": job.testenv.mining_mode, "limit": None,
