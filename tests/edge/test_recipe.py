@@ -44,6 +44,10 @@ def test_onnx_fp32_matches_pytorch_and_int8_stays_close(tiny_models, tiny_data):
     fp32 = SegmentationModel(tiny_models["fp32"])
     int8 = SegmentationModel(tiny_models["int8"])
     assert fp32.precision == "fp32" and int8.precision == "int8"
+    assert fp32.has_features and int8.has_features  # the encoder's map for the grounded VLM, declared by export
+    s0 = CloudRoboticsDataset(find_index(tiny_data, split="test"))[0]
+    logits, feats = int8.run_with_features(int8.prepare(s0.rgb, s0.depth))
+    assert np.array_equal(logits, int8.logits(s0.rgb, s0.depth)) and feats.shape == (64, 4, 5)  # w8: 8 * 8 ch
     assert read_meta(tiny_models["int8"])["calibration"]["frames"] == 4
     s = CloudRoboticsDataset(find_index(tiny_data, split="test"))[0]
     with torch.inference_mode():

@@ -77,6 +77,121 @@ def add_parser(sub) -> None:
     c.add_argument("run", help="a cepr vlm train output folder")
     c.add_argument("--every", type=int, default=500, help="steps per row")
     c.set_defaults(func=cmd_curves)
+    _add_grounded(s)
+
+
+def _add_grounded(s) -> None:
+    f = s.add_parser(
+        "features", formatter_class=HelpFormatter,
+        help="cache a split's vision tokens for the grounded VLM (one segmentation pass per frame)",
+        description=("Runs the segmentation model once per frame of --split and writes, per frame, the vision\n"
+                     "tokens (the encoder map, class probabilities and depth pooled to a grid), the tasks' true\n"
+                     "answers, the planner's (or the reference expert's) answers on the same pass and the scene\n"
+                     "summary's text, as one .npz that cepr vlm train-grounded reads.\n"
+                     "Example:\n"
+                     "  cepr vlm features --data datasets/cloud-robotics-synth --split train --encoder edge-int8 \\\n"
+                     "      --out runs/features/edge-int8-train.npz"))
+    f.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
+    f.add_argument("--split", default="train", help="train, val or test")
+    f.add_argument("--encoder", default="edge-int8",
+                   help="segmentation model: edge-int8 (RGB-D), edge-rgb-int8 (RGB), cloud (w32), or a path")
+    f.add_argument("--frames", type=int, default=None, help="only the first N frames of the split")
+    f.add_argument("--out", required=True, help="output .npz")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_features)
+    t = s.add_parser(
+        "train-grounded", formatter_class=HelpFormatter,
+        help="train a grounded VLM (projector + Llama decoder) on cached vision tokens (torch, CPU)",
+        description=("A projector and a Llama decoder, from scratch, on the vision tokens of cepr vlm features:\n"
+                     "each example is a frame and a task, the target the true option's letter. Writes in --out:\n"
+                     "  grounded.json  the token layout, the encoder, the confidence temperature (fitted on val)\n"
+                     "  projector.npz  the projector (numpy), decoder/  the Llama decoder and tokenizer\n"
+                     "  checkpoint.pt, log.jsonl  (--resume continues)\n"
+                     "Example:\n"
+                     "  cepr vlm train-grounded --train runs/features/edge-int8-train.npz \\\n"
+                     "      --val runs/features/edge-int8-val.npz --out runs/grounded-edge --max-minutes 20"))
+    t.add_argument("--train", required=True, help="training features (.npz)")
+    t.add_argument("--val", default=None, help="validation features (.npz); default: hold out training frames")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--with-summary", action="store_true", help="put the scene summary's text before the question")
+    t.add_argument("--hidden", type=int, default=256, help="decoder width")
+    t.add_argument("--layers", type=int, default=4, help="decoder layers")
+    t.add_argument("--batch-frames", type=int, default=8, help="frames per step (each with all five tasks)")
+    t.add_argument("--steps", type=int, default=100000, help="optimizer steps")
+    t.add_argument("--max-minutes", type=float, default=20.0, help="wall-time budget (the learning rate's cosine "
+                                                                  "runs over it)")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    t.add_argument("--val-every", type=int, default=200, help="steps between validations")
+    t.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus, weights and batches")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train_grounded)
+    e = s.add_parser(
+        "eval", formatter_class=HelpFormatter,
+        help="accuracy, interval, calibration and the paired test against the planner, per grounded VLM",
+        description=("Runs each model's encoder over --split, asks the five tasks, and prints a table, then one\n"
+                     "JSON line per model: model, side, n, accuracy, accuracy_ci_low/high (Wilson 95%%),\n"
+                     "planner_accuracy and majority_accuracy on the same samples (the planner: the edge's on the\n"
+                     "same pass, or the reference expert's for the cloud encoder), ece, p_vs_planner (exact\n"
+                     "McNemar), ms_per_answer and accuracy_<task>.\n"
+                     "Example:\n"
+                     "  cepr vlm eval --data datasets/cloud-robotics-synth --split test runs/grounded-edge"))
+    e.add_argument("models", nargs="+", help="cepr vlm train-grounded output folders")
+    e.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
+    e.add_argument("--split", default="test", help="the split scored")
+    e.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+
+
+def _needs(what: str, modules) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CeprError(f"{what} needs {', '.join(missing)}: pip install -e '.[llm]'")
+
+
+def cmd_features(a) -> int:
+    from cepr.training.grounded_train import extract_features
+
+    fs = extract_features(a.data, a.split, a.encoder, a.frames, progress=not a.no_progress)
+    path = fs.save(a.out)
+    print(f"{len(fs)} frames, tokens {fs.tokens.shape[1]} x {fs.tokens.shape[2]}, "
+          f"{fs.meta['seconds']:.1f} s: {path}")
+    return 0
+
+
+def cmd_train_grounded(a) -> int:
+    from cepr.training.grounded_train import TrainGroundedConfig, train as train_grounded
+
+    _needs("cepr vlm train-grounded", ("torch", "transformers", "tokenizers", "safetensors"))
+    fields = ("train", "val", "out", "with_summary", "hidden", "layers", "batch_frames", "steps", "max_minutes",
+              "lr", "val_every", "seed", "threads")
+    try:
+        cfg = TrainGroundedConfig(**{k: getattr(a, k) for k in fields}, progress=not a.no_progress)
+    except ValidationError as e:
+        raise CeprError("cepr vlm train-grounded: " + "; ".join(
+            f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors())) from None
+    train_grounded(cfg, resume=a.resume)
+    return 0
+
+
+def cmd_eval(a) -> int:
+    import json
+
+    from cepr.training.grounded_eval import eval_models
+
+    _needs("cepr vlm eval", ("torch", "transformers", "tokenizers", "safetensors"))
+    rows = eval_models(a.models, a.data, a.split, a.frames, progress=not a.no_progress)
+    cols = ["model", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
+            "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    for r in rows:
+        print(json.dumps(r))
+    return 0
 
 
 def cmd_train(a) -> int:

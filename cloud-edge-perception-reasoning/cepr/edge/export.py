@@ -3,6 +3,10 @@
 Static quantisation (activation ranges calibrated on training frames) is used because dynamic INT8 makes
 convolutions slower on CPUs like ours. The FP32 graph is exported with its weights inside the file and its
 ``value_info`` cleared, which the quantiser's shape inference needs.
+
+Every exported model has a second output, ``features``: the encoder's 1/32-resolution map (the tensor the
+pyramid context pools), so one pass gives the grounded VLM its vision tokens beside the mask
+(:func:`add_features_output`). Declaring it changes no logit: the tensor is computed anyway.
 """
 
 from __future__ import annotations
@@ -79,6 +83,43 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, extra_
             "best_val_miou": ck.get("best_miou"), "precision": "fp32", "source": str(checkpoint)}
     meta.update(extra_meta or {})
     _set_meta(m, meta)
+    _declare_features(m)
+    onnx.save(m, str(out))
+    return out
+
+
+FEATURES = "features"  # the encoder output's name
+_FEATURES_SOURCE = "/context/GlobalAveragePool"  # the pyramid context's global pool reads the encoder's 1/32 map
+
+
+def _declare_features(m) -> None:
+    """Add the ``features`` output to an RFNet graph (FP32 or quantised) in place, once."""
+    import onnx
+    from onnx import helper
+
+    if any(o.name == FEATURES for o in m.graph.output):
+        return
+    pools = [n for n in m.graph.node if n.name == _FEATURES_SOURCE]
+    if len(pools) != 1:
+        raise CeprError(f"no node {_FEATURES_SOURCE} in this graph: not an RFNet exported by cepr")
+    m.graph.node.append(helper.make_node("Identity", [pools[0].input[0]], [FEATURES], name="encoder_features"))
+    m.graph.output.append(helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, None))
+
+
+def _drop_features(m) -> None:
+    for o in [o for o in m.graph.output if o.name == FEATURES]:
+        m.graph.output.remove(o)
+    for n in [n for n in m.graph.node if FEATURES in n.output]:
+        m.graph.node.remove(n)
+
+
+def add_features_output(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``path`` (an RFNet ONNX model, FP32 or INT8) with the ``features`` output declared, to ``out``
+    (default: in place). Its logits stay bit for bit what they were."""
+    onnx = _require("onnx", "train")
+    m = onnx.load(str(path))
+    _declare_features(m)
+    out = Path(out or path)
     onnx.save(m, str(out))
     return out
 
@@ -169,7 +210,14 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    import onnx
+
+    plain = onnx.load(str(fp32))
+    _drop_features(plain)  # quantised as the logits alone, then declared again on the quantised graph
+    plain_path = out.with_suffix(".plain.onnx")
+    onnx.save(plain, str(plain_path))
+    quant_pre_process(str(plain_path), str(pre), skip_symbolic_shape=True)
+    plain_path.unlink(missing_ok=True)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
@@ -181,8 +229,6 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
     unknown = set(keep_fp32) - set(KEEP_FP32)
     if unknown:
         raise CeprError(f"unknown --keep-fp32 group(s) {sorted(unknown)}; choose from {sorted(KEEP_FP32)}")
-    import onnx
-
     graph = onnx.load(str(pre)).graph
     exclude = [n.name for n in graph.node if any(KEEP_FP32[g](n) for g in keep_fp32)]
     fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[quant_format]
@@ -197,5 +243,6 @@ def quantize_int8(fp32: str | Path, out: str | Path, data: str, frames: int = 64
                                                               "quant_format": quant_format,
                                                               "activation_type": activation_type,
                                                               "weight_type": "s8", "per_channel": bool(per_channel)}})
+    _declare_features(m)
     onnx.save(m, str(out))
     return out

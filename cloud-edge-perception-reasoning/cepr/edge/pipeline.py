@@ -26,6 +26,8 @@ class FramePerception:
     summary_bytes: bytes
     answers: dict[str, LocalAnswer]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    logits: np.ndarray | None = None  # the network's raw output and the encoder map, when asked for
+    features: np.ndarray | None = None
 
     @property
     def total_ms(self) -> float:
@@ -47,9 +49,10 @@ class EdgePipeline:
         self.depth_for_distance = depth_for_distance  # False: ground-plane distances, as from an image alone
 
     def __call__(self, rgb: np.ndarray, depth: np.ndarray | None, camera: Camera,
-                 tasks: tuple[str, ...] | None = None) -> FramePerception:
-        """One frame; ``tasks`` (default: the pipeline's) are the ones the reasoner answers."""
-        seg = self.model(rgb, depth if self.model.use_depth else None)
+                 tasks: tuple[str, ...] | None = None, features: bool = False) -> FramePerception:
+        """One frame; ``tasks`` (default: the pipeline's) are the ones the reasoner answers; ``features``: keep
+        the pass's logits and encoder map (a grounded VLM's input)."""
+        seg = self.model(rgb, depth if self.model.use_depth else None, features=features)
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         cam = camera if (camera.width, camera.height) == (w, h) else camera.scaled(w, h)
@@ -64,12 +67,12 @@ class EdgePipeline:
         t2 = time.perf_counter()
         timings = {f"perception.{k}": v for k, v in seg.timings_ms.items()}
         timings.update({"summary": 1e3 * (t1 - t0), "planner": 1e3 * (t2 - t1)})
-        return FramePerception(seg.label, summary, blob, answers, timings)
+        return FramePerception(seg.label, summary, blob, answers, timings, seg.logits, seg.features)
 
-    def run_sample(self, sample) -> FramePerception:
+    def run_sample(self, sample, features: bool = False) -> FramePerception:
         """A loaded ``cepr.data.cloud_robotics.Sample``; its sidecar camera when present, else the assumed one."""
         h, w = sample.label.shape if sample.label is not None else sample.rgb.shape[:2]
-        return self(sample.rgb, sample.depth, camera_for(sample.sidecar, w, h))
+        return self(sample.rgb, sample.depth, camera_for(sample.sidecar, w, h), features=features)
 
     def run_batch(self, samples, progress: bool = False) -> list[FramePerception]:
         samples = list(samples)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cepr.edge.export import read_meta
+from cepr.edge.export import FEATURES, read_meta
 from cepr.edge.models import rgbd_without_depth_message
 from cepr.edge.preprocess import prepare_depth, prepare_rgb, softmax, upsample_argmax
 from cepr.edge.providers import check_session, resolve_providers
@@ -21,6 +21,8 @@ class Segmentation:
     label: np.ndarray  # (H, W) uint8 class ids at the frame's resolution
     probs: np.ndarray  # (C, h, w) float32 class probabilities at the network's output resolution
     timings_ms: dict[str, float] = field(default_factory=dict)
+    logits: np.ndarray | None = None  # (C, h, w) raw output, kept with ``features``
+    features: np.ndarray | None = None  # (F, h', w') the encoder's 1/32 map, when asked for
 
 
 class SegmentationModel:
@@ -65,18 +67,37 @@ class SegmentationModel:
         """(C, h, w) raw network output at 1/4 of the input size, for a prepared feed."""
         return self.session.run(["logits"], feed)[0][0]
 
+    @property
+    def has_features(self) -> bool:
+        """Whether the file declares the encoder's ``features`` output (every model cepr exports does)."""
+        return FEATURES in {o.name for o in self.session.get_outputs()}
+
+    def run_with_features(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One pass: the (C, h, w) logits and the (F, h', w') encoder map at 1/32 of the input size."""
+        if not self.has_features:
+            raise CeprError(f"{self.path.name} has no '{FEATURES}' output: export it again with `cepr edge export` "
+                            "(or add the output: cepr.edge.export.add_features_output)")
+        logits, features = self.session.run(["logits", FEATURES], feed)
+        return logits[0], features[0]
+
     def logits(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
         return self.run(self.prepare(rgb, depth))
 
-    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> Segmentation:
+    def __call__(self, rgb: np.ndarray, depth: np.ndarray | None = None, features: bool = False) -> Segmentation:
+        """The frame's mask and probabilities; ``features``: also the encoder map (and the logits), same pass."""
         t0 = time.perf_counter()
         feed = self.prepare(rgb, depth)
         t1 = time.perf_counter()
-        logits = self.run(feed)
+        feats = None
+        if features:
+            logits, feats = self.run_with_features(feed)
+        else:
+            logits = self.run(feed)
         t2 = time.perf_counter()
         h, w = rgb.shape[:2]
         label = upsample_argmax(logits, w, h)
         probs = softmax(logits.astype(np.float32), axis=0)
         t3 = time.perf_counter()
         return Segmentation(label, probs, {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
-                                           "postprocess": 1e3 * (t3 - t2)})
+                                           "postprocess": 1e3 * (t3 - t2)},
+                            logits=logits if features else None, features=feats)

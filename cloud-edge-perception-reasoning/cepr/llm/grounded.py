@@ -1,0 +1,196 @@
+"""A grounded vision-language model: the edge's own RFNet encoder as the vision tower, LLaVA-style.
+
+One ONNX pass of the segmentation model gives the mask and, through its ``features`` output, the encoder's
+1/32-resolution map (``cepr.edge.export``). ``vision_tokens`` turns that pass into a fixed grid of tokens, one per
+cell of a ``GRID`` (rows x columns) over the frame; each token is, for its cell:
+
+* the encoder map, average-pooled (128 channels for the edge's w16 models, 256 for the cloud's w32);
+* the class probabilities (softmax of the logits), averaged: what the mask says is there;
+* three depth figures: the mean and the minimum of the valid depth, scaled by ``DEPTH_SCALE_M`` and clipped to
+  [0, 1], and the valid share; all zero on a frame without depth (the real Cloud-Robotics layout).
+
+A projector (layer norm, linear, tanh-GELU, linear) maps the tokens to the decoder's embedding width, and a Llama
+decoder reads them in front of the task's text: the edge language model's prompt (``cepr.llm.prompts``: the
+question and lettered options, optionally after the compact scene summary). The answer is the option whose
+letter is most likely as the next token; its confidence is the normalised probability of the options' letters,
+with a temperature fitted on the val split (``temperature`` in ``grounded.json``).
+
+This module is numpy only: the projector runs here, and the decoder in an engine (transformers for training and
+checks, llama.cpp with the projected tokens as embeddings at the edge, vLLM's prompt embeddings in the cloud).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cepr.errors import CeprError
+
+GRID = (8, 10)  # rows x columns of vision tokens: the w16 encoder's own 1/32 grid at its 320x240 input
+DEPTH_SCALE_M = 20.0
+DEPTH_FIGURES = 3  # mean, minimum, valid share
+CONFIG = "grounded.json"
+PROJECTOR = "projector.npz"
+
+
+@dataclass(frozen=True)
+class GroundedSpec:
+    """What a grounded VLM was built on and how its tokens are laid out (``grounded.json``)."""
+
+    encoder: str  # the segmentation model whose pass feeds it (a shipped name or a path)
+    side: str  # "edge" or "cloud"
+    feature_channels: int
+    num_classes: int
+    grid: tuple[int, int] = GRID
+    with_summary: bool = False  # the compact scene summary's text before the question
+    temperature: float = 1.0  # the confidence's temperature, fitted on val
+    tasks: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)  # training figures, provenance
+
+    @property
+    def token_width(self) -> int:
+        return self.feature_channels + self.num_classes + DEPTH_FIGURES
+
+    @property
+    def n_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["grid"], d["tasks"] = list(self.grid), list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GroundedSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise CeprError(f"{CONFIG}: unknown key(s) {bad}")
+        d = dict(d)
+        d["grid"] = tuple(d.get("grid", GRID))
+        d["tasks"] = tuple(d.get("tasks", ()))
+        return cls(**d)
+
+
+def _bins(n: int, k: int) -> list[tuple[int, int]]:
+    """Adaptive pooling's cell bounds: cell i covers [floor(i n / k), ceil((i + 1) n / k))."""
+    return [(i * n // k, -(-(i + 1) * n // k)) for i in range(k)]
+
+
+def pool_grid(x: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) -> (rows * cols, C): the mean over each cell of an adaptive average pool."""
+    c, h, w = x.shape
+    rows, cols = grid
+    if h < rows or w < cols:
+        raise CeprError(f"a {h}x{w} map cannot be pooled to a {rows}x{cols} grid")
+    out = np.empty((rows, cols, c), np.float32)
+    for i, (y0, y1) in enumerate(_bins(h, rows)):
+        band = x[:, y0:y1].astype(np.float32)
+        for j, (x0, x1) in enumerate(_bins(w, cols)):
+            out[i, j] = band[:, :, x0:x1].mean(axis=(1, 2))
+    return out.reshape(rows * cols, c)
+
+
+def depth_figures(depth: np.ndarray | None, grid: tuple[int, int]) -> np.ndarray:
+    """(rows * cols, 3): mean and minimum valid depth (scaled, clipped to [0, 1]) and the valid share per cell;
+    zeros without depth."""
+    rows, cols = grid
+    out = np.zeros((rows, cols, DEPTH_FIGURES), np.float32)
+    if depth is None:
+        return out.reshape(rows * cols, DEPTH_FIGURES)
+    d = np.asarray(depth, np.float32)[::4, ::4]  # a quarter of the resolution is plenty for cell statistics
+    valid = np.isfinite(d) & (d > 0)
+    for i, (y0, y1) in enumerate(_bins(d.shape[0], rows)):
+        for j, (x0, x1) in enumerate(_bins(d.shape[1], cols)):
+            v = d[y0:y1, x0:x1][valid[y0:y1, x0:x1]]
+            if v.size:
+                out[i, j] = (min(1.0, float(v.mean()) / DEPTH_SCALE_M), min(1.0, float(v.min()) / DEPTH_SCALE_M),
+                             v.size / valid[y0:y1, x0:x1].size)
+    return out.reshape(rows * cols, DEPTH_FIGURES)
+
+
+def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
+    z = logits - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def vision_tokens(features: np.ndarray, logits: np.ndarray, depth: np.ndarray | None,
+                  grid: tuple[int, int] = GRID) -> np.ndarray:
+    """The (rows * cols, feature channels + classes + 3) float32 tokens of one segmentation pass: ``features``
+    (C, h, w) the encoder map, ``logits`` (K, h', w') the class logits, ``depth`` the frame's depth in metres or
+    None."""
+    if features.ndim != 3 or logits.ndim != 3:
+        raise CeprError(f"vision_tokens takes one frame's maps: features {features.shape}, logits {logits.shape}")
+    probs = _softmax(logits.astype(np.float32), 0)
+    return np.concatenate([pool_grid(features, grid), pool_grid(probs, grid), depth_figures(depth, grid)], axis=1)
+
+
+# ---- the projector, in numpy ----------------------------------------------------------------------------------
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+class Projector:
+    """Layer norm, linear, tanh-GELU, linear: vision tokens to decoder embeddings (weights from ``projector.npz``,
+    the names the training module writes)."""
+
+    NAMES = ("norm.weight", "norm.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+
+    def __init__(self, weights: dict[str, np.ndarray], eps: float = 1e-5):
+        missing = [n for n in self.NAMES if n not in weights]
+        if missing:
+            raise CeprError(f"projector weights lack {missing}")
+        self.w = {n: np.asarray(weights[n], np.float32) for n in self.NAMES}
+        self.eps = eps
+
+    @classmethod
+    def load(cls, path: str | Path) -> Projector:
+        with np.load(path) as z:
+            return cls({k: z[k] for k in z.files})
+
+    @property
+    def in_width(self) -> int:
+        return self.w["fc1.weight"].shape[1]
+
+    @property
+    def out_width(self) -> int:
+        return self.w["fc2.weight"].shape[0]
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        x = np.asarray(tokens, np.float32)
+        if x.shape[-1] != self.in_width:
+            raise CeprError(f"vision tokens are {x.shape[-1]} wide; this projector takes {self.in_width}")
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        x = (x - mu) / np.sqrt(var + self.eps) * self.w["norm.weight"] + self.w["norm.bias"]
+        x = gelu_tanh(x @ self.w["fc1.weight"].T + self.w["fc1.bias"])
+        return x @ self.w["fc2.weight"].T + self.w["fc2.bias"]
+
+
+# ---- a built model's folder -----------------------------------------------------------------------------------
+
+def read_spec(folder: str | Path) -> GroundedSpec:
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise CeprError(f"{folder}: no {CONFIG}; not a grounded VLM folder (cepr vlm train-grounded writes one)")
+    return GroundedSpec.from_dict(json.loads(path.read_text()))
+
+
+def write_spec(folder: str | Path, spec: GroundedSpec) -> Path:
+    path = Path(folder) / CONFIG
+    path.write_text(json.dumps(spec.to_dict(), indent=1) + "\n")
+    return path
+
+
+def option_probabilities(letter_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The normalised probability of each option from its letter's next-token logit (the confidence's source)."""
+    z = np.asarray(letter_logits, np.float64) / max(float(temperature), 1e-6)
+    z = z - z.max()
+    p = np.exp(z)
+    return p / p.sum()

@@ -1,0 +1,103 @@
+"""``cepr vlm eval``: a grounded VLM's accuracy on a split, beside the reasoner its encoder feeds today.
+
+For each model (a ``cepr vlm train-grounded`` folder), on the same frames and tasks: accuracy with its Wilson 95%
+interval, the accuracy of the planner (edge encoders) or the reference expert (the cloud encoder) on the same
+segmentation pass, the majority answer's (per task, the most common true answer of ``majority_split``), the
+expected calibration error of the calibrated confidence, the exact McNemar test against the planner / expert
+(two-sided, on the discordant pairs), the time per answer and the per-task accuracies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+import numpy as np
+
+from cepr.data.tasks import TASK_NAMES, get_task
+from cepr.llm.grounded import option_probabilities
+from cepr.metrics.calibration import expected_calibration_error
+from cepr.metrics.joint import wilson_interval
+from cepr.training.grounded_train import FeatureSet, extract_features, load, option_logits
+
+
+def mcnemar_p(a_right: list[bool], b_right: list[bool]) -> float:
+    """Two-sided exact McNemar p-value of paired outcomes (a binomial test on the discordant pairs)."""
+    b = sum(x and not y for x, y in zip(a_right, b_right))
+    c = sum(y and not x for x, y in zip(a_right, b_right))
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def majority_answers(data: str, split: str) -> dict[str, str]:
+    """Per task, the most common true answer on ``split`` (ties: the task's first listed answer)."""
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index, load_sample
+    from cepr.data.tasks import answers_for_sample
+
+    ds = CloudRoboticsDataset(find_index(data, split=split))
+    counts = {t: Counter() for t in TASK_NAMES}
+    for frame in ds.frames:
+        for t, a in answers_for_sample(load_sample(frame, rgb=False)).items():
+            counts[t][a] += 1
+    out = {}
+    for t in TASK_NAMES:
+        opts = get_task(t).answers
+        out[t] = max(opts, key=lambda a: (counts[t][a], -opts.index(a)))
+    return out
+
+
+def evaluate(folder: str, fs: FeatureSet, majority: dict[str, str]) -> dict:
+    """The figures of one model on a FeatureSet of its encoder."""
+    model, prompts, spec = load(folder)
+    if fs.meta["encoder"] != spec.encoder:
+        raise ValueError(f"{folder} reads {spec.encoder}; these features come from {fs.meta['encoder']}")
+    t0 = time.perf_counter()
+    logits = option_logits(model, fs, prompts, spec.with_summary, batch=1)
+    ms = 1e3 * (time.perf_counter() - t0) / (len(fs) * len(TASK_NAMES))
+    right, base_right, maj_right, conf = [], [], [], []
+    per_task = {}
+    for task in TASK_NAMES:
+        opts = get_task(task).answers
+        r_task = []
+        for row, truth, base in zip(logits[task], fs.truth, fs.baseline):
+            p = option_probabilities(row, spec.temperature)
+            k = int(p.argmax())
+            ok = opts[k] == truth[task]
+            r_task.append(ok)
+            conf.append(float(p[k]))
+            base_right.append(base[task] == truth[task])
+            maj_right.append(majority[task] == truth[task])
+        right += r_task
+        per_task[task] = round(sum(r_task) / len(r_task), 4)
+    n, k = len(right), sum(right)
+    lo, hi = wilson_interval(k, n)
+    return {"model": str(folder), "side": spec.side, "encoder": spec.encoder, "with_summary": spec.with_summary,
+            "n": n, "accuracy": round(k / n, 4), "accuracy_ci_low": round(lo, 4), "accuracy_ci_high": round(hi, 4),
+            "planner_accuracy": round(sum(base_right) / n, 4), "majority_accuracy": round(sum(maj_right) / n, 4),
+            "ece": round(expected_calibration_error(np.array(conf), np.array(right, float)), 4),
+            "p_vs_planner": float(f"{mcnemar_p(right, base_right):.3g}"), "ms_per_answer": round(ms, 2),
+            "engine": "transformers", "temperature": spec.temperature,
+            **{f"accuracy_{t}": a for t, a in per_task.items()}}
+
+
+def eval_models(folders: list[str], data: str, split: str = "test", frames: int | None = None,
+                majority_split: str = "val", progress: bool = True) -> list[dict]:
+    from cepr.llm.grounded import read_spec
+
+    cache: dict[str, FeatureSet] = {}
+    try:
+        majority = majority_answers(data, majority_split)
+    except Exception:  # noqa: BLE001 - no val index (the real layout): the evaluated split's own majority
+        majority = majority_answers(data, split)
+    rows = []
+    for f in folders:
+        spec = read_spec(f)
+        if spec.encoder not in cache:
+            cache[spec.encoder] = extract_features(data, split, spec.encoder, frames, tuple(spec.grid), progress)
+        rows.append(evaluate(f, cache[spec.encoder], majority))
+    return rows

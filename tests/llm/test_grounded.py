@@ -1,0 +1,150 @@
+"""The grounded VLM: vision tokens from the segmentation pass, the numpy projector, the features output of the
+shipped models, and a tiny model trained for a few steps on cached tokens, then scored by `cepr vlm eval`."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cepr.llm.grounded import GRID, Projector, depth_figures, option_probabilities, pool_grid, vision_tokens
+
+
+def test_pool_grid_is_the_mean_of_each_adaptive_cell():
+    x = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
+    got = pool_grid(x, (2, 3))
+    # rows [0, 3) and [2, 5); columns [0, 3), [2, 5), [4, 7): adaptive pooling's overlapping bounds
+    assert got.shape == (6, 2)
+    np.testing.assert_allclose(got[0], x[:, 0:3, 0:3].mean(axis=(1, 2)))
+    np.testing.assert_allclose(got[4], x[:, 2:5, 2:5].mean(axis=(1, 2)))
+    np.testing.assert_allclose(got[5], x[:, 2:5, 4:7].mean(axis=(1, 2)))
+    with pytest.raises(Exception, match="cannot be pooled"):
+        pool_grid(x, (6, 8))
+
+
+def test_depth_figures_mean_min_and_valid_share():
+    d = np.zeros((40, 40), np.float32)
+    d[:20, :20] = 4.0
+    d[:20, 20:] = 50.0  # beyond the scale: clipped to 1
+    d[0:4, 0:4] = 2.0  # the nearest return of the first cell (seen at a quarter of the resolution)
+    got = depth_figures(d, (2, 2))
+    assert got[0, 1] == pytest.approx(2.0 / 20) and got[0, 2] == pytest.approx(1.0)
+    assert got[1, 0] == 1.0 and got[1, 1] == 1.0
+    assert np.all(got[2:] == 0)  # no return at all below: zeros
+    assert np.all(depth_figures(None, (2, 2)) == 0)
+
+
+def test_vision_tokens_layout():
+    rng = np.random.default_rng(0)
+    feats, logits = rng.standard_normal((16, 8, 10)), rng.standard_normal((30, 60, 80))
+    t = vision_tokens(feats, logits, None)
+    assert t.shape == (GRID[0] * GRID[1], 16 + 30 + 3) and t.dtype == np.float32
+    np.testing.assert_allclose(t[:, 16:46].sum(1), 1.0, atol=1e-5)  # pooled probabilities stay a distribution
+
+
+def test_option_probabilities_are_a_tempered_softmax():
+    p = option_probabilities([2.0, 0.0, -1.0], 2.0)
+    z = np.exp(np.array([1.0, 0.0, -0.5]))
+    np.testing.assert_allclose(p, z / z.sum())
+
+
+def test_shipped_models_give_features_in_the_same_pass_without_changing_a_logit():
+    from cepr.edge.models import model_path
+    from cepr.edge.runtime import SegmentationModel
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    depth = rng.uniform(0.5, 20, (480, 640)).astype(np.float32)
+    for name, channels, grid in (("edge-int8", 128, (8, 10)), ("edge-rgb-int8", 128, (8, 10)),
+                                 ("edge-fp32", 128, (8, 10)), ("cloud", 256, (15, 20))):
+        m = SegmentationModel(model_path(name))
+        assert m.has_features, name
+        feed = m.prepare(rgb, depth if m.use_depth else None)
+        logits, feats = m.run_with_features(feed)
+        assert np.array_equal(logits, m.run(feed)), name  # bit for bit
+        assert feats.shape == (channels, *grid), (name, feats.shape)
+
+
+def test_projector_matches_the_trained_torch_module():
+    torch = pytest.importorskip("torch")
+    from cepr.training.grounded_train import GroundedModel
+
+    class _Dec(torch.nn.Module):  # only the width is read from the decoder here
+        config = type("C", (), {"hidden_size": 24})
+
+    torch.manual_seed(0)
+    m = GroundedModel(13, _Dec())
+    x = torch.randn(5, 13)
+    with torch.no_grad():
+        want = m.project(x).numpy()
+    p = Projector({"norm.weight": m.norm.weight.detach().numpy(), "norm.bias": m.norm.bias.detach().numpy(),
+                   "fc1.weight": m.fc1.weight.detach().numpy(), "fc1.bias": m.fc1.bias.detach().numpy(),
+                   "fc2.weight": m.fc2.weight.detach().numpy(), "fc2.bias": m.fc2.bias.detach().numpy()})
+    np.testing.assert_allclose(p(x.numpy()), want, atol=1e-5)
+    with pytest.raises(Exception, match="takes 13"):
+        p(np.zeros((2, 12)))
+
+
+def test_mcnemar_and_temperature_fit():
+    from cepr.training.grounded_eval import mcnemar_p
+
+    a = [True] * 10 + [False] * 2
+    b = [False] * 10 + [True] * 2
+    # 10 vs 2 discordant pairs: 2 * P(X <= 2), X ~ Binomial(12, 1/2)
+    assert mcnemar_p(a, b) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert mcnemar_p(a, a) == 1.0
+
+
+@pytest.fixture(scope="module")
+def features(tiny_data, tmp_path_factory):
+    from cepr.training.grounded_train import extract_features
+
+    out = tmp_path_factory.mktemp("grounded")
+    train = extract_features(str(tiny_data), "train", "edge-int8", progress=False).save(out / "train.npz")
+    val = extract_features(str(tiny_data), "val", "edge-int8", progress=False).save(out / "val.npz")
+    return out, train, val
+
+
+def test_features_file_holds_tokens_truth_and_the_planners_answers(features):
+    from cepr.data.tasks import TASK_NAMES
+    from cepr.training.grounded_train import FeatureSet
+
+    _, train, _ = features
+    fs = FeatureSet.load(train)
+    assert fs.tokens.shape[1:] == (GRID[0] * GRID[1], 128 + 30 + 3) and fs.tokens.dtype == np.float16
+    assert len(fs.truth) == len(fs.baseline) == len(fs.summaries) == len(fs) > 0
+    assert all(set(t) == set(TASK_NAMES) for t in fs.truth + fs.baseline)
+    assert fs.meta["encoder"] == "edge-int8" and fs.meta["depth"] is True
+    assert json.loads(fs.summaries[0])["image"]
+
+
+def test_tiny_grounded_vlm_trains_exports_and_is_scored_by_cepr_vlm_eval(features, tiny_data):
+    pytest.importorskip("transformers")
+    from cepr.llm.grounded import read_spec
+    from cepr.training.grounded_train import TrainGroundedConfig, train
+
+    out, train_path, val_path = features
+    run = out / "run"
+    cfg = TrainGroundedConfig(train=str(train_path), val=str(val_path), out=str(run), hidden=64, layers=1,
+                              heads=2, kv_heads=1, head_dim=32, ffn=128, batch_frames=4, steps=6, val_every=3,
+                              checkpoint_every=3, threads=1, progress=False)
+    spec = train(cfg, log=lambda s: None)
+    assert spec["extra"]["steps"] == 6 and 0.25 <= spec["temperature"] <= 8.8
+    assert read_spec(run).token_width == 161 and (run / "projector.npz").is_file()
+    losses = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines() if "loss" in x]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    p = subprocess.run([sys.executable, "-m", "cepr", "vlm", "eval", "--data", str(tiny_data), "--split", "test",
+                        "--no-progress", str(run)], capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    row = json.loads(p.stdout.strip().splitlines()[-1])
+    for k in ("model", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
+              "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer", "accuracy_action"):
+        assert k in row, k
+    assert row["side"] == "edge" and row["n"] % 5 == 0 and row["n"] > 0
+    assert row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"]
+    assert 0 <= row["p_vs_planner"] <= 1 and row["ms_per_answer"] > 0
+    assert "| model |" in p.stdout
