@@ -12,8 +12,8 @@ if _TESTS not in sys.path:
 
 
 import pytest
-from built_once import built_once
 
+from built_once import built_once
 
 # ---- a tiny synthetic set and tiny models trained on it (the real recipe, in seconds), shared by all tests.
 # Torch trains on one thread: the suite's other xdist worker keeps the second core busy, and two threads

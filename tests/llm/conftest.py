@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from built_once import built_once
 
 # what building and running the tiny models needs (the `llm` extra); without one of them tests/llm is skipped

@@ -162,7 +162,8 @@ def cmd_features(a) -> int:
 
 
 def cmd_train_grounded(a) -> int:
-    from cepr.training.grounded_train import TrainGroundedConfig, train as train_grounded
+    from cepr.training.grounded_train import TrainGroundedConfig
+    from cepr.training.grounded_train import train as train_grounded
 
     _needs("cepr vlm train-grounded", ("torch", "transformers", "tokenizers", "safetensors"))
     fields = ("train", "val", "out", "with_summary", "hidden", "layers", "batch_frames", "steps", "max_minutes",

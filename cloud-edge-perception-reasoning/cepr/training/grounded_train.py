@@ -243,7 +243,7 @@ def _module():
     return _Grounded
 
 
-def GroundedModel(token_width: int, decoder):  # noqa: N802 - a class made on first use (torch is optional)
+def GroundedModel(token_width: int, decoder):
     return _module()(token_width, decoder)
 
 
