@@ -137,10 +137,19 @@ def test_tiny_grounded_vlm_trains_exports_and_is_scored_by_cepr_vlm_eval(feature
     assert read_spec(run).token_width == 161 and (run / "projector.npz").is_file()
     losses = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines() if "loss" in x]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
-    p = subprocess.run([sys.executable, "-m", "cepr", "vlm", "eval", "--data", str(tiny_data), "--split", "test",
-                        "--no-progress", str(run)], capture_output=True, text=True, timeout=600, check=False)
+    assert all((run / f"decoder-{q}.gguf").is_file() for q in ("f32", "q8_0", "q4_0"))
+    p = subprocess.run([sys.executable, "-m", "cepr", "vlm", "eval", str(run), "--data", str(tiny_data), "--split",
+                        "test", "--no-progress", "--engine", "transformers", "llamacpp-f32", "llamacpp-q8_0"],
+                       capture_output=True, text=True, timeout=600, check=False)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    row = json.loads(p.stdout.strip().splitlines()[-1])
+    rows = [json.loads(x) for x in p.stdout.strip().splitlines() if x.startswith("{")]
+    assert [r["engine"] for r in rows] == ["transformers", "llamacpp-f32", "llamacpp-q8_0"]
+    # llama.cpp reads the projected tokens as embeddings: the same options, the same probabilities (F32 to
+    # float rounding, Q8_0 within its quantisation)
+    assert rows[1]["agreement_with_transformers"] == 1.0 and rows[1]["max_logprob_gap"] < 1e-2, rows[1]
+    assert rows[2]["max_logprob_gap"] < 0.2, rows[2]
+    assert rows[1]["accuracy"] == rows[0]["accuracy"]
+    row = rows[0]
     for k in ("model", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
               "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer", "accuracy_action"):
         assert k in row, k

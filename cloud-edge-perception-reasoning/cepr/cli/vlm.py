@@ -141,6 +141,12 @@ def _add_grounded(s) -> None:
     e.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
     e.add_argument("--split", default="test", help="the split scored")
     e.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    e.add_argument("--engine", nargs="+", default=["transformers"],
+                   choices=["transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0"],
+                   help="decoder engines; a llama.cpp row also reports its agreement with transformers and the "
+                        "largest option log-probability gap")
+    e.add_argument("--threads", type=int, default=1, help="threads of each engine (ms_per_answer is measured "
+                                                         "with them)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
 
@@ -183,13 +189,14 @@ def cmd_eval(a) -> int:
     from cepr.training.grounded_eval import eval_models
 
     _needs("cepr vlm eval", ("torch", "transformers", "tokenizers", "safetensors"))
-    rows = eval_models(a.models, a.data, a.split, a.frames, progress=not a.no_progress)
-    cols = ["model", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
+    rows = eval_models(a.models, a.data, a.split, a.frames, progress=not a.no_progress, engines=tuple(a.engine),
+                       threads=a.threads)
+    cols = ["model", "engine", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
             "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+        print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     for r in rows:
         print(json.dumps(r))
     return 0

@@ -194,3 +194,73 @@ def option_probabilities(letter_logits: np.ndarray, temperature: float = 1.0) ->
     z = z - z.max()
     p = np.exp(z)
     return p / p.sum()
+
+
+# ---- the decoder in llama.cpp, the projected tokens as embeddings ----------------------------------------------
+
+class GroundedLlamaCpp:
+    """A grounded VLM folder's decoder GGUF (``decoder-<quant>.gguf``) in llama.cpp in-process, one context of
+    ``threads`` threads. Per frame: ``<s>``, then the projected vision tokens as one embedding batch (llama.cpp's
+    ``llama_batch`` with ``embd`` set, the input libmtmd itself evaluates image embeddings with), kept in the cache
+    for the frame's tasks; per task its prompt ids, then the next-token logits of the options' letters."""
+
+    def __init__(self, folder: str | Path, quant: str = "q8_0", threads: int = 1, n_ctx: int = 2048):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise CeprError("the grounded VLM in llama.cpp needs llama-cpp-python: pip install -e '.[llm]'") from None
+        self.folder = Path(folder)
+        self.spec = read_spec(self.folder)
+        self.projector = Projector.load(self.folder / PROJECTOR)
+        gguf = self.folder / f"decoder-{quant}.gguf"
+        if not gguf.is_file():
+            raise CeprError(f"{gguf} not found (cepr vlm train-grounded writes decoder-f32/q8_0/q4_0.gguf)")
+        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         logits_all=False, verbose=False)
+        if self.llm.n_embd() != self.projector.out_width:
+            raise CeprError(f"{gguf}: embedding width {self.llm.n_embd()}, the projector gives "
+                            f"{self.projector.out_width}")
+        self.n_vocab = self.llm.n_vocab()
+        self._frame_len = 0
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def _decode_embeddings(self, emb: np.ndarray, start: int) -> None:
+        import llama_cpp
+
+        n, d = emb.shape
+        batch = llama_cpp.llama_batch_init(n, d, 1)
+        try:
+            batch.n_tokens = n
+            np.ctypeslib.as_array(batch.embd, shape=(n * d,))[:] = np.ascontiguousarray(emb, np.float32).ravel()
+            for i in range(n):
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = i == n - 1
+            rc = llama_cpp.llama_decode(self.llm.ctx, batch)
+            if rc != 0:
+                raise CeprError(f"llama.cpp failed to evaluate the vision embeddings (llama_decode returned {rc})")
+        finally:
+            llama_cpp.llama_batch_free(batch)
+
+    def set_frame(self, tokens: np.ndarray, bos: int = 0) -> None:
+        """Evaluate ``<s>`` and the frame's (cells, width) vision tokens from position 0."""
+        if tokens.shape != (self.spec.n_tokens, self.spec.token_width):
+            raise CeprError(f"vision tokens {tokens.shape}; this model takes "
+                            f"{(self.spec.n_tokens, self.spec.token_width)}")
+        self.llm.n_tokens = 0  # eval drops the cache past n_tokens
+        self.llm.eval([bos])
+        emb = self.projector(tokens)
+        self._decode_embeddings(emb, 1)
+        self.llm.n_tokens = self._frame_len = 1 + len(emb)
+
+    def next_logits(self, text_ids: list[int]) -> np.ndarray:
+        """The next-token logits after the current frame and ``text_ids``."""
+        import llama_cpp
+
+        self.llm.n_tokens = self._frame_len
+        self.llm.eval(list(text_ids))
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32).copy()

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 from cepr.data.tasks import TASK_NAMES, get_task
+from cepr.errors import CeprError, DatasetError
 from cepr.llm.grounded import option_probabilities
 from cepr.metrics.calibration import expected_calibration_error
 from cepr.metrics.joint import wilson_interval
@@ -51,53 +52,103 @@ def majority_answers(data: str, split: str) -> dict[str, str]:
     return out
 
 
-def evaluate(folder: str, fs: FeatureSet, majority: dict[str, str]) -> dict:
-    """The figures of one model on a FeatureSet of its encoder."""
+ENGINES = ("transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0")
+
+
+def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", threads: int = 1):
+    """({task: (frames, options) letter logits}, ms per answer, spec) of one engine on every frame of ``fs``; the
+    time covers the decoder (and the projector), the frame's vision tokens counted once per frame."""
+    import torch
+
     model, prompts, spec = load(folder)
     if fs.meta["encoder"] != spec.encoder:
-        raise ValueError(f"{folder} reads {spec.encoder}; these features come from {fs.meta['encoder']}")
-    t0 = time.perf_counter()
-    logits = option_logits(model, fs, prompts, spec.with_summary, batch=1)
-    ms = 1e3 * (time.perf_counter() - t0) / (len(fs) * len(TASK_NAMES))
+        raise CeprError(f"{folder} reads {spec.encoder}; these features come from {fs.meta['encoder']}")
+    if engine == "transformers":
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        logits = option_logits(model, fs, prompts, spec.with_summary, batch=1)
+        return logits, 1e3 * (time.perf_counter() - t0) / (len(fs) * len(TASK_NAMES)), spec
+    if not engine.startswith("llamacpp-") or engine not in ENGINES:
+        raise CeprError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    from cepr.llm.grounded import GroundedLlamaCpp
+
+    g = GroundedLlamaCpp(folder, quant=engine.split("-", 1)[1], threads=threads)
+    out = {t: [] for t in TASK_NAMES}
+    try:
+        t0 = time.perf_counter()
+        for i in range(len(fs)):
+            g.set_frame(fs.tokens[i].astype(np.float32))
+            for task in TASK_NAMES:
+                row = g.next_logits(prompts.text_ids(task, fs.summaries[i] if spec.with_summary else None))
+                out[task].append(row[prompts.option_ids(task)])
+        ms = 1e3 * (time.perf_counter() - t0) / (len(fs) * len(TASK_NAMES))
+    finally:
+        g.close()
+    return {t: np.array(v) for t, v in out.items()}, ms, spec
+
+
+def evaluate(folder: str, fs: FeatureSet, majority: dict[str, str], engine: str = "transformers",
+             threads: int = 1, reference: dict | None = None) -> dict:
+    """The figures of one model and engine on a FeatureSet of its encoder; ``reference``: another engine's
+    letter logits (transformers') to report the agreement and the largest option log-probability gap."""
+    logits, ms, spec = engine_logits(folder, fs, engine, threads)
     right, base_right, maj_right, conf = [], [], [], []
     per_task = {}
+    agree, gap = [], 0.0
     for task in TASK_NAMES:
         opts = get_task(task).answers
         r_task = []
-        for row, truth, base in zip(logits[task], fs.truth, fs.baseline):
+        for j, (row, truth, base) in enumerate(zip(logits[task], fs.truth, fs.baseline)):
             p = option_probabilities(row, spec.temperature)
             k = int(p.argmax())
-            ok = opts[k] == truth[task]
-            r_task.append(ok)
+            r_task.append(opts[k] == truth[task])
             conf.append(float(p[k]))
             base_right.append(base[task] == truth[task])
             maj_right.append(majority[task] == truth[task])
+            if reference is not None:
+                q = option_probabilities(reference[task][j], spec.temperature)
+                agree.append(int(q.argmax()) == k)
+                gap = max(gap, float(np.abs(np.log(p) - np.log(q)).max()))
         right += r_task
         per_task[task] = round(sum(r_task) / len(r_task), 4)
     n, k = len(right), sum(right)
     lo, hi = wilson_interval(k, n)
-    return {"model": str(folder), "side": spec.side, "encoder": spec.encoder, "with_summary": spec.with_summary,
-            "n": n, "accuracy": round(k / n, 4), "accuracy_ci_low": round(lo, 4), "accuracy_ci_high": round(hi, 4),
-            "planner_accuracy": round(sum(base_right) / n, 4), "majority_accuracy": round(sum(maj_right) / n, 4),
-            "ece": round(expected_calibration_error(np.array(conf), np.array(right, float)), 4),
-            "p_vs_planner": float(f"{mcnemar_p(right, base_right):.3g}"), "ms_per_answer": round(ms, 2),
-            "engine": "transformers", "temperature": spec.temperature,
-            **{f"accuracy_{t}": a for t, a in per_task.items()}}
+    row = {"model": str(folder), "side": spec.side, "encoder": spec.encoder, "with_summary": spec.with_summary,
+           "engine": engine, "threads": threads, "n": n, "accuracy": round(k / n, 4),
+           "accuracy_ci_low": round(lo, 4), "accuracy_ci_high": round(hi, 4),
+           "planner_accuracy": round(sum(base_right) / n, 4), "majority_accuracy": round(sum(maj_right) / n, 4),
+           "ece": round(expected_calibration_error(np.array(conf), np.array(right, float)), 4),
+           "p_vs_planner": float(f"{mcnemar_p(right, base_right):.3g}"), "ms_per_answer": round(ms, 2),
+           "temperature": spec.temperature, **{f"accuracy_{t}": a for t, a in per_task.items()}}
+    if reference is not None:
+        row["agreement_with_transformers"] = round(sum(agree) / len(agree), 4)
+        row["max_logprob_gap"] = round(gap, 4)
+    return row, logits
 
 
 def eval_models(folders: list[str], data: str, split: str = "test", frames: int | None = None,
-                majority_split: str = "val", progress: bool = True) -> list[dict]:
+                majority_split: str = "val", progress: bool = True, engines=("transformers",),
+                threads: int = 1) -> list[dict]:
+    """One row per model and engine; every llama.cpp row carries its agreement with transformers."""
     from cepr.llm.grounded import read_spec
 
     cache: dict[str, FeatureSet] = {}
     try:
         majority = majority_answers(data, majority_split)
-    except Exception:  # noqa: BLE001 - no val index (the real layout): the evaluated split's own majority
+    except DatasetError:  # no val index (the real layout): the evaluated split's own majority
         majority = majority_answers(data, split)
     rows = []
     for f in folders:
         spec = read_spec(f)
         if spec.encoder not in cache:
             cache[spec.encoder] = extract_features(data, split, spec.encoder, frames, tuple(spec.grid), progress)
-        rows.append(evaluate(f, cache[spec.encoder], majority))
+        fs = cache[spec.encoder]
+        reference = None
+        if any(e != "transformers" for e in engines):
+            row, reference = evaluate(f, fs, majority, "transformers", threads)
+            if "transformers" in engines:
+                rows.append(row)
+        for e in engines:
+            if e != "transformers" or reference is None:
+                rows.append(evaluate(f, fs, majority, e, threads, reference if e != "transformers" else None)[0])
     return rows

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for, get_task
 from cepr.errors import CeprError
+from cepr.llm.gguf_export import export_gguf
 from cepr.llm.grounded import GRID, PROJECTOR, GroundedSpec, option_probabilities, vision_tokens, write_spec
 from cepr.llm.prompts import OPTION_LETTERS, frame_prompt, task_prompt
 from cepr.training.loop import open_checkpoint, save_checkpoint, train_loop
@@ -411,14 +412,17 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
     return spec.to_dict()
 
 
-def export(model, tok, out: Path, spec: GroundedSpec) -> None:
-    """``grounded.json``, ``projector.npz`` (numpy), ``decoder/`` (a Hugging Face Llama folder with the tokenizer)."""
+def export(model, tok, out: Path, spec: GroundedSpec, quant=("f32", "q8_0", "q4_0")) -> None:
+    """``grounded.json``, ``projector.npz`` (numpy), ``decoder/`` (a Hugging Face Llama folder with the tokenizer)
+    and ``decoder-<quant>.gguf`` for llama.cpp."""
     from cepr.llm.tiny import _hf_tokenizer, _save_hf
 
     w = {"norm.weight": model.norm.weight, "norm.bias": model.norm.bias, "fc1.weight": model.fc1.weight,
          "fc1.bias": model.fc1.bias, "fc2.weight": model.fc2.weight, "fc2.bias": model.fc2.bias}
     np.savez(out / PROJECTOR, **{k: v.detach().float().numpy() for k, v in w.items()})
     _save_hf(model.decoder, _hf_tokenizer(tok), out / "decoder")
+    for q in quant:
+        export_gguf(out / "decoder", out / f"decoder-{q}.gguf", q, name=f"cepr-grounded-{out.name}")
     write_spec(out, spec)
 
 
