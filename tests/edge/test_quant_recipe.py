@@ -34,6 +34,13 @@ def test_quantize_options_are_recorded_and_stay_close_to_fp32(tiny_models, tiny_
     assert q.shape == ref.shape
     assert (q.argmax(0) == ref.argmax(0)).mean() > 0.8
     assert np.abs(q - ref).mean() < 0.1 * np.abs(ref).mean() + 0.05
+    # every recipe declares the encoder's map (a QOperator graph through a DequantizeLinear of its quantised map)
+    from cepr.edge.runtime import SegmentationModel
+
+    fq, fr = SegmentationModel(out), SegmentationModel(tiny_models["fp32"])
+    _, feats = fq.run_with_features(fq.prepare(s.rgb, s.depth))
+    _, want = fr.run_with_features(fr.prepare(s.rgb, s.depth))
+    assert feats.shape == want.shape and np.corrcoef(feats.ravel(), want.ravel())[0, 1] > 0.9
 
 
 def test_default_recipe_is_the_one_measured_best(tiny_models):

@@ -99,10 +99,18 @@ def _declare_features(m) -> None:
 
     if any(o.name == FEATURES for o in m.graph.output):
         return
-    pools = [n for n in m.graph.node if n.name == _FEATURES_SOURCE]
+    # QDQ and FP32 graphs keep the float pool; a QOperator graph has a QLinearGlobalAveragePool of the same name
+    # stem reading the quantised map, which is dequantised with its own scale and zero point
+    pools = [n for n in m.graph.node if n.name == _FEATURES_SOURCE or (
+        n.name.startswith(_FEATURES_SOURCE) and n.op_type == "QLinearGlobalAveragePool")]
     if len(pools) != 1:
         raise CeprError(f"no node {_FEATURES_SOURCE} in this graph: not an RFNet exported by cepr")
-    m.graph.node.append(helper.make_node("Identity", [pools[0].input[0]], [FEATURES], name="encoder_features"))
+    pool = pools[0]
+    if pool.op_type == "QLinearGlobalAveragePool":
+        node = helper.make_node("DequantizeLinear", list(pool.input[:3]), [FEATURES], name="encoder_features")
+    else:
+        node = helper.make_node("Identity", [pool.input[0]], [FEATURES], name="encoder_features")
+    m.graph.node.append(node)
     m.graph.output.append(helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, None))
 
 
