@@ -434,9 +434,17 @@ def load(folder: str | Path):
 
     from cepr.llm.grounded import read_spec
 
+    from transformers.utils import logging as hf_logging
+
     folder = Path(folder)
     spec = read_spec(folder)
-    dec = LlamaForCausalLM.from_pretrained(str(folder / "decoder"), dtype=torch.float32).eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a weight-loading bar per model would interleave with the table
+    try:
+        dec = LlamaForCausalLM.from_pretrained(str(folder / "decoder"), dtype=torch.float32).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model = GroundedModel(spec.token_width, dec)
     with np.load(folder / PROJECTOR) as z:
         sd = {k: torch.from_numpy(z[k]) for k in z.files}
