@@ -431,10 +431,9 @@ def load(folder: str | Path):
     import torch
     from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from cepr.llm.grounded import read_spec
-
-    from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
     spec = read_spec(folder)
