@@ -151,6 +151,16 @@ def _add_grounded(s) -> None:
     e.set_defaults(func=cmd_eval)
 
 
+def _config(model, command: str, a, fields, **extra):
+    """``model`` (a pydantic config) from the parsed options ``fields`` of ``a`` and ``extra``; a refused value
+    is named by its option."""
+    try:
+        return model(**{k: getattr(a, k) for k in fields}, **extra, progress=not a.no_progress)
+    except ValidationError as e:
+        raise CeprError(f"{command}: " + "; ".join(
+            f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors())) from None
+
+
 def _needs(what: str, modules) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
@@ -174,11 +184,7 @@ def cmd_train_grounded(a) -> int:
     _needs("cepr vlm train-grounded", ("torch", "transformers", "tokenizers", "safetensors"))
     fields = ("train", "val", "out", "with_summary", "hidden", "layers", "batch_frames", "steps", "max_minutes",
               "lr", "val_every", "seed", "threads")
-    try:
-        cfg = TrainGroundedConfig(**{k: getattr(a, k) for k in fields}, progress=not a.no_progress)
-    except ValidationError as e:
-        raise CeprError("cepr vlm train-grounded: " + "; ".join(
-            f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors())) from None
+    cfg = _config(TrainGroundedConfig, "cepr vlm train-grounded", a, fields)
     train_grounded(cfg, resume=a.resume)
     return 0
 
@@ -203,22 +209,11 @@ def cmd_eval(a) -> int:
 
 
 def cmd_train(a) -> int:
-
-
-    missing = [m for m in ("torch", "transformers", "tokenizers", "safetensors", "gguf")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise CeprError(f"cepr vlm train needs {', '.join(missing)}: pip install -e '.[llm]'")
-
-
+    _needs("cepr vlm train", ("torch", "transformers", "tokenizers", "safetensors", "gguf"))
     logging.getLogger("gguf").setLevel(logging.WARNING)
     fields = ("out", "data", "size", "device", "frames", "steps", "max_minutes", "lr", "warmup", "seed", "threads",
               "aux_weight", "answer_weight", "decay_fraction", "val_every", "val_frames", "checkpoint_every")
-    try:
-        cfg = VlmTrainConfig(**{k: getattr(a, k) for k in fields}, quant=tuple(a.quant), progress=not a.no_progress)
-    except ValidationError as e:
-        raise CeprError("cepr vlm train: " + "; ".join(
-            f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors())) from None
+    cfg = _config(VlmTrainConfig, "cepr vlm train", a, fields, quant=tuple(a.quant))
     r = train(cfg, resume=a.resume)
     print(f"{r['steps']} steps ({r['stopped']}), {r['minutes_this_run']:.1f} min this run; validation "
           f"{r['validation']}")

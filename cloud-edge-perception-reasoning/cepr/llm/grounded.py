@@ -245,13 +245,13 @@ class GroundedLlamaCpp:
         finally:
             llama_cpp.llama_batch_free(batch)
 
-    def set_frame(self, tokens: np.ndarray, bos: int = 0) -> None:
-        """Evaluate ``<s>`` and the frame's (cells, width) vision tokens from position 0."""
+    def set_frame(self, tokens: np.ndarray) -> None:
+        """Evaluate the model's BOS token and the frame's (cells, width) vision tokens from position 0."""
         if tokens.shape != (self.spec.n_tokens, self.spec.token_width):
             raise CeprError(f"vision tokens {tokens.shape}; this model takes "
                             f"{(self.spec.n_tokens, self.spec.token_width)}")
         self.llm.n_tokens = 0  # eval drops the cache past n_tokens
-        self.llm.eval([bos])
+        self.llm.eval([self.llm.token_bos()])
         emb = self.projector(tokens)
         self._decode_embeddings(emb, 1)
         self.llm.n_tokens = self._frame_len = 1 + len(emb)

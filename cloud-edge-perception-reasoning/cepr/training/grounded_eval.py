@@ -37,13 +37,13 @@ def mcnemar_p(a_right: list[bool], b_right: list[bool]) -> float:
 
 def majority_answers(data: str, split: str) -> dict[str, str]:
     """Per task, the most common true answer on ``split`` (ties: the task's first listed answer)."""
-    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index, load_sample
-    from cepr.data.tasks import answers_for_sample
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+    from cepr.data.tasks import ground_truth
 
     ds = CloudRoboticsDataset(find_index(data, split=split))
     counts = {t: Counter() for t in TASK_NAMES}
     for frame in ds.frames:
-        for t, a in answers_for_sample(load_sample(frame, rgb=False)).items():
+        for t, a in ground_truth(frame.label_path).items():  # the metrics' truth (the sidecar's cache when it has it)
             counts[t][a] += 1
     out = {}
     for t in TASK_NAMES:
