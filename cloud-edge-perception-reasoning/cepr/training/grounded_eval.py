@@ -20,7 +20,7 @@ from cepr.errors import CeprError, DatasetError
 from cepr.llm.grounded import option_probabilities
 from cepr.metrics.calibration import expected_calibration_error
 from cepr.metrics.joint import wilson_interval
-from cepr.training.grounded_train import FeatureSet, extract_features, load, option_logits
+from cepr.training.grounded_train import FeatureSet, extract_features, load, load_prompts, option_logits
 
 
 def mcnemar_p(a_right: list[bool], b_right: list[bool]) -> float:
@@ -58,12 +58,13 @@ ENGINES = ("transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0")
 def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", threads: int = 1):
     """({task: (frames, options) letter logits}, ms per answer, spec) of one engine on every frame of ``fs``; the
     time covers the decoder (and the projector), the frame's vision tokens counted once per frame."""
-    import torch
-
-    model, prompts, spec = load(folder)
+    prompts, spec = load_prompts(folder)
     if fs.meta["encoder"] != spec.encoder:
         raise CeprError(f"{folder} reads {spec.encoder}; these features come from {fs.meta['encoder']}")
     if engine == "transformers":
+        import torch
+
+        model, prompts, spec = load(folder)
         torch.set_num_threads(threads)
         t0 = time.perf_counter()
         logits = option_logits(model, fs, prompts, spec.with_summary, batch=1)
@@ -88,9 +89,10 @@ def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", thr
 
 
 def evaluate(folder: str, fs: FeatureSet, majority: dict[str, str], engine: str = "transformers",
-             threads: int = 1, reference: dict | None = None) -> dict:
-    """The figures of one model and engine on a FeatureSet of its encoder; ``reference``: another engine's
-    letter logits (transformers') to report the agreement and the largest option log-probability gap."""
+             threads: int = 1, reference: dict | None = None) -> tuple[dict, dict]:
+    """(the figures, the letter logits) of one model and engine on a FeatureSet of its encoder; ``reference``:
+    another engine's letter logits (transformers') to report the agreement and the largest option log-probability
+    gap."""
     logits, ms, spec = engine_logits(folder, fs, engine, threads)
     right, base_right, maj_right, conf = [], [], [], []
     per_task = {}

@@ -426,17 +426,25 @@ def export(model, tok, out: Path, spec: GroundedSpec, quant=("f32", "q8_0", "q4_
     write_spec(out, spec)
 
 
-def load(folder: str | Path):
-    """(model, prompts, spec) of a ``train`` output folder, in torch (for evaluation)."""
-    import torch
+def load_prompts(folder: str | Path):
+    """(prompts, spec) of a ``train`` output folder: what every engine needs beside its weights."""
     from tokenizers import Tokenizer
-    from transformers import LlamaForCausalLM
-    from transformers.utils import logging as hf_logging
 
     from cepr.llm.grounded import read_spec
 
     folder = Path(folder)
     spec = read_spec(folder)
+    return Prompts(Tokenizer.from_file(str(folder / "decoder" / "tokenizer.json"))), spec
+
+
+def load(folder: str | Path):
+    """(model, prompts, spec) of a ``train`` output folder, in torch (for evaluation)."""
+    import torch
+    from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(folder)
+    prompts, spec = load_prompts(folder)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a weight-loading bar per model would interleave with the table
     try:
@@ -448,7 +456,6 @@ def load(folder: str | Path):
     with np.load(folder / PROJECTOR) as z:
         sd = {k: torch.from_numpy(z[k]) for k in z.files}
     model.load_state_dict(sd, strict=False)
-    tok = Tokenizer.from_file(str(folder / "decoder" / "tokenizer.json"))
-    return model.eval(), Prompts(tok), spec
+    return model.eval(), prompts, spec
 
 
