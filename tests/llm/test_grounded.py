@@ -157,3 +157,38 @@ def test_tiny_grounded_vlm_trains_exports_and_is_scored_by_cepr_vlm_eval(feature
     assert row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"]
     assert 0 <= row["p_vs_planner"] <= 1 and row["ms_per_answer"] > 0
     assert "| model |" in p.stdout
+
+
+def test_packed_tasks_give_each_question_the_logits_of_its_own_sequence(features):
+    """Training packs a frame's five questions behind one vision prefix: with and without the (variable-length)
+    summary text, each question's logits equal those of its separate sequence."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from cepr.data.tasks import TASK_NAMES
+    from cepr.training.grounded_train import (
+        FeatureSet,
+        Prompts,
+        TrainGroundedConfig,
+        _batch,
+        _packed_batch,
+        _tokenizer,
+        build_model,
+        packed_logits,
+    )
+
+    out, train_path, val_path = features
+    fs = FeatureSet.load(train_path)
+    prompts = Prompts(_tokenizer(0))
+    cfg = TrainGroundedConfig(train=str(train_path), out=str(out / "unused"), hidden=64, layers=2, heads=2,
+                              kv_heads=1, head_dim=32, ffn=128)
+    model = build_model(cfg, fs.tokens.shape[-1], prompts.tok.get_vocab_size()).eval()
+    idx = list(range(min(3, len(fs))))
+    for with_summary in (False, True):
+        with torch.no_grad():
+            tokens, segments, _ = _packed_batch(fs, idx, prompts, with_summary)
+            packed = packed_logits(model, tokens, segments)
+            for task, got in zip(TASK_NAMES, packed):
+                t, ids, lengths, _ = _batch(fs, idx, task, prompts, with_summary)
+                torch.testing.assert_close(got, model.next_logits(t, ids, lengths), atol=2e-5, rtol=1e-5)
+    both = FeatureSet.concat([train_path, val_path])
+    assert len(both) == len(fs) + len(FeatureSet.load(val_path)) and len(both.meta["sources"]) == 2

@@ -110,7 +110,8 @@ def _add_grounded(s) -> None:
                      "Example:\n"
                      "  cepr vlm train-grounded --train runs/features/edge-int8-train.npz \\\n"
                      "      --val runs/features/edge-int8-val.npz --out runs/grounded-edge --max-minutes 20"))
-    t.add_argument("--train", required=True, help="training features (.npz)")
+    t.add_argument("--train", required=True, nargs="+",
+                   help="training features (.npz); several files are concatenated (e.g. extra rendered frames)")
     t.add_argument("--val", default=None, help="validation features (.npz); default: hold out training frames")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--with-summary", action="store_true", help="put the scene summary's text before the question")

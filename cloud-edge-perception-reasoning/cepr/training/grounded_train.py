@@ -11,8 +11,9 @@ project's byte-level BPE tokenizer (head_dim 64, so vLLM's CPU attention can ser
 a task: ``<s>``, the projected vision tokens, optionally the summary's text, the task's question with lettered
 options (``cepr.llm.prompts``) and the space before the letter; the target is the true option's letter. The loss
 is the next-token cross-entropy over the whole vocabulary at that position. A step is ``batch_frames`` frames with
-all their tasks. After training, a temperature for the options' probabilities is fitted on val (or held-out
-train frames) by minimising the negative log-likelihood.
+all their tasks, packed: one decoder pass per frame computes the vision prefix once for its five questions
+(``packed_logits``; each question's logits equal those of its own sequence). After training, a temperature for
+the options' probabilities is fitted on val (or held-out train frames) by minimising the negative log-likelihood.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
@@ -73,6 +74,27 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @classmethod
+    def concat(cls, paths) -> FeatureSet:
+        """One set from several feature files of the same encoder and grid (e.g. the train split plus extra
+        rendered frames); ``meta['sources']`` lists them."""
+        sets = [cls.load(p) for p in paths]
+        if len(sets) == 1:
+            return sets[0]
+        keys = ("encoder", "grid", "feature_channels", "num_classes", "depth")
+        first = {k: sets[0].meta.get(k) for k in keys}
+        for p, fs in zip(paths[1:], sets[1:]):
+            other = {k: fs.meta.get(k) for k in keys}
+            if other != first:
+                raise CeprError(f"feature file {p} does not match {paths[0]}: {other} vs {first}")
+        meta = dict(sets[0].meta, sources=[dict(fs.meta, path=str(p), frames=len(fs)) for p, fs in zip(paths, sets)],
+                    seconds=round(sum(fs.meta.get("seconds", 0.0) for fs in sets), 2))
+        def joined(field):
+            return [x for fs in sets for x in getattr(fs, field)]
+
+        return cls(np.concatenate([fs.tokens for fs in sets]), joined("truth"), joined("baseline"),
+                   joined("summaries"), joined("frames"), meta)
 
 
 def extract_features(data: str, split: str, encoder: str = "edge-int8", frames: int | None = None,
@@ -137,7 +159,12 @@ def extract_features(data: str, split: str, encoder: str = "edge-int8", frames: 
 class TrainGroundedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    train: str  # a FeatureSet file
+    train: list[str] = Field(min_length=1)  # FeatureSet files, concatenated
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_or_more(cls, v):
+        return [v] if isinstance(v, str) else v
     val: str | None = None  # a FeatureSet file; None: hold out the last val_frames training frames
     out: str
     hidden: int = Field(256, ge=64)
@@ -248,6 +275,45 @@ def GroundedModel(token_width: int, decoder):
     return _module()(token_width, decoder)
 
 
+def packed_logits(model, tokens, segments):
+    """Next-token logits at the end of every task's text, all tasks of a frame in one decoder pass.
+
+    ``segments``: per task, (ids (batch, width) right-padded, lengths (batch,) or None). The sequence is ``<s>``,
+    the projected tokens, then every task's text one after another; a block attention mask lets each text see the
+    shared prefix and itself only, and its positions restart where the prefix ends, so each text's logits are
+    exactly those of its own separate sequence (``next_logits``) while the prefix is computed once per frame.
+    Returns one (batch, vocab) tensor per segment."""
+    import torch
+
+    emb = model.decoder.get_input_embeddings()
+    b, prefix = tokens.shape[0], 1 + tokens.shape[1]
+    parts = [emb(torch.zeros(b, 1, dtype=torch.long)), model.project(tokens)]
+    total = prefix + sum(ids.shape[1] for ids, _ in segments)
+    allowed = torch.zeros(b, total, total, dtype=torch.bool)
+    allowed[:, :prefix, :prefix] = torch.tril(torch.ones(prefix, prefix, dtype=torch.bool))
+    pos = torch.zeros(b, total, dtype=torch.long)
+    pos[:, :prefix] = torch.arange(prefix)
+    ends, start = [], prefix
+    for ids, lengths in segments:
+        w = ids.shape[1]
+        parts.append(emb(ids))
+        n = lengths if lengths is not None else torch.full((b,), w, dtype=torch.long)
+        j = torch.arange(w)
+        real = j[None] < n[:, None]  # (b, w)
+        causal = torch.tril(torch.ones(w, w, dtype=torch.bool))
+        allowed[:, start:start + w, :prefix] = real[:, :, None]
+        # a real token sees the real tokens before it; padding sees itself only (a row must see something)
+        allowed[:, start:start + w, start:start + w] = (causal[None] & real[:, None, :] & real[:, :, None]) \
+            | (torch.eye(w, dtype=torch.bool)[None] & ~real[:, :, None])
+        pos[:, start:start + w] = prefix + j
+        ends.append(start + n - 1)
+        start += w
+    hidden = model.decoder.model(inputs_embeds=torch.cat(parts, 1), attention_mask=allowed[:, None],
+                                 position_ids=pos).last_hidden_state
+    rows = torch.arange(b)
+    return [model.decoder.lm_head(hidden[rows, e]) for e in ends]
+
+
 def _batch(fs: FeatureSet, idx, task: str, prompts: Prompts, with_summary: bool):
     import torch
 
@@ -264,23 +330,30 @@ def _batch(fs: FeatureSet, idx, task: str, prompts: Prompts, with_summary: bool)
     return tokens, ids, (None if same else lengths), target
 
 
+def _packed_batch(fs: FeatureSet, idx, prompts: Prompts, with_summary: bool):
+    """(vision tokens, [(ids, lengths)] per task, [targets] per task) of the frames ``idx``, for ``packed_logits``."""
+    segments, targets, tokens = [], [], None
+    for task in TASK_NAMES:
+        tokens, ids, lengths, target = _batch(fs, idx, task, prompts, with_summary)
+        segments.append((ids, lengths))
+        targets.append(target)
+    return tokens, segments, targets
+
+
 def option_logits(model, fs: FeatureSet, prompts: Prompts, with_summary: bool, idx=None, batch: int = 32) -> dict:
     """{task: (frames, options) letter logits} for the frames ``idx`` (default: all)."""
     import torch
 
     idx = list(range(len(fs))) if idx is None else list(idx)
-    out = {}
+    chunks = {t: [] for t in TASK_NAMES}
     model.eval()
     with torch.no_grad():
-        for task in TASK_NAMES:
-            letters = prompts.option_ids(task)
-            chunks = []
-            for k in range(0, len(idx), batch):
-                tokens, ids, lengths, _ = _batch(fs, idx[k:k + batch], task, prompts, with_summary)
-                chunks.append(model.next_logits(tokens, ids, lengths)[:, letters].float().numpy())
-            out[task] = np.concatenate(chunks)
+        for k in range(0, len(idx), batch):
+            tokens, segments, _ = _packed_batch(fs, idx[k:k + batch], prompts, with_summary)
+            for task, lg in zip(TASK_NAMES, packed_logits(model, tokens, segments)):
+                chunks[task].append(lg[:, prompts.option_ids(task)].float().numpy())
     model.train()
-    return out
+    return {t: np.concatenate(c) for t, c in chunks.items()}
 
 
 def accuracy_of(logits: dict, fs: FeatureSet, idx=None) -> float:
@@ -316,7 +389,7 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
 
     out = Path(cfg.out)
     ckpt_path, ckpt = open_checkpoint(out, cfg.training_key(), resume)
-    train_set = FeatureSet.load(cfg.train)
+    train_set = FeatureSet.concat(cfg.train)
     if cfg.val:
         val_set, val_idx, order = FeatureSet.load(cfg.val), None, list(range(len(train_set)))
         val_source = f"{cfg.val} ({len(val_set)} frames)"
@@ -369,11 +442,9 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr = lr_at(s, time.perf_counter() - t_start)
         idx = [order[int(j)] for j in rng.choice(len(order), min(cfg.batch_frames, len(order)), replace=False)]
-        loss = 0.0
-        for task in TASK_NAMES:
-            tokens, ids, lengths, target = _batch(train_set, idx, task, prompts, cfg.with_summary)
-            loss = loss + torch.nn.functional.cross_entropy(model.next_logits(tokens, ids, lengths), target)
-        loss = loss / len(TASK_NAMES)
+        tokens, segments, targets = _packed_batch(train_set, idx, prompts, cfg.with_summary)
+        loss = sum(torch.nn.functional.cross_entropy(lg, y)
+                   for lg, y in zip(packed_logits(model, tokens, segments), targets)) / len(TASK_NAMES)
         if not math.isfinite(loss.item()):
             raise CeprError(f"step {s}: the loss is {loss.item()} (lower --lr)")
         opt.zero_grad(set_to_none=True)
