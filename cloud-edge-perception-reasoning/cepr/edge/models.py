@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cepr.errors import CeprError, did_you_mean
+from cepr.llm.grounded import CONFIG as GROUNDED_CONFIG
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 SHIPPED = {
@@ -70,3 +71,44 @@ def rgbd_without_depth_message(model_name: str) -> str:
             f"`model: {AUTO}`, which picks it for frames without depth; the repository's jobs read it from "
             f"testalgorithms/perception-reasoning/settings/edge.yaml); with "
             f"`cepr edge eval` / `cepr edge calibrate` pass {EDGE_RGB} (or edge-rgb-fp32) as the model")
+
+
+# ---- grounded VLMs ---------------------------------------------------------------------------------------------
+
+# the grounded VLMs that ship (``cepr vlm build`` rebuilds them from the shipped encoders), by name: the encoder
+# each reads. A shipped folder holds grounded.json, projector.npz, tokenizer.json and decoder-{q8_0,q4_0}.gguf.
+SHIPPED_GROUNDED = {"grounded-edge": "edge-int8", "grounded-edge-rgb": "edge-rgb-int8"}
+
+
+def grounded_assets() -> Path:
+    return ASSETS / "grounded"
+
+
+def grounded_path(name_or_folder: str | Path) -> Path:
+    """A shipped grounded VLM's name or a ``cepr vlm train-grounded`` folder -> the folder."""
+    s = str(name_or_folder)
+    if s in SHIPPED_GROUNDED:
+        p = grounded_assets() / s
+        if not (p / GROUNDED_CONFIG).is_file():
+            raise CeprError(f"shipped grounded VLM {s!r} is missing from {p.parent}; rebuild it with "
+                            "`cepr vlm build` (docs/llm.md)")
+        return p
+    p = Path(s)
+    if (p / GROUNDED_CONFIG).is_file():
+        return p
+    hint = did_you_mean(s, SHIPPED_GROUNDED, "the shipped grounded VLM")
+    raise CeprError(f"no grounded VLM {s!r}: neither a shipped name nor a folder with {GROUNDED_CONFIG}"
+                    + (hint or f" (shipped: {', '.join(SHIPPED_GROUNDED)})"))
+
+
+def grounded_for_encoder(encoder: str | Path) -> str:
+    """The shipped grounded VLM built on ``encoder`` (a shipped segmentation model's name or its file)."""
+    name = str(encoder)
+    by_file = {SHIPPED[e]: e for e in SHIPPED_GROUNDED.values() if e in SHIPPED}
+    name = by_file.get(Path(name).name, name)
+    for vlm, enc in SHIPPED_GROUNDED.items():
+        if enc == name:
+            return vlm
+    raise CeprError(f"no shipped grounded VLM reads the segmentation model {encoder!s} (shipped: "
+                    + ", ".join(f"{v} on {e}" for v, e in SHIPPED_GROUNDED.items())
+                    + "); name one with vlm_model, or build one with `cepr vlm train-grounded`")

@@ -52,7 +52,8 @@ from cepr.records import (
 from cepr.registry import load_plugins
 
 EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
-            "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
+            "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt", "vlm_model",
+            "vlm_quant", "vlm_threads")
 # the language-model reasoner's own settings (cepr.edge.reasoners.llamacpp): only with reasoner: llamacpp
 LLM_HPS = ("llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
 
@@ -96,6 +97,42 @@ def _llm_options(reasoner: str, hps: dict) -> dict:
     return out
 
 
+# the grounded VLM reasoner's own settings (cepr.edge.reasoners.grounded): only with reasoner: grounded
+VLM_HPS = ("vlm_model", "vlm_quant", "vlm_threads")
+
+
+def _vlm_options(reasoner: str, hps: dict) -> dict:
+    """The grounded reasoner's settings from the hyperparameters, checked before any case runs."""
+    from cepr.edge.grounded_reasoner import QUANTS
+    from cepr.edge.models import grounded_path
+
+    given = {k: hps[k] for k in VLM_HPS if k in hps}
+    if reasoner != "grounded":
+        if given:
+            raise CeprError(f"edgemodel: {', '.join(sorted(given))} only apply to reasoner: grounded "
+                            f"(this module's reasoner is {reasoner})")
+        return {}
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("tokenizers") is None:
+        raise CeprError("edgemodel: reasoner grounded needs llama-cpp-python and tokenizers: pip install -e '.[llm]'")
+    out = {"vlm_model": str(given.get("vlm_model", "auto")), "vlm_quant": str(given.get("vlm_quant", "q8_0"))}
+    if out["vlm_model"] != AUTO:
+        try:
+            out["vlm_model"] = str(grounded_path(out["vlm_model"]))
+        except CeprError as e:
+            raise CeprError(f"edgemodel: vlm_model: {e}") from None
+    if out["vlm_quant"] not in QUANTS:
+        raise CeprError(f"edgemodel: vlm_quant must be one of {', '.join(QUANTS)}, not {out['vlm_quant']!r}"
+                        f"{did_you_mean(out['vlm_quant'], QUANTS)}")
+    if "vlm_threads" in given:
+        try:
+            out["vlm_threads"] = int(given["vlm_threads"])
+        except (TypeError, ValueError):
+            raise CeprError(f"edgemodel: vlm_threads must be an integer, got {given['vlm_threads']!r}") from None
+        if out["vlm_threads"] < 1:
+            raise CeprError(f"edgemodel: vlm_threads must be >= 1, got {out['vlm_threads']}")
+    return out
+
+
 class EdgeModule:
     """The on-board pipeline (INT8 RFNet -> scene summary -> calibrated planner) as an Ianvs edge model.
 
@@ -115,7 +152,10 @@ class EdgeModule:
       a shipped adapter's name, is applied to the model (its architecture checked before any case runs);
       ``llm_prompt``: ``auto`` (default), ``summary`` or ``vlm`` (our own VLM's prompt, image and question only;
       ``auto`` picks it for a ``cepr-vlm-*`` GGUF such as the shipped ``cepr-vlm-small-q4_0`` with
-      ``llm_mmproj: cepr-vlm-small``);
+      ``llm_mmproj: cepr-vlm-small``); ``grounded`` is the grounded VLM, which reads the segmentation pass's own
+      encoder map (llama.cpp in-process), set by ``vlm_model`` (``auto``: the shipped one built on the model that
+      runs, ``grounded-edge`` or ``grounded-edge-rgb``; or a ``cepr vlm train-grounded`` folder), ``vlm_quant``
+      (``q8_0``, ``q4_0`` or ``f32``) and ``vlm_threads`` (1);
     * ``threads``: ONNX Runtime intra-op threads (1);
     * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
       tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
@@ -143,7 +183,7 @@ class EdgeModule:
             REASONER_REGISTRY.get(self.reasoner)
         except CeprError as e:
             raise CeprError(f"edgemodel: {e}") from None
-        self.reasoner_options = _llm_options(self.reasoner, hps)
+        self.reasoner_options = _llm_options(self.reasoner, hps) | _vlm_options(self.reasoner, hps)
         try:
             self.threads = int(hps.get("threads", 1))
         except (TypeError, ValueError):
@@ -186,7 +226,8 @@ class EdgeModule:
                 cal = calibration_for(name)
             else:
                 cal = self.calibration_file
-            reasoner = create_reasoner(self.reasoner, cal, **self.reasoner_options)
+            extra = {"encoder": name} if self.reasoner == "grounded" else {}  # it reads this model's pass
+            reasoner = create_reasoner(self.reasoner, cal, **self.reasoner_options, **extra)
             seg = SegmentationModel(path, threads=self.threads, providers=self.providers)
             pipe = EdgePipeline(seg, reasoner, depth_for_distance=self.depth_for_distance)
             if pipe.model.use_depth and not self.use_depth:

@@ -52,7 +52,8 @@ class EdgePipeline:
                  tasks: tuple[str, ...] | None = None, features: bool = False) -> FramePerception:
         """One frame; ``tasks`` (default: the pipeline's) are the ones the reasoner answers; ``features``: keep
         the pass's logits and encoder map (a grounded VLM's input)."""
-        seg = self.model(rgb, depth if self.model.use_depth else None, features=features)
+        vision = getattr(self.planner, "wants_vision", False)  # a reasoner that reads the pass (grounded VLM)
+        seg = self.model(rgb, depth if self.model.use_depth else None, features=features or vision)
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         cam = camera if (camera.width, camera.height) == (w, h) else camera.scaled(w, h)
@@ -60,14 +61,18 @@ class EdgePipeline:
                             params=self.params, mask_size=self.mask_size)
         blob = summary.to_bytes()
         t1 = time.perf_counter()
-        if getattr(self.planner, "wants_image", False):  # a reasoner that reads the frame (a vision projector)
+        if vision:
+            answers = self.planner.answer(summary, self.tasks if tasks is None else tasks,
+                                          vision=(seg.features, seg.logits, depth if self.model.use_depth else None))
+        elif getattr(self.planner, "wants_image", False):  # a reasoner that reads the frame (a vision projector)
             answers = self.planner.answer(summary, self.tasks if tasks is None else tasks, image=rgb)
         else:
             answers = self.planner.answer(summary, self.tasks if tasks is None else tasks)
         t2 = time.perf_counter()
         timings = {f"perception.{k}": v for k, v in seg.timings_ms.items()}
         timings.update({"summary": 1e3 * (t1 - t0), "planner": 1e3 * (t2 - t1)})
-        return FramePerception(seg.label, summary, blob, answers, timings, seg.logits, seg.features)
+        return FramePerception(seg.label, summary, blob, answers, timings, *((seg.logits, seg.features) if features
+                                                                             else (None, None)))
 
     def run_sample(self, sample, features: bool = False) -> FramePerception:
         """A loaded ``cepr.data.cloud_robotics.Sample``; its sidecar camera when present, else the assumed one."""

@@ -7,7 +7,8 @@ edge module resolved for the model it runs), and returns an object with
 * ``params``: the :class:`~cepr.data.tasks.TaskParams` its questions use, and
 * ``answer(summary, tasks) -> {task: LocalAnswer}``: an answer and a confidence per task.
 
-The shipped one is ``planner``, the calibrated rule planner of :mod:`cepr.edge.planner`. Another (a small VLM,
+The shipped ones are ``planner``, the calibrated rule planner of :mod:`cepr.edge.planner`, ``llamacpp`` (a GGUF
+language model on the summary's text) and ``grounded`` (the grounded VLM on the segmentation pass itself). Another (a small VLM,
 say) is one file with ``@register_reasoner("name")`` on its factory, which imports its heavy parts inside, or an
 entry point in the group ``cepr.reasoners`` of another package.
 """
@@ -44,6 +45,18 @@ def llamacpp(calibration: str | Path | None = None, llm_model: str = "gemma3-270
     model's planner fit) does not apply to it. Needs the llm extra."""
     return LlmReasoner(llm_model, threads=int(llm_threads), n_ctx=int(llm_ctx), mmproj=llm_mmproj,
                        lora=llm_lora, prompt=str(llm_prompt))
+
+
+@register_reasoner("grounded")
+def grounded(calibration: str | Path | None = None, vlm_model: str = "auto", vlm_quant: str = "q8_0",
+             vlm_threads: int = 1, encoder: str | Path | None = None):
+    """The grounded VLM (``cepr.edge.grounded_reasoner``): reads the segmentation pass's own encoder map, decoder
+    in llama.cpp. ``vlm_model``: ``auto`` (the shipped one built on the segmentation model the pipeline runs,
+    ``encoder``), a shipped name or a ``cepr vlm train-grounded`` folder; ``vlm_quant``: q8_0, q4_0 or f32. The
+    planner's ``calibration`` does not apply to it (its temperature was fitted on val). Needs the llm extra."""
+    from cepr.edge.grounded_reasoner import GroundedReasoner
+
+    return GroundedReasoner(vlm_model, quant=str(vlm_quant), threads=int(vlm_threads), encoder=encoder)
 
 
 def create_reasoner(name: str, calibration: str | Path | None = None, **options):

@@ -173,6 +173,59 @@ class Projector:
         return x @ self.w["fc2.weight"].T + self.w["fc2.bias"]
 
 
+# ---- the prompt's token ids ------------------------------------------------------------------------------------
+
+class Prompts:
+    """The token ids of each task's prompt (ending with the space before the letter) and its options' letters,
+    from the decoder's own tokenizer (a ``tokenizers.Tokenizer``)."""
+
+    def __init__(self, tok):
+        from cepr.data.tasks import TASK_NAMES
+        from cepr.llm.prompts import OPTION_LETTERS, task_prompt
+
+        self.tok = tok
+        space_letter = [tok.encode(f" {c}", add_special_tokens=False).ids for c in OPTION_LETTERS[:26]]
+        if any(len(x) != 2 or x[0] != space_letter[0][0] for x in space_letter):
+            raise CeprError("the tokenizer does not split ' A' into a space and a letter")
+        self.space = space_letter[0][0]
+        self.letters = [x[1] for x in space_letter]
+        self.task_ids = {t: tok.encode(task_prompt(t), add_special_tokens=False).ids + [self.space]
+                         for t in TASK_NAMES}
+
+    def text_ids(self, task: str, summary: str | None) -> list[int]:
+        """``summary``: the scene summary's compact text (``cepr.llm.prompts.summary_text``), for a model trained
+        with it, else None."""
+        from cepr.llm.prompts import frame_prompt
+
+        pre = self.tok.encode("\n" + frame_prompt(json.loads(summary)), add_special_tokens=False).ids \
+            if summary is not None else []
+        return pre + self.task_ids[task]
+
+    def option_ids(self, task: str) -> list[int]:
+        from cepr.data.tasks import get_task
+
+        return self.letters[:len(get_task(task).answers)]
+
+
+# ---- a built model's folder -----------------------------------------------------------------------------------
+
+TOKENIZER = "tokenizer.json"
+
+
+def load_prompts(folder: str | Path) -> tuple[Prompts, GroundedSpec]:
+    """(prompts, spec) of a grounded VLM folder: what every engine needs beside its weights (tokenizers only)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise CeprError("the grounded VLM needs the tokenizers package: pip install -e '.[llm]'") from None
+    folder = Path(folder)
+    spec = read_spec(folder)
+    for path in (folder / "decoder" / TOKENIZER, folder / TOKENIZER):
+        if path.is_file():
+            return Prompts(Tokenizer.from_file(str(path))), spec
+    raise CeprError(f"{folder}: no {TOKENIZER} (neither in decoder/ nor beside {CONFIG})")
+
+
 # ---- a built model's folder -----------------------------------------------------------------------------------
 
 def read_spec(folder: str | Path) -> GroundedSpec:

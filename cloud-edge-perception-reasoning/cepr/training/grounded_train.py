@@ -25,15 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
 from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for, get_task
 from cepr.errors import CeprError
 from cepr.llm.gguf_export import export_gguf
-from cepr.llm.grounded import GRID, PROJECTOR, GroundedSpec, option_probabilities, vision_tokens, write_spec
-from cepr.llm.prompts import OPTION_LETTERS, frame_prompt, task_prompt
+from cepr.llm.grounded import (
+    GRID,
+    PROJECTOR,
+    GroundedSpec,
+    Prompts,
+    option_probabilities,
+    vision_tokens,
+    write_spec,
+)
 from cepr.training.loop import open_checkpoint, save_checkpoint, train_loop
 
 # the shipped encoders a grounded VLM is built on, and the side each runs on
@@ -187,6 +194,13 @@ class TrainGroundedConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     progress: bool = True
 
+    @model_validator(mode="after")
+    def _heads_fill_the_width(self):
+        if self.heads * self.head_dim != self.hidden or self.heads % self.kv_heads:
+            raise ValueError(f"heads x head_dim must equal hidden and kv_heads divide heads (llama.cpp's layout): "
+                             f"{self.heads} x {self.head_dim} != {self.hidden} or {self.heads} % {self.kv_heads}")
+        return self
+
     def training_key(self) -> dict:
         return self.model_dump(exclude={"steps", "max_minutes", "threads", "progress", "checkpoint_every", "out",
                                         "val_every"})
@@ -197,28 +211,6 @@ def _tokenizer(seed: int):
     from cepr.training.corpus import build_corpus
 
     return train_tokenizer(build_corpus(seed))
-
-
-class Prompts:
-    """The token ids of each task's prompt (ending with the space before the letter) and its options' letters."""
-
-    def __init__(self, tok):
-        self.tok = tok
-        space_letter = [tok.encode(f" {c}", add_special_tokens=False).ids for c in OPTION_LETTERS[:26]]
-        if any(len(x) != 2 or x[0] != space_letter[0][0] for x in space_letter):
-            raise CeprError("the tokenizer does not split ' A' into a space and a letter")
-        self.space = space_letter[0][0]
-        self.letters = [x[1] for x in space_letter]
-        self.task_ids = {t: tok.encode(task_prompt(t), add_special_tokens=False).ids + [self.space]
-                         for t in TASK_NAMES}
-
-    def text_ids(self, task: str, summary: str | None) -> list[int]:
-        pre = self.tok.encode("\n" + frame_prompt(json.loads(summary)), add_special_tokens=False).ids \
-            if summary is not None else []
-        return pre + self.task_ids[task]
-
-    def option_ids(self, task: str) -> list[int]:
-        return self.letters[:len(get_task(task).answers)]
 
 
 def build_model(cfg: TrainGroundedConfig, token_width: int, vocab: int):
@@ -475,7 +467,7 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
                         num_classes=train_set.meta["num_classes"], grid=tuple(train_set.meta["grid"]),
                         with_summary=cfg.with_summary, temperature=temperature, tasks=TASK_NAMES,
                         extra={"steps": done.step, "stopped": done.stopped, "val_acc": round(acc, 4),
-                               "val_source": val_source, "parameters": n_params,
+                               "val_source": val_source, "train_frames": len(order), "parameters": n_params,
                                "minutes": round((spent_before + time.perf_counter() - t_start) / 60, 2),
                                "train_features": train_set.meta, "config": cfg.model_dump()})
     export(model, tok, out, spec)
@@ -499,13 +491,9 @@ def export(model, tok, out: Path, spec: GroundedSpec, quant=("f32", "q8_0", "q4_
 
 def load_prompts(folder: str | Path):
     """(prompts, spec) of a ``train`` output folder: what every engine needs beside its weights."""
-    from tokenizers import Tokenizer
+    from cepr.llm.grounded import load_prompts as _load
 
-    from cepr.llm.grounded import read_spec
-
-    folder = Path(folder)
-    spec = read_spec(folder)
-    return Prompts(Tokenizer.from_file(str(folder / "decoder" / "tokenizer.json"))), spec
+    return _load(folder)
 
 
 def load(folder: str | Path):

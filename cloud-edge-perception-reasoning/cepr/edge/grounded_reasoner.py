@@ -1,0 +1,84 @@
+"""The grounded VLM as the edge's reasoner: the segmentation pass's own encoder map is its vision input.
+
+The edge pipeline runs the ONNX segmentation model once with its ``features`` output; this reasoner pools that
+pass into vision tokens (``cepr.llm.grounded.vision_tokens``), projects them in numpy and lets the decoder GGUF
+in llama.cpp (in-process, ``threads`` threads) pick each task's option. The frame's tokens are evaluated once
+and stay in llama.cpp's cache for every task asked about the same pass. The confidence is the options'
+normalised probability at the temperature fitted on val. No torch: onnxruntime, numpy, llama.cpp, tokenizers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cepr.data.tasks import TASK_NAMES, TaskParams, get_task
+from cepr.edge.models import grounded_for_encoder, grounded_path
+from cepr.edge.planner import LocalAnswer
+from cepr.errors import CeprError
+from cepr.llm.grounded import GroundedLlamaCpp, load_prompts, option_probabilities, vision_tokens
+
+QUANTS = ("q8_0", "q4_0", "f32")
+
+
+class GroundedReasoner:
+    """Answers from the segmentation pass (``answer(summary, tasks, vision=(features, logits, depth))``)."""
+
+    wants_vision = True  # EdgePipeline runs the model with its features output and passes the pass
+
+    def __init__(self, model: str | Path, quant: str = "q8_0", threads: int = 1, encoder: str | Path | None = None):
+        if quant not in QUANTS:
+            raise CeprError(f"vlm_quant must be one of {', '.join(QUANTS)}, not {quant!r}")
+        if str(model) == "auto":
+            if encoder is None:
+                raise CeprError("vlm_model auto needs the segmentation model it reads")
+            model = grounded_for_encoder(encoder)
+        self.folder = grounded_path(model)
+        self.prompts, self.spec = load_prompts(self.folder)
+        if self.spec.side != "edge":
+            raise CeprError(f"{self.folder}: a {self.spec.side} grounded VLM; the edge reasoner runs edge ones")
+        if self.spec.with_summary:
+            raise CeprError(f"{self.folder}: trained with the summary text in the prompt, which the edge reasoner "
+                            "does not send; train it without --with-summary")
+        self.engine = GroundedLlamaCpp(self.folder, quant=quant, threads=int(threads))
+        self.model_name = f"{self.folder.name}-{quant}"
+        self.params = TaskParams()  # the prompts were rendered with the default task parameters
+        self._frame = None
+
+    def check_encoder(self, channels: int, classes: int) -> None:
+        if (channels, classes) != (self.spec.feature_channels, self.spec.num_classes):
+            raise CeprError(f"{self.model_name} reads {self.spec.encoder} ({self.spec.feature_channels} feature "
+                            f"channels, {self.spec.num_classes} classes); this segmentation model gives {channels} "
+                            f"and {classes}")
+
+    def answer(self, summary, tasks=TASK_NAMES, vision=None) -> dict[str, LocalAnswer]:
+        if vision is None:
+            raise CeprError(f"{self.model_name}: the grounded VLM reads the segmentation pass (none was given)")
+        summary.check_params(self.params)
+        features, logits, depth = vision
+        self.check_encoder(features.shape[0], logits.shape[0])
+        t0 = time.perf_counter()
+        # the tokens it was trained on were cached as float16: the same rounding here
+        tokens = vision_tokens(features, logits, depth, self.spec.grid).astype(np.float16).astype(np.float32)
+        if self._frame is None or not np.array_equal(tokens, self._frame):
+            self.engine.set_frame(tokens)
+            self._frame = tokens
+        frame_ms = 1e3 * (time.perf_counter() - t0)
+        out = {}
+        for t in tasks:
+            if t not in self.prompts.task_ids:
+                raise CeprError(f"{self.model_name} was not trained on the task {t!r}")
+            t1 = time.perf_counter()
+            answers = get_task(t).answers
+            row = self.engine.next_logits(self.prompts.text_ids(t, None))[self.prompts.option_ids(t)]
+            probs = option_probabilities(row, self.spec.temperature)
+            best = int(np.argmax(probs))
+            dist = {a: float(p) for a, p in zip(answers, probs)}
+            feats = {"model": self.model_name, "ms": round(1e3 * (time.perf_counter() - t1), 3),
+                     "frame_ms": round(frame_ms, 3),
+                     "logprobs": {a: round(float(np.log(max(p, 1e-12))), 4) for a, p in zip(answers, probs)}}
+            out[t] = LocalAnswer(t, answers[best], round(float(probs[best]), 4), feats, distribution=dist)
+            frame_ms = 0.0  # the frame's tokens are counted once
+        return out
