@@ -122,22 +122,40 @@ def test_features_file_holds_tokens_truth_and_the_planners_answers(features):
     assert json.loads(fs.summaries[0])["image"]
 
 
-def test_tiny_grounded_vlm_trains_exports_and_is_scored_by_cepr_vlm_eval(features, tiny_data):
+@pytest.fixture(scope="module")
+def built(tiny_data, tmp_path_factory):
+    """A tiny grounded VLM built by ``cepr vlm build``'s function on the tiny set (6 steps), installed in a
+    temporary folder; the second call finds every cache and the trained run."""
     pytest.importorskip("transformers")
-    from cepr.llm.grounded import read_spec
-    from cepr.training.grounded_train import TrainGroundedConfig, train
+    from cepr.training.grounded_build import BuildConfig, build
 
-    out, train_path, val_path = features
-    run = out / "run"
-    cfg = TrainGroundedConfig(train=str(train_path), val=str(val_path), out=str(run), hidden=64, layers=1,
-                              heads=2, kv_heads=1, head_dim=32, ffn=128, batch_frames=4, steps=6, val_every=3,
-                              checkpoint_every=3, threads=1, progress=False)
-    spec = train(cfg, log=lambda s: None)
-    assert spec["extra"]["steps"] == 6 and 0.25 <= spec["temperature"] <= 8.8
-    assert read_spec(run).token_width == 161 and (run / "projector.npz").is_file()
+    out = tmp_path_factory.mktemp("grounded-build")
+    cfg = BuildConfig(data=str(tiny_data), models=["grounded-edge"], work=str(out / "work"),
+                      install=str(out / "install"), hidden=64, layers=1, heads=1, kv_heads=1, head_dim=64, ffn=128,
+                      batch_frames=4, steps=6, threads=1, progress=False)
+    first = build(cfg, log=lambda s: None)
+    again: list[str] = []
+    second = build(cfg, log=again.append)
+    return out, first, second, again
+
+
+def test_tiny_grounded_vlm_builds_installs_and_is_scored_by_cepr_vlm_eval(built, tiny_data):
+    from cepr.llm.grounded import read_spec
+
+    out, (rec,), (rec2,), again = built
+    inst = out / "install" / "grounded-edge"
+    assert sorted(p.name for p in inst.iterdir()) == ["build.json", "decoder-q4_0.gguf", "decoder-q8_0.gguf",
+                                                      "grounded.json", "projector.npz", "tokenizer.json"]
+    assert rec["encoder"] == "edge-int8" and len(rec["encoder_sha256"]) == 64 and rec["steps"] == 6
+    assert json.loads((inst / "build.json").read_text())["files"] == rec["files"]
+    # the second build reads the caches and the finished run: same files, no training
+    assert sum("cached" in x for x in again) == 2 and any("already trained" in x for x in again), again
+    assert rec2["files"] == rec["files"]
+    spec = read_spec(inst)
+    assert spec.token_width == 161 and 0.25 <= spec.temperature <= 8.8
+    (run,) = [p for p in (out / "work").iterdir() if p.name.startswith("grounded-edge-")]
     losses = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines() if "loss" in x]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
-    assert all((run / f"decoder-{q}.gguf").is_file() for q in ("f32", "q8_0", "q4_0"))
     p = subprocess.run([sys.executable, "-m", "cepr", "vlm", "eval", str(run), "--data", str(tiny_data), "--split",
                         "test", "--no-progress", "--engine", "transformers", "llamacpp-f32", "llamacpp-q8_0"],
                        capture_output=True, text=True, timeout=600, check=False)
@@ -157,6 +175,40 @@ def test_tiny_grounded_vlm_trains_exports_and_is_scored_by_cepr_vlm_eval(feature
     assert row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"]
     assert 0 <= row["p_vs_planner"] <= 1 and row["ms_per_answer"] > 0
     assert "| model |" in p.stdout
+
+
+def test_grounded_reasoner_in_the_edge_pipeline_answers_as_the_cached_features_do(built, features, tiny_data):
+    """The edge pipeline's grounded reasoner (one ONNX pass, tokens pooled at run time, llama.cpp Q8_0) picks the
+    option the same decoder picks from the features cache of the same frames, with its calibrated probability."""
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+    from cepr.data.tasks import TASK_NAMES
+    from cepr.edge.models import model_path
+    from cepr.edge.pipeline import EdgePipeline
+    from cepr.edge.reasoners import create_reasoner
+    from cepr.llm.grounded import option_probabilities
+    from cepr.training.grounded_eval import engine_logits
+    from cepr.training.grounded_train import extract_features
+
+    out = built[0]
+    folder = out / "install" / "grounded-edge"
+    reasoner = create_reasoner("grounded", None, vlm_model=str(folder), encoder="edge-int8")
+    pipe = EdgePipeline(model_path("edge-int8"), reasoner)
+    ds = CloudRoboticsDataset(find_index(str(tiny_data), split="test"))
+    n = min(3, len(ds))
+    fs = extract_features(str(tiny_data), "test", "edge-int8", frames=n, progress=False)
+    logits, _, spec = engine_logits(str(folder), fs, "llamacpp-q8_0")
+    for i in range(n):
+        r = pipe.run_sample(ds[i])
+        for t in TASK_NAMES:
+            want = option_probabilities(logits[t][i], spec.temperature)
+            a = r.answers[t]
+            assert list(a.distribution.values()) == pytest.approx(list(want), abs=1e-4), (i, t)
+            assert a.features["model"] == "grounded-edge-q8_0"
+        assert r.logits is None and r.features is None  # the pass's maps are not kept unless asked for
+    with pytest.raises(Exception, match="vlm_quant"):
+        create_reasoner("grounded", None, vlm_model=str(folder), vlm_quant="q5_k")
+    with pytest.raises(Exception, match="grounded-edge-rgb"):  # auto on an encoder no shipped VLM reads
+        create_reasoner("grounded", None, encoder="cloud")
 
 
 def test_packed_tasks_give_each_question_the_logits_of_its_own_sequence(features):

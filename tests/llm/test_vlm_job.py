@@ -1,9 +1,10 @@
-"""benchmarkingjob-vlm.yaml: our own VLM in the loop, unchanged but for its data set, through the CLI;
-on the synthetic layout and on the real one (no depth)."""
+"""benchmarkingjob-vlm.yaml: our own VLMs in the loop (the grounded VLM at the edge, the ungrounded baselines),
+unchanged but for its data set, through the CLI; on the synthetic layout and on the real one (no depth)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,8 @@ import yaml
 from recorded_answers import check_recorded_answers
 
 REPO = Path(__file__).resolve().parents[2]
-CASES = {"edge-planner", "edge-vlm-small-q8_0", "edge-vlm-small-q4_0", "cloud-reference", "cloud-vlm-base",
-         "threshold-planner-reference", "threshold-planner-vlm-base", "crossentropy-vlm-small-reference",
-         "crossentropy-vlm-small-vlm-base"}
+CASES = {"edge-planner", "edge-grounded-q8_0", "edge-grounded-q4_0", "cloud-reference", "threshold-planner-reference",
+         "threshold-grounded-reference", "crossentropy-grounded-reference", "edge-vlm-small-q8_0", "cloud-vlm-base"}
 
 
 def _job(tmp_path: Path, index_dir: Path) -> Path:
@@ -57,9 +57,10 @@ def test_shipped_vlm_files_resolve():
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["synthetic", "real"])
 def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
-    """Every case on 2 samples: the shipped small VLM in llama.cpp at the edge (Q8_0, Q4_0), the base VLM behind
-    llama.cpp's server (sent the frame at 128x128), the planner and the reference expert, under EdgeOnly,
-    CloudOnly, Threshold and CrossEntropy; on the real set's layout too (no depth, no val index)."""
+    """Every case on 2 samples: the shipped grounded VLM in llama.cpp at the edge (Q8_0, Q4_0; the RGB-only one
+    on the real layout), the ungrounded small VLM, the base VLM behind llama.cpp's server (sent the frame at
+    128x128), the planner and the reference expert, under EdgeOnly, CloudOnly, Threshold and CrossEntropy; on the
+    real set's layout too (no depth, no val index)."""
     for m in ("llama_cpp", "sse_starlette", "gguf"):
         pytest.importorskip(m, reason="needs the llm extra (pip install -e '.[serve,llm]')")
     pytest.importorskip("llama_cpp.mtmd_cpp", reason="needs llama-cpp-python built with libmtmd")
@@ -76,9 +77,15 @@ def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
     rows = list(csv.DictReader((root / "workspace" / "cepr-vlm" / "rank" / "all_rank.csv").open()))
     assert {r["algorithm"] for r in rows} == CASES
     by = {r["algorithm"]: r for r in rows}
-    assert by["edge-vlm-small-q4_0"]["edgemodel-llm_model"] == "cepr-vlm-small-q4_0"
-    for edge in ("edge-vlm-small-q8_0", "edge-vlm-small-q4_0"):
+    assert by["edge-grounded-q4_0"]["edgemodel-vlm_quant"] == "q4_0"
+    for edge in ("edge-vlm-small-q8_0", "edge-grounded-q8_0", "edge-grounded-q4_0"):
         assert float(by[edge]["edge_ratio"]) == 1.0
+    # the grounded VLM's records name the model that answered: the RGB-only one where the frame has no depth
+    want = "grounded-edge-rgb-q8_0" if layout == "real" else "grounded-edge-q8_0"
+    case = next(p for p in (root / "workspace" / "cepr-vlm").rglob("record.json")
+                if '"edge-grounded-q8_0"' in p.read_text())
+    lines = [json.loads(x) for x in (case.parent / "samples.jsonl").read_text().splitlines() if x.strip()]
+    assert lines and all(x["edge"]["reasoner"] == want for x in lines), lines[0]
     r = by["cloud-vlm-base"]
     assert r["cloudmodel-server_model"] == "cepr-vlm-base-q4_0"
     assert float(r["edge_ratio"]) == 0.0 and float(r["ttft_mean"]) > 0 and float(r["cloud_error"]) == 0, r

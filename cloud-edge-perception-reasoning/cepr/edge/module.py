@@ -282,7 +282,8 @@ class EdgeModule:
                             distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
                             latency_ms=round(compute_ms, 3), timings_ms=timings, summary_bytes=len(r.summary_bytes),
                             summary_text_bytes=len(json.dumps(state.summary, separators=(",", ":"))),
-                            model=pipe.model.path.name, provider=pipe.model.provider,
+                            model=pipe.model.path.name, reasoner=(local.features or {}).get("model"),
+                            provider=pipe.model.provider,
                             calibration=cal.name if cal is not None else None,
                             distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
                             features=features, started_at=started, finished_at=time.time())

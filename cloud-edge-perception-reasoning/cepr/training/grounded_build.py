@@ -33,6 +33,7 @@ class BuildConfig(BaseModel):
     work: str = "runs/grounded-build"
     install: str | None = None  # default: the package's assets folder
     max_minutes: float = Field(40.0, gt=0)  # per model
+    steps: int = Field(100000, ge=1)  # per model (the wall-time budget usually stops it first)
     hidden: int = Field(256, ge=64)
     layers: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
@@ -99,7 +100,7 @@ def build(cfg: BuildConfig, log=print) -> list[dict]:
         val = str(_features(cfg, encoder, sha, cfg.data, "val", log))
         settings = {"train": trains, "val": val, "threads": cfg.threads, "progress": cfg.progress,
                     **cfg.model_dump(include={"hidden", "layers", "heads", "kv_heads", "head_dim", "ffn",
-                                              "batch_frames", "max_minutes", "seed"})}
+                                              "batch_frames", "max_minutes", "steps", "seed"})}
         key = hashlib.sha256(json.dumps({k: v for k, v in settings.items() if k not in ("threads", "progress")},
                                         sort_keys=True).encode()).hexdigest()[:8]
         run = Path(cfg.work) / f"{name}-{sha[:12]}-{key}"  # a new encoder or new settings: a new run
