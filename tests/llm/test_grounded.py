@@ -167,6 +167,10 @@ def test_tiny_grounded_vlm_builds_installs_and_is_scored_by_cepr_vlm_eval(built,
     assert rows[1]["agreement_with_transformers"] == 1.0 and rows[1]["max_logprob_gap"] < 1e-2, rows[1]
     assert rows[2]["max_logprob_gap"] < 0.2, rows[2]
     assert rows[1]["accuracy"] == rows[0]["accuracy"]
+    # trained with risk summaries: each llama.cpp row scores the sentences it writes
+    for r in rows[1:]:
+        assert r["reasons_written"] <= r["n"] // 5 and r["ms_per_reason"] > 0, r
+        assert "reason_hazard_f1" in r and "reason_action_agreement" in r and isinstance(r["reason_example"], str)
     row = rows[0]
     for k in ("model", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
               "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer", "accuracy_action"):
@@ -186,7 +190,7 @@ def test_grounded_reasoner_in_the_edge_pipeline_answers_as_the_cached_features_d
     from cepr.edge.pipeline import EdgePipeline
     from cepr.edge.reasoners import create_reasoner
     from cepr.llm.grounded import option_probabilities
-    from cepr.training.grounded_eval import engine_logits
+    from cepr.training.grounded_eval import engine_logits, engine_reasons
     from cepr.training.grounded_train import extract_features
 
     out = built[0]
@@ -197,6 +201,8 @@ def test_grounded_reasoner_in_the_edge_pipeline_answers_as_the_cached_features_d
     n = min(3, len(ds))
     fs = extract_features(str(tiny_data), "test", "edge-int8", frames=n, progress=False)
     logits, _, spec = engine_logits(str(folder), fs, "llamacpp-q8_0")
+    assert spec.risk_summary
+    reasons, _ = engine_reasons(str(folder), fs, "q8_0")
     for i in range(n):
         r = pipe.run_sample(ds[i])
         for t in TASK_NAMES:
@@ -204,6 +210,7 @@ def test_grounded_reasoner_in_the_edge_pipeline_answers_as_the_cached_features_d
             a = r.answers[t]
             assert list(a.distribution.values()) == pytest.approx(list(want), abs=1e-4), (i, t)
             assert a.features["model"] == "grounded-edge-q8_0"
+            assert a.features["reason"] == reasons[i]  # one risk summary per frame, in every answer
         assert r.logits is None and r.features is None  # the pass's maps are not kept unless asked for
     with pytest.raises(Exception, match="vlm_quant"):
         create_reasoner("grounded", None, vlm_model=str(folder), vlm_quant="q5_k")
@@ -242,5 +249,15 @@ def test_packed_tasks_give_each_question_the_logits_of_its_own_sequence(features
             for task, got in zip(TASK_NAMES, packed):
                 t, ids, lengths, _ = _batch(fs, idx, task, prompts, with_summary)
                 torch.testing.assert_close(got, model.next_logits(t, ids, lengths), atol=2e-5, rtol=1e-5)
+        # the risk summary's segment returns every position's logits: each equals its own sequence's
+        tokens, segments, targets = _packed_batch(fs, idx, prompts, False, np.random.default_rng(0))
+        ids, lengths = segments[-1]
+        full = packed_logits(model, tokens, segments, full=(len(segments) - 1,))[-1]
+        assert full.shape[:2] == ids.shape and (targets[-1] != -100).sum() > 0
+        for row in range(len(idx)):
+            for j in (len(prompts.risk_ids) - 1, int(lengths[row]) - 2):
+                want = model.next_logits(tokens[row:row + 1], ids[row:row + 1, :j + 1])
+                torch.testing.assert_close(full[row, j][None], want, atol=2e-5, rtol=1e-5)
+                assert targets[-1][row, j] == ids[row, j + 1]  # the target is the next token of the sentence
     both = FeatureSet.concat([train_path, val_path])
     assert len(both) == len(fs) + len(FeatureSet.load(val_path)) and len(both.meta["sources"]) == 2

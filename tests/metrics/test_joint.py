@@ -6,6 +6,7 @@ metrics, not the task functions; only mIoU and bandwidth saving read files, buil
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import cv2
@@ -407,9 +408,9 @@ def test_results_are_python_floats(gt):
         if name in ("miou", "pixel_accuracy", "bandwidth_saving", "bandwidth_saving_vs_png", "dataset",
                     "synthetic", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance",
                     "privacy_redacted_share") or \
-                name.startswith("accuracy_nearest_obstacle"):
+                name.startswith(("accuracy_nearest_obstacle", "reason_")):
             continue  # need files / have no sample here (LLM server fields: tests/llm/test_vllm_server.py;
-            # privacy_redacted_share: tests/metrics/test_payload_metrics.py)
+            # privacy_redacted_share: tests/metrics/test_payload_metrics.py; reason_*: tests/metrics/test_reasons.py)
         v = METRICS[name](y_true, y_pred)
         assert type(v) is float and not math.isnan(v), name
 
@@ -425,10 +426,10 @@ def test_registry_names():
             "latency_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_mean", "throughput", "uplink_bytes",
             "downlink_bytes", "bandwidth_saving", "bandwidth_saving_vs_png", "cloud_tokens", "dataset", "synthetic",
             "within_150ms", "within_300ms", "inter_token_mean", "tokens_per_s_mean", "spec_acceptance",
-            "privacy_redacted_share"} | per_task == \
-        set(METRICS)
-    for name, fn in METRICS.items():
-        assert fn.__name__ == name and getattr(joint, name) is fn and fn.__doc__
+            "privacy_redacted_share", "reason_hazard_precision", "reason_hazard_recall", "reason_hazard_f1",
+            "reason_distance_mae_m", "reason_action_agreement"} | per_task == set(METRICS)
+    for name, fn in METRICS.items():  # each is its module's function of that name (joint's, or reasons')
+        assert fn.__name__ == name and getattr(sys.modules[fn.__module__], name) is fn and fn.__doc__
 
 
 def test_get_metric_suggests_a_close_name():

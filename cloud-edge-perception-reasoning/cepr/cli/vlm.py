@@ -115,6 +115,10 @@ def _add_grounded(s) -> None:
     t.add_argument("--val", default=None, help="validation features (.npz); default: hold out training frames")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--with-summary", action="store_true", help="put the scene summary's text before the question")
+    t.add_argument("--risk-summary", action="store_true",
+                   help="also learn to write a one-sentence risk summary (objects in or beside the path, how far, "
+                        "what to do), built from the labels in varied wordings")
+    t.add_argument("--risk-weight", type=float, default=0.5, help="the risk summary's loss weight beside the tasks'")
     t.add_argument("--hidden", type=int, default=256, help="decoder width")
     t.add_argument("--layers", type=int, default=4, help="decoder layers")
     t.add_argument("--batch-frames", type=int, default=8, help="frames per step (each with all five tasks)")
@@ -153,28 +157,38 @@ def _add_grounded(s) -> None:
     b.add_argument("--heads", type=int, default=4, help="attention heads (heads x 64 = --hidden)")
     b.add_argument("--kv-heads", type=int, default=2, help="key/value heads (grouped-query attention)")
     b.add_argument("--frames", type=int, default=None, help="only the first N frames of each split (quick checks)")
+    b.add_argument("--no-risk-summary", dest="risk_summary", action="store_false",
+                   help="answers only: do not also train the one-sentence risk summary")
     b.add_argument("--seed", type=int, default=0, help="seed of the tokenizer corpus, weights and batches")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
     e = s.add_parser(
         "eval", formatter_class=HelpFormatter,
-        help="accuracy, interval, calibration and the paired test against the planner, per grounded VLM",
+        help="accuracy, interval, calibration and the paired test against the planner, per grounded VLM "
+             "(and its risk summaries' scores)",
         description=("Runs each model's encoder over --split, asks the five tasks, and prints a table, then one\n"
                      "JSON line per model: model, side, n, accuracy, accuracy_ci_low/high (Wilson 95%%),\n"
                      "planner_accuracy and majority_accuracy on the same samples (the planner: the edge's on the\n"
                      "same pass, or the reference expert's for the cloud encoder), ece, p_vs_planner (exact\n"
-                     "McNemar), ms_per_answer and accuracy_<task>.\n"
-                     "Example:\n"
+                     "McNemar), ms_per_answer and accuracy_<task>; for a model trained with risk summaries (in\n"
+                     "llama.cpp) reason_hazard_precision/recall/f1, reason_distance_mae_m, reason_action_agreement\n"
+                     "(its sentence's action against its own action answer) and ms_per_reason.\n"
+                     "Examples:\n"
+                     "  cepr vlm eval                    # every shipped grounded VLM, llama.cpp Q8_0\n"
+                     "  cepr vlm eval grounded-edge --engine llamacpp-q8_0 llamacpp-q4_0\n"
                      "  cepr vlm eval --data datasets/cloud-robotics-synth --split test runs/grounded-edge"))
-    e.add_argument("models", nargs="+", help="cepr vlm train-grounded output folders")
+    e.add_argument("models", nargs="*", help="shipped grounded VLM names (grounded-edge, grounded-edge-rgb) or cepr "
+                                             "vlm train-grounded folders; none: every shipped one")
     e.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
     e.add_argument("--split", default="test", help="the split scored")
     e.add_argument("--frames", type=int, default=None, help="only the first N frames")
-    e.add_argument("--engine", nargs="+", default=["transformers"],
+    e.add_argument("--engine", nargs="+", default=None,
                    choices=["transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0"],
-                   help="decoder engines; a llama.cpp row also reports its agreement with transformers and the "
-                        "largest option log-probability gap")
+                   help="decoder engines (default: transformers for a training run's folder, llamacpp-q8_0 for a "
+                        "shipped one); a llama.cpp row of a run folder also reports its agreement with "
+                        "transformers and the largest option log-probability gap; a llama.cpp row of a model "
+                        "trained with risk summaries also scores them (reason_* columns)")
     e.add_argument("--threads", type=int, default=1, help="threads of each engine (ms_per_answer is measured "
                                                          "with them)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -213,8 +227,8 @@ def cmd_train_grounded(a) -> int:
     from cepr.training.grounded_train import train as train_grounded
 
     _needs("cepr vlm train-grounded", ("torch", "transformers", "tokenizers", "safetensors"))
-    fields = ("train", "val", "out", "with_summary", "hidden", "layers", "batch_frames", "steps", "max_minutes",
-              "lr", "val_every", "seed", "threads")
+    fields = ("train", "val", "out", "with_summary", "risk_summary", "risk_weight", "hidden", "layers",
+              "batch_frames", "steps", "max_minutes", "lr", "val_every", "seed", "threads")
     cfg = _config(TrainGroundedConfig, "cepr vlm train-grounded", a, fields)
     train_grounded(cfg, resume=a.resume)
     return 0
@@ -225,7 +239,7 @@ def cmd_build(a) -> int:
 
     _needs("cepr vlm build", ("torch", "transformers", "tokenizers", "safetensors", "llama_cpp"))
     fields = ("data", "extra", "models", "work", "install", "max_minutes", "hidden", "layers", "heads", "kv_heads",
-              "frames", "seed", "threads")
+              "frames", "risk_summary", "seed", "threads")
     for r in build(_config(BuildConfig, "cepr vlm build", a, fields)):
         print(f"{r['name']}: val accuracy {r['val_acc']} ({r['train_frames']} train frames, {r['steps']} steps, "
               f"{r['minutes']} min) on {r['encoder']} ({r['encoder_sha256'][:12]})")
@@ -238,10 +252,12 @@ def cmd_eval(a) -> int:
     from cepr.training.grounded_eval import eval_models
 
     _needs("cepr vlm eval", ("torch", "transformers", "tokenizers", "safetensors"))
-    rows = eval_models(a.models, a.data, a.split, a.frames, progress=not a.no_progress, engines=tuple(a.engine),
-                       threads=a.threads)
+    rows = eval_models(a.models, a.data, a.split, a.frames, progress=not a.no_progress,
+                       engines=tuple(a.engine) if a.engine else None, threads=a.threads)
     cols = ["model", "engine", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
             "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer"]
+    if any("reason_hazard_f1" in r for r in rows):
+        cols += ["reason_hazard_f1", "reason_distance_mae_m", "reason_action_agreement"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -4,7 +4,9 @@ The edge pipeline runs the ONNX segmentation model once with its ``features`` ou
 pass into vision tokens (``cepr.llm.grounded.vision_tokens``), projects them in numpy and lets the decoder GGUF
 in llama.cpp (in-process, ``threads`` threads) pick each task's option. The frame's tokens are evaluated once
 and stay in llama.cpp's cache for every task asked about the same pass. The confidence is the options'
-normalised probability at the temperature fitted on val. No torch: onnxruntime, numpy, llama.cpp, tokenizers.
+normalised probability at the temperature fitted on val. A model trained with risk summaries also writes one
+sentence per frame (greedy), what is in or beside the path, how far and what to do; it rides in every answer's
+``reason`` (scored by the ``reason_*`` testenv metrics), and its time is part of the frame's ``frame_ms``. No torch: onnxruntime, numpy, llama.cpp, tokenizers.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class GroundedReasoner:
 
     wants_vision = True  # EdgePipeline runs the model with its features output and passes the pass
 
-    def __init__(self, model: str | Path, quant: str = "q8_0", threads: int = 1, encoder: str | Path | None = None):
+    def __init__(self, model: str | Path, quant: str = "q8_0", threads: int = 1, encoder: str | Path | None = None,
+                 reason: bool = True):
         if quant not in QUANTS:
             raise CeprError(f"vlm_quant must be one of {', '.join(QUANTS)}, not {quant!r}")
         if str(model) == "auto":
@@ -46,6 +49,8 @@ class GroundedReasoner:
         self.model_name = f"{self.folder.name}-{quant}"
         self.params = TaskParams()  # the prompts were rendered with the default task parameters
         self._frame = None
+        self.write_reason = bool(reason)  # write the risk summary where the model was trained to
+        self._reason, self._reason_ms = None, 0.0
 
     def check_encoder(self, channels: int, classes: int) -> None:
         if (channels, classes) != (self.spec.feature_channels, self.spec.num_classes):
@@ -65,6 +70,12 @@ class GroundedReasoner:
         if self._frame is None or not np.array_equal(tokens, self._frame):
             self.engine.set_frame(tokens)
             self._frame = tokens
+            self._reason = None
+            if self.spec.risk_summary and self.write_reason:  # one sentence per frame, greedy
+                t1 = time.perf_counter()
+                ids = self.engine.generate(self.prompts.risk_ids, self.prompts.eos)
+                self._reason = self.prompts.decode(ids)
+                self._reason_ms = 1e3 * (time.perf_counter() - t1)
         frame_ms = 1e3 * (time.perf_counter() - t0)
         out = {}
         for t in tasks:
@@ -77,7 +88,7 @@ class GroundedReasoner:
             best = int(np.argmax(probs))
             dist = {a: float(p) for a, p in zip(answers, probs)}
             feats = {"model": self.model_name, "ms": round(1e3 * (time.perf_counter() - t1), 3),
-                     "frame_ms": round(frame_ms, 3),
+                     "frame_ms": round(frame_ms, 3), "reason": self._reason,
                      "logprobs": {a: round(float(np.log(max(p, 1e-12))), 4) for a, p in zip(answers, probs)}}
             out[t] = LocalAnswer(t, answers[best], round(float(probs[best]), 4), feats, distribution=dist)
             frame_ms = 0.0  # the frame's tokens are counted once

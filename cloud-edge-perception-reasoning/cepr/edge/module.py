@@ -53,7 +53,7 @@ from cepr.registry import load_plugins
 
 EDGE_HPS = ("model", "calibration", "reasoner", "plugins", "threads", "providers", "use_depth", "depth_for_distance",
             "keep_mask", "llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt", "vlm_model",
-            "vlm_quant", "vlm_threads")
+            "vlm_quant", "vlm_threads", "vlm_reason")
 # the language-model reasoner's own settings (cepr.edge.reasoners.llamacpp): only with reasoner: llamacpp
 LLM_HPS = ("llm_model", "llm_threads", "llm_ctx", "llm_mmproj", "llm_lora", "llm_prompt")
 
@@ -98,7 +98,7 @@ def _llm_options(reasoner: str, hps: dict) -> dict:
 
 
 # the grounded VLM reasoner's own settings (cepr.edge.reasoners.grounded): only with reasoner: grounded
-VLM_HPS = ("vlm_model", "vlm_quant", "vlm_threads")
+VLM_HPS = ("vlm_model", "vlm_quant", "vlm_threads", "vlm_reason")
 
 
 def _vlm_options(reasoner: str, hps: dict) -> dict:
@@ -123,6 +123,8 @@ def _vlm_options(reasoner: str, hps: dict) -> dict:
     if out["vlm_quant"] not in QUANTS:
         raise CeprError(f"edgemodel: vlm_quant must be one of {', '.join(QUANTS)}, not {out['vlm_quant']!r}"
                         f"{did_you_mean(out['vlm_quant'], QUANTS)}")
+    if "vlm_reason" in given:
+        out["vlm_reason"] = as_flag("edgemodel", "vlm_reason", given["vlm_reason"])
     if "vlm_threads" in given:
         try:
             out["vlm_threads"] = int(given["vlm_threads"])
@@ -155,7 +157,8 @@ class EdgeModule:
       ``llm_mmproj: cepr-vlm-small``); ``grounded`` is the grounded VLM, which reads the segmentation pass's own
       encoder map (llama.cpp in-process), set by ``vlm_model`` (``auto``: the shipped one built on the model that
       runs, ``grounded-edge`` or ``grounded-edge-rgb``; or a ``cepr vlm train-grounded`` folder), ``vlm_quant``
-      (``q8_0``, ``q4_0`` or ``f32``) and ``vlm_threads`` (1);
+      (``q8_0``, ``q4_0`` or ``f32``), ``vlm_threads`` (1) and ``vlm_reason`` (true: write the one-sentence risk
+      summary per frame where the model was trained to; the edge result's ``reason``);
     * ``threads``: ONNX Runtime intra-op threads (1);
     * ``providers``: ONNX Runtime execution provider(s), ``cpu`` (default), ``cuda``, ``tensorrt``, or a list
       tried in order (``[cuda, cpu]`` falls back to the CPU with a warning; a single provider this onnxruntime
@@ -282,11 +285,12 @@ class EdgeModule:
                             distribution=dist, label_path=s["label"], rgb_path=s["rgb"],
                             latency_ms=round(compute_ms, 3), timings_ms=timings, summary_bytes=len(r.summary_bytes),
                             summary_text_bytes=len(json.dumps(state.summary, separators=(",", ":"))),
-                            model=pipe.model.path.name, reasoner=(local.features or {}).get("model"),
-                            provider=pipe.model.provider,
+                            model=pipe.model.path.name, provider=pipe.model.provider,
                             calibration=cal.name if cal is not None else None,
                             distances="depth" if depth is not None and self.depth_for_distance else "ground_plane",
-                            features=features, started_at=started, finished_at=time.time())
+                            features=features, started_at=started, finished_at=time.time(),
+                            **{k: (local.features or {})[f] for k, f in (("reasoner", "model"), ("reason", "reason"))
+                               if (local.features or {}).get(f) is not None})  # a language model's name, its reason
         pricer = pricer or PAYLOAD_PRICER.current
         if pricer is not None:
             result.send_bytes = pricer(s, state)

@@ -49,14 +49,16 @@ def llamacpp(calibration: str | Path | None = None, llm_model: str = "gemma3-270
 
 @register_reasoner("grounded")
 def grounded(calibration: str | Path | None = None, vlm_model: str = "auto", vlm_quant: str = "q8_0",
-             vlm_threads: int = 1, encoder: str | Path | None = None):
+             vlm_threads: int = 1, encoder: str | Path | None = None, vlm_reason: bool = True):
     """The grounded VLM (``cepr.edge.grounded_reasoner``): reads the segmentation pass's own encoder map, decoder
     in llama.cpp. ``vlm_model``: ``auto`` (the shipped one built on the segmentation model the pipeline runs,
-    ``encoder``), a shipped name or a ``cepr vlm train-grounded`` folder; ``vlm_quant``: q8_0, q4_0 or f32. The
-    planner's ``calibration`` does not apply to it (its temperature was fitted on val). Needs the llm extra."""
+    ``encoder``), a shipped name or a ``cepr vlm train-grounded`` folder; ``vlm_quant``: q8_0, q4_0 or f32;
+    ``vlm_reason``: write the one-sentence risk summary per frame (a model trained with it). The planner's
+    ``calibration`` does not apply to it (its temperature was fitted on val). Needs the llm extra."""
     from cepr.edge.grounded_reasoner import GroundedReasoner
 
-    return GroundedReasoner(vlm_model, quant=str(vlm_quant), threads=int(vlm_threads), encoder=encoder)
+    return GroundedReasoner(vlm_model, quant=str(vlm_quant), threads=int(vlm_threads), encoder=encoder,
+                            reason=bool(vlm_reason))
 
 
 def create_reasoner(name: str, calibration: str | Path | None = None, **options):

@@ -34,6 +34,9 @@ GRID = (8, 10)  # rows x columns of vision tokens: the w16 encoder's own 1/32 gr
 DEPTH_SCALE_M = 20.0
 DEPTH_FIGURES = 3  # mean, minimum, valid share
 CONFIG = "grounded.json"
+RISK_PROMPT = ("Risk summary: in one sentence, what is in or beside the robot's path, how far, and what should it "
+               "do?\nSummary:")
+MAX_RISK_TOKENS = 64
 PROJECTOR = "projector.npz"
 
 
@@ -47,6 +50,7 @@ class GroundedSpec:
     num_classes: int
     grid: tuple[int, int] = GRID
     with_summary: bool = False  # the compact scene summary's text before the question
+    risk_summary: bool = False  # trained to write a one-sentence risk summary after RISK_PROMPT
     temperature: float = 1.0  # the confidence's temperature, fitted on val
     tasks: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)  # training figures, provenance
@@ -192,6 +196,22 @@ class Prompts:
         self.task_ids = {t: tok.encode(task_prompt(t), add_special_tokens=False).ids + [self.space]
                          for t in TASK_NAMES}
 
+    @property
+    def risk_ids(self) -> list[int]:
+        """The risk summary's prompt (its sentence follows after a space)."""
+        return self.tok.encode(RISK_PROMPT, add_special_tokens=False).ids
+
+    @property
+    def eos(self) -> int:
+        return self.tok.token_to_id("</s>")
+
+    def sentence_ids(self, sentence: str) -> list[int]:
+        """A risk summary's target ids: the sentence after a space, then ``</s>``."""
+        return self.tok.encode(" " + sentence, add_special_tokens=False).ids + [self.eos]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode([i for i in ids if i != self.eos]).strip()
+
     def text_ids(self, task: str, summary: str | None) -> list[int]:
         """``summary``: the scene summary's compact text (``cepr.llm.prompts.summary_text``), for a model trained
         with it, else None."""
@@ -308,6 +328,24 @@ class GroundedLlamaCpp:
         emb = self.projector(tokens)
         self._decode_embeddings(emb, 1)
         self.llm.n_tokens = self._frame_len = 1 + len(emb)
+
+    def generate(self, text_ids: list[int], eos: int, max_tokens: int = MAX_RISK_TOKENS) -> list[int]:
+        """Greedy continuation of the current frame and ``text_ids`` until ``eos`` (not returned) or
+        ``max_tokens``."""
+        import llama_cpp
+
+        self.llm.n_tokens = self._frame_len
+        out: list[int] = []
+        feed = list(text_ids)
+        for _ in range(max_tokens):
+            self.llm.eval(feed)
+            ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+            nxt = int(np.argmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))))
+            if nxt == eos:
+                break
+            out.append(nxt)
+            feed = [nxt]
+        return out
 
     def next_logits(self, text_ids: list[int]) -> np.ndarray:
         """The next-token logits after the current frame and ``text_ids``."""

@@ -1,6 +1,7 @@
 """Metrics: arithmetic over the records (numpy only)."""
 
 from cepr.compat import get_class_factory
+from cepr.metrics import reasons as _reasons  # noqa: F401 - registers the reason_* metrics
 from cepr.metrics.joint import register_metric
 
 

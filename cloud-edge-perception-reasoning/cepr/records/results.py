@@ -101,6 +101,7 @@ class EdgeResult(_Result):
     summary_text_bytes: int | None = None  # the compact JSON text form, what a cloud request carries
     model: str | None = None
     reasoner: str | None = None  # the language model that answered (a GGUF, a grounded VLM); None: the planner
+    reason: str | None = None  # the reasoner's risk summary of the frame (the grounded VLM's), when it writes one
     provider: str | None = None  # the ONNX Runtime execution provider that ran the model (CPUExecutionProvider...)
     calibration: str | None = None
     distances: Literal["depth", "ground_plane"] | None = None

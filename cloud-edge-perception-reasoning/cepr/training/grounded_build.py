@@ -42,6 +42,7 @@ class BuildConfig(BaseModel):
     ffn: int = Field(768, ge=64)
     batch_frames: int = Field(8, ge=1)
     frames: int | None = Field(None, ge=1)  # only the first N frames of each split (tests)
+    risk_summary: bool = True  # also train the one-sentence risk summary
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     progress: bool = True
@@ -70,7 +71,7 @@ def _features(cfg: BuildConfig, encoder: str, sha: str, data: str, split: str, l
     path = Path(cfg.work) / "features" / f"{encoder}-{split}-{sha[:12]}-{tag}.npz"
     if path.is_file():
         fs = FeatureSet.load(path)
-        if fs.meta.get("encoder_sha256") == sha:
+        if fs.meta.get("encoder_sha256") == sha and fs.risk is not None:
             log(f"features {encoder} {data} {split}: cached ({len(fs)} frames) {path}")
             return path
     fs = extract_features(data, split, encoder, cfg.frames, progress=cfg.progress)
@@ -100,7 +101,7 @@ def build(cfg: BuildConfig, log=print) -> list[dict]:
         val = str(_features(cfg, encoder, sha, cfg.data, "val", log))
         settings = {"train": trains, "val": val, "threads": cfg.threads, "progress": cfg.progress,
                     **cfg.model_dump(include={"hidden", "layers", "heads", "kv_heads", "head_dim", "ffn",
-                                              "batch_frames", "max_minutes", "steps", "seed"})}
+                                              "batch_frames", "max_minutes", "steps", "seed", "risk_summary"})}
         key = hashlib.sha256(json.dumps({k: v for k, v in settings.items() if k not in ("threads", "progress")},
                                         sort_keys=True).encode()).hexdigest()[:8]
         run = Path(cfg.work) / f"{name}-{sha[:12]}-{key}"  # a new encoder or new settings: a new run

@@ -88,6 +88,38 @@ def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", thr
     return {t: np.array(v) for t, v in out.items()}, ms, spec
 
 
+def engine_reasons(folder: str, fs: FeatureSet, quant: str = "q8_0", threads: int = 1) -> tuple[list[str], float]:
+    """(one greedy risk summary per frame of ``fs``, ms per summary) from the llama.cpp decoder."""
+    from cepr.llm.grounded import GroundedLlamaCpp
+
+    prompts, _ = load_prompts(folder)
+    g = GroundedLlamaCpp(folder, quant=quant, threads=threads)
+    texts = []
+    try:
+        t0 = time.perf_counter()
+        for i in range(len(fs)):
+            g.set_frame(fs.tokens[i].astype(np.float32))
+            texts.append(prompts.decode(g.generate(prompts.risk_ids, prompts.eos)))
+        ms = 1e3 * (time.perf_counter() - t0) / max(len(fs), 1)
+    finally:
+        g.close()
+    return texts, ms
+
+
+def reason_figures(texts: list[str], fs: FeatureSet, actions: list[str]) -> dict:
+    """The reason_* scores of risk summaries written for the frames of ``fs`` (their own action answers beside)."""
+    from cepr.data.risk import RiskObject
+    from cepr.metrics.reasons import score_reasons
+
+    if fs.risk is None:
+        raise CeprError("these features carry no risk objects: extract them again with `cepr vlm features`")
+    truths = [[RiskObject(n, d, w) for n, d, w in r] for r in fs.risk]
+    sc = score_reasons(texts, truths, actions)
+    return {f"reason_hazard_{k}": round(sc[k], 4) for k in ("precision", "recall", "f1")} | {
+        "reason_distance_mae_m": round(sc["distance_mae_m"], 3), "reason_action_agreement": round(
+            sc["action_agreement"], 4), "reasons_written": sc["n"]}
+
+
 def evaluate(folder: str, fs: FeatureSet, majority: dict[str, str], engine: str = "transformers",
              threads: int = 1, reference: dict | None = None) -> tuple[dict, dict]:
     """(the figures, the letter logits) of one model and engine on a FeatureSet of its encoder; ``reference``:
@@ -125,32 +157,49 @@ def evaluate(folder: str, fs: FeatureSet, majority: dict[str, str], engine: str 
     if reference is not None:
         row["agreement_with_transformers"] = round(sum(agree) / len(agree), 4)
         row["max_logprob_gap"] = round(gap, 4)
+    if spec.risk_summary and engine.startswith("llamacpp-"):
+        texts, ms_reason = engine_reasons(folder, fs, engine.split("-", 1)[1], threads)
+        acts = [get_task("action").answers[int(r.argmax())] for r in logits["action"]]
+        row |= reason_figures(texts, fs, acts) | {"ms_per_reason": round(ms_reason, 2), "reason_example": texts[0]}
     return row, logits
 
 
-def eval_models(folders: list[str], data: str, split: str = "test", frames: int | None = None,
-                majority_split: str = "val", progress: bool = True, engines=("transformers",),
-                threads: int = 1) -> list[dict]:
-    """One row per model and engine; every llama.cpp row carries its agreement with transformers."""
+def eval_models(folders: list[str] | None, data: str, split: str = "test", frames: int | None = None,
+                majority_split: str = "val", progress: bool = True, engines=None, threads: int = 1) -> list[dict]:
+    """One row per model and engine. ``folders``: shipped names or ``train-grounded`` folders (None or empty:
+    every shipped grounded VLM); ``engines`` None: transformers where the folder has the decoder's ``decoder/``
+    (a training run), else llama.cpp Q8_0 (a shipped folder). Every llama.cpp row of a folder with ``decoder/``
+    carries its agreement with transformers."""
+    from pathlib import Path
+
+    from cepr.edge.models import SHIPPED_GROUNDED, grounded_path
     from cepr.llm.grounded import read_spec
 
+    names = list(folders) if folders else list(SHIPPED_GROUNDED)
     cache: dict[str, FeatureSet] = {}
     try:
         majority = majority_answers(data, majority_split)
     except DatasetError:  # no val index (the real layout): the evaluated split's own majority
         majority = majority_answers(data, split)
     rows = []
-    for f in folders:
+    for name in names:
+        f = str(grounded_path(name))
+        has_hf = (Path(f) / "decoder" / "config.json").is_file()
+        wanted = tuple(engines) if engines else (("transformers",) if has_hf else ("llamacpp-q8_0",))
+        if "transformers" in wanted and not has_hf:
+            raise CeprError(f"{name}: no decoder/ folder (a shipped model carries the GGUF decoders only); use the "
+                            "llamacpp-* engines, or the cepr vlm train-grounded run folder")
         spec = read_spec(f)
         if spec.encoder not in cache:
             cache[spec.encoder] = extract_features(data, split, spec.encoder, frames, tuple(spec.grid), progress)
         fs = cache[spec.encoder]
         reference = None
-        if any(e != "transformers" for e in engines):
+        if has_hf and any(e != "transformers" for e in wanted):
             row, reference = evaluate(f, fs, majority, "transformers", threads)
-            if "transformers" in engines:
-                rows.append(row)
-        for e in engines:
+            if "transformers" in wanted:
+                rows.append(dict(row, model=name))
+        for e in wanted:
             if e != "transformers" or reference is None:
-                rows.append(evaluate(f, fs, majority, e, threads, reference if e != "transformers" else None)[0])
+                row = evaluate(f, fs, majority, e, threads, reference if e != "transformers" else None)[0]
+                rows.append(dict(row, model=name))
     return rows

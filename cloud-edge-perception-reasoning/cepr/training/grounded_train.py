@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tqdm import tqdm
 
 from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+from cepr.data.risk import RiskObject, risk_sentence, risk_truth
 from cepr.data.tasks import TASK_NAMES, answers_for_sample, camera_for, get_task
 from cepr.errors import CeprError
 from cepr.llm.gguf_export import export_gguf
@@ -59,12 +60,14 @@ class FeatureSet:
     summaries: list[str]  # the scene summary's compact text
     frames: list[str]  # frame ids (folder/stem)
     meta: dict  # encoder, side, grid, feature channels, classes, data, split, seconds
+    labels: list[str] | None = None  # each frame's TrainIds label path (what the metrics' truth reads)
+    risk: list[list] | None = None  # each frame's risk objects ([name, distance, where], cepr.data.risk)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"truth": self.truth, "baseline": self.baseline, "summaries": self.summaries, "frames": self.frames,
-               "meta": self.meta}
+               "meta": self.meta, "labels": self.labels, "risk": self.risk}
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, tokens=self.tokens, doc=np.frombuffer(json.dumps(doc).encode(), np.uint8))
         tmp.replace(path)
@@ -77,7 +80,8 @@ class FeatureSet:
             raise CeprError(f"feature file {path} not found: make it with `cepr vlm features`")
         with np.load(path) as z:
             doc = json.loads(bytes(z["doc"]).decode())
-            return cls(z["tokens"], doc["truth"], doc["baseline"], doc["summaries"], doc["frames"], doc["meta"])
+            return cls(z["tokens"], doc["truth"], doc["baseline"], doc["summaries"], doc["frames"], doc["meta"],
+                       doc.get("labels"), doc.get("risk"))
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -98,10 +102,12 @@ class FeatureSet:
         meta = dict(sets[0].meta, sources=[dict(fs.meta, path=str(p), frames=len(fs)) for p, fs in zip(paths, sets)],
                     seconds=round(sum(fs.meta.get("seconds", 0.0) for fs in sets), 2))
         def joined(field):
+            if any(getattr(fs, field) is None for fs in sets):
+                return None
             return [x for fs in sets for x in getattr(fs, field)]
 
         return cls(np.concatenate([fs.tokens for fs in sets]), joined("truth"), joined("baseline"),
-                   joined("summaries"), joined("frames"), meta)
+                   joined("summaries"), joined("frames"), meta, joined("labels"), joined("risk"))
 
 
 def extract_features(data: str, split: str, encoder: str = "edge-int8", frames: int | None = None,
@@ -132,7 +138,7 @@ def extract_features(data: str, split: str, encoder: str = "edge-int8", frames: 
     n = len(ds) if frames is None else min(frames, len(ds))
     if n == 0:
         raise CeprError(f"data {data!r}: the {split} split has no frames")
-    toks, truth, base, sums, ids = [], [], [], [], []
+    toks, truth, base, sums, ids, labels, risk = [], [], [], [], [], [], []
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc=f"features {encoder} {split}", unit="frame", disable=not progress):
         s = ds[i]
@@ -155,10 +161,12 @@ def extract_features(data: str, split: str, encoder: str = "edge-int8", frames: 
         base.append(answers)
         sums.append(summary_text(summary))
         ids.append(f"{s.frame.rgb_path.parent.name}/{s.frame.stem}")
+        labels.append(str(s.frame.label_path))
+        risk.append([[o.name, o.distance, o.where] for o in risk_truth(s.frame.label_path)])
     meta = {"encoder": encoder, "side": side, "grid": list(grid), "feature_channels": int(feats.shape[0]),
             "num_classes": int(logits.shape[0]), "depth": bool(model.use_depth), "data": str(data), "split": split,
             "seconds": round(time.perf_counter() - t0, 2)}
-    return FeatureSet(np.stack(toks), truth, base, sums, ids, meta)
+    return FeatureSet(np.stack(toks), truth, base, sums, ids, meta, labels, risk)
 
 
 # ---- the model -----------------------------------------------------------------------------------------------
@@ -181,6 +189,8 @@ class TrainGroundedConfig(BaseModel):
     head_dim: int = Field(64, ge=32, description="vLLM's CPU attention needs >= 32")
     ffn: int = Field(768, ge=64)
     with_summary: bool = False
+    risk_summary: bool = False  # also learn to write the one-sentence risk summary (cepr.data.risk)
+    risk_weight: float = Field(0.5, ge=0)  # its token-mean loss's weight beside the tasks' mean
     batch_frames: int = Field(8, ge=1)
     steps: int = Field(100000, ge=1)
     max_minutes: float = Field(20.0, gt=0)
@@ -267,14 +277,15 @@ def GroundedModel(token_width: int, decoder):
     return _module()(token_width, decoder)
 
 
-def packed_logits(model, tokens, segments):
+def packed_logits(model, tokens, segments, full=()):
     """Next-token logits at the end of every task's text, all tasks of a frame in one decoder pass.
 
     ``segments``: per task, (ids (batch, width) right-padded, lengths (batch,) or None). The sequence is ``<s>``,
     the projected tokens, then every task's text one after another; a block attention mask lets each text see the
     shared prefix and itself only, and its positions restart where the prefix ends, so each text's logits are
     exactly those of its own separate sequence (``next_logits``) while the prefix is computed once per frame.
-    Returns one (batch, vocab) tensor per segment."""
+    Returns one (batch, vocab) tensor per segment, or (batch, width, vocab) for the segments listed in ``full``
+    (every position's logits: a generated sentence's loss)."""
     import torch
 
     emb = model.decoder.get_input_embeddings()
@@ -303,7 +314,12 @@ def packed_logits(model, tokens, segments):
     hidden = model.decoder.model(inputs_embeds=torch.cat(parts, 1), attention_mask=allowed[:, None],
                                  position_ids=pos).last_hidden_state
     rows = torch.arange(b)
-    return [model.decoder.lm_head(hidden[rows, e]) for e in ends]
+    out, start = [], prefix
+    for k, ((ids, _), e) in enumerate(zip(segments, ends)):
+        w = ids.shape[1]
+        out.append(model.decoder.lm_head(hidden[:, start:start + w] if k in full else hidden[rows, e]))
+        start += w
+    return out
 
 
 def _batch(fs: FeatureSet, idx, task: str, prompts: Prompts, with_summary: bool):
@@ -322,11 +338,38 @@ def _batch(fs: FeatureSet, idx, task: str, prompts: Prompts, with_summary: bool)
     return tokens, ids, (None if same else lengths), target
 
 
-def _packed_batch(fs: FeatureSet, idx, prompts: Prompts, with_summary: bool):
-    """(vision tokens, [(ids, lengths)] per task, [targets] per task) of the frames ``idx``, for ``packed_logits``."""
+def _risk_segment(fs: FeatureSet, idx, prompts: Prompts, rng):
+    """The risk summary's segment of the frames ``idx``: (ids, lengths, targets), targets -100 but where the next
+    token is the sentence's (a wording drawn per frame from ``rng``)."""
+    import torch
+
+    if fs.risk is None:
+        raise CeprError("these features carry no risk objects: extract them again with `cepr vlm features`")
+    head = prompts.risk_ids
+    rows = []
+    for i in idx:
+        objs = [RiskObject(n, d, w) for n, d, w in fs.risk[i]]
+        rows.append(head + prompts.sentence_ids(risk_sentence(objs, fs.truth[i]["action"], int(rng.integers(6)))))
+    lengths = torch.tensor([len(r) for r in rows])
+    width = int(lengths.max())
+    ids = torch.full((len(rows), width), 2, dtype=torch.long)
+    target = torch.full((len(rows), width), -100, dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, :len(r)] = torch.tensor(r)
+        target[k, len(head) - 1:len(r) - 1] = torch.tensor(r[len(head):])
+    return ids, lengths, target
+
+
+def _packed_batch(fs: FeatureSet, idx, prompts: Prompts, with_summary: bool, risk_rng=None):
+    """(vision tokens, [(ids, lengths)] per task, [targets] per task) of the frames ``idx``, for ``packed_logits``;
+    with ``risk_rng``, a last segment with the risk summary and its (frames, width) targets."""
     segments, targets, tokens = [], [], None
     for task in TASK_NAMES:
         tokens, ids, lengths, target = _batch(fs, idx, task, prompts, with_summary)
+        segments.append((ids, lengths))
+        targets.append(target)
+    if risk_rng is not None:
+        ids, lengths, target = _risk_segment(fs, idx, prompts, risk_rng)
         segments.append((ids, lengths))
         targets.append(target)
     return tokens, segments, targets
@@ -382,6 +425,9 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
     out = Path(cfg.out)
     ckpt_path, ckpt = open_checkpoint(out, cfg.training_key(), resume)
     train_set = FeatureSet.concat(cfg.train)
+    if cfg.risk_summary and train_set.risk is None:
+        raise CeprError(f"{', '.join(cfg.train)}: no risk objects in the features (made before risk summaries); "
+                        "extract them again with `cepr vlm features`")
     if cfg.val:
         val_set, val_idx, order = FeatureSet.load(cfg.val), None, list(range(len(train_set)))
         val_source = f"{cfg.val} ({len(val_set)} frames)"
@@ -434,9 +480,15 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr = lr_at(s, time.perf_counter() - t_start)
         idx = [order[int(j)] for j in rng.choice(len(order), min(cfg.batch_frames, len(order)), replace=False)]
-        tokens, segments, targets = _packed_batch(train_set, idx, prompts, cfg.with_summary)
-        loss = sum(torch.nn.functional.cross_entropy(lg, y)
-                   for lg, y in zip(packed_logits(model, tokens, segments), targets)) / len(TASK_NAMES)
+        tokens, segments, targets = _packed_batch(train_set, idx, prompts, cfg.with_summary,
+                                                  rng if cfg.risk_summary else None)
+        n = len(TASK_NAMES)
+        logits = packed_logits(model, tokens, segments, full=(n,) if cfg.risk_summary else ())
+        loss = sum(torch.nn.functional.cross_entropy(lg, y) for lg, y in zip(logits[:n], targets[:n])) / n
+        if cfg.risk_summary:
+            lg = logits[n]
+            loss = loss + cfg.risk_weight * torch.nn.functional.cross_entropy(
+                lg.reshape(-1, lg.shape[-1]), targets[n].reshape(-1), ignore_index=-100)
         if not math.isfinite(loss.item()):
             raise CeprError(f"step {s}: the loss is {loss.item()} (lower --lr)")
         opt.zero_grad(set_to_none=True)
@@ -465,7 +517,8 @@ def train(cfg: TrainGroundedConfig, resume: bool = False, log=print) -> dict:
     spec = GroundedSpec(encoder=train_set.meta["encoder"], side=train_set.meta["side"],
                         feature_channels=train_set.meta["feature_channels"],
                         num_classes=train_set.meta["num_classes"], grid=tuple(train_set.meta["grid"]),
-                        with_summary=cfg.with_summary, temperature=temperature, tasks=TASK_NAMES,
+                        with_summary=cfg.with_summary, risk_summary=cfg.risk_summary, temperature=temperature,
+                        tasks=TASK_NAMES,
                         extra={"steps": done.step, "stopped": done.stopped, "val_acc": round(acc, 4),
                                "val_source": val_source, "train_frames": len(order), "parameters": n_params,
                                "minutes": round((spent_before + time.perf_counter() - t_start) / 60, 2),
