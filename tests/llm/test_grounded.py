@@ -261,3 +261,23 @@ def test_packed_tasks_give_each_question_the_logits_of_its_own_sequence(features
                 assert targets[-1][row, j] == ids[row, j + 1]  # the target is the next token of the sentence
     both = FeatureSet.concat([train_path, val_path])
     assert len(both) == len(fs) + len(FeatureSet.load(val_path)) and len(both.meta["sources"]) == 2
+
+
+def test_shipped_grounded_vlms_were_built_on_the_shipped_encoders():
+    """Each shipped grounded VLM's build.json names the sha256 of the encoder it was trained on and of each of its
+    files: a retrained encoder fails here until `cepr vlm build` rebuilds the VLMs on it."""
+    import hashlib
+
+    from cepr.edge.models import SHIPPED_GROUNDED, grounded_path, model_path
+    from cepr.llm.grounded import read_spec
+
+    for name, encoder in SHIPPED_GROUNDED.items():
+        folder = grounded_path(name)
+        build = json.loads((folder / "build.json").read_text())
+        enc = hashlib.sha256(model_path(encoder).read_bytes()).hexdigest()
+        assert build["encoder"] == encoder and build["encoder_sha256"] == enc, \
+            f"{name} was built on another {encoder}: run `cepr vlm build`"
+        for f, sha in build["files"].items():
+            assert hashlib.sha256((folder / f).read_bytes()).hexdigest() == sha, (name, f)
+        spec = read_spec(folder)
+        assert spec.side == "edge" and spec.encoder == encoder and spec.risk_summary and not spec.with_summary

@@ -131,4 +131,24 @@ def build(cfg: BuildConfig, log=print) -> list[dict]:
         tmp.replace(dest)
         log(f"{name}: val accuracy {record['val_acc']}, {record['steps']} steps, {record['minutes']} min -> {dest}")
         out.append(record)
+    write_readme(install_root)
     return out
+
+
+def write_readme(root: Path) -> Path:
+    """``README.md`` of an install folder: every grounded VLM in it, from its ``build.json``."""
+    rows = []
+    for b in sorted(root.glob("*/build.json")):
+        r = json.loads(b.read_text())
+        rows.append(f"| `{r['name']}` | `{r['encoder']}` (`{r['encoder_sha256'][:12]}`) | {r['train_frames']} | "
+                    f"{r['steps']} | {r['minutes']} | {r['val_acc']} | {r['temperature']} | "
+                    f"`{r['files']['decoder-q8_0.gguf'][:12]}` |")
+    text = ("# Grounded VLMs\n\n"
+            "Built by `cepr vlm build` from the segmentation encoders that ship (docs/llm.md, \"The grounded VLM\");\n"
+            "each folder's `build.json` holds the settings, the sha256 of the encoder and of every file, and the\n"
+            "training figures. Rebuild them after retraining an encoder: `cepr vlm build` (same arguments).\n\n"
+            "| name | encoder (sha256) | train frames | steps | minutes | val accuracy | temperature | "
+            "decoder-q8_0 sha256 |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    path = root / "README.md"
+    path.write_text(text)
+    return path
