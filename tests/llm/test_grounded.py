@@ -216,6 +216,8 @@ def test_grounded_reasoner_in_the_edge_pipeline_answers_as_the_cached_features_d
         create_reasoner("grounded", None, vlm_model=str(folder), vlm_quant="q5_k")
     with pytest.raises(Exception, match="grounded-edge-rgb"):  # auto on an encoder no shipped VLM reads
         create_reasoner("grounded", None, encoder="cloud")
+    with pytest.raises(Exception, match="trained on the features of edge-int8"):  # another encoder's pass
+        create_reasoner("grounded", None, vlm_model=str(folder), encoder="edge-rgb-int8")
 
 
 def test_packed_tasks_give_each_question_the_logits_of_its_own_sequence(features):

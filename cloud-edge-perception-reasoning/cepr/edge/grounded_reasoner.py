@@ -17,12 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from cepr.data.tasks import TASK_NAMES, TaskParams, get_task
-from cepr.edge.models import grounded_for_encoder, grounded_path
+from cepr.edge.models import grounded_for_encoder, grounded_path, model_path
 from cepr.edge.planner import LocalAnswer
 from cepr.errors import CeprError
 from cepr.llm.grounded import GroundedLlamaCpp, load_prompts, option_probabilities, vision_tokens
 
 QUANTS = ("q8_0", "q4_0", "f32")
+
+
+def _file_name(model: str | Path) -> str:
+    """A segmentation model's file name (a shipped name resolves to its file), to tell encoders apart."""
+    try:
+        return model_path(model).name
+    except CeprError:
+        return Path(str(model)).name
 
 
 class GroundedReasoner:
@@ -40,6 +48,10 @@ class GroundedReasoner:
             model = grounded_for_encoder(encoder)
         self.folder = grounded_path(model)
         self.prompts, self.spec = load_prompts(self.folder)
+        if encoder is not None and _file_name(encoder) != _file_name(self.spec.encoder):
+            raise CeprError(f"{self.folder.name} was trained on the features of {self.spec.encoder}, but the "
+                            f"segmentation model here is {encoder}: use the grounded VLM built on it "
+                            "(vlm_model: auto picks the shipped one)")
         if self.spec.side != "edge":
             raise CeprError(f"{self.folder}: a {self.spec.side} grounded VLM; the edge reasoner runs edge ones")
         if self.spec.with_summary:
@@ -70,7 +82,7 @@ class GroundedReasoner:
         if self._frame is None or not np.array_equal(tokens, self._frame):
             self.engine.set_frame(tokens)
             self._frame = tokens
-            self._reason = None
+            self._reason, self._reason_ms = None, 0.0
             if self.spec.risk_summary and self.write_reason:  # one sentence per frame, greedy
                 t1 = time.perf_counter()
                 ids = self.engine.generate(self.prompts.risk_ids, self.prompts.eos)
@@ -88,7 +100,7 @@ class GroundedReasoner:
             best = int(np.argmax(probs))
             dist = {a: float(p) for a, p in zip(answers, probs)}
             feats = {"model": self.model_name, "ms": round(1e3 * (time.perf_counter() - t1), 3),
-                     "frame_ms": round(frame_ms, 3), "reason": self._reason,
+                     "frame_ms": round(frame_ms, 3), "reason": self._reason, "reason_ms": round(self._reason_ms, 3),
                      "logprobs": {a: round(float(np.log(max(p, 1e-12))), 4) for a, p in zip(answers, probs)}}
             out[t] = LocalAnswer(t, answers[best], round(float(probs[best]), 4), feats, distribution=dist)
             frame_ms = 0.0  # the frame's tokens are counted once
