@@ -111,11 +111,12 @@ def test_import_cepr_and_the_registries_stay_light():
     code = ("import sys, cepr, cepr.registry, cepr.dispatch, cepr.metrics.joint, cepr.cloud.client, "
             "cepr.edge.reasoners\n"
             "from cepr.cloud.client import BACKEND_REGISTRY\n"
-            "assert BACKEND_REGISTRY.names() == ['openai', 'transformers', 'vllm', 'inprocess'], "
+            "assert BACKEND_REGISTRY.names() == ['openai', 'transformers', 'vllm', 'grounded', 'inprocess'], "
             "BACKEND_REGISTRY.names()\n"
             "assert BACKEND_REGISTRY.capabilities('openai')['config_model'].endswith(':OpenAIBackendConfig')\n"
             "heavy = {'torch', 'vllm', 'openai', 'fastapi', 'uvicorn', 'transformers', 'llama_cpp',\n"
-            "         'cepr.cloud.openai_backend', 'cepr.cloud.transformers_backend', 'cepr.cloud.vllm_backend'}\n"
+            "         'cepr.cloud.openai_backend', 'cepr.cloud.transformers_backend', 'cepr.cloud.vllm_backend',\n"
+            "         'cepr.cloud.grounded_backend'}\n"
             "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -283,3 +283,62 @@ def test_shipped_grounded_vlms_were_built_on_the_shipped_encoders():
             assert hashlib.sha256((folder / f).read_bytes()).hexdigest() == sha, (name, f)
         spec = read_spec(folder)
         assert spec.side == "edge" and spec.encoder == encoder and spec.risk_summary and not spec.with_summary
+
+
+def test_vision_tokens_on_the_wire_round_trip_and_reject_garbage():
+    from cepr.llm.grounded import decode_vision, encode_vision
+
+    x = np.random.default_rng(0).normal(size=(80, 256)).astype(np.float32)
+    x[3] = 0.0  # a token of zeros: its INT8 scale is 0
+    sizes = {}
+    for codec, tol in (("f32", 0.0), ("fp16", 2e-3), ("int8", 0.02)):
+        blob = encode_vision(x, codec)
+        sizes[codec] = len(blob)
+        y = decode_vision(blob)
+        assert y.shape == x.shape and y.dtype == np.float32 and float(np.abs(y - x).max()) <= tol * 3, codec
+    assert sizes == {"f32": 12 + 4 * 80 * 256, "fp16": 12 + 2 * 80 * 256, "int8": 12 + 2 * 80 + 80 * 256}
+    for bad, msg in ((b"garbage", "CEPRV1"), (encode_vision(x, "fp16")[:-1], "expected"),
+                     (b"CEPRV1" + bytes([9, 0, 1, 0, 1, 0]) + b"\0" * 4, "unknown codec")):
+        with pytest.raises(Exception, match=msg):
+            decode_vision(bad)
+
+
+def test_features_payload_splits_the_vlm_between_edge_and_cloud(built, tiny_data):
+    """The edge module runs the grounded reasoner and keeps its projected tokens; the cloud module sends them
+    (payload: features) to backend: grounded, whose decoder answers as the edge's did (FP16), with the request's
+    bytes counted and the features part as the payload record prices it."""
+    import base64
+
+    from cepr.cloud.module import CloudModule
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+    from cepr.edge.module import EdgeModule
+    from cepr.errors import CeprError
+    from cepr.llm.grounded import decode_vision, encode_vision
+
+    folder = str(built[0] / "install" / "grounded-edge")
+    edge = EdgeModule(model="edge-int8", reasoner="grounded", vlm_model=folder)
+    f = CloudRoboticsDataset(find_index(str(tiny_data), split="test")).frames[0]
+    sample = {"key": "k0", "task": "action", "rgb": str(f.rgb_path), "label": str(f.label_path)}
+    for codec in ("fp16", "int8"):
+        cloud = CloudModule(backend="grounded", payload="features", codec=codec, emulate_link=False)
+        try:
+            e = edge.predict(sample)  # priced by the cloud module that exists now
+            state = e["edge_state"]
+            tokens = decode_vision(state.vision)
+            assert tokens.shape == (80, 64) and state.vision_model == folder
+            assert e["reasoner"] == "grounded-edge-q8_0"
+            c = cloud.inference(sample, edge_state=state)
+        finally:
+            cloud.cleanup()
+        assert c["status"] == "ok" and c["model"] == "grounded-edge-q8_0", c
+        want = len(base64.b64encode(encode_vision(tokens, codec)))
+        assert c["payload_bytes"] == e["send_bytes"] == {"image": 0, "summary": 0, "features": want}
+        assert want < c["bytes_up"] < want + 1000 and c["transfer_ms"] > 0
+        if codec == "fp16":
+            assert c["cloud_answer"] == e["answer"] and abs(c["confidence"] - e["confidence"]) < 0.01
+    with pytest.raises(CeprError, match="goes with backend: grounded"):
+        CloudModule(payload="features")
+    with pytest.raises(CeprError, match="goes with backend: grounded"):
+        CloudModule(backend="grounded", payload="summary")
+    with pytest.raises(CeprError, match="takes codec fp16 or int8"):
+        CloudModule(backend="grounded", payload="features", codec="jpeg")

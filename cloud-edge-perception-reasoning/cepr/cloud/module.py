@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from cepr.cloud.client import CloudClient, create_backend
-from cepr.cloud.payload import part_bytes_of, payload_frame_path
+from cepr.cloud.payload import features_blob, part_bytes_of, payload_frame_path
 from cepr.cloud.settings import CloudSettings, backend_config
 from cepr.data.cloud_robotics import load_rgb
 from cepr.data.tasks import TaskParams, camera_for, get_task
@@ -96,7 +96,8 @@ class CloudModule:
         s = as_sample(data)
         payload = self.payload_chain.choose(edge_state.summary if edge_state else None, s["key"]).payload
         image = self._image(s, payload) if payload.sends_image else None
-        return part_bytes_of(payload, image, edge_state.summary if edge_state else None)
+        return part_bytes_of(payload, image, edge_state.summary if edge_state else None,
+                             edge_state.vision if edge_state else None)
 
     def _image(self, s: SampleRef, payload: PayloadConfig) -> np.ndarray:
         """The frame to send: the dataset's own copy at the requested resolution when it has one."""
@@ -116,18 +117,24 @@ class CloudModule:
             raise CeprError(f"payload {payload.mode!r} sends the edge's scene summary, but the edge has not run on "
                             "this sample (mining-then-inference sends hard samples straight to the cloud): use "
                             "payload: image, or hard_example_mining_mode: inference-then-mining in testenv.yaml")
+        if payload.sends_features and (edge is None or edge.vision is None):
+            raise CeprError("payload features sends the grounded VLM's vision tokens of the frame: the edge must run "
+                            "reasoner: grounded, and the edge must run first (inference-then-mining)")
         image = self._image(s, payload) if payload.sends_image else None
         camera = edge.camera if edge else None
         if camera is None and image is not None:
             camera = camera_for(None, image.shape[1], image.shape[0]).to_dict()
         req = CloudRequest(task.name, task.render_prompt(TaskParams()), task.answers,
                            summary=edge.summary if edge and payload.sends_summary else None,
-                           image=image, camera=camera, key=s["key"], payload=payload)
+                           image=image, camera=camera, key=s["key"], payload=payload,
+                           features=features_blob(payload, edge.vision if edge else None),
+                           features_model=edge.vision_model if edge else None)
         spec0 = self._spec_reading()
         r = self.client.infer(req)
         spec = self._spec_fields(spec0) if spec0 is not None else {}
         finished = time.time()
-        parts = part_bytes_of(payload, image, req.summary)  # the sample-dependent part of bytes_up, after the timers
+        # the sample-dependent part of bytes_up, after the timers
+        parts = part_bytes_of(payload, image, req.summary, edge.vision if edge else None)
         ok = r.status == "ok"
         answer, fused_from = (edge.answer if edge else None), None  # a fallback or an unusable reply: the edge's
         if ok:

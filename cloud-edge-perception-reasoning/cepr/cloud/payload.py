@@ -1,4 +1,5 @@
-"""What the edge sends to the cloud for one sample: the scene summary, the image, or both.
+"""What the edge sends to the cloud for one sample: the scene summary, the image, or both; or the grounded VLM's
+projected vision tokens (``features``).
 
 The image can be sent at any of the dataset's resolutions (the frame's copy in that tree when it exists, else
 a resize) or at a scale, encoded as JPEG (quality), PNG or WebP, as a base64 data URL in an OpenAI
@@ -72,18 +73,38 @@ def build_user_content(prompt: str, summary: dict | None, image: EncodedImage | 
     return parts
 
 
-def part_bytes_of(payload: PayloadConfig, image: np.ndarray | None, summary: dict | None) -> dict[str, int]:
+def features_blob(payload: PayloadConfig, vision: bytes | None) -> bytes | None:
+    """The ``features`` payload's bytes: the edge's projected tokens (lossless in its state) in the payload's
+    codec; None when the payload sends none."""
+    if not payload.sends_features or vision is None:
+        return None
+    from cepr.llm.grounded import decode_vision, encode_vision
+
+    return encode_vision(decode_vision(vision), payload.codec)
+
+
+def features_field(blob: bytes) -> str:
+    """How a request body carries the features: base64 text (counted at the transport, as an image's data URL)."""
+    return base64.b64encode(blob).decode("ascii")
+
+
+def part_bytes_of(payload: PayloadConfig, image: np.ndarray | None, summary: dict | None,
+                  vision: bytes | None = None) -> dict[str, int]:
     """The sample-dependent parts of a request with ``payload``, in bytes as the request body carries them: the
     image as its data URL (base64 needs no JSON escaping) and the scene summary as the JSON string the chat
     message embeds. Everything else in a request (prompt, camera, framing) is the same size for every sample of
-    a task. An absent part is 0."""
+    a task; the features as their base64 text. An absent part is 0."""
     img = 0
     if payload.sends_image and image is not None:
         img = len(encode_image(image, payload).data_url())
     text = 0
     if payload.sends_summary and summary is not None:
         text = len(json.dumps(json.dumps(summary, separators=(",", ":"), allow_nan=False, default=str)))
-    return {"image": img, "summary": text}
+    out = {"image": img, "summary": text}
+    if payload.sends_features:
+        blob = features_blob(payload, vision)
+        out["features"] = len(features_field(blob)) if blob is not None else 0
+    return out
 
 
 def payload_frame_path(rgb_path: str, label_path: str | None, resolution: str | None) -> str:

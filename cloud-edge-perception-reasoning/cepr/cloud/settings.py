@@ -284,10 +284,14 @@ def _from_flat(hps: dict) -> CloudSettings:
     backend = BackendSettings(name=name, options={k: v for k, v in hps.items() if k in backend_keys})
     try:
         payload = PayloadConfig(mode=hps.get("payload", "summary+image"), resolution=hps.get("resolution"),
-                                scale=hps.get("scale"), codec=hps.get("codec", "jpeg"),
+                                scale=hps.get("scale"),
+                                codec=hps.get("codec", "fp16" if hps.get("payload") == "features" else "jpeg"),
                                 quality=int(hps.get("quality", 85)))
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise CeprError(f"{WHERE}: bad payload settings: {e}") from None
+    if (payload.sends_features or any(p.sends_features for p in _possible(hps, payload))) != (name == "grounded"):
+        raise CeprError(f"{WHERE}: payload: features (the grounded VLM's vision tokens) goes with backend: grounded "
+                        "(its decoder in the cloud), and backend: grounded takes only it")
     if name == "openai" and not backend.auto and "model" not in backend.options:
         raise CeprError(f"{WHERE}: the openai backend needs `model` (the served model's name)")
     if hps.get("server_metrics_url") is not None and (name != "openai" or backend.auto):
@@ -324,6 +328,13 @@ def _from_flat(hps: dict) -> CloudSettings:
             "plugins": hps.get("plugins"), **{k: hps[k] for k in _aliases(CloudSettings) if k in hps}})
     except ValidationError as e:
         raise CeprError(f"{WHERE}: {_validation_message(e)}") from None
+
+
+def _possible(hps: dict, payload: PayloadConfig) -> list[PayloadConfig]:
+    try:
+        return list(payload_policy(hps.get("payload_policy"), payload).possible())
+    except CeprError:
+        return []  # reported below with its own message
 
 
 def _check_backend(config_model, backend: BackendSettings, payload: PayloadConfig, chain: PayloadPolicyChain) -> None:

@@ -64,6 +64,11 @@ class GroundedReasoner:
         self.write_reason = bool(reason)  # write the risk summary where the model was trained to
         self._reason, self._reason_ms = None, 0.0
 
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        """The last frame's projected vision tokens (what the ``features`` payload sends to a cloud decoder)."""
+        return self.engine.embeddings
+
     def check_encoder(self, channels: int, classes: int) -> None:
         if (channels, classes) != (self.spec.feature_channels, self.spec.num_classes):
             raise CeprError(f"{self.model_name} reads {self.spec.encoder} ({self.spec.feature_channels} feature "

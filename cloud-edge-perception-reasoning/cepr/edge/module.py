@@ -278,8 +278,13 @@ class EdgeModule:
         timings = {"load": round(load_ms, 3), **{k: round(v, 3) for k, v in r.timings_ms.items()},
                    "features": round(features_ms, 3)}
         compute_ms = r.total_ms + features_ms
+        vision = {}
+        if r.vision is not None:  # a grounded VLM reasoner: its tokens, for the features payload
+            from cepr.llm.grounded import encode_vision
+
+            vision = {"vision": encode_vision(r.vision, "f32"), "vision_model": str(pipe.planner.folder)}
         state = EdgeState(summary=r.summary.to_dict(), answer=local.answer, camera=camera.to_dict(),
-                          confidence=local.confidence, distribution=dist)
+                          confidence=local.confidence, distribution=dist, **vision)
         EDGE_HANDOFF.put(handoff_key(s), state)  # for a runner that hands the cloud only the sample (Ianvs)
         result = EdgeResult(key=s["key"], task=task.name, answer=local.answer, confidence=local.confidence,
                             distribution=dist, label_path=s["label"], rgb_path=s["rgb"],

@@ -28,6 +28,7 @@ class FramePerception:
     timings_ms: dict[str, float] = field(default_factory=dict)
     logits: np.ndarray | None = None  # the network's raw output and the encoder map, when asked for
     features: np.ndarray | None = None
+    vision: np.ndarray | None = None  # a grounded VLM reasoner's projected tokens (what the features payload sends)
 
     @property
     def total_ms(self) -> float:
@@ -71,8 +72,9 @@ class EdgePipeline:
         t2 = time.perf_counter()
         timings = {f"perception.{k}": v for k, v in seg.timings_ms.items()}
         timings.update({"summary": 1e3 * (t1 - t0), "planner": 1e3 * (t2 - t1)})
-        return FramePerception(seg.label, summary, blob, answers, timings, *((seg.logits, seg.features) if features
-                                                                             else (None, None)))
+        kept = (seg.logits, seg.features) if features else (None, None)
+        return FramePerception(seg.label, summary, blob, answers, timings, *kept,
+                               vision=getattr(self.planner, "embeddings", None) if vision else None)
 
     def run_sample(self, sample, features: bool = False) -> FramePerception:
         """A loaded ``cepr.data.cloud_robotics.Sample``; its sidecar camera when present, else the assumed one."""

@@ -269,6 +269,56 @@ def option_probabilities(letter_logits: np.ndarray, temperature: float = 1.0) ->
     return p / p.sum()
 
 
+# ---- the projected tokens on the wire (the ``features`` payload) -----------------------------------------------
+
+VISION_MAGIC = b"CEPRV1"
+_VISION_CODECS = {"f32": 0, "fp16": 1, "int8": 2}
+
+
+def encode_vision(x: np.ndarray, codec: str = "fp16") -> bytes:
+    """A (tokens, width) array of projected vision tokens as bytes: a 12-byte header (magic, codec, tokens,
+    width), then FP32 or FP16 values, or for INT8 one FP16 scale per token (its largest magnitude / 127) and the
+    values rounded to int8."""
+    import struct
+
+    if codec not in _VISION_CODECS:
+        raise CeprError(f"vision codec must be one of {', '.join(_VISION_CODECS)}, not {codec!r}")
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise CeprError(f"vision tokens must be (tokens, width), got {x.shape}")
+    head = VISION_MAGIC + struct.pack("<BBHH", _VISION_CODECS[codec], 0, *x.shape)
+    if codec == "f32":
+        return head + x.tobytes()
+    if codec == "fp16":
+        return head + x.astype(np.float16).tobytes()
+    scale = (np.abs(x).max(axis=1) / 127.0).astype(np.float16)
+    safe = np.where(scale > 0, scale.astype(np.float32), 1.0)[:, None]
+    q = np.clip(np.rint(x / safe), -127, 127).astype(np.int8)
+    return head + scale.tobytes() + q.tobytes()
+
+
+def decode_vision(blob: bytes) -> np.ndarray:
+    """The float32 (tokens, width) array ``encode_vision`` wrote; a clear error for anything else."""
+    import struct
+
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) < 12 or blob[:6] != VISION_MAGIC:
+        raise CeprError("not a vision-token payload (it must start with the CEPRV1 header)")
+    code, _, n, d = struct.unpack("<BBHH", blob[6:12])
+    names = {v: k for k, v in _VISION_CODECS.items()}
+    if code not in names:
+        raise CeprError(f"vision-token payload with an unknown codec id {code}")
+    body, codec = memoryview(blob)[12:], names[code]
+    want = {"f32": 4 * n * d, "fp16": 2 * n * d, "int8": 2 * n + n * d}[codec]
+    if len(body) != want:
+        raise CeprError(f"vision-token payload of {n} x {d} {codec}: {len(body)} bytes, expected {want}")
+    if codec == "f32":
+        return np.frombuffer(body, np.float32).reshape(n, d).copy()
+    if codec == "fp16":
+        return np.frombuffer(body, np.float16).reshape(n, d).astype(np.float32)
+    scale = np.frombuffer(body[:2 * n], np.float16).astype(np.float32)
+    return np.frombuffer(body[2 * n:], np.int8).reshape(n, d).astype(np.float32) * scale[:, None]
+
+
 # ---- the decoder in llama.cpp, the projected tokens as embeddings ----------------------------------------------
 
 class GroundedLlamaCpp:
@@ -295,6 +345,7 @@ class GroundedLlamaCpp:
                             f"{self.projector.out_width}")
         self.n_vocab = self.llm.n_vocab()
         self._frame_len = 0
+        self.embeddings: np.ndarray | None = None  # the current frame's projected tokens
 
     def close(self) -> None:
         self.llm.close()
@@ -323,11 +374,19 @@ class GroundedLlamaCpp:
         if tokens.shape != (self.spec.n_tokens, self.spec.token_width):
             raise CeprError(f"vision tokens {tokens.shape}; this model takes "
                             f"{(self.spec.n_tokens, self.spec.token_width)}")
+        self.set_frame_embeddings(self.projector(tokens))
+
+    def set_frame_embeddings(self, emb: np.ndarray) -> None:
+        """Evaluate BOS and already projected (cells, embedding width) tokens: what the ``features`` payload
+        carries to a decoder in the cloud."""
+        if emb.shape != (self.spec.n_tokens, self.llm.n_embd()):
+            raise CeprError(f"projected vision tokens {emb.shape}; this decoder takes "
+                            f"{(self.spec.n_tokens, self.llm.n_embd())}")
         self.llm.n_tokens = 0  # eval drops the cache past n_tokens
         self.llm.eval([self.llm.token_bos()])
-        emb = self.projector(tokens)
-        self._decode_embeddings(emb, 1)
+        self._decode_embeddings(np.asarray(emb, np.float32), 1)
         self.llm.n_tokens = self._frame_len = 1 + len(emb)
+        self.embeddings = np.asarray(emb, np.float32)
 
     def generate(self, text_ids: list[int], eos: int, max_tokens: int = MAX_RISK_TOKENS) -> list[int]:
         """Greedy continuation of the current frame and ``text_ids`` until ``eos`` (not returned) or

@@ -83,6 +83,10 @@ class CloudRequest:
     # this request's payload settings (cepr.cloud.payload.PayloadConfig), chosen per sample by the cloud module's
     # payload policy (cepr.dispatch.payload_policy); None: the backend's own ``payload`` setting
     payload: object | None = None
+    # the ``features`` payload: the grounded VLM's projected vision tokens, encoded by the payload's codec
+    # (cepr.llm.grounded.encode_vision), and the VLM whose projector made them
+    features: bytes | None = None
+    features_model: str | None = None
 
     def user_prompt(self) -> str:
         return f"{self.prompt}\nAllowed answers: {', '.join(self.answers)}."

@@ -1,14 +1,17 @@
-"""What one cloud request carries (``PayloadConfig``): the summary, the image, or both, and how the image is sent.
+"""What one cloud request carries (``PayloadConfig``): the summary, the image, or both, and how the image is sent;
+or the grounded VLM's projected vision tokens (``features``, FP16 or INT8).
 Encoding lives in :mod:`cepr.cloud.payload`; the settings live here because payload policies choose them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cepr.data.layout import parse_resolution
 
-MODES = ("summary", "summary+image", "image")
-CODECS = ("jpeg", "png", "webp")
+MODES = ("summary", "summary+image", "image", "features")
+IMAGE_CODECS = ("jpeg", "png", "webp")
+FEATURE_CODECS = ("fp16", "int8")  # the grounded VLM's projected vision tokens (``features``): cepr.llm.grounded
+CODECS = IMAGE_CODECS + FEATURE_CODECS
 
 
 class PayloadConfig(BaseModel):
@@ -35,6 +38,20 @@ class PayloadConfig(BaseModel):
             raise ValueError(f"codec must be one of {CODECS}, got {v!r}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _features_default_to_fp16(cls, data):
+        if isinstance(data, dict) and data.get("mode") == "features" and data.get("codec") is None:
+            data = {**data, "codec": "fp16"}
+        return data
+
+    @model_validator(mode="after")
+    def _codec_fits_the_mode(self):
+        want = FEATURE_CODECS if self.mode == "features" else IMAGE_CODECS
+        if self.codec not in want:
+            raise ValueError(f"payload {self.mode} takes codec {' or '.join(want)}, not {self.codec!r}")
+        return self
+
     @field_validator("resolution")
     @classmethod
     def _res(cls, v):
@@ -44,8 +61,13 @@ class PayloadConfig(BaseModel):
 
     @property
     def sends_image(self) -> bool:
-        return self.mode != "summary"
+        return self.mode in ("summary+image", "image")
 
     @property
     def sends_summary(self) -> bool:
-        return self.mode != "image"
+        return self.mode in ("summary", "summary+image")
+
+    @property
+    def sends_features(self) -> bool:
+        """The grounded VLM's projected vision tokens instead of the image (split computing)."""
+        return self.mode == "features"

@@ -51,6 +51,10 @@ class EdgeState(BaseModel):
     camera: dict  # Camera.to_dict()
     confidence: float | None = None  # the edge answer's calibrated confidence (fusion rules read it)
     distribution: dict[str, float] | None = None  # the edge's distribution over the task's answers
+    # the grounded VLM's projected vision tokens of the frame (cepr.llm.grounded.encode_vision, lossless F32) and
+    # the VLM that made them: what the ``features`` payload sends, for a decoder trained on them in the cloud
+    vision: bytes | None = None
+    vision_model: str | None = None
 
 
 class _Result(BaseModel):

@@ -327,7 +327,8 @@ def _line(i: int, sample: dict, result: list, label: str | None, cache_dir: Path
             log.warning("sweep cache: no ground truth for sample %d (%s): %s", i, label, e)
     return {"index": i, "key": sample.get("key"), "task": task, "truth": truth,
             "edge": EdgeResult.check(edge, "the edge model").as_json(),
-            "edge_state": state.model_dump() if hasattr(state, "model_dump") else state,
+            # the vision tokens (binary) stay out: the cached cloud result already answered from them
+            "edge_state": state.model_dump(exclude={"vision"}) if hasattr(state, "model_dump") else state,
             "cloud": CloudRecord.check(cloud, "the cloud model").as_json(), "mask": mask_rel}
 
 
