@@ -17,7 +17,8 @@ from recorded_answers import check_recorded_answers
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {"edge-planner", "edge-grounded-q8_0", "edge-grounded-q4_0", "cloud-reference", "threshold-planner-reference",
-         "threshold-grounded-reference", "crossentropy-grounded-reference", "edge-vlm-small-q8_0", "cloud-vlm-base"}
+         "threshold-grounded-reference", "crossentropy-grounded-reference", "cloud-grounded-features-fp16",
+         "cloud-grounded-features-int8", "edge-vlm-small-q8_0", "cloud-vlm-base"}
 
 
 def _job(tmp_path: Path, index_dir: Path) -> Path:
@@ -86,6 +87,11 @@ def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
                 if '"edge-grounded-q8_0"' in p.read_text())
     lines = [json.loads(x) for x in (case.parent / "samples.jsonl").read_text().splitlines() if x.strip()]
     assert lines and all(x["edge"]["reasoner"] == want for x in lines), lines[0]
+    # split computing: the projected tokens travel (fewer bytes in INT8), the cloud's decoder answers
+    fp16, int8 = by["cloud-grounded-features-fp16"], by["cloud-grounded-features-int8"]
+    for r in (fp16, int8):
+        assert float(r["edge_ratio"]) == 0.0 and float(r["cloud_error"]) == 0 and r["cloudmodel-payload"] == "features"
+    assert 0 < float(int8["uplink_bytes"]) < float(fp16["uplink_bytes"]) < float(by["cloud-reference"]["uplink_bytes"])
     r = by["cloud-vlm-base"]
     assert r["cloudmodel-server_model"] == "cepr-vlm-base-q4_0"
     assert float(r["edge_ratio"]) == 0.0 and float(r["ttft_mean"]) > 0 and float(r["cloud_error"]) == 0, r
