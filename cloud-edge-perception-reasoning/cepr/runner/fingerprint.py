@@ -6,7 +6,9 @@ They go into the case id (so a changed input gives a new case folder, never a re
 * **models**: sha256 (first 16 hex digits) of every model file cepr can know a case uses: the edge module's model
   and planner calibration (shipped names resolve through :func:`cepr.edge.models.model_path`; ``model: auto``
   counts both shipped edge models and their calibrations), and the cloud expert's model when cepr serves it
-  (``base_url: auto`` or ``backend: inprocess``). A user module's ``model``/``calibration``/``expert_model``
+  (``base_url: auto`` or ``backend: inprocess``); with ``reasoner: grounded``, the grounded VLM's files (its
+  decoder of ``vlm_quant``, projector, spec and tokenizer; ``vlm_model: auto`` counts the VLM of each edge model
+  it may run), and a cloud ``backend: grounded``'s named VLM. A user module's ``model``/``calibration``/``expert_model``
   hyperparameter that names an existing file is hashed too.
 * **data**: sha256 of the test index file's bytes, plus the size and modification time (ns) of every file it lists
   (both columns, every line), plus the bytes of the set's ``dataset.json`` manifest where there is one (the
@@ -65,6 +67,8 @@ def _edge_files(hps: dict) -> dict[str, Path | None]:
     out: dict[str, Path | None] = {}
     for n in names:
         out[f"model:{n}"] = _resolve(n)
+        if hps.get("reasoner") == "grounded":  # the grounded VLM that reads this model's pass
+            out.update(_edge_vlm_files(n, hps))
         if cal in NO_CALIBRATION:
             continue
         if cal == AUTO:
@@ -79,11 +83,37 @@ def _edge_files(hps: dict) -> dict[str, Path | None]:
     return out
 
 
+def _edge_vlm_files(model: str, hps: dict) -> dict[str, Path | None]:
+    vlm = str(hps.get("vlm_model", AUTO))
+    if vlm == AUTO:
+        from cepr.edge.models import grounded_for_encoder
+
+        try:
+            vlm = grounded_for_encoder(model)
+        except Exception:  # noqa: BLE001 - no shipped VLM reads this model: reported when the case is built
+            return {}
+    return _grounded_files(vlm, str(hps.get("vlm_quant", "q8_0")))
+
+
+def _grounded_files(vlm: str, quant: str) -> dict[str, Path | None]:
+    """A grounded VLM's files (the decoder of ``quant``, the projector, its spec and tokenizer)."""
+    from cepr.edge.models import grounded_path
+
+    try:
+        folder = grounded_path(vlm)
+    except Exception:  # noqa: BLE001 - a bad name is reported by check_test_cases, not here
+        return {f"vlm:{vlm}": None}
+    return {f"vlm:{vlm}/{f}": folder / f
+            for f in (f"decoder-{quant}.gguf", "projector.npz", "grounded.json", "tokenizer.json")}
+
+
 def _cloud_files(hps: dict) -> dict[str, Path | None]:
     backend = hps.get("backend", "openai")
     if backend == "inprocess" or (backend == "openai" and hps.get("base_url", "auto") == "auto"):
         name = hps.get("expert_model", "cloud")
         return {f"expert_model:{name}": _resolve(name)}
+    if backend == "grounded" and hps.get("vlm_model", "auto") != "auto":  # auto: the edge's VLM, counted there
+        return _grounded_files(str(hps["vlm_model"]), str(hps.get("vlm_quant", "q8_0")))
     return {}
 
 
