@@ -132,21 +132,34 @@ def check_against_llamacpp(folder: str | Path, gguf_model: str = "gemma3-270m", 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     if peft is not None:
         model = lora.load_merged(model, peft).eval()
+    # every position's logits only when every position is compared: over Gemma's vocabulary they cost most of the
+    # check; for the ``last`` positions llama.cpp reads them one decode at a time (its output for the last token)
     llm = Llama(model_path=str(llm_path(gguf_model)), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-                logits_all=True, verbose=False, type_k=0, type_v=0,
+                logits_all=last is None, verbose=False, type_k=0, type_v=0,
                 lora_path=str(gguf_lora) if gguf_lora is not None else None)
     try:
         ids = llm.tokenize(prompt.encode(), add_bos=True, special=False)
         hf_ids = [tok.bos_token_id, *tok.encode(prompt, add_special_tokens=False)]
         keep = len(ids) if last is None else max(1, min(int(last), len(ids)))
-        with torch.no_grad():
-            hf = model(torch.tensor([ids]), logits_to_keep=keep).logits[0].numpy()
         llm.reset()
-        llm.eval(ids)
-        cpp = np.array(llm.scores[len(ids) - keep: len(ids)], dtype=np.float32)
+        if last is None:
+            llm.eval(ids)
+            cpp = np.array(llm.scores[:len(ids)], dtype=np.float32)
+        else:
+            import llama_cpp
+
+            if len(ids) > keep:
+                llm.eval(ids[:len(ids) - keep])
+            rows = []
+            for t in ids[len(ids) - keep:]:
+                llm.eval([t])
+                rows.append(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                                  shape=(llm.n_vocab(),)).copy())
+            cpp = np.array(rows, dtype=np.float32)
         hf_greedy = []
-        with torch.no_grad():  # greedy with the KV cache, the output layer on the last position only
-            out = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+        with torch.no_grad():  # one pass: the compared logits, then greedy on its KV cache (last position only)
+            out = model(torch.tensor([ids]), use_cache=True, logits_to_keep=keep)
+            hf = out.logits[0].float().numpy().copy()
             for _ in range(greedy_tokens):
                 nxt = int(out.logits[0, -1].argmax())
                 hf_greedy.append(nxt)
