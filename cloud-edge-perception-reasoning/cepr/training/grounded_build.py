@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cepr.errors import CeprError
+from cepr.training.grounded_train import check_decoder_shape
 
 INSTALLED = ("grounded.json", "projector.npz", "decoder-q8_0.gguf", "decoder-q4_0.gguf")
 
@@ -49,10 +50,7 @@ class BuildConfig(BaseModel):
 
     @model_validator(mode="after")
     def _heads_fill_the_width(self):
-        if self.heads * self.head_dim != self.hidden or self.heads % self.kv_heads:
-            raise ValueError(f"heads x head_dim must equal hidden and kv_heads divide heads (llama.cpp's layout): "
-                             f"{self.heads} x {self.head_dim} != {self.hidden} or {self.heads} % {self.kv_heads}")
-        return self
+        return check_decoder_shape(self)
 
 
 def _sha256(path: Path) -> str:

@@ -171,6 +171,15 @@ def extract_features(data: str, split: str, encoder: str = "edge-int8", frames: 
 
 # ---- the model -----------------------------------------------------------------------------------------------
 
+def check_decoder_shape(cfg):
+    """A config's decoder in llama.cpp's layout (heads x head_dim = hidden, kv_heads dividing heads), for the
+    configs' validators."""
+    if cfg.heads * cfg.head_dim != cfg.hidden or cfg.heads % cfg.kv_heads:
+        raise ValueError(f"heads x head_dim must equal hidden and kv_heads divide heads (llama.cpp's layout): "
+                         f"{cfg.heads} x {cfg.head_dim} != {cfg.hidden} or {cfg.heads} % {cfg.kv_heads}")
+    return cfg
+
+
 class TrainGroundedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -206,10 +215,7 @@ class TrainGroundedConfig(BaseModel):
 
     @model_validator(mode="after")
     def _heads_fill_the_width(self):
-        if self.heads * self.head_dim != self.hidden or self.heads % self.kv_heads:
-            raise ValueError(f"heads x head_dim must equal hidden and kv_heads divide heads (llama.cpp's layout): "
-                             f"{self.heads} x {self.head_dim} != {self.hidden} or {self.heads} % {self.kv_heads}")
-        return self
+        return check_decoder_shape(self)
 
     def training_key(self) -> dict:
         return self.model_dump(exclude={"steps", "max_minutes", "threads", "progress", "checkpoint_every", "out",
