@@ -81,5 +81,30 @@ def test_llm_job_end_to_end(tiny_data, tmp_path, gemma_hf_cache):
         assert float(r["tokens_per_s_mean"]) > 0 and float(r["inter_token_mean"]) > 0, r
     assert float(by["edge-gemma"]["edge_ratio"]) == 1.0
     assert 0 < float(by["cloud-gemma-vllm-ngram"]["spec_acceptance"]) <= 1  # vLLM's /metrics
+    _check_acceptance_records(root / "workspace" / "cepr-llm" / "cloud-gemma-vllm-ngram")
     assert by["cloud-gemma-vllm"]["spec_acceptance"] == ""  # no speculation, nothing measured: NaN, written empty
     check_recorded_answers(root / "workspace" / "cepr-llm", "llm_job_tiny_1")
+
+
+def _check_acceptance_records(case_dir: Path) -> None:
+    """The speculating case's acceptance, per request (vLLM's counters around each one) and per case (their
+    sum), and the resources of vLLM's own processes (API server, engine core), not only cepr's wrapper."""
+    import json
+
+    from cepr.servers.vllm_server import acceptance_rate
+
+    lines = [json.loads(x) for f in case_dir.rglob("samples.jsonl") for x in f.read_text().splitlines()]
+    assert lines
+    for rec in lines:
+        c = rec["cloud"]
+        assert c["status"] == "ok" and c["completion_tokens"] > 0, c
+        assert c["spec_after"]["draft_tokens"] >= c["spec_before"]["draft_tokens"]
+        assert c["spec_acceptance"] == acceptance_rate(c["spec_before"], c["spec_after"])
+    record = json.loads(next(case_dir.rglob("record.json")).read_text())
+    stats = record["cloud_server"]
+    assert stats["server"] == "vllm" and stats["speculative"]["method"] == "ngram"
+    for k in ("draft_tokens", "accepted_tokens"):  # one request at a time: the case's counts add up the requests'
+        assert stats[k] == sum(r["cloud"]["spec_after"][k] - r["cloud"]["spec_before"][k] for r in lines)
+    assert stats["draft_tokens"] > 0 and stats["acceptance_rate"] == stats["accepted_tokens"] / stats["draft_tokens"]
+    seen = [k for k, v in record["resources"].items() if k.startswith("cloud server") and v]
+    assert len(seen) >= 2 and max(record["resources"][k]["peak_rss_mb"] for k in seen) > 500, record["resources"]
