@@ -338,7 +338,104 @@ def test_features_payload_splits_the_vlm_between_edge_and_cloud(built, tiny_data
             assert c["cloud_answer"] == e["answer"] and abs(c["confidence"] - e["confidence"]) < 0.01
     with pytest.raises(CeprError, match="goes with backend: grounded"):
         CloudModule(payload="features")
-    with pytest.raises(CeprError, match="goes with backend: grounded"):
+    with pytest.raises(CeprError, match="backend: grounded reads payload: features .* not 'summary'"):
         CloudModule(backend="grounded", payload="summary")
     with pytest.raises(CeprError, match="takes codec fp16 or int8"):
         CloudModule(backend="grounded", payload="features", codec="jpeg")
+
+
+def _option_logprobs(engine, prompts, tokens: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Each task's option log-probabilities and the risk summary of one frame on one engine."""
+    from cepr.data.tasks import TASK_NAMES
+
+    engine.set_frame(tokens.astype(np.float32))
+    rows = [np.log(option_probabilities(engine.next_logits(prompts.text_ids(t, None))[prompts.option_ids(t)]))
+            for t in TASK_NAMES]
+    return rows, prompts.decode(engine.generate(prompts.risk_ids, prompts.eos))
+
+
+def test_transformers_reads_a_shipped_decoder_made_from_its_gguf(tiny_data, tmp_path, monkeypatch):
+    """A shipped VLM carries its decoder as GGUF only: the Q8_0 file becomes a Hugging Face folder once (weights
+    dequantized, rotary rows back in Hugging Face order), and transformers on it picks llama.cpp's options with
+    llama.cpp's probabilities and writes the same risk summary, task after task on one cached frame."""
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from cepr.edge.models import grounded_path
+    from cepr.errors import CeprError
+    from cepr.llm.grounded import load_prompts
+    from cepr.llm.grounded_engines import decoder_hf_folder, open_engine
+    from cepr.training.grounded_train import extract_features
+
+    folder = grounded_path("grounded-edge-rgb")
+    hf = decoder_hf_folder(folder)
+    assert hf.parent == tmp_path / "cepr" / "grounded-hf" and (hf / "model.safetensors").is_file()
+    stamp = (hf / "model.safetensors").stat().st_mtime_ns
+    assert decoder_hf_folder(folder) == hf and (hf / "model.safetensors").stat().st_mtime_ns == stamp  # made once
+    fs = extract_features(str(tiny_data), "test", "edge-rgb-int8", frames=2, progress=False)
+    prompts, _ = load_prompts(folder)
+    engines = [open_engine(folder, "llamacpp"), open_engine(folder, "transformers")]
+    try:
+        for i in range(len(fs)):
+            (a, reason_a), (b, reason_b) = (_option_logprobs(e, prompts, fs.tokens[i]) for e in engines)
+            for x, y in zip(a, b):
+                assert x.argmax() == y.argmax() and np.abs(x - y).max() < 0.05, (x, y)
+            assert reason_a == reason_b and reason_a
+    finally:
+        for e in engines:
+            e.close()
+    with pytest.raises(CeprError, match="neither a decoder/ folder"):
+        decoder_hf_folder(tmp_path)
+    with pytest.raises(CeprError, match="unknown engine 'tensorrt'"):
+        open_engine(folder, "tensorrt")
+
+
+def test_backend_grounded_runs_its_own_encoder_on_an_image_payload(built, tiny_data):
+    """payload: image: the cloud decodes the JPEG as it was sent, runs the VLM's own encoder on it, pools and
+    projects, and answers as the same VLM does on those tokens by hand; a VLM on an RGB-D encoder refuses an image
+    (it carries no depth); backend: grounded takes no summary payload."""
+    import cv2
+
+    from cepr.cloud.module import CloudModule
+    from cepr.cloud.payload import encode_image
+    from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
+    from cepr.data.tasks import get_task
+    from cepr.edge.models import grounded_path, model_path
+    from cepr.edge.runtime import SegmentationModel
+    from cepr.errors import CeprError
+    from cepr.llm.grounded import GroundedLlamaCpp, load_prompts
+    from cepr.records.payload import PayloadConfig
+
+    f = CloudRoboticsDataset(find_index(str(tiny_data), split="test")).frames[0]
+    sample = {"key": "k0", "task": "action", "rgb": str(f.rgb_path), "label": str(f.label_path)}
+    cloud = CloudModule(backend="grounded", vlm_model="grounded-edge-rgb", payload="image", quality=80,
+                        emulate_link=False)
+    try:
+        c = cloud.inference(sample)
+    finally:
+        cloud.cleanup()
+    assert c["status"] == "ok" and c["model"] == "grounded-edge-rgb-q8_0", c
+    sent = encode_image(cv2.cvtColor(cv2.imread(str(f.rgb_path)), cv2.COLOR_BGR2RGB),
+                        PayloadConfig(mode="image", quality=80))
+    assert c["payload_bytes"]["image"] == len(sent.data_url()) < c["bytes_up"]
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(sent.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    seg = SegmentationModel(model_path("edge-rgb-int8"))(rgb, None, features=True)
+    folder = grounded_path("grounded-edge-rgb")
+    prompts, spec = load_prompts(folder)
+    g = GroundedLlamaCpp(folder)
+    try:
+        g.set_frame(vision_tokens(seg.features, seg.logits, None, spec.grid))
+        p = option_probabilities(g.next_logits(prompts.text_ids("action", None))[prompts.option_ids("action")],
+                                 spec.temperature)
+    finally:
+        g.close()
+    assert c["cloud_answer"] == get_task("action").answers[int(p.argmax())]
+    assert c["confidence"] == pytest.approx(float(p.max()), abs=1e-3)
+    rgbd = CloudModule(backend="grounded", vlm_model=str(built[0] / "install" / "grounded-edge"), payload="image",
+                       emulate_link=False)
+    try:
+        bad = rgbd.inference(sample)
+    finally:
+        rgbd.cleanup()
+    assert bad["status"] == "error" and "reads depth" in bad["reason"], bad
+    with pytest.raises(CeprError, match="engine must be one of llamacpp, transformers, vllm"):
+        CloudModule(backend="grounded", payload="image", engine="tgi")

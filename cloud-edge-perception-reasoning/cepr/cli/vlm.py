@@ -177,18 +177,23 @@ def _add_grounded(s) -> None:
                      "Examples:\n"
                      "  cepr vlm eval                    # every shipped grounded VLM, llama.cpp Q8_0\n"
                      "  cepr vlm eval grounded-edge --engine llamacpp-q8_0 llamacpp-q4_0\n"
+                     "  cepr vlm eval grounded-cloud --engine transformers llamacpp-q8_0 vllm   # engines agree?\n"
                      "  cepr vlm eval --data datasets/cloud-robotics-synth --split test runs/grounded-edge"))
-    e.add_argument("models", nargs="*", help="shipped grounded VLM names (grounded-edge, grounded-edge-rgb) or cepr "
-                                             "vlm train-grounded folders; none: every shipped one")
+    e.add_argument("models", nargs="*", help="shipped grounded VLM names (grounded-edge, grounded-edge-rgb, "
+                                             "grounded-cloud) or cepr vlm train-grounded folders; none: every "
+                                             "shipped one")
     e.add_argument("--data", default="datasets/cloud-robotics-synth", help="dataset root, resolution dir or index")
     e.add_argument("--split", default="test", help="the split scored")
     e.add_argument("--frames", type=int, default=None, help="only the first N frames")
     e.add_argument("--engine", nargs="+", default=None,
-                   choices=["transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0"],
+                   choices=["transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0", "vllm"],
                    help="decoder engines (default: transformers for a training run's folder, llamacpp-q8_0 for a "
-                        "shipped one); a llama.cpp row of a run folder also reports its agreement with "
-                        "transformers and the largest option log-probability gap; a llama.cpp row of a model "
-                        "trained with risk summaries also scores them (reason_* columns)")
+                        "shipped one). vllm: vLLM's OpenAI server on loopback, fed prompt embeddings (needs "
+                        "scripts/install_vllm_cpu.sh); transformers and vllm read a shipped VLM's Q8_0 decoder "
+                        "as a Hugging Face folder made once into ~/.cache/cepr. With transformers asked for (or a "
+                        "run folder), every other engine's row reports its agreement with transformers and the "
+                        "largest option log-probability gap; a llama.cpp row of a model trained with risk "
+                        "summaries also scores them (reason_* columns)")
     e.add_argument("--threads", type=int, default=1, help="threads of each engine (ms_per_answer is measured "
                                                          "with them)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -256,6 +261,8 @@ def cmd_eval(a) -> int:
                        engines=tuple(a.engine) if a.engine else None, threads=a.threads)
     cols = ["model", "engine", "side", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "planner_accuracy",
             "majority_accuracy", "ece", "p_vs_planner", "ms_per_answer"]
+    if any("agreement_with_transformers" in r for r in rows):
+        cols += ["agreement_with_transformers", "max_logprob_gap"]
     if any("reason_hazard_f1" in r for r in rows):
         cols += ["reason_hazard_f1", "reason_distance_mae_m", "reason_action_agreement"]
     print("| " + " | ".join(cols) + " |")

@@ -28,7 +28,8 @@ BACKEND_REGISTRY.add_lazy("transformers", "cepr.cloud.transformers_backend:Trans
 # vLLM's offline engine (vllm.LLM), in this process or in a worker with vLLM's own python (cepr.llm.vllm_env)
 BACKEND_REGISTRY.add_lazy("vllm", "cepr.cloud.vllm_backend:VllmBackend",
                           config_model="cepr.cloud.vllm_backend:VllmConfig")
-# a grounded VLM's decoder in this process, fed the edge's projected vision tokens (payload: features; llm extra)
+# a grounded VLM in the cloud: an image through its encoder, or the edge's projected vision tokens (payload: features);
+# the decoder in llama.cpp, transformers or vLLM with prompt embeddings (llm extra)
 BACKEND_REGISTRY.add_lazy("grounded", "cepr.cloud.grounded_backend:GroundedCloudBackend",
                           config_model="cepr.cloud.grounded_backend:GroundedCloudConfig")
 BACKENDS = BACKEND_REGISTRY.view()

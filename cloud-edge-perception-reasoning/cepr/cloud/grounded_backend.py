@@ -1,12 +1,18 @@
-"""``backend: grounded``: a grounded VLM's decoder in the cloud, fed the edge's projected vision tokens.
+"""``backend: grounded``: a grounded VLM in the cloud, fed an image or the edge's projected vision tokens.
 
-Split computing: the edge runs the segmentation encoder and the grounded VLM's projector, the request carries
-the projected tokens (``payload: features``, FP16 or INT8, base64 in the JSON body like an image's data URL), and
-the cloud runs a decoder trained on those tokens, in llama.cpp in-process (``vlm_threads`` threads). With
-``vlm_model: auto`` it loads the VLM the edge named in the request (the one whose projector made the tokens);
-a shipped name or a ``cepr vlm train-grounded`` folder pins one, which must take the same token width. Its reply
-is what a chat server's would be: the answer, the calibrated confidence and, for a model trained with them, the
-risk summary as the reason. Byte counts are those of the JSON request and reply bodies (no HTTP framing).
+* ``payload: features`` (split computing): the edge runs the segmentation encoder and the grounded VLM's
+  projector, the request carries the projected tokens (FP16 or INT8, base64 in the JSON body like an image's
+  data URL), and the cloud runs a decoder trained on those tokens. With ``vlm_model: auto`` it loads the VLM the
+  edge named in the request (the one whose projector made the tokens).
+* ``payload: image`` (JPEG, PNG or WebP, at the payload's resolution): the cloud decodes the image as sent, runs
+  the VLM's own encoder on it (``grounded-cloud``: the w32 cloud encoder; the default for ``vlm_model: auto``),
+  pools and projects its vision tokens, and decodes.
+
+The decoder runs on ``engine``: llama.cpp in-process (``vlm_quant``, ``vlm_threads`` threads), transformers
+in-process, or vLLM's OpenAI server started on loopback with prompt embeddings (``cepr.llm.grounded_engines``).
+A shipped name or a ``cepr vlm train-grounded`` folder pins the VLM, which must take the same token width. The
+reply is what a chat server's would be: the answer, the calibrated confidence and, for a model trained with them,
+the risk summary as the reason. Byte counts are those of the JSON request and reply bodies (no HTTP framing).
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from cepr.errors import CeprError
 from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
 QUANTS = ("q8_0", "q4_0", "f32")
+CLOUD_VLM = "grounded-cloud"  # what vlm_model: auto loads for an image payload
 
 
 class GroundedCloudConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    vlm_model: str = Field("auto", description="auto: the VLM the edge names; or a shipped name or a folder")
-    vlm_quant: str = "q8_0"
+    vlm_model: str = Field("auto", description="auto: the VLM the edge names (features) or grounded-cloud "
+                                               "(an image); or a shipped name or a folder")
+    engine: str = Field("llamacpp", description="llamacpp, transformers or vllm (prompt embeddings)")
+    vlm_quant: str = Field("q8_0", description="the decoder GGUF llama.cpp reads")
     vlm_threads: int = Field(1, ge=1)
+    vllm_python: str | None = Field(None, description="vLLM's python (default: as cepr serve vllm finds it)")
     reason: bool = Field(True, description="write the risk summary as the reply's reason (a model trained to)")
     payload: PayloadConfig = PayloadConfig(mode="features")
 
@@ -40,11 +50,20 @@ class GroundedCloudConfig(BaseModel):
             raise ValueError(f"vlm_quant must be one of {', '.join(QUANTS)}, not {v!r}")
         return v
 
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v):
+        from cepr.llm.grounded_engines import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {v!r}")
+        return v
+
     @field_validator("payload")
     @classmethod
-    def _features_only(cls, v):
-        if not v.sends_features:
-            raise ValueError(f"backend grounded reads the features payload only, not {v.mode!r}")
+    def _features_or_image(cls, v):
+        if v.mode not in ("features", "image"):
+            raise ValueError(f"backend grounded reads the features or the image payload, not {v.mode!r}")
         return v
 
 
@@ -58,10 +77,13 @@ class GroundedCloudBackend:
 
             grounded_path(self.cfg.vlm_model)  # a bad name fails before any case runs
         self._engines: dict[str, tuple] = {}
+        self._encoders: dict[str, object] = {}
 
-    def _engine(self, requested: str | None):
+    def engine_for(self, requested: str | None):
+        """(engine, prompts, spec) of the VLM ``vlm_model`` names, or ``requested`` under auto; opened once."""
         from cepr.edge.models import grounded_path
-        from cepr.llm.grounded import GroundedLlamaCpp, load_prompts
+        from cepr.llm.grounded import load_prompts
+        from cepr.llm.grounded_engines import open_engine
 
         name = self.cfg.vlm_model if self.cfg.vlm_model != "auto" else requested
         if not name:
@@ -69,21 +91,53 @@ class GroundedCloudBackend:
         folder = str(grounded_path(name))
         if folder not in self._engines:
             prompts, spec = load_prompts(folder)
-            self._engines[folder] = (GroundedLlamaCpp(folder, quant=self.cfg.vlm_quant,
-                                                      threads=self.cfg.vlm_threads), prompts, spec)
+            self._engines[folder] = (open_engine(folder, self.cfg.engine, self.cfg.vlm_quant, self.cfg.vlm_threads,
+                                                 self.cfg.vllm_python), prompts, spec)
         return self._engines[folder]
 
+    def _image_embeddings(self, data: bytes, engine, spec) -> np.ndarray:
+        """The image as the cloud received it, through the VLM's encoder, pooled and projected."""
+        import cv2
+
+        from cepr.edge.models import model_path
+        from cepr.edge.runtime import SegmentationModel
+        from cepr.llm.grounded import vision_tokens
+
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CeprError("the request's image could not be decoded")
+        if spec.encoder not in self._encoders:
+            self._encoders[spec.encoder] = SegmentationModel(model_path(spec.encoder), threads=self.cfg.vlm_threads)
+        model = self._encoders[spec.encoder]
+        if model.use_depth:
+            raise CeprError(f"{spec.encoder} reads depth; an image payload carries none (use payload: features)")
+        seg = model(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, features=True)
+        return engine.projector(vision_tokens(seg.features, seg.logits, None, spec.grid))
+
     def infer(self, req: CloudRequest) -> CloudResult:
+        from cepr.cloud.payload import encode_image
         from cepr.llm.grounded import decode_vision, option_probabilities
 
         t0 = time.perf_counter()
-        if req.features is None:
-            return CloudResult("error", reason="the request carries no vision tokens (payload: features)")
-        body = json.dumps({"model": self.cfg.vlm_model, "task": req.task, "prompt": req.user_prompt(),
-                           "features_model": req.features_model, "features": features_field(req.features)})
+        payload = req.payload or self.cfg.payload
+        if payload.sends_features:
+            if req.features is None:
+                return CloudResult("error", reason="the request carries no vision tokens (payload: features)")
+            body = json.dumps({"model": self.cfg.vlm_model, "task": req.task, "prompt": req.user_prompt(),
+                               "features_model": req.features_model, "features": features_field(req.features)})
+        elif req.image is None:
+            return CloudResult("error", reason="the request carries no image (payload: image)")
+        else:
+            image = encode_image(req.image, payload)
+            body = json.dumps({"model": self.cfg.vlm_model, "task": req.task, "prompt": req.user_prompt(),
+                               "image": image.data_url()})
         try:
-            emb = decode_vision(req.features)
-            engine, prompts, spec = self._engine(req.features_model)
+            if payload.sends_features:
+                engine, prompts, spec = self.engine_for(req.features_model)
+                emb = decode_vision(req.features)
+            else:
+                engine, prompts, spec = self.engine_for(CLOUD_VLM)
+                emb = self._image_embeddings(image.data, engine, spec)
             engine.set_frame_embeddings(emb)
         except CeprError as e:
             return CloudResult("error", reason=str(e), timings=Timings(total_ms=1e3 * (time.perf_counter() - t0)),
@@ -99,7 +153,7 @@ class GroundedCloudBackend:
         text = json.dumps({"answer": req.answers[k], "reason": reason, "confidence": round(float(probs[k]), 4)})
         down = len(json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}))
         usage = Usage(1 + len(emb) + len(text_ids), completion, counted="server")
-        model = f"{engine.folder.name}-{self.cfg.vlm_quant}"
+        model = f"{engine.folder.name}-" + (self.cfg.vlm_quant if self.cfg.engine == "llamacpp" else self.cfg.engine)
         return CloudResult("ok", req.answers[k], reason, round(float(probs[k]), 4), text, usage,
                            Timings(total_ms=1e3 * (time.perf_counter() - t0)), len(body), down, model)
 
@@ -107,3 +161,4 @@ class GroundedCloudBackend:
         for engine, _, _ in self._engines.values():
             engine.close()
         self._engines.clear()
+        self._encoders.clear()

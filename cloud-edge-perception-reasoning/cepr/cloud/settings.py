@@ -289,9 +289,14 @@ def _from_flat(hps: dict) -> CloudSettings:
                                 quality=int(hps.get("quality", 85)))
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise CeprError(f"{WHERE}: bad payload settings: {e}") from None
-    if (payload.sends_features or any(p.sends_features for p in _possible(hps, payload))) != (name == "grounded"):
+    possible = [payload, *_possible(hps, payload)]
+    if any(p.sends_features for p in possible) and name != "grounded":
         raise CeprError(f"{WHERE}: payload: features (the grounded VLM's vision tokens) goes with backend: grounded "
-                        "(its decoder in the cloud), and backend: grounded takes only it")
+                        "(its decoder in the cloud)")
+    if name == "grounded" and any(p.mode not in ("features", "image") for p in possible):
+        bad = next(p.mode for p in possible if p.mode not in ("features", "image"))
+        raise CeprError(f"{WHERE}: backend: grounded reads payload: features (the edge's vision tokens) or "
+                        f"payload: image (its own encoder runs on it), not {bad!r}")
     if name == "openai" and not backend.auto and "model" not in backend.options:
         raise CeprError(f"{WHERE}: the openai backend needs `model` (the served model's name)")
     if hps.get("server_metrics_url") is not None and (name != "openai" or backend.auto):

@@ -52,16 +52,24 @@ def majority_answers(data: str, split: str) -> dict[str, str]:
     return out
 
 
-ENGINES = ("transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0")
+ENGINES = ("transformers", "llamacpp-f32", "llamacpp-q8_0", "llamacpp-q4_0", "vllm")
 
 
 def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", threads: int = 1):
-    """({task: (frames, options) letter logits}, ms per answer, spec) of one engine on every frame of ``fs``; the
-    time covers the decoder (and the projector), the frame's vision tokens counted once per frame."""
+    """({task: (frames, options) letter scores}, ms per answer, spec) of one engine on every frame of ``fs``; the
+    time covers the decoder (and the projector), the frame's vision tokens counted once per frame. ``transformers``
+    on a run folder batches frames (packed); on a shipped VLM, and for llama.cpp and vLLM (prompt embeddings through
+    its OpenAI server, log-probabilities), one frame at a time as a server meets them."""
+    from pathlib import Path
+
+    from cepr.llm.grounded_engines import open_engine
+
     prompts, spec = load_prompts(folder)
     if fs.meta["encoder"] != spec.encoder:
         raise CeprError(f"{folder} reads {spec.encoder}; these features come from {fs.meta['encoder']}")
-    if engine == "transformers":
+    if engine not in ENGINES:
+        raise CeprError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine == "transformers" and (Path(folder) / "decoder" / "config.json").is_file():
         import torch
 
         model, prompts, spec = load(folder)
@@ -69,11 +77,8 @@ def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", thr
         t0 = time.perf_counter()
         logits = option_logits(model, fs, prompts, spec.with_summary, batch=1)
         return logits, 1e3 * (time.perf_counter() - t0) / (len(fs) * len(TASK_NAMES)), spec
-    if not engine.startswith("llamacpp-") or engine not in ENGINES:
-        raise CeprError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    from cepr.llm.grounded import GroundedLlamaCpp
-
-    g = GroundedLlamaCpp(folder, quant=engine.split("-", 1)[1], threads=threads)
+    kind, _, quant = engine.partition("-")
+    g = open_engine(folder, kind, quant or "q8_0", threads)
     out = {t: [] for t in TASK_NAMES}
     try:
         t0 = time.perf_counter()
@@ -168,8 +173,8 @@ def eval_models(folders: list[str] | None, data: str, split: str = "test", frame
                 majority_split: str = "val", progress: bool = True, engines=None, threads: int = 1) -> list[dict]:
     """One row per model and engine. ``folders``: shipped names or ``train-grounded`` folders (None or empty:
     every shipped grounded VLM); ``engines`` None: transformers where the folder has the decoder's ``decoder/``
-    (a training run), else llama.cpp Q8_0 (a shipped folder). Every llama.cpp row of a folder with ``decoder/``
-    carries its agreement with transformers."""
+    (a training run), else llama.cpp Q8_0 (a shipped folder). Every other engine's row carries its agreement
+    with transformers when transformers is asked for or the folder has ``decoder/``."""
     from pathlib import Path
 
     from cepr.edge.models import SHIPPED_GROUNDED, grounded_path
@@ -186,15 +191,12 @@ def eval_models(folders: list[str] | None, data: str, split: str = "test", frame
         f = str(grounded_path(name))
         has_hf = (Path(f) / "decoder" / "config.json").is_file()
         wanted = tuple(engines) if engines else (("transformers",) if has_hf else ("llamacpp-q8_0",))
-        if "transformers" in wanted and not has_hf:
-            raise CeprError(f"{name}: no decoder/ folder (a shipped model carries the GGUF decoders only); use the "
-                            "llamacpp-* engines, or the cepr vlm train-grounded run folder")
         spec = read_spec(f)
         if spec.encoder not in cache:
             cache[spec.encoder] = extract_features(data, split, spec.encoder, frames, tuple(spec.grid), progress)
         fs = cache[spec.encoder]
         reference = None
-        if has_hf and any(e != "transformers" for e in wanted):
+        if (has_hf or "transformers" in wanted) and any(e != "transformers" for e in wanted):
             row, reference = evaluate(f, fs, majority, "transformers", threads)
             if "transformers" in wanted:
                 rows.append(dict(row, model=name))
