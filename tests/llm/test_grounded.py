@@ -439,3 +439,36 @@ def test_backend_grounded_runs_its_own_encoder_on_an_image_payload(built, tiny_d
     assert bad["status"] == "error" and "reads depth" in bad["reason"], bad
     with pytest.raises(CeprError, match="engine must be one of llamacpp, transformers, vllm"):
         CloudModule(backend="grounded", payload="image", engine="tgi")
+
+
+def test_a_grounded_vlm_behind_cepr_serve_cloud_answers_as_in_process(tiny_data, tmp_path):
+    """server: grounded (base_url: auto starts `cepr serve cloud --vlm`): the openai backend sends the image, the
+    service runs the VLM's encoder and decoder, and every answer and confidence is the in-process backend's."""
+    from helpers import run_one_algorithm
+
+    common = {"payload": "image", "resolution": "640x480", "codec": "jpeg", "quality": 85, "link": "none"}
+    served = run_one_algorithm(tmp_path / "served", tiny_data, "cloud-only", limit=4, cloud={
+        **common, "server": "grounded", "server_vlm": "grounded-edge-rgb", "server_vlm_engine": "llamacpp",
+        "timeout_s": 60.0})
+    here = run_one_algorithm(tmp_path / "here", tiny_data, "cloud-only", limit=4, replace_cloud=True, cloud={
+        **common, "backend": "grounded", "vlm_model": "grounded-edge-rgb"})
+    assert len(served) == len(here) == 4
+    want = {(r["key"], r["task"]): r["cloud"] for r in here}
+    for r in served:
+        c, w = r["cloud"], want[(r["key"], r["task"])]
+        assert c["status"] == w["status"] == "ok" and c["model"] == "grounded-edge-rgb", c
+        assert c["cloud_answer"] == w["cloud_answer"] and c["confidence"] == pytest.approx(w["confidence"], abs=1e-3)
+        assert c["payload_bytes"] == w["payload_bytes"] and c["payload_bytes"]["image"] > 0
+
+
+def test_server_grounded_settings_are_checked_up_front():
+    from cepr.cloud.module import CloudModule
+    from cepr.errors import CeprError
+
+    CloudModule.check_hyperparameters(server="grounded", server_vlm="grounded-edge-rgb", payload="image")
+    with pytest.raises(CeprError, match="server_vlm: .*did you mean the shipped grounded VLM 'grounded-edge-rgb'"):
+        CloudModule.check_hyperparameters(server="grounded", server_vlm="grounded-edge-rbg", payload="image")
+    with pytest.raises(CeprError, match="server_vlm_engine.*llamacpp, transformers, vllm"):
+        CloudModule.check_hyperparameters(server="grounded", server_vlm_engine="tgi", payload="image")
+    with pytest.raises(CeprError, match="server_vlm only apply to server: grounded"):
+        CloudModule.check_hyperparameters(server_vlm="grounded-edge-rgb")

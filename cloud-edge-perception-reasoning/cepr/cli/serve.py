@@ -22,9 +22,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     c = ssub.add_parser(
         "cloud", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="the reference cloud expert behind an OpenAI-compatible API (not an LLM)",
+        help="the reference cloud expert (or a grounded VLM, --vlm) behind an OpenAI-compatible API",
         description="Serve the reference cloud expert: the cloud reference segmentation model plus the planner "
-                    "behind /v1/chat/completions. It is NOT a language model. Needs the serve extra.")
+                    "behind /v1/chat/completions. It is NOT a language model. With --vlm, a grounded VLM answers "
+                    "instead: its own encoder on the request's image, the decoder on --vlm-engine (vllm: vLLM's "
+                    "OpenAI server, started on loopback for this service only, fed prompt embeddings). Needs the "
+                    "serve extra (and the llm extra for --vlm). Example: cepr serve cloud --vlm grounded-cloud "
+                    "--vlm-engine vllm --port 8000")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=8000)
     c.add_argument("--model", default="cloud", help="shipped model name or ONNX path (RGB-only)")
@@ -55,6 +59,15 @@ def add_parser(sub) -> None:
                    help="testing: send a Retry-After header with the injected errors")
     c.add_argument("--fault-no-stream-options", action="store_true",
                    help="testing: refuse stream_options like servers that do not support it")
+    c.add_argument("--vlm", default=None,
+                   help="a grounded VLM answers instead of the reference expert: a shipped name (grounded-cloud) or "
+                        "a cepr vlm train-grounded folder on an RGB encoder")
+    c.add_argument("--vlm-engine", default="llamacpp", choices=["llamacpp", "transformers", "vllm"],
+                   help="the decoder's engine (with --vlm)")
+    c.add_argument("--vlm-quant", default="q8_0", choices=["q8_0", "q4_0", "f32"],
+                   help="the decoder GGUF llama.cpp reads (with --vlm-engine llamacpp)")
+    c.add_argument("--vllm-python", default=None, help="vLLM's python (with --vlm-engine vllm; default: "
+                                                       "$CEPR_VLLM_PYTHON, then .venv-vllm)")
     c.add_argument("--log-level", default="warning")
     c.set_defaults(func=cmd_cloud)
     lc = ssub.add_parser(
@@ -210,14 +223,20 @@ def cmd_cloud(a) -> int:
     if a.sessions is not None and a.sessions < 1:
         raise CeprError(f"--sessions must be >= 1, got {a.sessions}")
     providers = cli_providers(a.providers)
-    print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
+    if a.vlm:
+        from cepr.edge.models import grounded_path
+
+        grounded_path(a.vlm)  # a bad name fails before anything starts
+        print(f"cepr grounded VLM {a.vlm} ({a.vlm_engine}) on http://{a.host}:{a.port}/v1", flush=True)
+    else:
+        print(f"cepr reference cloud expert (not an LLM) on http://{a.host}:{a.port}/v1", flush=True)
     serve(a.host, a.port, a.model, a.threads,
           FaultConfig(delay_ms=a.fault_delay_ms, garbage_rate=a.fault_garbage_rate, error_rate=a.fault_error_rate,
                       no_stream_options=a.fault_no_stream_options, error_status=a.fault_error_status,
                       fail_first=a.fault_fail_first, retry_after_s=a.fault_retry_after),
           a.log_level, a.min_object_confidence,
           Limits(a.max_body_mb, a.max_image_pixels, a.max_question_chars), sessions=a.sessions,
-          providers=providers)
+          providers=providers, vlm=a.vlm, vlm_engine=a.vlm_engine, vlm_quant=a.vlm_quant, vllm_python=a.vllm_python)
     return 0
 
 

@@ -95,28 +95,46 @@ class GroundedCloudBackend:
                                                  self.cfg.vllm_python), prompts, spec)
         return self._engines[folder]
 
-    def _image_embeddings(self, data: bytes, engine, spec) -> np.ndarray:
-        """The image as the cloud received it, through the VLM's encoder, pooled and projected."""
-        import cv2
-
+    def image_embeddings(self, rgb: np.ndarray, engine, spec) -> np.ndarray:
+        """An RGB frame (as the cloud received it) through the VLM's encoder, pooled and projected."""
         from cepr.edge.models import model_path
         from cepr.edge.runtime import SegmentationModel
         from cepr.llm.grounded import vision_tokens
 
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise CeprError("the request's image could not be decoded")
         if spec.encoder not in self._encoders:
             self._encoders[spec.encoder] = SegmentationModel(model_path(spec.encoder), threads=self.cfg.vlm_threads)
         model = self._encoders[spec.encoder]
         if model.use_depth:
             raise CeprError(f"{spec.encoder} reads depth; an image payload carries none (use payload: features)")
-        seg = model(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, features=True)
+        seg = model(rgb, None, features=True)
         return engine.projector(vision_tokens(seg.features, seg.logits, None, spec.grid))
 
+    def answer(self, task: str, answers, emb: np.ndarray, engine, prompts, spec) -> dict:
+        """The reply to ``task`` on a frame's projected tokens: answer, calibrated confidence, the risk summary
+        (a model trained to write one), the reply text and the token counts."""
+        from cepr.llm.grounded import option_probabilities
+
+        engine.set_frame_embeddings(emb)
+        text_ids = prompts.text_ids(task, None)
+        row = engine.next_logits(text_ids)[prompts.option_ids(task)]
+        probs = option_probabilities(row, spec.temperature)
+        k = int(np.argmax(probs))
+        reason, completion = "", 1
+        if spec.risk_summary and self.cfg.reason:
+            ids = engine.generate(prompts.risk_ids, prompts.eos)
+            reason, completion = prompts.decode(ids), 1 + len(ids)
+        conf = round(float(probs[k]), 4)
+        return {"answer": answers[k], "reason": reason, "confidence": conf,
+                "text": json.dumps({"answer": answers[k], "reason": reason, "confidence": conf}),
+                "prompt_tokens": 1 + len(emb) + len(text_ids), "completion_tokens": completion,
+                "model": f"{engine.folder.name}-" + (self.cfg.vlm_quant if self.cfg.engine == "llamacpp"
+                                                     else self.cfg.engine)}
+
     def infer(self, req: CloudRequest) -> CloudResult:
+        import cv2
+
         from cepr.cloud.payload import encode_image
-        from cepr.llm.grounded import decode_vision, option_probabilities
+        from cepr.llm.grounded import decode_vision
 
         t0 = time.perf_counter()
         payload = req.payload or self.cfg.payload
@@ -137,28 +155,67 @@ class GroundedCloudBackend:
                 emb = decode_vision(req.features)
             else:
                 engine, prompts, spec = self.engine_for(CLOUD_VLM)
-                emb = self._image_embeddings(image.data, engine, spec)
-            engine.set_frame_embeddings(emb)
+                bgr = cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_COLOR)  # the image as sent
+                if bgr is None:
+                    raise CeprError("the request's image could not be decoded")
+                emb = self.image_embeddings(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), engine, spec)
+            r = self.answer(req.task, req.answers, emb, engine, prompts, spec)
         except CeprError as e:
             return CloudResult("error", reason=str(e), timings=Timings(total_ms=1e3 * (time.perf_counter() - t0)),
                                bytes_up=len(body), model=self.cfg.vlm_model)
-        text_ids = prompts.text_ids(req.task, None)
-        row = engine.next_logits(text_ids)[prompts.option_ids(req.task)]
-        probs = option_probabilities(row, spec.temperature)
-        k = int(np.argmax(probs))
-        reason, completion = "", 1
-        if spec.risk_summary and self.cfg.reason:
-            ids = engine.generate(prompts.risk_ids, prompts.eos)
-            reason, completion = prompts.decode(ids), 1 + len(ids)
-        text = json.dumps({"answer": req.answers[k], "reason": reason, "confidence": round(float(probs[k]), 4)})
-        down = len(json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}))
-        usage = Usage(1 + len(emb) + len(text_ids), completion, counted="server")
-        model = f"{engine.folder.name}-" + (self.cfg.vlm_quant if self.cfg.engine == "llamacpp" else self.cfg.engine)
-        return CloudResult("ok", req.answers[k], reason, round(float(probs[k]), 4), text, usage,
-                           Timings(total_ms=1e3 * (time.perf_counter() - t0)), len(body), down, model)
+        down = len(json.dumps({"choices": [{"message": {"role": "assistant", "content": r["text"]}}]}))
+        return CloudResult("ok", r["answer"], r["reason"], r["confidence"], r["text"],
+                           Usage(r["prompt_tokens"], r["completion_tokens"], counted="server"),
+                           Timings(total_ms=1e3 * (time.perf_counter() - t0)), len(body), down, r["model"])
 
     def close(self) -> None:
         for engine, _, _ in self._engines.values():
             engine.close()
         self._engines.clear()
         self._encoders.clear()
+
+
+class GroundedExpert:
+    """What ``cepr serve cloud --vlm NAME`` answers chat requests with: the grounded VLM on the request's image
+    (its own encoder, then the decoder on ``engine``; with vLLM, the engine listens on loopback for this service
+    only). A scene summary in the request is not read: the VLM was trained on the image alone. One frame at a
+    time (the engine holds one frame's cache)."""
+
+    provider = "cpu"
+    sessions = 1
+
+    def __init__(self, vlm: str = CLOUD_VLM, engine: str = "llamacpp", quant: str = "q8_0", threads: int = 1,
+                 vllm_python: str | None = None, max_image_pixels: int | None = None,
+                 max_question_chars: int | None = None):
+        import threading
+
+        from cepr.cloud.expert import MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS
+
+        self.backend = GroundedCloudBackend({"vlm_model": vlm, "engine": engine, "vlm_quant": quant,
+                                             "vlm_threads": threads, "vllm_python": vllm_python,
+                                             "payload": {"mode": "image"}})
+        self.model_name, self.threads = vlm, threads
+        self.max_image_pixels = max_image_pixels or MAX_IMAGE_PIXELS
+        self.max_question_chars = max_question_chars or MAX_QUESTION_CHARS
+        self._lock = threading.Lock()
+        self.backend.engine_for(vlm)  # the engine (vLLM: its server) starts before this service listens
+
+    def answer(self, messages: list[dict]):
+        from cepr.cloud.expert import ExpertReply, RequestError, identify_task, parse_messages
+        from cepr.data.tasks import get_task
+
+        question, _, _, image, _ = parse_messages(messages, self.max_image_pixels, self.max_question_chars)
+        if image is None:
+            raise RequestError(f"{self.model_name} answers from an image: the request carries none")
+        task = identify_task(question)
+        with self._lock:
+            engine, prompts, spec = self.backend.engine_for(self.model_name)
+            try:
+                r = self.backend.answer(task, get_task(task).answers, self.backend.image_embeddings(image, engine, spec),
+                                        engine, prompts, spec)
+            except CeprError as e:
+                raise RequestError(str(e)) from None
+        return ExpertReply(r["text"], task, "image", r["prompt_tokens"], r["completion_tokens"])
+
+    def close(self) -> None:
+        self.backend.close()

@@ -133,8 +133,41 @@ class VllmServer(_Settings):
         return Started(srv.url, srv.model_id(), {"answer_format": "json_schema"}, counters=srv)
 
 
-ServerSettings = Annotated[ReferenceServer | LlamaCppServer | VllmServer, Field(discriminator="server")]
-SERVERS: dict[str, type[_Settings]] = {"reference": ReferenceServer, "llamacpp": LlamaCppServer, "vllm": VllmServer}
+class GroundedServer(_Settings):
+    """A grounded VLM behind cepr's own OpenAI-compatible service (``cepr serve cloud --vlm``): its encoder on the
+    request's image, the decoder on ``engine`` (vLLM: started on loopback for that service, prompt embeddings)."""
+
+    server: Literal["grounded"]
+    vlm: str = Field("grounded-cloud", **_flat("server_vlm"), description="a shipped grounded VLM or a folder")
+    engine: str = Field("vllm", **_flat("server_vlm_engine"), description="llamacpp, transformers or vllm")
+    quant: str = Field("q8_0", **_flat("server_vlm_quant"), description="the GGUF llama.cpp reads")
+    python: str | None = Field(None, **_flat("vllm_python"), description="vLLM's python (looked up at start)")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v):
+        if v not in ("llamacpp", "transformers", "vllm"):
+            raise ValueError(f"must be one of llamacpp, transformers, vllm, not {v!r}")
+        return v
+
+    @field_validator("quant")
+    @classmethod
+    def _quant(cls, v):
+        if v not in ("q8_0", "q4_0", "f32"):
+            raise ValueError(f"must be one of q8_0, q4_0, f32, not {v!r}")
+        return v
+
+    def start(self, settings: CloudSettings) -> Started:
+        from cepr.servers.autoserve import grounded_server_url
+
+        return Started(grounded_server_url(self.vlm, self.engine, self.quant, settings.threads, self.python),
+                       self.vlm)
+
+
+ServerSettings = Annotated[ReferenceServer | LlamaCppServer | VllmServer | GroundedServer,
+                           Field(discriminator="server")]
+SERVERS: dict[str, type[_Settings]] = {"reference": ReferenceServer, "llamacpp": LlamaCppServer, "vllm": VllmServer,
+                                       "grounded": GroundedServer}
 _SERVER_ADAPTER = TypeAdapter(ServerSettings)
 
 
@@ -252,6 +285,13 @@ def _server(hps: dict, auto: bool) -> ServerSettings:
         server = _SERVER_ADAPTER.validate_python({"server": name, **{k: hps[k] for k in SERVER_KEYS[name] if k in hps}})
     except ValidationError as e:
         raise CeprError(f"{WHERE}: server: {name}: {_validation_message(e, name)}") from None
+    if isinstance(server, GroundedServer):
+        from cepr.edge.models import grounded_path
+
+        try:
+            grounded_path(server.vlm)
+        except CeprError as e:
+            raise _err("server_vlm: ", e) from None
     if isinstance(server, LlamaCppServer):
         try:
             server.engine_config(1)

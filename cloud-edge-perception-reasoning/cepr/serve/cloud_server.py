@@ -136,10 +136,12 @@ def create_app(model: str = "cloud", threads: int = 1, faults: FaultConfig | Non
         expert = ReferenceExpert(model, threads=threads, max_image_pixels=limits.max_image_pixels,
                                  max_question_chars=limits.max_question_chars,
                                  sessions=sessions, providers=providers, **kw)
-    app = FastAPI(title="cepr reference cloud expert (not an LLM)")
+    name = getattr(expert, "model_name", EXPERT_MODEL_NAME)
+    app = FastAPI(title="cepr reference cloud expert (not an LLM)" if name == EXPERT_MODEL_NAME
+                  else f"cepr grounded VLM ({name})")
     app.state.metrics = metrics = ServerMetrics()
-    _add_info_routes(app, metrics, expert)
-    _add_chat_route(app, expert, FaultInjector(faults or FaultConfig()), metrics, limits)
+    _add_info_routes(app, metrics, expert, name)
+    _add_chat_route(app, expert, FaultInjector(faults or FaultConfig()), metrics, limits, name)
     return app
 
 
@@ -157,10 +159,10 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _add_info_routes(app: FastAPI, metrics: ServerMetrics, expert) -> None:
+def _add_info_routes(app: FastAPI, metrics: ServerMetrics, expert, name: str) -> None:
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": EXPERT_MODEL_NAME, "sessions": getattr(expert, "sessions", None),
+        return {"status": "ok", "model": name, "sessions": getattr(expert, "sessions", None),
                 "threads": getattr(expert, "threads", None), "provider": getattr(expert, "provider", None)}
 
     @app.get("/metrics")
@@ -169,11 +171,12 @@ def _add_info_routes(app: FastAPI, metrics: ServerMetrics, expert) -> None:
 
     @app.get("/v1/models")
     def models():
-        return {"object": "list", "data": [{"id": EXPERT_MODEL_NAME, "object": "model", "created": 0,
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
                                             "owned_by": "cepr", "provider": getattr(expert, "provider", None)}]}
 
 
-def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: ServerMetrics, limits: Limits) -> None:
+def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: ServerMetrics, limits: Limits,
+                    name: str) -> None:
     def err(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
         metrics.errors.inc()
         return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
@@ -207,10 +210,10 @@ def _add_chat_route(app: FastAPI, expert, faults: FaultInjector, metrics: Server
             return err(500, f"internal error: {type(e).__name__}: {e}", "server_error")
         text = faults.garble(reply.text) if garble else reply.text
         metrics.answered(reply, time.perf_counter() - t0)
-        return _completion(body, text, reply)
+        return _completion(body, text, reply, name)
 
 
-def _completion(body: dict, text: str, reply):
+def _completion(body: dict, text: str, reply, name: str = EXPERT_MODEL_NAME):
     """The answer as one chat.completion, or as a stream of chat.completion.chunk events."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     # our counts are estimates (words and punctuation, plus image patches), not a tokenizer's: say so, in an
@@ -218,19 +221,19 @@ def _completion(body: dict, text: str, reply):
     usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
              "total_tokens": reply.prompt_tokens + reply.completion_tokens, "estimated": True}
     if not body.get("stream"):
-        return {"id": cid, "object": "chat.completion", "created": created, "model": EXPERT_MODEL_NAME,
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": "stop"}], "usage": usage}
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return StreamingResponse(_events(cid, created, text, usage if include_usage else None),
+    return StreamingResponse(_events(cid, created, text, usage if include_usage else None, name),
                              media_type="text/event-stream")
 
 
-def _events(cid: str, created: int, text: str, usage: dict | None):
+def _events(cid: str, created: int, text: str, usage: dict | None, name: str = EXPERT_MODEL_NAME):
     """Server-sent events: the role, the text six characters at a time, the finish, the usage if asked, DONE."""
 
     def chunk(delta, finish=None, with_usage=False):
-        d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": EXPERT_MODEL_NAME,
+        d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
              "choices": [] if with_usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
         if with_usage:
             d["usage"] = usage
@@ -248,8 +251,22 @@ def _events(cid: str, created: int, text: str, usage: dict | None):
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = "cloud", threads: int = 1,
           faults: FaultConfig | None = None, log_level: str = "warning",
           min_object_confidence: float | None = None, limits: Limits | None = None,
-          sessions: int | None = None, providers="cpu") -> None:
+          sessions: int | None = None, providers="cpu", vlm: str | None = None, vlm_engine: str = "llamacpp",
+          vlm_quant: str = "q8_0", vllm_python: str | None = None) -> None:
+    """``vlm``: a grounded VLM answers instead of the reference expert (``cepr.cloud.grounded_backend``), its
+    decoder on ``vlm_engine``."""
     watch_parent_from_env()  # started by a runner (base_url: auto): exit when it is gone
-    uvicorn.run(create_app(model, threads, faults, min_object_confidence=min_object_confidence, limits=limits,
-                           sessions=sessions, providers=providers),
-                host=host, port=port, log_level=log_level)
+    expert = None
+    if vlm:
+        from cepr.cloud.grounded_backend import GroundedExpert
+
+        limits = limits or Limits()
+        expert = GroundedExpert(vlm, vlm_engine, vlm_quant, threads, vllm_python, limits.max_image_pixels,
+                                limits.max_question_chars)
+    try:
+        uvicorn.run(create_app(model, threads, faults, expert=expert, min_object_confidence=min_object_confidence,
+                               limits=limits, sessions=sessions, providers=providers),
+                    host=host, port=port, log_level=log_level)
+    finally:
+        if expert is not None:
+            expert.close()

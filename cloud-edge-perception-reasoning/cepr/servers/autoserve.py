@@ -143,6 +143,25 @@ def reference_server_url(model: str = "cloud", threads: int = 1, sessions: int |
         return srv.url
 
 
+def grounded_server_url(vlm: str, engine: str = "vllm", quant: str = "q8_0", threads: int = 1,
+                        vllm_python: str | None = None) -> str:
+    """The base URL of a running ``cepr serve cloud --vlm`` (a grounded VLM, its decoder on ``engine``), started
+    on first use, one per settings."""
+    key = ("grounded", str(vlm), engine, quant, int(threads), vllm_python)
+    with _lock:
+        srv = _servers.get(key)
+        if srv is not None and srv.proc.poll() is not None:
+            log.warning("the grounded VLM service on port %d died (code %s); starting a new one. Its last "
+                        "output:\n%s", srv.port, srv.proc.returncode, srv.last_output())
+            srv = None
+        if srv is None:
+            extra = ["--vlm", str(vlm), "--vlm-engine", engine, "--vlm-quant", quant]
+            if vllm_python:
+                extra += ["--vllm-python", vllm_python]
+            srv = _servers[key] = ReferenceServer("cloud", threads, startup_s=300.0, extra_args=extra)
+        return srv.url
+
+
 def shutdown_all() -> None:
     with _lock:
         for srv in _servers.values():
