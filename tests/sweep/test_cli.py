@@ -209,3 +209,44 @@ def test_sweep_on_the_real_cloud_robotics_layout(tmp_path):
     assert {x["edge"]["distances"] for x in lines} == {"ground_plane"}  # no depth in the real set
     assert all((cache / x["mask"]).is_file() for x in lines)
     assert doc["references"]["random"]["apgr"] == pytest.approx(0.5) or doc["references"]["random"]["apgr"] is None
+
+
+def test_several_algorithms_share_one_pareto_front(synth):
+    """--algorithm twice: the threshold algorithm (its cache from the module's sweep) and the same with the summary
+    alone as payload (another cache); one front over both, each row on it dominated by none, each row off it
+    dominated by one."""
+    dest, _ = synth
+    text = (dest / "testalgorithms" / "perception-reasoning" / "threshold.yaml").read_text()
+    marker = "            values: [\"./testalgorithms/perception-reasoning/settings/cloud.yaml\"]\n"
+    assert text.count(marker) == 1
+    (dest / "testalgorithms" / "perception-reasoning" / "threshold-summary.yaml").write_text(
+        text.replace(marker, marker + "        - payload:\n            values: [\"summary\"]\n"))
+    job = yaml.safe_load((dest / "benchmarkingjob.yaml").read_text())
+    job["benchmarkingjob"]["test_object"]["algorithms"].append(
+        {"name": "threshold-summary", "url": "./testalgorithms/perception-reasoning/threshold-summary.yaml"})
+    (dest / "job-front.yaml").write_text(yaml.safe_dump(job))
+    p = cepr(dest, "sweep", "-f", "job-front.yaml", "--algorithm", "threshold", "--algorithm", "threshold-summary",
+             "--limit", str(N), "--no-progress", "--out", "out/front")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "threshold: cache" in p.stdout and f"({N} reused, 0 run" in p.stdout  # the module's cache
+    assert "Pareto front over" in p.stdout
+    doc = json.loads((dest / "out" / "front" / "front.json").read_text())
+    rows = doc["rows"]
+    assert {r["algorithm"] for r in rows} == {"threshold", "threshold-summary"}
+    assert {r["payload"]["payload"] for r in rows} == {"summary+image", "summary"}
+    by = {a: [r for r in rows if r["algorithm"] == a] for a in ("threshold", "threshold-summary")}
+    sent = [r for r in by["threshold-summary"] if r["cloud_share"] > 0]
+    assert sent and all(r["uplink_bytes"] < 20000 for r in sent)  # the summary alone: no image bytes
+
+    def dominates(a, b):
+        ge = (a["accuracy"] >= b["accuracy"] and a["latency_p95"] <= b["latency_p95"]
+              and a["uplink_bytes"] <= b["uplink_bytes"])
+        return ge and (a["accuracy"] > b["accuracy"] or a["latency_p95"] < b["latency_p95"]
+                       or a["uplink_bytes"] < b["uplink_bytes"])
+    for r in rows:
+        assert r["pareto"] == (not any(dominates(o, r) for o in rows)), r
+    assert sum(r["pareto"] for r in rows) >= 1
+    assert (dest / "out" / "front" / "front.csv").is_file()
+    bad = cepr(dest, "sweep", "-f", "job-front.yaml", "--algorithm", "threshold", "--algorithm", "threshold-summary",
+               "--pick", "best")
+    assert bad.returncode == 2 and "--pick / --write-algorithm take one --algorithm" in bad.stderr

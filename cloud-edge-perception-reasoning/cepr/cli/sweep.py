@@ -50,8 +50,11 @@ def add_parser(sub) -> None:
         epilog=EXAMPLES)
     p.add_argument("-f", "--file", metavar="YAML", help="the benchmarkingjob.yaml whose testenv, edge and cloud "
                    "settings the cache runs")
-    p.add_argument("--algorithm", metavar="NAME", help="which algorithm of the job supplies the edge and cloud "
-                   "settings (default: the first using Threshold, else the first mixed deployable one, else the first; docs/runner.md)")
+    p.add_argument("--algorithm", metavar="NAME", action="append", help="which algorithm of the job supplies the "
+                   "edge and cloud settings (default: the first using Threshold, else the first mixed deployable one, "
+                   "else the first; docs/runner.md). Repeat it to compare algorithms whose edge or cloud settings "
+                   "differ (another payload, another cloud model): one cache and sweep each, then one Pareto front "
+                   "over all their settings (front.json and front.csv in --out, default <workspace>/<job>/sweep-front)")
     p.add_argument("--spec", metavar="YAML", help="the sweep spec: policies and parameter grids (default: the "
                    "built-in 50 settings of Threshold, CrossEntropy, Random, EdgeOnly, CloudOnly, Oracle)")
     p.add_argument("--cache", metavar="DIR", help="cache root (default: <workspace>/<job>/sweep-cache)")
@@ -102,9 +105,11 @@ def cmd_sweep(a) -> int:
     spec = load_spec(a.spec)
     if a.per_sample:
         spec = spec.model_copy(update={"vectorize": False})
+    if a.algorithm and len(a.algorithm) > 1:
+        return _several(a, spec)
     source = None
     if a.file is not None:
-        source = sc.resolve_source(a.file, a.algorithm, a.workspace)
+        source = sc.resolve_source(a.file, a.algorithm[0] if a.algorithm else None, a.workspace)
         if a.shard_size is not None and a.shard_size < 1:
             raise CeprError(f"--shard-size must be >= 1, got {a.shard_size}")
         rep = sc.fill_cache(source, a.cache, a.limit, a.concurrency, not a.no_progress, a.refresh,
@@ -139,5 +144,40 @@ def cmd_sweep(a) -> int:
     failed = [r for r in res.rows if r["error"] is not None]
     if failed:
         print(f"{len(failed)} setting(s) failed (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _several(a, spec) -> int:
+    """--algorithm given more than once: a cache and a sweep per algorithm, then one Pareto front over them all."""
+    from cepr.sweep.report import format_front, joint_front, write_front
+
+    if a.file is None:
+        raise CeprError("several --algorithm need -f (the job that lists them)")
+    if a.pick or a.write_algorithm or a.write_job:
+        raise CeprError("--pick / --write-algorithm take one --algorithm (pick from that algorithm's sweep)")
+    if len(set(a.algorithm)) != len(a.algorithm):
+        raise CeprError(f"--algorithm lists one twice: {a.algorithm}")
+    sources = {name: sc.resolve_source(a.file, name, a.workspace) for name in a.algorithm}  # all checked first
+    results = {}
+    for name, source in sources.items():
+        rep = sc.fill_cache(source, a.cache, a.limit, a.concurrency, not a.no_progress, a.refresh,
+                            cluster=a.cluster, cluster_timeout=a.cluster_timeout, shard_size=a.shard_size)
+        res = run_sweep(sc.load_cache(rep.dir, a.limit), spec, progress=not a.no_progress)
+        paths = write_outputs(res, rep.dir / "sweep")
+        ref = res.references
+        print(f"{name}: cache {rep.dir} ({rep.reused} reused, {rep.ran} run, {rep.seconds:.1f} s); edge-only "
+              f"{ref['edge_only']['accuracy']:.3f}, cloud-only {ref['cloud_only']['accuracy']:.3f}; "
+              f"sweep: {paths['json']}", flush=True)
+        results[name] = res
+    job = next(iter(sources.values())).job
+    out = Path(a.out) if a.out else Path(job.workspace) / job.name / "sweep-front"
+    rows = joint_front(results)
+    paths = write_front(rows, results, out)
+    print(format_front(rows))
+    print(f"front: {paths['json']} ({paths['csv']})")
+    failed = [n for n, r in results.items() if any(x["error"] is not None for x in r.rows)]
+    if failed:
+        print(f"setting(s) failed in {', '.join(failed)} (see their sweep.json)", file=sys.stderr)
         return 1
     return 0

@@ -349,3 +349,63 @@ def _write_job(source, algos: list[Path], names: list[str], rows: list[dict], jo
                         f"# Run: cepr run -f {job_path}   (or ianvs -f {job_path})\n"
                         + yaml.safe_dump(doc, sort_keys=False))
     return job_path
+
+
+# ---- several algorithms: one Pareto front -----------------------------------------------------------------------
+
+FRONT_COLUMNS = ["algorithm", "id", "cloud_share", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "latency_p95",
+                 "uplink_bytes", "payload", "pareto"]
+
+
+def joint_front(results: dict[str, SweepResult]) -> list[dict]:
+    """Every deployable setting of every algorithm's sweep (its own cache: other edge or cloud settings, e.g. another
+    payload), marked ``pareto`` when no setting of any of them is at least as good on accuracy, p95 latency and
+    uplink bytes and better on one."""
+    rows = []
+    for name, res in results.items():
+        payload = res.data.meta.get("parts", {}).get("payload") or res.data.meta.get("payload")
+        for r in res.rows:
+            if r["error"] is None and not r["upper_bound"]:
+                rows.append({"algorithm": name, "id": r["id"], "cloud_share": r["cloud_share"],
+                             "accuracy": r["accuracy"], "accuracy_ci_low": r["accuracy_ci_low"],
+                             "accuracy_ci_high": r["accuracy_ci_high"], "latency_p95": r["latency_p95"],
+                             "uplink_bytes": r["uplink_bytes"], "payload": payload})
+    keep = curves.pareto_front([r["accuracy"] for r in rows], [r["latency_p95"] for r in rows],
+                               [r["uplink_bytes"] for r in rows]) if rows else []
+    for r, k in zip(rows, keep):
+        r["pareto"] = bool(k)
+    return rows
+
+
+def write_front(rows: list[dict], results: dict[str, SweepResult], out: str | Path) -> dict[str, Path]:
+    """``front.json`` (every row, the caches it came from, the definitions) and ``front.csv``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"definitions": {"pareto": COLUMNS["pareto"] + ", over the settings of every algorithm listed",
+                           "payload": "the cloud payload settings of the algorithm's cache"},
+           "algorithms": {n: {"cache": str(r.data.dir) if r.data.dir else None, "samples": r.data.n}
+                          for n, r in results.items()},
+           "rows": rows}
+    paths = {"json": out / "front.json", "csv": out / "front.csv"}
+    paths["json"].write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    with paths["csv"].open("w", newline="") as f:
+        w = csv.DictWriter(f, FRONT_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(r[k], sort_keys=True) if isinstance(r.get(k), dict) else r.get(k)
+                        for k in FRONT_COLUMNS})
+    return paths
+
+
+def format_front(rows: list[dict]) -> str:
+    """The front's rows, cheapest uplink first; settings of one algorithm that decide alike share a line."""
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: (r["uplink_bytes"], -r["accuracy"]))
+    groups: dict[tuple, list[dict]] = {}
+    for r in front:
+        groups.setdefault((r["algorithm"], r["cloud_share"], r["accuracy"], r["latency_p95"], r["uplink_bytes"]),
+                          []).append(r)
+    body = [[g[0]["algorithm"], g[0]["id"] + (f" (+{len(g) - 1} alike)" if len(g) > 1 else ""), g[0]["cloud_share"],
+             g[0]["accuracy"], g[0]["latency_p95"], g[0]["uplink_bytes"]] for g in groups.values()]
+    return (f"Pareto front over {len(rows)} setting(s) of {len({r['algorithm'] for r in rows})} algorithm(s) "
+            "(accuracy up, p95 latency down, uplink bytes down):\n"
+            + _table(["algorithm", "setting", "cloud share", "accuracy", "p95 ms", "uplink B"], body))
