@@ -18,7 +18,7 @@ def test_vllm_with_prompt_embeddings_answers_as_llamacpp(tiny_data, tmp_path, mo
     from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
     from cepr.data.tasks import TASK_NAMES, TaskParams, get_task
     from cepr.edge.models import grounded_path
-    from cepr.llm.grounded_engines import open_engine
+    from cepr.cloud.grounded_engines import open_engine
     from cepr.llm.vllm_env import INSTALL_HINT, find_vllm_python
     from cepr.records import CloudRequest
     from cepr.training.grounded_train import extract_features

@@ -6,10 +6,6 @@ import argparse
 import json
 import textwrap
 
-from cepr.bench.cloud import bench_cloud, format_bench_cloud
-from cepr.bench.edge import bench_edge, format_bench_edge
-from cepr.bench.stream import StreamBenchConfig, format_result, parse_window, run_stream_bench
-from cepr.edge.models import model_path
 from cepr.errors import CeprError
 
 
@@ -140,6 +136,9 @@ def _providers(text: str):
 
 
 def cmd_edge(a) -> int:
+    from cepr.bench.edge import bench_edge, format_bench_edge
+    from cepr.edge.models import model_path
+
     def opt(x):
         return str(model_path(x)) if x else None
 
@@ -159,6 +158,8 @@ def cmd_edge(a) -> int:
 
 
 def cmd_cloud(a) -> int:
+    from cepr.bench.cloud import bench_cloud, format_bench_cloud
+
     try:
         levels = [int(x) for x in str(a.concurrency).split(",") if x.strip()]
     except ValueError:
@@ -177,6 +178,8 @@ def cmd_cloud(a) -> int:
 
 
 def cmd_stream(a) -> int:
+    from cepr.bench.stream import StreamBenchConfig, format_result, parse_window, run_stream_bench
+
     try:
         cfg = StreamBenchConfig(sequence=a.sequence, fps=a.fps, seconds=a.seconds, replay=a.replay, tasks=a.tasks,
                                 job=a.job, algorithm=a.algorithm, cloud=a.cloud, redis=a.redis,

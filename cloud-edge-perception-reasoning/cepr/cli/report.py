@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from cepr.report.html import write_report
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -38,6 +36,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(a) -> int:
+    from cepr.report.html import write_report
+
     r = write_report(a.workspace, a.out, a.examples, a.sweep)
     print(f"report: {r.html} (summary: {r.markdown}; {len(r.figures)} figure(s) in {r.html.parent / 'figures'})")
     for w in r.warnings:

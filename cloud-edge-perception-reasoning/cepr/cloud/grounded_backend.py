@@ -9,7 +9,7 @@
   pools and projects its vision tokens, and decodes.
 
 The decoder runs on ``engine``: llama.cpp in-process (``vlm_quant``, ``vlm_threads`` threads), transformers
-in-process, or vLLM's OpenAI server started on loopback with prompt embeddings (``cepr.llm.grounded_engines``).
+in-process, or vLLM's OpenAI server started on loopback with prompt embeddings (``cepr.cloud.grounded_engines``).
 A shipped name or a ``cepr vlm train-grounded`` folder pins the VLM, which must take the same token width. The
 reply is what a chat server's would be: the answer, the calibrated confidence and, for a model trained with them,
 the risk summary as the reason. Byte counts are those of the JSON request and reply bodies (no HTTP framing).
@@ -53,7 +53,7 @@ class GroundedCloudConfig(BaseModel):
     @field_validator("engine")
     @classmethod
     def _engine(cls, v):
-        from cepr.llm.grounded_engines import ENGINES
+        from cepr.cloud.grounded_engines import ENGINES
 
         if v not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {v!r}")
@@ -83,7 +83,7 @@ class GroundedCloudBackend:
         """(engine, prompts, spec) of the VLM ``vlm_model`` names, or ``requested`` under auto; opened once."""
         from cepr.edge.models import grounded_path
         from cepr.llm.grounded import load_prompts
-        from cepr.llm.grounded_engines import open_engine
+        from cepr.cloud.grounded_engines import open_engine
 
         name = self.cfg.vlm_model if self.cfg.vlm_model != "auto" else requested
         if not name:

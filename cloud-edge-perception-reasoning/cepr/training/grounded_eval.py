@@ -62,7 +62,7 @@ def engine_logits(folder: str, fs: FeatureSet, engine: str = "transformers", thr
     its OpenAI server, log-probabilities), one frame at a time as a server meets them."""
     from pathlib import Path
 
-    from cepr.llm.grounded_engines import open_engine
+    from cepr.cloud.grounded_engines import open_engine
 
     prompts, spec = load_prompts(folder)
     if fs.meta["encoder"] != spec.encoder:
