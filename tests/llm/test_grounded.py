@@ -214,8 +214,8 @@ def test_grounded_reasoner_in_the_edge_pipeline_answers_as_the_cached_features_d
         assert r.logits is None and r.features is None  # the pass's maps are not kept unless asked for
     with pytest.raises(Exception, match="vlm_quant"):
         create_reasoner("grounded", None, vlm_model=str(folder), vlm_quant="q5_k")
-    with pytest.raises(Exception, match="grounded-edge-rgb"):  # auto on an encoder no shipped VLM reads
-        create_reasoner("grounded", None, encoder="cloud")
+    with pytest.raises(Exception, match="grounded-edge-rgb on edge-rgb-int8"):  # auto, an encoder no VLM reads
+        create_reasoner("grounded", None, encoder="edge-fp32")
     with pytest.raises(Exception, match="trained on the features of edge-int8"):  # another encoder's pass
         create_reasoner("grounded", None, vlm_model=str(folder), encoder="edge-rgb-int8")
 
@@ -282,7 +282,8 @@ def test_shipped_grounded_vlms_were_built_on_the_shipped_encoders():
         for f, sha in build["files"].items():
             assert hashlib.sha256((folder / f).read_bytes()).hexdigest() == sha, (name, f)
         spec = read_spec(folder)
-        assert spec.side == "edge" and spec.encoder == encoder and spec.risk_summary and not spec.with_summary
+        side = "cloud" if encoder == "cloud" else "edge"  # the cloud's w32 encoder, the edge's w16 ones
+        assert spec.side == side and spec.encoder == encoder and spec.risk_summary and not spec.with_summary
 
 
 def test_vision_tokens_on_the_wire_round_trip_and_reject_garbage():
@@ -363,7 +364,7 @@ def test_transformers_reads_a_shipped_decoder_made_from_its_gguf(tiny_data, tmp_
     from cepr.edge.models import grounded_path
     from cepr.errors import CeprError
     from cepr.llm.grounded import load_prompts
-    from cepr.llm.grounded_engines import decoder_hf_folder, open_engine
+    from cepr.cloud.grounded_engines import decoder_hf_folder, open_engine
     from cepr.training.grounded_train import extract_features
 
     folder = grounded_path("grounded-edge-rgb")
