@@ -361,10 +361,10 @@ def test_transformers_reads_a_shipped_decoder_made_from_its_gguf(tiny_data, tmp_
     llama.cpp's probabilities and writes the same risk summary, task after task on one cached frame."""
     pytest.importorskip("transformers")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from cepr.cloud.grounded_engines import decoder_hf_folder, open_engine
     from cepr.edge.models import grounded_path
     from cepr.errors import CeprError
     from cepr.llm.grounded import load_prompts
-    from cepr.cloud.grounded_engines import decoder_hf_folder, open_engine
     from cepr.training.grounded_train import extract_features
 
     folder = grounded_path("grounded-edge-rgb")
@@ -473,3 +473,37 @@ def test_server_grounded_settings_are_checked_up_front():
         CloudModule.check_hyperparameters(server="grounded", server_vlm_engine="tgi", payload="image")
     with pytest.raises(CeprError, match="server_vlm only apply to server: grounded"):
         CloudModule.check_hyperparameters(server_vlm="grounded-edge-rgb")
+
+
+def test_the_grounded_service_refuses_what_it_cannot_answer():
+    """`cepr serve cloud --vlm`'s expert: an image answers; no image, an unreadable image or a question that is no
+    task is a 400 (RequestError) naming the problem; its model id is the VLM's name."""
+    import base64
+
+    import cv2
+
+    from cepr.cloud.expert import RequestError
+    from cepr.cloud.grounded_backend import GroundedExpert
+    from cepr.data.tasks import TaskParams, get_task
+    from cepr.serve.cloud_server import create_app
+
+    task = get_task("traversable")
+    question = f"{task.render_prompt(TaskParams())}\nAllowed answers: {', '.join(task.answers)}."
+    _, jpg = cv2.imencode(".jpg", np.full((240, 320, 3), 90, np.uint8))
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(jpg).decode()}}
+    expert = GroundedExpert("grounded-edge-rgb")
+    try:
+        reply = expert.answer([{"role": "user", "content": [{"type": "text", "text": question}, image]}])
+        assert json.loads(reply.text)["answer"] in task.answers and reply.task == "traversable"
+        with pytest.raises(RequestError, match="answers from an image: the request carries none"):
+            expert.answer([{"role": "user", "content": question}])
+        bad = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(b"xx").decode()}}
+        with pytest.raises(RequestError):
+            expert.answer([{"role": "user", "content": [{"type": "text", "text": question}, bad]}])
+        with pytest.raises(RequestError, match="matches none of the tasks"):
+            expert.answer([{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"},
+                                                        image]}])
+        app = create_app(expert=expert)
+        assert "grounded-edge-rgb" in app.title
+    finally:
+        expert.close()

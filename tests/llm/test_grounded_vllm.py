@@ -15,10 +15,10 @@ from cepr.llm.grounded import option_probabilities
 @pytest.mark.vllm
 def test_vllm_with_prompt_embeddings_answers_as_llamacpp(tiny_data, tmp_path, monkeypatch):
     from cepr.cloud.client import create_backend
+    from cepr.cloud.grounded_engines import open_engine
     from cepr.data.cloud_robotics import CloudRoboticsDataset, find_index
     from cepr.data.tasks import TASK_NAMES, TaskParams, get_task
     from cepr.edge.models import grounded_path
-    from cepr.cloud.grounded_engines import open_engine
     from cepr.llm.vllm_env import INSTALL_HINT, find_vllm_python
     from cepr.records import CloudRequest
     from cepr.training.grounded_train import extract_features

@@ -81,9 +81,9 @@ class GroundedCloudBackend:
 
     def engine_for(self, requested: str | None):
         """(engine, prompts, spec) of the VLM ``vlm_model`` names, or ``requested`` under auto; opened once."""
+        from cepr.cloud.grounded_engines import open_engine
         from cepr.edge.models import grounded_path
         from cepr.llm.grounded import load_prompts
-        from cepr.cloud.grounded_engines import open_engine
 
         name = self.cfg.vlm_model if self.cfg.vlm_model != "auto" else requested
         if not name:
