@@ -18,10 +18,11 @@ from recorded_answers import check_recorded_answers
 REPO = Path(__file__).resolve().parents[2]
 CASES = {"edge-planner", "edge-grounded-q8_0", "edge-grounded-q4_0", "cloud-reference", "threshold-planner-reference",
          "threshold-grounded-reference", "crossentropy-grounded-reference", "cloud-grounded-features-fp16",
-         "cloud-grounded-features-int8", "edge-vlm-small-q8_0", "cloud-vlm-base"}
+         "cloud-grounded-features-int8", "cloud-grounded-vllm", "edge-vlm-small-q8_0", "cloud-vlm-base"}
 
 
-def _job(tmp_path: Path, index_dir: Path) -> Path:
+def _job(tmp_path: Path, index_dir: Path, engine: str | None = None) -> Path:
+    """The job on ``index_dir``; ``engine``: the grounded cloud VLM's engine instead of the shipped vllm."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     for d in ("testenv", "testalgorithms"):
         shutil.copytree(REPO / d, tmp_path / d)
@@ -31,6 +32,11 @@ def _job(tmp_path: Path, index_dir: Path) -> Path:
     te["testenv"]["dataset"] = {"train_index": str(index_dir / "train-index.txt"),
                                 "test_index": str(index_dir / "test-index.txt")}
     te_path.write_text(yaml.safe_dump(te))
+    if engine is not None:
+        f = tmp_path / "testalgorithms" / "perception-reasoning" / "vlm" / "cloud-grounded-vllm.yaml"
+        text = f.read_text()
+        assert text.count('values: ["vllm"]') == 1, f
+        f.write_text(text.replace('values: ["vllm"]', f'values: ["{engine}"]'))
     return tmp_path
 
 
@@ -71,7 +77,10 @@ def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
         from real_layout import make_real_layout
 
         index_dir = make_real_layout(tmp_path / "real", n_test=2, resolutions=("640x480",)) / "640x480"
-    root = _job(tmp_path / "job", index_dir)
+    # the cloud's grounded VLM behind `cepr serve cloud --vlm` with its decoder in llama.cpp instead of vLLM (one
+    # vLLM start per layout would cost a minute of the suite's budget): the same service, encoder and projection;
+    # vLLM fed the same prompt embeddings is tested to give llama.cpp's answers (tests/llm/test_grounded_vllm.py)
+    root = _job(tmp_path / "job", index_dir, engine="llamacpp")
     p = subprocess.run([sys.executable, "-m", "cepr", "run", "-f", "benchmarkingjob-vlm.yaml", "--limit", "2",
                         "--no-progress"], cwd=root, capture_output=True, text=True, timeout=900, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -92,6 +101,9 @@ def test_vlm_job_end_to_end(tiny_data, tmp_path, layout):
     for r in (fp16, int8):
         assert float(r["edge_ratio"]) == 0.0 and float(r["cloud_error"]) == 0 and r["cloudmodel-payload"] == "features"
     assert 0 < float(int8["uplink_bytes"]) < float(fp16["uplink_bytes"]) < float(by["cloud-reference"]["uplink_bytes"])
+    g = by["cloud-grounded-vllm"]  # the w32 encoder on the JPEG the service received, then the decoder
+    assert g["cloudmodel-server"] == "grounded" and g["cloudmodel-payload"] == "image", g
+    assert float(g["edge_ratio"]) == 0.0 and float(g["cloud_error"]) == 0, g
     r = by["cloud-vlm-base"]
     assert r["cloudmodel-server_model"] == "cepr-vlm-base-q4_0"
     assert float(r["edge_ratio"]) == 0.0 and float(r["ttft_mean"]) > 0 and float(r["cloud_error"]) == 0, r

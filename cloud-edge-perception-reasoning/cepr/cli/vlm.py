@@ -135,17 +135,18 @@ def _add_grounded(s) -> None:
     b = s.add_parser(
         "build", formatter_class=HelpFormatter,
         help="rebuild every shipped grounded VLM from the segmentation encoders that ship (features, train, install)",
-        description=("For each shipped grounded VLM (grounded-edge on edge-int8, grounded-edge-rgb on edge-rgb-int8):\n"
+        description=("For each shipped grounded VLM (grounded-edge on edge-int8, grounded-edge-rgb on edge-rgb-int8,\n"
+                     "grounded-cloud on the cloud's w32 encoder):\n"
                      "caches the encoder's vision tokens on the train split of --data (and of every --extra data\n"
                      "set) and on val, trains it for --max-minutes, and installs grounded.json, projector.npz,\n"
                      "tokenizer.json, decoder-q8_0.gguf, decoder-q4_0.gguf and build.json in the package's assets\n"
                      "(or --install). Caches are keyed by the encoder file's sha256: after retraining an encoder,\n"
                      "run it again. An interrupted training resumes. Needs torch (the training extra) and the llm\n"
                      "extra.\n"
-                     "Example (the shipped models: 3,500 extra rendered train frames, 40 minutes each):\n"
+                     "Example (the shipped models: 3,500 extra rendered train frames, 50 minutes each):\n"
                      "  cepr datasets synth --out datasets/cloud-robotics-synth-extra --frames 5000 --seed 1 \\\n"
                      "      --splits train\n"
-                     "  cepr vlm build --extra datasets/cloud-robotics-synth-extra --max-minutes 40"))
+                     "  cepr vlm build --extra datasets/cloud-robotics-synth-extra --max-minutes 50 --threads 1"))
     b.add_argument("--data", default="datasets/cloud-robotics-synth", help="the data set (its train and val splits)")
     b.add_argument("--extra", nargs="*", default=[], help="more data sets whose train split is added")
     b.add_argument("--models", nargs="+", default=None, help="only these (default: every shipped grounded VLM)")

@@ -77,7 +77,7 @@ def rgbd_without_depth_message(model_name: str) -> str:
 
 # the grounded VLMs that ship (``cepr vlm build`` rebuilds them from the shipped encoders), by name: the encoder
 # each reads. A shipped folder holds grounded.json, projector.npz, tokenizer.json and decoder-{q8_0,q4_0}.gguf.
-SHIPPED_GROUNDED = {"grounded-edge": "edge-int8", "grounded-edge-rgb": "edge-rgb-int8"}
+SHIPPED_GROUNDED = {"grounded-edge": "edge-int8", "grounded-edge-rgb": "edge-rgb-int8", "grounded-cloud": "cloud"}
 
 
 def grounded_assets() -> Path:
