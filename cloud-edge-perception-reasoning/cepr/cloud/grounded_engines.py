@@ -38,6 +38,15 @@ ENGINES = ("llamacpp", "transformers", "vllm")
 HF_FROM = "decoder-q8_0.gguf"  # the GGUF a shipped VLM's Hugging Face folder is made from
 
 
+def _needs(what: str, *modules: str) -> None:
+    """A clear error, naming the extra, when ``modules`` are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CeprError(f"{what} needs {', '.join(missing)}: pip install -e '.[llm]'")
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cepr" / "grounded-hf"
 
@@ -51,6 +60,8 @@ def decoder_hf_folder(folder: str | Path) -> Path:
     gguf_path = folder / HF_FROM
     if not gguf_path.is_file():
         raise CeprError(f"{folder}: neither a decoder/ folder nor {HF_FROM} to make one from")
+    _needs(f"reading {gguf_path.name} as a Hugging Face folder (transformers and vLLM engines)", "gguf",
+           "safetensors")
     h = hashlib.sha256(gguf_path.read_bytes()).hexdigest()[:16]
     out = _cache_root() / h
     if (out / "model.safetensors").is_file():
@@ -241,6 +252,7 @@ class GroundedVllm(_FrameEngine):
     def __init__(self, folder: str | Path, python: str | None = None, max_model_len: int = 1024,
                  startup_s: float = 240, timeout_s: float = 120):
         super().__init__(folder)
+        _needs("the vllm engine (prompt embeddings are sent in torch's tensor format)", "torch", "safetensors")
         from safetensors.numpy import load_file
 
         from cepr.servers.vllm_server import VllmServer

@@ -28,7 +28,7 @@ class ReferenceServer(ManagedServer):
     """``cepr serve cloud`` (the reference expert) on a free loopback port; the base of the other HTTP servers."""
 
     def __init__(self, model: str = "cloud", threads: int = 1, startup_s: float = 90.0, extra_args=(),
-                 sessions: int | None = None, providers="cpu"):
+                 sessions: int | None = None, providers="cpu", what: str = "the reference cloud expert"):
         try:
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401
@@ -43,7 +43,7 @@ class ReferenceServer(ManagedServer):
             cmd += ["--sessions", str(int(sessions))]
         if providers_arg(providers) != "cpu":  # the default adds nothing to the command line
             cmd += ["--providers", providers_arg(providers)]
-        self._launch_http(cmd, "/health", "the reference cloud expert", startup_s)
+        self._launch_http(cmd, "/health", what, startup_s)
 
     def _launch_http(self, cmd: list[str], health: str, what: str, startup_s: float) -> None:
         """Start ``cmd`` and wait until ``health`` (a path on this server) answers; ``what`` names it in errors."""
@@ -158,7 +158,8 @@ def grounded_server_url(vlm: str, engine: str = "vllm", quant: str = "q8_0", thr
             extra = ["--vlm", str(vlm), "--vlm-engine", engine, "--vlm-quant", quant]
             if vllm_python:
                 extra += ["--vllm-python", vllm_python]
-            srv = _servers[key] = ReferenceServer("cloud", threads, startup_s=300.0, extra_args=extra)
+            srv = _servers[key] = ReferenceServer("cloud", threads, startup_s=300.0, extra_args=extra,
+                                                  what=f"the grounded VLM service ({vlm}, {engine})")
         return srv.url
 
 
