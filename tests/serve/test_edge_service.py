@@ -502,3 +502,21 @@ def test_direct_cloud_drops_requests_that_waited_past_the_deadline():
         assert all(svc.answer(a)["source"] == "edge" for a in ids)
     finally:
         svc.stop()
+
+
+def test_a_file_source_stops_itself_after_max_frames(tmp_path):
+    """A replay of exactly N frames (what `cepr bench stream` asks): the source ends after reading N, however late
+    its reader is stopped; without the limit it reads the whole file."""
+    from cepr.serve.sources import FrameSource
+
+    write_frames(tmp_path / "walk", 12)
+    write_video(tmp_path / "drive.avi", 12)
+    for where in (tmp_path / "walk", tmp_path / "drive.avi"):
+        for limit, want in ((5, 5), (None, 12)):
+            src = FrameSource("s", str(where), 500, max_frames=limit)
+            src.start()
+            deadline = time.time() + 20
+            while not src.finished and time.time() < deadline:
+                time.sleep(0.02)
+            src.stop()
+            assert src.finished and src.captured == want, (where.name, limit, src.captured)

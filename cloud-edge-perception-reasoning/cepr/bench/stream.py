@@ -320,7 +320,7 @@ def run_stream_bench(cfg: StreamBenchConfig, out: str | Path, progress: bool = T
 
 
 def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
-    src = FrameSource(SOURCE, where, cfg.fps)
+    src = FrameSource(SOURCE, where, cfg.fps, max_frames=n)  # exactly the n frames with truth, however late we stop
     series = []
     down = {"active": False}
 
@@ -372,7 +372,7 @@ def _replay(cfg, svc, where, n, truth, meter, workers, progress) -> dict:
             bar.n = min(n, src.captured)
             bar.refresh()
         time.sleep(max(0.0, min(cfg.sample_s, end - time.time())))
-    src.stop()  # the replay ends: n frames read (a frame read during the stop is counted, and has no truth)
+    src.stop()  # the replay ends: n frames read at most (the source stops itself at n)
     replay_end = time.time() - t0
     svc.wait_sources(timeout=30)
     if bar:

@@ -102,12 +102,14 @@ class FrameSource:
     cameras and streams are read as fast as they deliver and published at most ``fps`` times a second)."""
 
     def __init__(self, name: str, where: str, fps: float, loop: bool = False, on_drop=None, on_bad=None,
-                 on_frame=None):
+                 on_frame=None, max_frames: int | None = None):
+        """``max_frames``: a file or folder source ends after reading that many frames (a replay of exactly N)."""
         if not _NAME.match(name):
             raise CeprError(f"source name {name!r}: use 1-40 letters, digits, '_', '-' or '.'")
         if fps <= 0:
             raise CeprError(f"fps must be > 0, got {fps}")
         self.name, self.where, self.fps, self.loop = name, where, float(fps), loop
+        self.max_frames = max_frames
         self.kind = source_kind(where)
         self.slot = LatestSlot()
         self.on_drop, self.on_bad, self.on_frame = on_drop, on_bad, on_frame
@@ -181,6 +183,9 @@ class FrameSource:
             self.finished = True
             self.slot.close()
 
+    def _enough(self, n: int) -> bool:
+        return self.max_frames is not None and n >= self.max_frames
+
     def _pace(self, t0: float, n: int) -> bool:
         """Sleep until frame ``n``'s time; False when stopped."""
         delay = t0 + n / self.fps - time.perf_counter()
@@ -190,7 +195,7 @@ class FrameSource:
         t0, n, base = time.perf_counter(), 0, 0
         while True:
             for i, path in enumerate(self._files):
-                if not self._pace(t0, n):
+                if self._enough(n) or not self._pace(t0, n):
                     return
                 n += 1
                 bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -207,7 +212,7 @@ class FrameSource:
         t0, n, index, failures = time.perf_counter(), 0, 0, 0
         last_pub = 0.0
         while not self._stop.is_set():
-            if not live and not self._pace(t0, n):
+            if not live and (self._enough(n) or not self._pace(t0, n)):
                 return
             ok, bgr = cap.read()
             if not ok or bgr is None:
