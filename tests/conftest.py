@@ -15,14 +15,6 @@ import pytest
 
 from built_once import built_once
 
-
-def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker more than the cores this process may use. Many tests wait on a subprocess (a job,
-    a server starting) while holding their worker, so one worker per core leaves cores idle."""
-    import os
-
-    return len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1
-
 # ---- a tiny synthetic set and tiny models trained on it (the real recipe, in seconds), shared by all tests.
 # Torch trains on one thread: the suite's other xdist worker keeps the second core busy, and two threads
 # contending for one core made a 5 s training take 40 s ----
