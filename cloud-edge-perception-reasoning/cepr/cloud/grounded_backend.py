@@ -23,11 +23,11 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cepr.cloud.grounded_engines import ENGINES, QUANTS, one_of
 from cepr.cloud.payload import features_field
 from cepr.errors import CeprError
 from cepr.records import CloudRequest, CloudResult, PayloadConfig, Timings, Usage
 
-QUANTS = ("q8_0", "q4_0", "f32")
 CLOUD_VLM = "grounded-cloud"  # what vlm_model: auto loads for an image payload
 
 
@@ -46,18 +46,12 @@ class GroundedCloudConfig(BaseModel):
     @field_validator("vlm_quant")
     @classmethod
     def _quant(cls, v):
-        if v not in QUANTS:
-            raise ValueError(f"vlm_quant must be one of {', '.join(QUANTS)}, not {v!r}")
-        return v
+        return one_of(v, QUANTS, "vlm_quant")
 
     @field_validator("engine")
     @classmethod
     def _engine(cls, v):
-        from cepr.cloud.grounded_engines import ENGINES
-
-        if v not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {v!r}")
-        return v
+        return one_of(v, ENGINES, "engine")
 
     @field_validator("payload")
     @classmethod

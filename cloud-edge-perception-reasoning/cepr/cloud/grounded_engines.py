@@ -35,6 +35,14 @@ from cepr.errors import CeprError
 from cepr.llm.grounded import MAX_RISK_TOKENS, PROJECTOR, Projector, read_spec
 
 ENGINES = ("llamacpp", "transformers", "vllm")
+QUANTS = ("q8_0", "q4_0", "f32")  # the decoder GGUFs llama.cpp reads
+
+
+def one_of(value: str, choices, what: str = "") -> str:
+    """``value`` when it is one of ``choices``; else the ValueError a settings validator raises."""
+    if value not in choices:
+        raise ValueError(f"{what + ' ' if what else ''}must be one of {', '.join(choices)}, not {value!r}")
+    return value
 HF_FROM = "decoder-q8_0.gguf"  # the GGUF a shipped VLM's Hugging Face folder is made from
 
 

@@ -146,16 +146,16 @@ class GroundedServer(_Settings):
     @field_validator("engine")
     @classmethod
     def _engine(cls, v):
-        if v not in ("llamacpp", "transformers", "vllm"):
-            raise ValueError(f"must be one of llamacpp, transformers, vllm, not {v!r}")
-        return v
+        from cepr.cloud.grounded_engines import ENGINES, one_of
+
+        return one_of(v, ENGINES)
 
     @field_validator("quant")
     @classmethod
     def _quant(cls, v):
-        if v not in ("q8_0", "q4_0", "f32"):
-            raise ValueError(f"must be one of q8_0, q4_0, f32, not {v!r}")
-        return v
+        from cepr.cloud.grounded_engines import QUANTS, one_of
+
+        return one_of(v, QUANTS)
 
     def start(self, settings: CloudSettings) -> Started:
         from cepr.servers.autoserve import grounded_server_url

@@ -126,41 +126,40 @@ def providers_arg(providers) -> str:
     return json.dumps(providers, sort_keys=True)
 
 
+def _running(key: tuple, what: str, start) -> str:
+    """The base URL of the server registered under ``key``, started by ``start()`` on first use or when the one
+    there died (``what`` names it in the warning)."""
+    with _lock:
+        srv = _servers.get(key)
+        if srv is not None and srv.proc.poll() is not None:
+            log.warning("%s on port %d died (code %s); starting a new one. Its last output:\n%s", what, srv.port,
+                        srv.proc.returncode, srv.last_output())
+            srv = None
+        if srv is None:
+            srv = _servers[key] = start()
+        return srv.url
+
+
 def reference_server_url(model: str = "cloud", threads: int = 1, sessions: int | None = None,
                          providers="cpu") -> str:
     """The base URL of a running reference expert, started on first use (one per model, threads and sessions;
     ``sessions`` None: the server's default)."""
     key = (str(model), int(threads), None if sessions is None else int(sessions), providers_arg(providers))
-    with _lock:
-        srv = _servers.get(key)
-        if srv is not None and srv.proc.poll() is not None:
-            log.warning("the reference cloud expert on port %d died (code %s); starting a new one. Its last "
-                        "output:\n%s", srv.port, srv.proc.returncode, srv.last_output())
-            srv = None
-        if srv is None:
-            kw = {} if key[-1] == "cpu" else {"providers": providers}  # the default: as before, no flag
-            srv = _servers[key] = ReferenceServer(model, threads, sessions=sessions, **kw)
-        return srv.url
+    kw = {} if key[-1] == "cpu" else {"providers": providers}  # the default: as before, no flag
+    return _running(key, "the reference cloud expert",
+                    lambda: ReferenceServer(model, threads, sessions=sessions, **kw))
 
 
 def grounded_server_url(vlm: str, engine: str = "vllm", quant: str = "q8_0", threads: int = 1,
                         vllm_python: str | None = None) -> str:
     """The base URL of a running ``cepr serve cloud --vlm`` (a grounded VLM, its decoder on ``engine``), started
     on first use, one per settings."""
-    key = ("grounded", str(vlm), engine, quant, int(threads), vllm_python)
-    with _lock:
-        srv = _servers.get(key)
-        if srv is not None and srv.proc.poll() is not None:
-            log.warning("the grounded VLM service on port %d died (code %s); starting a new one. Its last "
-                        "output:\n%s", srv.port, srv.proc.returncode, srv.last_output())
-            srv = None
-        if srv is None:
-            extra = ["--vlm", str(vlm), "--vlm-engine", engine, "--vlm-quant", quant]
-            if vllm_python:
-                extra += ["--vllm-python", vllm_python]
-            srv = _servers[key] = ReferenceServer("cloud", threads, startup_s=300.0, extra_args=extra,
-                                                  what=f"the grounded VLM service ({vlm}, {engine})")
-        return srv.url
+    what = f"the grounded VLM service ({vlm}, {engine})"
+    extra = ["--vlm", str(vlm), "--vlm-engine", engine, "--vlm-quant", quant]
+    if vllm_python:
+        extra += ["--vllm-python", vllm_python]
+    return _running(("grounded", str(vlm), engine, quant, int(threads), vllm_python), what,
+                    lambda: ReferenceServer("cloud", threads, startup_s=300.0, extra_args=extra, what=what))
 
 
 def shutdown_all() -> None:
